@@ -1,0 +1,5 @@
+import sys
+
+from billhive.cli import main
+
+sys.exit(main())

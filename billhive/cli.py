@@ -1,0 +1,329 @@
+"""The ``billhive`` command: serve, worker, migrate, site, webhook."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+from billhive.runtime import DEFAULT_DATABASE_URL, App, Config
+
+
+def _db_url(args: argparse.Namespace) -> str:
+    return args.database_url or os.environ.get("BILLHIVE_DATABASE_URL") or DEFAULT_DATABASE_URL
+
+
+def _add_db(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--database-url", help=f"default: $BILLHIVE_DATABASE_URL or {DEFAULT_DATABASE_URL}")
+
+
+def _open(args: argparse.Namespace) -> App:
+    from billhive.store import migrate
+
+    url = _db_url(args)
+    migrate.upgrade(url)
+    return App.open(Config.from_env(database_url=url))
+
+
+def _fail(msg: str) -> int:
+    print(f"billhive: {msg}", file=sys.stderr)
+    return 2
+
+
+# ---- serve / worker / migrate ------------------------------------------------------------------
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from billhive import sites
+    from billhive.http.app import build
+    from billhive.worker import run_background
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    url = _db_url(args)
+    app = _open(args)
+    app.config.host, app.config.port, app.config.domain = args.host, args.port, args.domain
+    app.config.background = not args.no_background
+    if app.db.dialect == "sqlite" and args.workers > 1:
+        return _fail("SQLite serves one process (one writer); use PostgreSQL for --workers > 1")
+    now = int(time.time())
+    existing = app.db.read_sync(lambda tx: sites.all_sites(tx))
+    if not existing:
+        site, keys = app.db.write_sync(lambda tx: sites.create(tx, "demo-test", now=now))
+        key = keys["full"]
+        print(f"\nCreated the test site 'demo-test' with full-access API key:\n\n    {key}\n")
+        print("Try it:\n")
+        print(f"    curl -u {key}: http://{_display_host(args.host)}:{args.port}/api/v1/events\n")
+        print(f"(or with the site in the host name: http://demo-test.{args.domain}:{args.port}/api/v1/...)\n",
+              flush=True)
+    else:
+        names = ", ".join(s.name for s in existing)
+        print(f"billhive: serving sites {names} from {_redact(url)}", flush=True)
+    print(f"billhive: listening on http://{_display_host(args.host)}:{args.port}  (API under /api/v1)", flush=True)
+    background = run_background if app.config.background else None
+    if args.workers > 1:
+        app.close()
+        os.environ["BILLHIVE_DATABASE_URL"] = url
+        os.environ["BILLHIVE_DOMAIN"] = args.domain
+        os.environ["BILLHIVE_BACKGROUND"] = "0" if args.no_background else "1"
+        uvicorn.run("billhive.http.asgi:create_app", factory=True, host=args.host, port=args.port,
+                    workers=args.workers, access_log=args.access_log, log_level="info",
+                    loop="uvloop", http="httptools")
+        return 0
+    asgi = build(app, background=background)
+    try:
+        uvicorn.run(asgi, host=args.host, port=args.port, access_log=args.access_log, log_level="info",
+                    loop="uvloop", http="httptools", lifespan="on")
+    finally:
+        app.close()
+    return 0
+
+
+def _display_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "") else host
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # pragma: no cover
+        return url
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from billhive.worker import run_background
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = _open(args)
+    print(f"billhive worker: running background jobs on {_redact(_db_url(args))}", flush=True)
+    try:
+        asyncio.run(run_background(app))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        app.close()
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from billhive.store import migrate
+
+    migrate.upgrade(_db_url(args))
+    print("billhive: database is up to date")
+    return 0
+
+
+# ---- site ------------------------------------------------------------------------------------
+
+def cmd_site_create(args: argparse.Namespace) -> int:
+    from billhive import sites
+
+    app = _open(args)
+    try:
+        site, keys = app.db.write_sync(lambda tx: sites.create(
+            tx, args.name, now=int(time.time()), currency=args.currency, metered_billing=args.metered_billing,
+            api_key=args.api_key, read_only_key=args.read_only_key))
+    except sites.SettingError as exc:
+        return _fail(str(exc))
+    finally:
+        app.close()
+    kind = "test" if site.is_test else "live"
+    print(f"Created {kind} site {site.name}")
+    print(f"full-access key: {keys['full']}")
+    if "read_only" in keys:
+        print(f"read-only key:   {keys['read_only']}")
+    return 0
+
+
+def cmd_site_set(args: argparse.Namespace) -> int:
+    from billhive import sites
+
+    assignments: dict[str, str] = {}
+    for item in args.assignments:
+        if "=" not in item:
+            return _fail(f"expected SETTING=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        assignments[k.strip()] = v
+    app = _open(args)
+    try:
+        site = app.db.write_sync(lambda tx: sites.set_settings(tx, args.name, assignments, int(time.time())))
+        shown = app.db.read_sync(lambda tx: sites.describe(tx, site))
+    except sites.SettingError as exc:
+        return _fail(str(exc))
+    finally:
+        app.close()
+    print(json.dumps(shown, indent=2))
+    return 0
+
+
+def cmd_site_show(args: argparse.Namespace) -> int:
+    from billhive import sites
+
+    app = _open(args)
+    try:
+        shown = app.db.read_sync(lambda tx: sites.describe(tx, sites.require(tx, args.name)))
+    except sites.SettingError as exc:
+        return _fail(str(exc))
+    finally:
+        app.close()
+    print(json.dumps(shown, indent=2))
+    return 0
+
+
+def cmd_site_list(args: argparse.Namespace) -> int:
+    from billhive import sites
+
+    app = _open(args)
+    try:
+        for s in app.db.read_sync(sites.all_sites):
+            print(f"{s.name}\t{'test' if s.is_test else 'live'}\t{s.currency_code}")
+    finally:
+        app.close()
+    return 0
+
+
+def cmd_site_settings(args: argparse.Namespace) -> int:
+    from billhive.sites import COLUMN_SETTINGS, SETTINGS, WEBHOOK_SETTINGS
+
+    for s in SETTINGS.values():
+        print(f"{s.name:30} default {json.dumps(s.default):40} {s.help}")
+    for name in COLUMN_SETTINGS:
+        print(f"{name:30}")
+    for name in WEBHOOK_SETTINGS:
+        print(f"{name:30} (manages the webhook endpoint named 'default')")
+    return 0
+
+
+# ---- webhook -----------------------------------------------------------------------------------
+
+def cmd_webhook_add(args: argparse.Namespace) -> int:
+    from billhive import sites, webhook_endpoints
+
+    types = [t.strip() for t in args.event_types.split(",") if t.strip()] if args.event_types else None
+    app = _open(args)
+    try:
+        ep = app.db.write_sync(lambda tx: webhook_endpoints.add(
+            tx, sites.require(tx, args.site).pk, args.url, now=int(time.time()), username=args.username,
+            password=args.password, secret=args.secret, event_types=types))
+    except sites.SettingError as exc:
+        return _fail(str(exc))
+    finally:
+        app.close()
+    print(json.dumps(webhook_endpoints.describe(ep), indent=2))
+    return 0
+
+
+def cmd_webhook_list(args: argparse.Namespace) -> int:
+    from billhive import sites, webhook_endpoints
+
+    app = _open(args)
+    try:
+        eps = app.db.read_sync(lambda tx: webhook_endpoints.list_all(tx, sites.require(tx, args.site).pk))
+    except sites.SettingError as exc:
+        return _fail(str(exc))
+    finally:
+        app.close()
+    print(json.dumps([webhook_endpoints.describe(e) for e in eps], indent=2))
+    return 0
+
+
+def cmd_webhook_remove(args: argparse.Namespace) -> int:
+    from billhive import sites, webhook_endpoints
+
+    app = _open(args)
+    try:
+        ok = app.db.write_sync(lambda tx: webhook_endpoints.remove(tx, sites.require(tx, args.site).pk, args.id))
+    except sites.SettingError as exc:
+        return _fail(str(exc))
+    finally:
+        app.close()
+    if not ok:
+        return _fail(f"no webhook endpoint {args.id!r} on site {args.site}")
+    print(f"removed webhook endpoint {args.id}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="billhive", description="Subscription billing server speaking Chargebee API v1")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the API server (applies migrations; creates demo-test on an empty database)")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8080)
+    s.add_argument("--domain", default=os.environ.get("BILLHIVE_DOMAIN", "localhost"),
+                   help="sites are addressed as {site}.DOMAIN (default localhost)")
+    s.add_argument("--workers", type=int, default=1, help="API processes (PostgreSQL only)")
+    s.add_argument("--no-background", action="store_true", help="do not run the scheduler/delivery workers here")
+    s.add_argument("--access-log", action="store_true")
+    _add_db(s)
+    s.set_defaults(fn=cmd_serve)
+
+    w = sub.add_parser("worker", help="run the scheduler and delivery workers without the API")
+    _add_db(w)
+    w.set_defaults(fn=cmd_worker)
+
+    m = sub.add_parser("migrate", help="apply pending database migrations")
+    _add_db(m)
+    m.set_defaults(fn=cmd_migrate)
+
+    site = sub.add_parser("site", help="manage sites").add_subparsers(dest="site_command", required=True)
+    c = site.add_parser("create", help="create a site (a name ending in -test makes a test site)")
+    c.add_argument("name")
+    c.add_argument("--api-key")
+    c.add_argument("--read-only-key")
+    c.add_argument("--currency", default="USD")
+    c.add_argument("--metered-billing", action="store_true")
+    _add_db(c)
+    c.set_defaults(fn=cmd_site_create)
+    st = site.add_parser("set", help="change settings: billhive site set NAME SETTING=VALUE ...")
+    st.add_argument("name")
+    st.add_argument("assignments", nargs="+")
+    _add_db(st)
+    st.set_defaults(fn=cmd_site_set)
+    sh = site.add_parser("show", help="show a site's settings, keys and webhook endpoints")
+    sh.add_argument("name")
+    _add_db(sh)
+    sh.set_defaults(fn=cmd_site_show)
+    ls = site.add_parser("list", help="list sites")
+    _add_db(ls)
+    ls.set_defaults(fn=cmd_site_list)
+    se = site.add_parser("settings", help="list every setting with its default")
+    se.set_defaults(fn=cmd_site_settings)
+
+    wh = sub.add_parser("webhook", help="manage webhook endpoints").add_subparsers(dest="webhook_command",
+                                                                                   required=True)
+    wa = wh.add_parser("add")
+    wa.add_argument("site")
+    wa.add_argument("url")
+    wa.add_argument("--username")
+    wa.add_argument("--password")
+    wa.add_argument("--secret")
+    wa.add_argument("--event-types", help="comma-separated; default all")
+    _add_db(wa)
+    wa.set_defaults(fn=cmd_webhook_add)
+    wl = wh.add_parser("list")
+    wl.add_argument("site")
+    _add_db(wl)
+    wl.set_defaults(fn=cmd_webhook_list)
+    wr = wh.add_parser("remove")
+    wr.add_argument("site")
+    wr.add_argument("id")
+    _add_db(wr)
+    wr.set_defaults(fn=cmd_webhook_remove)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args: Any = parser().parse_args(argv)
+    return args.fn(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

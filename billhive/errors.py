@@ -1,0 +1,156 @@
+"""The closed family of failures billhive reports, each with Chargebee's code, type and status.
+
+Services raise these; one place (billhive.http.app) turns them into the error JSON.
+Tests assert on ``api_error_code`` and ``param``, never on the message text.
+"""
+
+from __future__ import annotations
+
+# Legacy v1 error codes that pre-1.1.48 clients (and the 1.x Python SDK, which reads
+# ``error_code`` unconditionally) still expect beside ``api_error_code``.
+_LEGACY_CODES = {
+    "param_wrong_value": "param_wrong_value",
+    "param_not_allowed": "param_not_allowed",
+    "resource_not_found": "resource_not_found",
+    "referenced_resource_not_found": "referenced_resource_not_found",
+    "invalid_state_for_request": "invalid_state_for_request",
+    "api_authentication_failed": "api_authentication_failed",
+    "api_authorization_failed": "api_authorization_failed",
+    "site_not_found": "site_not_found",
+    "payment_processing_failed": "payment_processing_failed",
+    "payment_method_verification_failed": "payment_method_verification_failed",
+    "payment_method_not_present": "payment_method_not_present",
+    "duplicate_entry": "duplicate_entry",
+    "internal_error": "internal_error",
+}
+
+
+class BillhiveError(Exception):
+    """Base class: every subclass fixes http_status, type and a default api_error_code."""
+
+    http_status = 400
+    error_type: str | None = "invalid_request"
+    api_error_code = "invalid_request"
+    legacy_error_code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, api_error_code: str | None = None,
+                 extra: dict | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if api_error_code:
+            self.api_error_code = api_error_code
+        self.extra = extra or {}
+
+    def to_json(self) -> dict:
+        body: dict = {"message": self.message}
+        if self.error_type:
+            body["type"] = self.error_type
+        body["api_error_code"] = self.api_error_code
+        if self.param:
+            body["param"] = self.param
+        body["http_status_code"] = self.http_status
+        # legacy pair read by old v1 clients
+        body["error_code"] = self.legacy_error_code or _LEGACY_CODES.get(self.api_error_code, self.api_error_code)
+        body["error_msg"] = self.message
+        if self.param:
+            body["error_param"] = self.param
+        body.update(self.extra)
+        return body
+
+
+class ParamError(BillhiveError):
+    """A request parameter is missing, unknown or has a wrong value (400)."""
+
+    api_error_code = "param_wrong_value"
+
+
+class ParamRequired(ParamError):
+    """A required parameter is absent. Chargebee answers these with ``param_wrong_value``
+    ("<param> : cannot be blank"); the legacy ``error_code`` is ``param_not_present``."""
+
+    legacy_error_code = "param_not_present"
+
+
+class InvalidRequest(BillhiveError):
+    """The request is well-formed but not acceptable (400 invalid_request)."""
+
+
+class PaymentMethodVerificationFailed(BillhiveError):
+    api_error_code = "payment_method_verification_failed"
+    error_type = "payment"
+
+
+class PaymentProcessingFailed(BillhiveError):
+    api_error_code = "payment_processing_failed"
+    error_type = "payment"
+
+
+class PaymentMethodNotPresent(BillhiveError):
+    api_error_code = "payment_method_not_present"
+    error_type = "payment"
+
+
+class DuplicateEntry(BillhiveError):
+    api_error_code = "duplicate_entry"
+
+
+class ResourceLimitExhausted(BillhiveError):
+    api_error_code = "resource_limit_exhausted"
+
+
+class AuthenticationFailed(BillhiveError):
+    http_status = 401
+    error_type = "untyped"
+    api_error_code = "api_authentication_failed"
+
+
+class AuthorizationFailed(BillhiveError):
+    http_status = 403
+    error_type = "untyped"
+    api_error_code = "api_authorization_failed"
+
+
+class NotFound(BillhiveError):
+    http_status = 404
+    api_error_code = "resource_not_found"
+
+
+class SiteNotFound(BillhiveError):
+    http_status = 404
+    error_type = "untyped"
+    api_error_code = "site_not_found"
+
+
+class MethodNotAllowed(BillhiveError):
+    http_status = 405
+    api_error_code = "http_method_not_supported"
+
+
+class InvalidState(BillhiveError):
+    http_status = 409
+    api_error_code = "invalid_state_for_request"
+
+
+class UnableToProcess(BillhiveError):
+    http_status = 422
+    api_error_code = "unable_to_process_request"
+
+
+class RateLimited(BillhiveError):
+    http_status = 429
+    error_type = "operation_failed"
+    api_error_code = "api_request_limit_exceeded"
+
+
+class InternalError(BillhiveError):
+    http_status = 500
+    error_type = "operation_failed"
+    api_error_code = "internal_error"
+
+
+def not_found(resource: str, ident: str | None = None, *, param: str | None = None) -> NotFound:
+    """Chargebee phrases 404s as '<Resource> not found for id <id>' (v1: '... is not present')."""
+    label = resource.replace("_", " ").capitalize()
+    msg = f"{label} not found for id {ident}" if ident is not None else f"{label} not found"
+    return NotFound(msg, param=param)

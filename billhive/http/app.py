@@ -1,0 +1,304 @@
+"""The ASGI application.
+
+``/api/v1/...`` is served by a lean dispatcher (``ApiEndpoint``): route trie -> site and
+key -> spec-compiled parameter decoding -> service function -> JSON. Everything else
+(``/health``, ``/openapi.json``, downloads, metrics) is a small Starlette app.
+
+Every failure becomes Chargebee's error JSON here, and only here: services raise
+``BillhiveError``s; anything else is logged and answered with 500 ``internal_error``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import ipaddress
+import logging
+import re
+from typing import Awaitable, Callable
+
+import orjson
+from sqlalchemy import literal, select
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route as StarletteRoute
+
+from billhive import spec
+from billhive.errors import (
+    AuthorizationFailed,
+    BillhiveError,
+    InternalError,
+    MethodNotAllowed,
+    NotFound,
+    ParamError,
+)
+from billhive.http import idempotency
+from billhive.http.auth import Authenticator
+from billhive.http.params import Decoder, parse_pairs
+from billhive.http.router import Router
+from billhive.http.routes import ROUTES, Route
+from billhive.runtime import App
+from billhive.services.context import Ctx, Origin
+from billhive.store.db import Q
+from billhive.store.lists import ALL_OPS, ListRequest, filter_fields, parse_filter
+
+log = logging.getLogger("billhive.http")
+PREFIX = "/api/v1"
+MAX_BODY = 1 << 20
+_JSON_HEADERS = [(b"content-type", b"application/json;charset=utf-8")]
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+_SELECT_ONE = Q(select(literal(1)))
+
+
+class Compiled:
+    """A route with its decoder, built once."""
+
+    __slots__ = ("route", "decoder", "is_list", "fn")
+
+    def __init__(self, route: Route):
+        self.route = route
+        op = route.op
+        if op.method == "GET":
+            props = {k: v for k, v in op.query_params.items()}
+            required = tuple(k for k, v in op.query_params.items() if v.get("required"))
+        else:
+            body = op.body_schema or {}
+            props = dict(body.get("properties") or {})
+            required = tuple(body.get("required") or ())
+        self.decoder = Decoder(props, required)
+        self.is_list = route.list_table is not None
+        self.fn = route.fn
+
+
+def _origin(headers: dict[bytes, bytes], key_name: str) -> Origin:
+    def h(name: str) -> str | None:
+        v = headers.get(name.encode())
+        return v.decode("latin-1") if v is not None else None
+
+    user = h("chargebee-request-origin-user")
+    encoded = h("chargebee-request-origin-user-encoded")
+    if encoded is not None:
+        try:
+            user = base64.b64decode(encoded, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise ParamError("chargebee-request-origin-user-encoded : must be the Base64 encoding of an email "
+                             "address", param="chargebee-request-origin-user-encoded") from None
+        if not _EMAIL.match(user):
+            raise ParamError("chargebee-request-origin-user-encoded : must encode an email address",
+                             param="chargebee-request-origin-user-encoded")
+    elif user is not None and not _EMAIL.match(user):
+        raise ParamError("chargebee-request-origin-user : must be an email address",
+                         param="chargebee-request-origin-user")
+    ip = h("chargebee-request-origin-ip")
+    if ip is not None:
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            raise ParamError("chargebee-request-origin-ip : must be an IP address",
+                             param="chargebee-request-origin-ip") from None
+    device = h("chargebee-request-origin-device")
+    if device is not None and len(device) > 500:
+        raise ParamError("chargebee-request-origin-device : cannot be more than 500 characters",
+                         param="chargebee-request-origin-device")
+    skips = {}
+    for name in spec.EVENT_SKIP_HEADERS:
+        v = h(name)
+        if v is not None and v != "all-disabled":
+            raise ParamError(f"{name} : the only supported value is all-disabled", param=name)
+        skips[name] = v is not None
+    return Origin(
+        source="api",
+        user=key_name,
+        origin_user=user,
+        origin_ip=ip,
+        origin_device=device,
+        skip_actions=skips["chargebee-event-actions"],
+        skip_webhooks=skips["chargebee-event-webhook"],
+        skip_emails=skips["chargebee-event-email"],
+    )
+
+
+def _list_request(compiled: Compiled, pairs: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], ListRequest]:
+    """Split list extension params (field[op], sort_by[dir]) from the spec's own."""
+    table = compiled.route.list_table
+    declared = compiled.decoder.fields
+    rest, filters = [], []
+    sort = None
+    for key, value in pairs:
+        if "[" in key and key.endswith("]"):
+            top, _, op = key[:-1].partition("[")
+            # a declared scalar (event_type) can still take a v2 operator (event_type[in])
+            if (top not in declared or declared[top].kind == "scalar") and "[" not in op:
+                if top == "sort_by" and op in ("asc", "desc"):
+                    if sort is not None:
+                        raise ParamError("sort_by : give one sort order", param=key)
+                    sortable = filter_fields(table).get(value)
+                    if sortable is None or sortable.kind == "string":
+                        raise ParamError(f"{key} : cannot sort by {value!r}", param=key)
+                    sort = (value, op == "desc")
+                    continue
+                if op in ALL_OPS:
+                    filters.append(parse_filter(table, top, op, value))
+                    continue
+        rest.append((key, value))
+    return rest, ListRequest(filters=tuple(filters), sort=sort)
+
+
+class ApiEndpoint:
+    def __init__(self, app: App, routes: list[Route]):
+        self.app = app
+        self.auth = Authenticator(app.db, app.config.domain)
+        self.router = Router()
+        for r in routes:
+            self.router.add(r.op.method, r.op.path, Compiled(r))
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        status, body, extra_headers = await self.handle(scope, receive)
+        headers = _JSON_HEADERS + extra_headers
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def handle(self, scope: dict, receive: Callable) -> tuple[int, bytes, list]:
+        try:
+            return await self._handle(scope, receive)
+        except BillhiveError as exc:
+            return exc.http_status, orjson.dumps(exc.to_json()), []
+        except Exception:
+            log.exception("unexpected error on %s %s", scope.get("method"), scope.get("path"))
+            err = InternalError("Sorry, something went wrong when trying to process the request.")
+            return 500, orjson.dumps(err.to_json()), []
+
+    async def _handle(self, scope: dict, receive: Callable) -> tuple[int, bytes, list]:
+        method = scope["method"]
+        path = scope["path"][len(PREFIX):]
+        compiled, args, exists = self.router.match(method, path)
+        if compiled is None:
+            if exists:
+                raise MethodNotAllowed(f"The HTTP method {method} is not supported for this URL")
+            raise NotFound("Sorry, we couldn't find that resource (no such API URL)")
+        headers = dict(scope["headers"])
+        body = await _read_body(receive) if method != "GET" else b""
+        host = headers.get(b"host")
+        authz = headers.get(b"authorization")
+        principal = await self.auth.authenticate(host.decode("latin-1") if host else None,
+                                                 authz.decode("latin-1") if authz else None)
+        route = compiled.route
+        if route.op.writes and principal.read_only:
+            raise AuthorizationFailed("Sorry, your API key does not have the privilege to perform this operation")
+        origin = _origin(headers, principal.key_name)
+        qs = scope.get("query_string", b"")
+        pairs = parse_pairs(qs) if qs else []
+        if method != "GET" and body:
+            ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+            if ctype != b"application/x-www-form-urlencoded":
+                raise ParamError("Content-Type must be application/x-www-form-urlencoded")
+            pairs += parse_pairs(body)
+        list_req = None
+        if compiled.is_list:
+            pairs, list_req = _list_request(compiled, pairs)
+        params = compiled.decoder.decode(pairs)
+        if list_req is not None:
+            list_req.limit = params.get("limit", 10)
+            list_req.offset = params.get("offset")
+            params["_list"] = list_req
+        ctx = Ctx(self.app, principal.site_pk, origin)
+        call = compiled.fn(ctx, *args, params)
+        ikey = headers.get(b"chargebee-idempotency-key")
+        if ikey is not None and method == "POST":
+            return await idempotency.run(self.app, principal.site_pk, ikey.decode("latin-1"), method, path,
+                                         pairs, call)
+        result = await call
+        return 200, orjson.dumps(result), []
+
+
+async def _read_body(receive: Callable) -> bytes:
+    chunks = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise ParamError("request body too large")
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            break
+    return b"".join(chunks)
+
+
+def served_openapi(base_url: str) -> dict:
+    """The v1 spec restricted to the operations billhive implements, with our server URL."""
+    from billhive.http.routes import implemented_operation_ids
+
+    raw = spec.raw()
+    implemented = implemented_operation_ids()
+    paths = {}
+    for path, item in raw["paths"].items():
+        kept = {m: op for m, op in item.items() if isinstance(op, dict) and op.get("operationId") in implemented}
+        if kept:
+            paths[path] = kept
+    doc = {k: v for k, v in raw.items() if k not in ("paths", "servers")}
+    doc["paths"] = paths
+    doc["servers"] = [{"url": base_url.rstrip("/") + PREFIX}]
+    return doc
+
+
+def build(app: App, *, background: Callable[[App], Awaitable[None]] | None = None) -> Callable:
+    """The ASGI callable for billhive serve (and the tests)."""
+    routes = list(ROUTES)
+    if app.config.bench_ceiling:
+        from billhive.http import ceiling
+
+        routes.append(ceiling.route())
+    api = ApiEndpoint(app, routes)
+    openapi_bytes: dict[str, bytes] = {}
+
+    async def health(request: Request) -> Response:
+        await app.db.read(lambda tx: tx.scalar(_SELECT_ONE))
+        return JSONResponse({"status": "ok", "database": app.db.dialect})
+
+    async def openapi(request: Request) -> Response:
+        base = app.config.public_url or f"{request.url.scheme}://{request.url.netloc}"
+        if base not in openapi_bytes:
+            openapi_bytes[base] = orjson.dumps(served_openapi(base))
+        return Response(openapi_bytes[base], media_type="application/json")
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        err = NotFound("Sorry, we couldn't find that resource (no such URL)")
+        return JSONResponse(err.to_json(), status_code=404)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette):
+        task = asyncio.create_task(background(app)) if background else None
+        try:
+            yield
+        finally:
+            if task:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    from billhive.http import extra_routes
+
+    starlette = Starlette(
+        routes=[StarletteRoute("/health", health), StarletteRoute("/openapi.json", openapi),
+                *extra_routes.routes(app)],
+        exception_handlers={404: not_found},
+        lifespan=lifespan,
+    )
+
+    async def asgi(scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(PREFIX + "/"):
+            await api(scope, receive, send)
+        else:
+            await starlette(scope, receive, send)
+
+    asgi.api = api  # type: ignore[attr-defined]
+    asgi.app = app  # type: ignore[attr-defined]
+    return asgi
+

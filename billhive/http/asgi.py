@@ -1,0 +1,16 @@
+"""ASGI factory for multi-process serving (uvicorn --workers with PostgreSQL)."""
+
+from __future__ import annotations
+
+import os
+
+from billhive.http.app import build
+from billhive.runtime import App, Config
+from billhive.worker import run_background
+
+
+def create_app():
+    config = Config.from_env(domain=os.environ.get("BILLHIVE_DOMAIN"))
+    app = App.open(config)
+    background = run_background if os.environ.get("BILLHIVE_BACKGROUND", "1") == "1" else None
+    return build(app, background=background)

@@ -1,0 +1,21 @@
+"""Non-API HTTP routes (beside /health and /openapi.json): downloads and metrics.
+
+Each entry is a Starlette route factory taking the App; keep them small.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from starlette.routing import BaseRoute
+
+from billhive.runtime import App
+
+FACTORIES: list[Callable[[App], list[BaseRoute]]] = []
+
+
+def routes(app: App) -> list[BaseRoute]:
+    out: list[BaseRoute] = []
+    for factory in FACTORIES:
+        out.extend(factory(app))
+    return out

@@ -1,0 +1,61 @@
+"""The composition root: configuration, database, clock and gateways, built once at start-up
+and passed to everything that needs them."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from billhive.store.db import Database
+
+DEFAULT_DATABASE_URL = "sqlite:///billhive.db"
+
+
+@dataclass
+class Config:
+    database_url: str = DEFAULT_DATABASE_URL
+    domain: str = "localhost"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    background: bool = True  # run the scheduler and delivery workers inside serve
+    scheduler_interval: float = 1.0
+    public_url: str | None = None  # base URL for download links (PDFs); default http://host:port
+    bench_ceiling: bool = False  # expose the benchmark's no-database reference route
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> "Config":
+        cfg = cls(database_url=os.environ.get("BILLHIVE_DATABASE_URL", DEFAULT_DATABASE_URL))
+        if os.environ.get("BILLHIVE_BENCH_CEILING") == "1":
+            cfg.bench_ceiling = True
+        for k, v in overrides.items():
+            if v is not None:
+                setattr(cfg, k, v)
+        return cfg
+
+    @property
+    def base_url(self) -> str:
+        return self.public_url or f"http://{self.host}:{self.port}"
+
+
+@dataclass
+class App:
+    config: Config
+    db: Database
+    wall: Callable[[], float] = time.time
+    gateways: dict = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, config: Config, *, wall: Callable[[], float] = time.time) -> "App":
+        from billhive import plugins
+        from billhive.gateway import default_gateways
+
+        plugins.load()
+        db = Database(config.database_url)
+        app = cls(config=config, db=db, wall=wall)
+        app.gateways = default_gateways(app)
+        return app
+
+    def close(self) -> None:
+        self.db.close()

@@ -1,0 +1,77 @@
+"""Runs due jobs: continuously (``billhive serve`` / ``billhive worker``) and in time order
+while the time machine travels."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from typing import TYPE_CHECKING
+
+from billhive import sites
+from billhive.scheduler import jobs
+from billhive.services.context import SCHEDULER, Work
+from billhive.store.db import Tx
+
+if TYPE_CHECKING:
+    from billhive.runtime import App
+
+log = logging.getLogger("billhive.scheduler")
+
+
+def _retry_delay(attempts: int) -> int:
+    return min(60 * 2 ** attempts, 86400)
+
+
+def _run_one_unit(app: "App", site_pk: int, at: int | None):
+    def unit(tx: Tx) -> jobs.Job | None:
+        site = sites.load(tx, site_pk)
+        now = at if at is not None else site.now(app.wall)
+        job = jobs.claim(tx, site_pk, now)
+        if job is None:
+            return None
+        w = Work(tx, app, site, SCHEDULER, now)
+        handle = jobs.HANDLERS.get(job.kind)
+        try:
+            with tx.savepoint():
+                if handle is None:
+                    raise RuntimeError(f"no handler for job kind {job.kind!r}")
+                handle(w, job)
+        except Exception as exc:  # the job's own changes are rolled back; keep it for a retry
+            log.error("job %s (%s) failed on site %s: %s", job.key, job.kind, site.name, exc)
+            log.debug("%s", traceback.format_exc())
+            jobs.record_failure(tx, site_pk, job, f"{type(exc).__name__}: {exc}",
+                                now + _retry_delay(job.attempts))
+        return job
+    return unit
+
+
+def run_due_sync(app: "App", site_pk: int, at: int | None = None, limit: int | None = None) -> int:
+    """Run the site's jobs due at ``at`` (default: the site clock), earliest first."""
+    done = 0
+    while limit is None or done < limit:
+        if app.db.write_sync(_run_one_unit(app, site_pk, at)) is None:
+            break
+        done += 1
+    return done
+
+
+async def run_due(app: "App", site_pk: int, at: int | None = None, limit: int | None = None) -> int:
+    done = 0
+    while limit is None or done < limit:
+        if await app.db.write(_run_one_unit(app, site_pk, at)) is None:
+            break
+        done += 1
+    return done
+
+
+async def run_all_sites(app: "App") -> int:
+    """One pass of the continuous scheduler over every site."""
+    site_pks = await app.db.read(lambda tx: [s.pk for s in sites.all_sites(tx)])
+    total = 0
+    for pk in site_pks:
+        total += await run_due(app, pk, limit=1000)
+    return total
+
+
+def next_due(app: "App", site_pk: int) -> int | None:
+    return app.db.read_sync(lambda tx: jobs.next_due(tx, site_pk))

@@ -1,0 +1,112 @@
+"""What every service operation receives: who is asking (Origin), on which site (Ctx), and,
+inside a transaction, the unit of work (Work) with the site, its clock and the event recorder.
+
+Service shape (one function per API operation):
+
+    async def collect(ctx: Ctx, invoice_id: str, params: dict) -> dict:
+        return await ctx.write(_close, invoice_id)      # one transaction
+
+    def _close(w: Work, invoice_id: str) -> dict:       # load -> domain -> save -> events
+        ...
+        w.emit("invoice_generated", {"invoice": invoice})
+        return {"invoice": invoice}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
+
+from billhive import sites
+from billhive.store.db import Tx
+
+if TYPE_CHECKING:
+    from billhive.runtime import App
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Who caused a change: stored on every event the request causes."""
+
+    source: str = "api"  # api | scheduled_job | system | admin_console
+    user: str | None = None  # the API key's name for API requests
+    origin_user: str | None = None  # chargebee-request-origin-user(-encoded)
+    origin_ip: str | None = None
+    origin_device: str | None = None
+    skip_actions: bool = False  # chargebee-event-actions: all-disabled
+    skip_webhooks: bool = False  # chargebee-event-webhook: all-disabled
+    skip_emails: bool = False  # chargebee-event-email: all-disabled
+
+    @property
+    def origin_json(self) -> dict | None:
+        out = {k: v for k, v in (("user", self.origin_user), ("ip", self.origin_ip),
+                                 ("device", self.origin_device)) if v}
+        return out or None
+
+
+SCHEDULER = Origin(source="scheduled_job", user="billhive-scheduler")
+SYSTEM = Origin(source="system", user="billhive")
+
+
+class Work:
+    """One transaction's context. Created inside the transaction; never outlives it."""
+
+    __slots__ = ("tx", "app", "site", "now", "origin", "_cache", "emitted")
+
+    def __init__(self, tx: Tx, app: "App", site: sites.Site, origin: Origin, now: int | None = None):
+        self.tx = tx
+        self.app = app
+        self.site = site
+        self.now = now if now is not None else site.now(app.wall)
+        self.origin = origin
+        self._cache: dict[str, Any] = {}
+        self.emitted: list[dict] = []
+
+    @property
+    def site_id(self) -> int:
+        return self.site.pk
+
+    def cached(self, key: str, load: Callable[[], T]) -> T:
+        """Per-transaction memo (e.g. the site's webhook endpoints)."""
+        if key not in self._cache:
+            self._cache[key] = load()
+        return self._cache[key]
+
+    def emit(self, event_type: str, content: dict) -> dict:
+        """Record an event in this transaction (the outbox); returns the event as the API shows it."""
+        from billhive.services.events import record
+
+        event = record(self, event_type, content)
+        self.emitted.append(event)
+        return event
+
+
+@dataclass
+class Ctx:
+    """A request's (or a scheduler run's) handle on one site."""
+
+    app: "App"
+    site_id: int
+    origin: Origin = field(default_factory=Origin)
+
+    def _unit(self, fn: Callable[..., T], args: tuple, now: int | None) -> Callable[[Tx], T]:
+        app, site_id, origin = self.app, self.site_id, self.origin
+
+        def unit(tx: Tx) -> T:
+            return fn(Work(tx, app, sites.load(tx, site_id), origin, now), *args)
+        return unit
+
+    async def write(self, fn: Callable[..., T], *args: Any, now: int | None = None) -> T:
+        """Run fn(work, *args) in one durable write transaction."""
+        return await self.app.db.write(self._unit(fn, args, now))
+
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        return await self.app.db.read(self._unit(fn, args, None))
+
+    def write_sync(self, fn: Callable[..., T], *args: Any, now: int | None = None) -> T:
+        return self.app.db.write_sync(self._unit(fn, args, now))
+
+    def read_sync(self, fn: Callable[..., T], *args: Any) -> T:
+        return self.app.db.read_sync(self._unit(fn, args, None))

@@ -1,0 +1,155 @@
+"""The Chargebee API v1 OpenAPI document, and what billhive derives from it.
+
+The spec file is the packaged copy of ../shared/chargebee-api-v1/openapi.json (MIT,
+LICENSE-chargebee-openapi beside it). Parameter validation, response field lists,
+enums and the served /openapi.json are all derived from it at start-up; nothing
+about the wire contract is hand-copied.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SPEC_PATH = Path(__file__).with_name("openapi.json")
+
+# Headers billhive reads itself; they are described by the spec on every operation
+# but are not request parameters.
+REQUEST_ORIGIN_HEADERS = (
+    "chargebee-request-origin-user",
+    "chargebee-request-origin-user-encoded",
+    "chargebee-request-origin-ip",
+    "chargebee-request-origin-device",
+)
+EVENT_SKIP_HEADERS = ("chargebee-event-actions", "chargebee-event-webhook", "chargebee-event-email")
+
+
+@dataclass(frozen=True)
+class Operation:
+    operation_id: str
+    method: str  # upper case
+    path: str  # as in the spec, e.g. /invoices/{invoice-id}/collect
+    path_params: tuple[str, ...]
+    query_params: dict[str, dict]  # name -> resolved schema (+ "required")
+    body_schema: dict | None  # resolved form body schema
+    body_encoding: dict
+    responses: dict[str, dict]  # status -> resolved JSON schema
+    header_params: tuple[str, ...] = field(default=())
+    summary: str = ""
+
+    @property
+    def is_list(self) -> bool:
+        schema = self.responses.get("200") or {}
+        return "list" in (schema.get("properties") or {})
+
+    @property
+    def writes(self) -> bool:
+        return self.method != "GET"
+
+    @property
+    def resource_names(self) -> tuple[str, ...]:
+        """Resource keys the 200 response may carry (e.g. ('invoice', 'customer'))."""
+        schema = self.responses.get("200") or {}
+        props = schema.get("properties") or {}
+        if "list" in props:
+            props = props["list"]["items"].get("properties") or {}
+        return tuple(props)
+
+
+@functools.lru_cache(maxsize=1)
+def raw() -> dict:
+    with SPEC_PATH.open("rb") as fh:
+        return json.load(fh)
+
+
+def resolve(node: Any, root: dict | None = None) -> Any:
+    """Return a deep copy of node with every $ref replaced by its target."""
+    root = root or raw()
+
+    def walk(n: Any) -> Any:
+        if isinstance(n, dict):
+            if "$ref" in n and isinstance(n["$ref"], str) and n["$ref"].startswith("#/"):
+                target: Any = root
+                for part in n["$ref"][2:].split("/"):
+                    target = target[part]
+                merged = {k: v for k, v in n.items() if k != "$ref"}
+                resolved = walk(target)
+                if isinstance(resolved, dict):
+                    return {**merged, **resolved}
+                return resolved
+            return {k: walk(v) for k, v in n.items()}
+        if isinstance(n, list):
+            return [walk(x) for x in n]
+        return n
+
+    return walk(node)
+
+
+@functools.lru_cache(maxsize=1)
+def operations() -> dict[str, Operation]:
+    spec = raw()
+    ops: dict[str, Operation] = {}
+    for path, item in spec["paths"].items():
+        for method, op in item.items():
+            if method not in ("get", "post", "put", "delete", "patch"):
+                continue
+            params = [resolve(p) for p in op.get("parameters", [])]
+            query = {}
+            for p in params:
+                if p.get("in") == "query":
+                    query[p["name"]] = {**p["schema"], "required": bool(p.get("required"))}
+            path_params = tuple(p["name"] for p in params if p.get("in") == "path")
+            headers = tuple(p["name"] for p in params if p.get("in") == "header")
+            body = None
+            encoding: dict = {}
+            rb = op.get("requestBody")
+            if rb:
+                form = rb["content"]["application/x-www-form-urlencoded"]
+                body = resolve(form["schema"])
+                encoding = form.get("encoding", {})
+            responses = {}
+            for status, resp in op.get("responses", {}).items():
+                content = (resp.get("content") or {}).get("application/json")
+                if content:
+                    responses[status] = resolve(content["schema"])
+            ops[op["operationId"]] = Operation(
+                operation_id=op["operationId"],
+                method=method.upper(),
+                path=path,
+                path_params=path_params,
+                query_params=query,
+                body_schema=body,
+                body_encoding=encoding,
+                responses=responses,
+                header_params=headers,
+                summary=op.get("summary", ""),
+            )
+    return ops
+
+
+@functools.lru_cache(maxsize=None)
+def resource_schema(name: str) -> dict:
+    """Resolved component schema for a resource, e.g. resource_schema('Invoice')."""
+    return resolve(raw()["components"]["schemas"][name])
+
+
+@functools.lru_cache(maxsize=None)
+def resource_fields(name: str) -> tuple[str, ...]:
+    return tuple(resource_schema(name).get("properties", {}))
+
+
+@functools.lru_cache(maxsize=None)
+def enum_values(schema_name: str, prop: str) -> tuple[str, ...]:
+    """Enum of a resource property, e.g. enum_values('Invoice', 'status')."""
+    return tuple(resource_schema(schema_name)["properties"][prop].get("enum", ()))
+
+
+def event_types() -> tuple[str, ...]:
+    return tuple(raw()["components"]["schemas"]["Event"]["properties"]["event_type"]["enum"])
+
+
+def webhook_event_types() -> tuple[str, ...]:
+    return tuple(raw().get("webhooks", {}))

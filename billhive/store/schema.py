@@ -1,0 +1,402 @@
+"""Every table billhive keeps, declared once (SQLAlchemy Core).
+
+Conventions:
+- ``site_id`` (sites.pk) is on every row, leads every unique key and index, and every
+  query filters by it (tenant isolation; the distribution column for Citus).
+- Resources exposed by the API are *document tables*: the full API representation
+  lives in ``data`` (JSON text, written by billhive.store.docs), and the fields that
+  are looked up, filtered, sorted or guarded by conditional updates are also columns,
+  derived from the document on every write so they can never disagree.
+- Money is BigInteger minor units; time is BigInteger Unix seconds (site clock).
+- ``pk`` is a surrogate autoincrement key giving a stable insertion order for keyset
+  pagination (ids can change: a pending invoice is renumbered when it is closed).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# sqlite: INTEGER PRIMARY KEY is the rowid alias; PostgreSQL: BIGINT identity.
+PK = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def _pk() -> Column:
+    return Column("pk", PK, primary_key=True, autoincrement=True)
+
+
+def doc_table(name: str, *columns: Column, indexes: tuple[tuple[str, ...], ...] = (),
+              unique: tuple[tuple[str, ...], ...] = (), id_length: int = 100) -> Table:
+    """A resource table: pk, site_id, id, created_at, updated_at, data + index columns."""
+    t = Table(
+        name,
+        metadata,
+        _pk(),
+        Column("site_id", Integer, nullable=False),
+        Column("id", String(id_length), nullable=False),
+        Column("created_at", BigInteger, nullable=False),
+        Column("updated_at", BigInteger, nullable=False),
+        *columns,
+        Column("data", Text, nullable=False),
+        UniqueConstraint("site_id", "id"),
+    )
+    Index(f"ix_{name}_site_created", t.c.site_id, t.c.created_at, t.c.pk)
+    Index(f"ix_{name}_site_updated", t.c.site_id, t.c.updated_at, t.c.pk)
+    for cols in indexes:
+        Index(f"ix_{name}_site_" + "_".join(cols), t.c.site_id, *(t.c[c] for c in cols), t.c.pk)
+    for cols in unique:
+        t.append_constraint(UniqueConstraint(t.c.site_id, *(t.c[c] for c in cols),
+                                             name=f"uq_{name}_site_" + "_".join(cols)))
+    return t
+
+
+# --- sites, keys, settings ---------------------------------------------------------
+
+sites = Table(
+    "sites",
+    metadata,
+    _pk(),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("is_test", Integer, nullable=False),
+    Column("currency_code", String(3), nullable=False),
+    Column("settings", Text, nullable=False),  # JSON; see billhive.sites.SETTINGS
+    # invoice number sequence: taken inside the closing transaction (gapless)
+    Column("invoice_next_number", BigInteger, nullable=False),
+    # time machine (test sites): when tm_now is set the site clock is frozen there
+    Column("tm_now", BigInteger, nullable=True),
+    Column("tm_genesis_time", BigInteger, nullable=True),
+    Column("tm_destination_time", BigInteger, nullable=True),
+    Column("tm_status", String(20), nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    _pk(),
+    Column("site_id", Integer, nullable=False),
+    Column("key_hash", String(64), nullable=False, unique=True),  # sha256 hex of the key
+    Column("key_hint", String(20), nullable=False),  # first characters, for display
+    Column("name", String(100), nullable=False),
+    Column("access", String(20), nullable=False),  # full | read_only
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_api_keys_site", "site_id", "pk"),
+)
+
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    _pk(),
+    Column("site_id", Integer, nullable=False),
+    Column("id", String(40), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("username", String(200), nullable=True),
+    Column("password", String(200), nullable=True),
+    Column("secret", String(200), nullable=True),
+    Column("event_types", Text, nullable=True),  # JSON list; NULL = all
+    Column("enabled", Integer, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    UniqueConstraint("site_id", "id"),
+)
+
+# --- events (the outbox) -------------------------------------------------------------
+
+events = doc_table(
+    "events",
+    Column("occurred_at", BigInteger, nullable=False),
+    Column("event_type", String(60), nullable=False),
+    Column("source", String(30), nullable=False),
+    Column("webhook_status", String(20), nullable=False),
+    Column("email_status", String(20), nullable=False),
+    indexes=(("occurred_at",), ("event_type", "occurred_at"), ("webhook_status",)),
+    id_length=40,
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    _pk(),
+    Column("site_id", Integer, nullable=False),
+    Column("event_id", String(40), nullable=False),
+    Column("endpoint_id", String(40), nullable=False),
+    Column("status", String(20), nullable=False),  # scheduled | re_scheduled | succeeded | failed
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", BigInteger, nullable=True),  # site clock
+    Column("claimed_until", BigInteger, nullable=True),  # wall clock lease
+    Column("last_status_code", Integer, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    UniqueConstraint("site_id", "event_id", "endpoint_id"),
+    Index("ix_webhook_deliveries_site_due", "site_id", "status", "next_attempt_at"),
+)
+
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    _pk(),
+    Column("site_id", Integer, nullable=False),
+    Column("delivery_pk", BigInteger, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("attempted_at", BigInteger, nullable=False),  # site clock
+    Column("status_code", Integer, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("duration_ms", Integer, nullable=True),
+    Index("ix_webhook_attempts_site_delivery", "site_id", "delivery_pk", "attempt"),
+)
+
+email_deliveries = Table(
+    "email_deliveries",
+    metadata,
+    _pk(),
+    Column("site_id", Integer, nullable=False),
+    Column("event_id", String(40), nullable=False),
+    Column("template", String(60), nullable=False),
+    Column("recipient", String(200), nullable=False),
+    Column("status", String(20), nullable=False),  # scheduled | re_scheduled | sent | failed
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", BigInteger, nullable=True),
+    Column("claimed_until", BigInteger, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    UniqueConstraint("site_id", "event_id", "template", "recipient"),
+    Index("ix_email_deliveries_site_due", "site_id", "status", "next_attempt_at"),
+)
+
+# --- scheduler: due work on the site clock ---------------------------------------------
+
+jobs = Table(
+    "jobs",
+    metadata,
+    _pk(),
+    Column("site_id", Integer, nullable=False),
+    Column("key", String(200), nullable=False),  # e.g. "renewal:sub_123"; one live job per key
+    Column("kind", String(60), nullable=False),
+    Column("ref_id", String(100), nullable=False),
+    Column("due_at", BigInteger, nullable=False),  # site clock
+    Column("payload", Text, nullable=True),
+    Column("attempts", Integer, nullable=False),
+    Column("claimed_until", BigInteger, nullable=True),  # wall clock lease
+    Column("last_error", Text, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    UniqueConstraint("site_id", "key"),
+    Index("ix_jobs_site_due", "site_id", "due_at", "pk"),
+)
+
+# --- request idempotency (chargebee-idempotency-key) -------------------------------------
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    _pk(),
+    Column("site_id", Integer, nullable=False),
+    Column("key", String(100), nullable=False),
+    Column("request_hash", String(64), nullable=False),
+    Column("state", String(20), nullable=False),  # running | done
+    Column("status_code", Integer, nullable=True),
+    Column("response", Text, nullable=True),
+    Column("created_at", BigInteger, nullable=False),  # wall clock
+    Column("expires_at", BigInteger, nullable=False),
+    UniqueConstraint("site_id", "key"),
+    Index("ix_idempotency_keys_expires", "expires_at"),
+)
+
+# --- catalog ----------------------------------------------------------------------------
+
+plans = doc_table("plans", Column("status", String(20), nullable=False), indexes=(("status",),))
+addons = doc_table("addons", Column("status", String(20), nullable=False), indexes=(("status",),))
+coupons = doc_table("coupons", Column("status", String(20), nullable=False), indexes=(("status",),))
+coupon_codes = doc_table(
+    "coupon_codes",
+    Column("coupon_id", String(100), nullable=False),
+    Column("status", String(20), nullable=False),
+    indexes=(("coupon_id",),),
+)
+
+# --- customers, cards, credits ------------------------------------------------------------
+
+customers = doc_table(
+    "customers",
+    Column("email", String(100), nullable=True),
+    Column("first_name", String(150), nullable=True),
+    Column("last_name", String(150), nullable=True),
+    Column("company", String(250), nullable=True),
+    Column("auto_collection", String(10), nullable=False),
+    indexes=(("email",),),
+)
+
+cards = doc_table(  # id = customer id (one card per customer in v1)
+    "cards",
+    Column("status", String(20), nullable=False),
+    Column("expires_at", BigInteger, nullable=True),  # end of expiry month (UTC)
+)
+
+credit_ledger = Table(
+    "credit_ledger",
+    metadata,
+    _pk(),
+    Column("site_id", Integer, nullable=False),
+    Column("customer_id", String(100), nullable=False),
+    Column("kind", String(20), nullable=False),  # promotional | refundable | excess
+    Column("amount", BigInteger, nullable=False),  # signed: + credit, - debit
+    Column("balance_after", BigInteger, nullable=False),
+    Column("reason", String(40), nullable=False),  # add | deduct | set | applied | released | overpayment | refund
+    Column("description", Text, nullable=True),
+    Column("reference_type", String(40), nullable=True),
+    Column("reference_id", String(100), nullable=True),
+    Column("source", String(30), nullable=False),
+    Column("user", String(150), nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_credit_ledger_site_customer", "site_id", "customer_id", "kind", "pk"),
+)
+
+payment_intents = doc_table(
+    "payment_intents",
+    Column("customer_id", String(100), nullable=False),
+    Column("status", String(30), nullable=False),
+    indexes=(("customer_id",),),
+)
+
+addresses = doc_table(  # id = f"{subscription_id}:{label}"
+    "addresses",
+    Column("subscription_id", String(100), nullable=False),
+    Column("label", String(50), nullable=False),
+    indexes=(("subscription_id",),),
+)
+
+# --- subscriptions, invoices, payments -------------------------------------------------------
+
+subscriptions = doc_table(
+    "subscriptions",
+    Column("customer_id", String(100), nullable=False),
+    Column("plan_id", String(100), nullable=False),
+    Column("status", String(20), nullable=False),
+    indexes=(("customer_id",), ("status",)),
+)
+
+invoices = doc_table(
+    "invoices",
+    Column("customer_id", String(100), nullable=False),
+    Column("subscription_id", String(100), nullable=True),
+    Column("status", String(20), nullable=False),
+    Column("date", BigInteger, nullable=True),  # start_date (invoice date)
+    Column("paid_on", BigInteger, nullable=True),
+    Column("amount", BigInteger, nullable=False),
+    Column("amount_due", BigInteger, nullable=False),
+    Column("next_retry", BigInteger, nullable=True),
+    indexes=(("customer_id",), ("subscription_id",), ("status",), ("paid_on",)),
+)
+
+transactions = doc_table(
+    "transactions",
+    Column("customer_id", String(100), nullable=True),
+    Column("subscription_id", String(100), nullable=True),
+    Column("type", String(20), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("date", BigInteger, nullable=True),
+    Column("amount", BigInteger, nullable=False),
+    Column("unused_amount", BigInteger, nullable=False),  # excess payment still available
+    Column("idempotency_key", String(100), nullable=True),  # gateway idempotency key
+    indexes=(("customer_id",), ("subscription_id",), ("status",)),
+)
+
+invoice_transactions = Table(  # which transactions touched which invoices
+    "invoice_transactions",
+    metadata,
+    _pk(),
+    Column("site_id", Integer, nullable=False),
+    Column("invoice_id", String(100), nullable=False),
+    Column("txn_id", String(100), nullable=False),
+    Column("applied_amount", BigInteger, nullable=False),
+    Column("applied_at", BigInteger, nullable=False),
+    UniqueConstraint("site_id", "invoice_id", "txn_id"),
+    Index("ix_invoice_transactions_site_txn", "site_id", "txn_id"),
+)
+
+orders = doc_table(
+    "orders",
+    Column("invoice_id", String(100), nullable=True),
+    Column("status", String(20), nullable=False),
+    indexes=(("invoice_id",),),
+)
+
+# --- the rest of the v1 surface ------------------------------------------------------------
+
+comments = doc_table(
+    "comments",
+    Column("entity_type", String(30), nullable=False),
+    Column("entity_id", String(100), nullable=False),
+    indexes=(("entity_type", "entity_id"),),
+)
+
+hosted_pages = doc_table("hosted_pages", Column("state", String(20), nullable=False))
+
+portal_sessions = doc_table(
+    "portal_sessions",
+    Column("customer_id", String(100), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("token", String(100), nullable=False),
+    indexes=(("customer_id",),),
+)
+
+csv_tax_rules = doc_table("csv_tax_rules")
+
+# --- the test gateway's own books (stands in for the remote gateway) --------------------------
+
+gateway_vault = Table(  # stored cards: token -> behaviour; never the card number
+    "gateway_vault",
+    metadata,
+    _pk(),
+    Column("site_id", Integer, nullable=False),
+    Column("token", String(60), nullable=False),
+    Column("behaviour", String(30), nullable=False),
+    Column("brand", String(30), nullable=False),
+    Column("last4", String(4), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    UniqueConstraint("site_id", "token"),
+)
+
+gateway_operations = Table(  # every charge/refund/void, keyed by the caller's idempotency key
+    "gateway_operations",
+    metadata,
+    _pk(),
+    Column("site_id", Integer, nullable=False),
+    Column("idempotency_key", String(100), nullable=False),
+    Column("kind", String(20), nullable=False),  # charge | refund | void
+    Column("token", String(60), nullable=True),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency_code", String(3), nullable=False),
+    Column("status", String(20), nullable=False),  # success | failure | timeout
+    Column("reference", String(60), nullable=False),  # cb_...
+    Column("error_code", String(20), nullable=True),
+    Column("error_text", Text, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    UniqueConstraint("site_id", "idempotency_key"),
+)
+
+# Tables that hold a site's data (wiped by the time machine's start_afresh); settings,
+# keys and webhook endpoints survive.
+SITE_DATA_TABLES = (
+    events, webhook_deliveries, webhook_attempts, email_deliveries, jobs, idempotency_keys,
+    plans, addons, coupons, coupon_codes, customers, cards, credit_ledger, payment_intents,
+    addresses, subscriptions, invoices, transactions, invoice_transactions, orders, comments,
+    hosted_pages, portal_sessions, csv_tax_rules, gateway_vault, gateway_operations,
+)
