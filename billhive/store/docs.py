@@ -22,8 +22,14 @@ _BASE = ("pk", "site_id", "id", "created_at", "updated_at", "data")
 class DocTable:
     def __init__(self, table: Table, resource: str, *,
                  columns: dict[str, Callable[[dict], Any]] | None = None,
-                 schema_name: str | None = None):
-        """resource: the API's name for it ('invoice'); schema_name: the spec's ('Invoice')."""
+                 schema_name: str | None = None, insert_only: tuple[str, ...] = ()):
+        """resource: the API's name for it ('invoice'); schema_name: the spec's ('Invoice').
+
+        columns: how to derive an index column from the document (default: the field of the
+        same name). insert_only: columns written on insert and never overwritten by updates
+        (internal values that are not fields of the document, e.g. a gateway idempotency key).
+        """
+        self.insert_only = frozenset(insert_only)
         self.t = table
         self.resource = resource
         self.schema_name = schema_name or "".join(p.capitalize() for p in resource.split("_"))
@@ -105,7 +111,8 @@ class DocTable:
             t = self.t
             cond = [t.c.site_id == bindparam("site_id"), t.c.id == bindparam("old_id")]
             cond += [t.c[k] == bindparam(f"expect_{k}") for k in keys]
-            values = {c: bindparam(c) for c in self._write_cols if c not in ("site_id", "created_at")}
+            values = {c: bindparam(c) for c in self._write_cols
+                      if c not in ("site_id", "created_at") and c not in self.insert_only}
             q = Q(update(t).where(and_(*cond)).values(values))
             self._update_cache[keys] = q
         p = self._params(site_id, doc, now, columns)

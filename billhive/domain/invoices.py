@@ -1,0 +1,121 @@
+"""Invoice rules: totals in named, ordered steps; balance application at closing; the state
+machine. Pure: works on invoice documents (API shape) and plain integers.
+
+    sub_total      = sum of line item amounts
+    discounts      = coupons + credit adjustments + promotional (account) credits
+    amount         = sub_total - discounts + tax
+    amount_due     = amount - credits_applied - amount_paid - amount_adjusted   (never below 0)
+
+billhive computes no tax of its own (tax-free by default): line items carry ``tax`` 0 unless
+given; totals add whatever the lines carry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from billhive.errors import InvalidState
+
+STATUSES = ("pending", "paid", "payment_due", "not_paid", "voided")
+CLOSED_UNPAID = ("payment_due", "not_paid")
+
+# from -> allowed targets (SEMANTICS.md, "Invoice states")
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "pending": frozenset({"paid", "payment_due", "not_paid"}),
+    "payment_due": frozenset({"paid", "not_paid", "voided"}),
+    "not_paid": frozenset({"paid", "voided", "payment_due"}),
+    "paid": frozenset(),
+    "voided": frozenset(),
+}
+
+
+def can_transition(current: str, target: str) -> bool:
+    return target in TRANSITIONS.get(current, frozenset())
+
+
+def transition(invoice: dict, target: str) -> None:
+    current = invoice["status"]
+    if not can_transition(current, target):
+        raise InvalidState(f"Invoice {invoice['id']} is {current}; it cannot become {target}")
+    invoice["status"] = target
+
+
+def line_amount(unit_amount: int, quantity: int) -> int:
+    return unit_amount * quantity
+
+
+def sub_total(invoice: dict) -> int:
+    return sum(int(li["amount"]) for li in invoice.get("line_items", ()))
+
+
+def discount_total(invoice: dict, *, types: tuple[str, ...] | None = None) -> int:
+    return sum(int(d["amount"]) for d in invoice.get("discounts", ()) if types is None or d["type"] in types)
+
+
+def tax_total(invoice: dict) -> int:
+    return sum(int(li.get("tax", 0) or 0) for li in invoice.get("line_items", ()))
+
+
+def recompute(invoice: dict) -> dict:
+    """Set sub_total, tax, amount and amount_due from the lines, discounts and payments."""
+    st = sub_total(invoice)
+    tax = tax_total(invoice)
+    amount = max(0, st - discount_total(invoice) + tax)
+    invoice["sub_total"] = st
+    invoice["tax"] = tax
+    invoice["amount"] = amount
+    invoice.setdefault("credits_applied", 0)
+    invoice.setdefault("amount_paid", 0)
+    invoice.setdefault("amount_adjusted", 0)
+    invoice["amount_due"] = amount_due(invoice)
+    return invoice
+
+
+def amount_due(invoice: dict) -> int:
+    return max(0, int(invoice["amount"]) - int(invoice.get("credits_applied", 0)) - int(invoice.get("amount_paid", 0))
+               - int(invoice.get("amount_adjusted", 0)))
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """How much of each customer balance a closing invoice takes."""
+
+    promotional: int  # account credits: a discount before tax
+    refundable: int  # credits_applied
+    excess: int  # earlier payments' unused amounts
+
+
+def allocate(invoice: dict, *, promotional: int, refundable: int, excess: int) -> Allocation:
+    """Chargebee's precedence: promotional credits, then refundable credits, then excess
+    payments, each up to what is still due. ``invoice`` must have current totals."""
+    if min(promotional, refundable, excess) < 0:
+        raise ValueError("balances cannot be negative")
+    discountable = max(0, sub_total(invoice) - discount_total(invoice))
+    promo = min(promotional, discountable)
+    amount = max(0, sub_total(invoice) - discount_total(invoice) - promo + tax_total(invoice))
+    due = max(0, amount - int(invoice.get("credits_applied", 0)) - int(invoice.get("amount_paid", 0))
+              - int(invoice.get("amount_adjusted", 0)))
+    refund = min(refundable, due)
+    due -= refund
+    ex = min(excess, due)
+    return Allocation(promo, refund, ex)
+
+
+def split_excess(amount: int, unused: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """Take ``amount`` from earlier payments' unused amounts, oldest first: [(txn_id, taken)]."""
+    out = []
+    left = amount
+    for txn_id, available in unused:
+        if left <= 0:
+            break
+        take = min(available, left)
+        if take > 0:
+            out.append((txn_id, take))
+            left -= take
+    if left > 0:
+        raise ValueError("not enough excess payments")
+    return out
+
+
+def invoice_number(prefix: str, number: int) -> str:
+    return f"{prefix}{number}"

@@ -1,0 +1,166 @@
+"""The deterministic test gateway (``gateway = chargebee`` on test sites).
+
+Behaves like Chargebee's test gateway for its published test cards:
+- success cards: 4111111111111111 (Visa), 5555555555554444 (Mastercard), 378282246310005 (Amex),
+  6011111111111117 (Discover), 3530111333300000 (JCB), 38520000023237 (Diners);
+- 4119862760338320: storing the card fails, "(3009) Do not honour";
+- 4005519200000004: stores fine, every charge fails with 3001 "Insufficient funds";
+- 4000000000000119 (billhive's addition): the charge goes through at the gateway but the caller
+  sees a timeout, so recovery must settle it by looking the charge up (never charging again).
+Any other Luhn-valid number behaves as a success card *(choice)*.
+
+The gateway keeps its own books (tables ``gateway_vault`` and ``gateway_operations``), written
+in transactions of their own as a remote gateway would: a charge is durable at the gateway
+before billhive hears of it. Every operation is idempotent on the caller's key.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from sqlalchemy import insert, select
+
+from billhive.errors import ParamError, PaymentMethodVerificationFailed
+from billhive.gateway import CardDetails, GatewayResult, StoredCard
+from billhive.store import schema as S
+from billhive.store.db import Tx, wall_clock
+from billhive.util.ids import random_id
+
+if TYPE_CHECKING:
+    from billhive.runtime import App
+
+REFUSED_AT_STORE = "4119862760338320"
+INSUFFICIENT_FUNDS = "4005519200000004"
+TIMES_OUT = "4000000000000119"
+
+V, O = S.gateway_vault, S.gateway_operations
+
+
+def luhn_ok(number: str) -> bool:
+    if not number.isdigit() or not 12 <= len(number) <= 19:
+        return False
+    total = 0
+    for i, ch in enumerate(reversed(number)):
+        d = int(ch)
+        if i % 2 == 1:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def brand_of(number: str) -> str:
+    if number.startswith("4"):
+        return "visa"
+    if number[:2] in ("51", "52", "53", "54", "55") or 2221 <= int(number[:4] or 0) <= 2720:
+        return "mastercard"
+    if number[:2] in ("34", "37"):
+        return "american_express"
+    if number.startswith("6011") or number.startswith("65") or 644 <= int(number[:3] or 0) <= 649:
+        return "discover"
+    if 3528 <= int(number[:4] or 0) <= 3589:
+        return "jcb"
+    if number[:2] in ("36", "38") or 300 <= int(number[:3] or 0) <= 305:
+        return "diners_club"
+    return "other"
+
+
+def mask(number: str) -> str:
+    return "*" * (len(number) - 4) + number[-4:]
+
+
+class TestGateway:
+    name = "chargebee"
+    __test__ = False  # not a pytest class
+
+    def __init__(self, app: "App"):
+        self.app = app
+
+    async def store_card(self, site_pk: int, card: CardDetails) -> StoredCard:
+        number = card.number.replace(" ", "").replace("-", "")
+        if not luhn_ok(number):
+            raise ParamError("card[number] : invalid card number", param="card[number]")
+        if number == REFUSED_AT_STORE:
+            raise PaymentMethodVerificationFailed("(3009) Do not honour", param="card[number]")
+        behaviour = {INSUFFICIENT_FUNDS: "insufficient_funds", TIMES_OUT: "timeout"}.get(number, "success")
+        token = random_id("tok_", 20)
+        stored = StoredCard(token=token, brand=brand_of(number), last4=number[-4:], iin=number[:6],
+                            masked_number=mask(number))
+
+        def unit(tx: Tx) -> None:
+            tx.execute(insert(V).values(site_id=site_pk, token=token, behaviour=behaviour, brand=stored.brand,
+                                        last4=stored.last4, created_at=wall_clock()))
+        await self.app.db.write(unit)
+        return stored
+
+    def _operation(self, site_pk: int, key: str, kind: str, amount: int, currency: str, token: str | None,
+                   decide) -> GatewayResult:  # type: ignore[no-untyped-def]
+        def unit(tx: Tx) -> tuple[GatewayResult, bool]:
+            existing = _lookup(tx, site_pk, key)
+            if existing is not None:
+                return existing, False
+            status, code, text = decide(tx)
+            ref = random_id("cb_", 16)
+            tx.execute(insert(O).values(site_id=site_pk, idempotency_key=key, kind=kind, token=token, amount=amount,
+                                        currency_code=currency, status=status, reference=ref, error_code=code,
+                                        error_text=text, created_at=wall_clock()))
+            return GatewayResult(status, ref, code, text), True
+        return unit  # type: ignore[return-value]
+
+    async def charge(self, site_pk: int, idempotency_key: str, token: str, amount: int,
+                     currency: str) -> GatewayResult:
+        behaviour_box: list[str] = []
+
+        def decide(tx: Tx) -> tuple[str, str | None, str | None]:
+            row = tx.one(select(V.c.behaviour).where(V.c.site_id == site_pk, V.c.token == token))
+            behaviour = row[0] if row else "unknown_token"
+            behaviour_box.append(behaviour)
+            if behaviour == "insufficient_funds":
+                return "failure", "3001", "Insufficient funds"
+            if behaviour == "unknown_token":
+                return "failure", "3008", "The card is not on file at the gateway"
+            return "success", None, None  # the timeout card's charge succeeds at the gateway
+
+        result, fresh = await self.app.db.write(self._operation(site_pk, idempotency_key, "charge", amount, currency,
+                                                                token, decide))
+        if fresh and behaviour_box and behaviour_box[0] == "timeout":
+            return GatewayResult("timeout", result.reference, "timeout", "The gateway did not answer in time")
+        return result
+
+    async def refund(self, site_pk: int, idempotency_key: str, charge_reference: str, amount: int,
+                     currency: str) -> GatewayResult:
+        def decide(tx: Tx) -> tuple[str, str | None, str | None]:
+            row = tx.one(select(O.c.status, O.c.amount).where(O.c.site_id == site_pk, O.c.reference == charge_reference,
+                                                              O.c.kind == "charge"))
+            if row is None or row[0] != "success":
+                return "failure", "3020", "No successful charge to refund"
+            return "success", None, None
+        result, _ = await self.app.db.write(self._operation(site_pk, idempotency_key, "refund", amount, currency,
+                                                            None, decide))
+        return result
+
+    async def void(self, site_pk: int, idempotency_key: str, charge_reference: str) -> GatewayResult:
+        def decide(tx: Tx) -> tuple[str, str | None, str | None]:
+            return "success", None, None
+        result, _ = await self.app.db.write(self._operation(site_pk, idempotency_key, "void", 0, "", None, decide))
+        return result
+
+    async def lookup(self, site_pk: int, idempotency_key: str) -> GatewayResult | None:
+        return await self.app.db.read(lambda tx: _lookup(tx, site_pk, idempotency_key))
+
+
+def _lookup(tx: Tx, site_pk: int, key: str) -> GatewayResult | None:
+    row = tx.one(select(O.c.status, O.c.reference, O.c.error_code, O.c.error_text)
+                 .where(O.c.site_id == site_pk, O.c.idempotency_key == key))
+    return GatewayResult(row[0], row[1], row[2], row[3]) if row else None
+
+
+def charge_count(tx: Tx, site_pk: int, key_prefix: str = "") -> int:
+    """How many charges the gateway has on its books (tests: 'never charge twice')."""
+    from sqlalchemy import func
+
+    q = select(func.count()).where(O.c.site_id == site_pk, O.c.kind == "charge")
+    if key_prefix:
+        q = q.where(O.c.idempotency_key.like(key_prefix + "%"))
+    return int(tx.scalar(q))

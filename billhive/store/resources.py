@@ -1,0 +1,39 @@
+"""The document tables of the API's resources, in one place so services can share them
+without importing each other."""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+
+from billhive.store import schema as S
+from billhive.store.docs import DocTable
+
+
+def card_expires_at(card: dict) -> int | None:
+    """End of the card's expiry month (UTC), the last moment it can be charged."""
+    y, m = card.get("expiry_year"), card.get("expiry_month")
+    if not y or not m:
+        return None
+    last_day = calendar.monthrange(int(y), int(m))[1]
+    return int(dt.datetime(int(y), int(m), last_day, 23, 59, 59, tzinfo=dt.timezone.utc).timestamp())
+
+
+CUSTOMERS = DocTable(S.customers, "customer", columns={"auto_collection": lambda d: d.get("auto_collection", "on")})
+CARDS = DocTable(S.cards, "card", columns={"expires_at": card_expires_at})
+INVOICES = DocTable(S.invoices, "invoice", columns={"date": lambda d: d.get("start_date"),
+                                                    "amount": lambda d: d.get("amount", 0),
+                                                    "amount_due": lambda d: d.get("amount_due", 0)})
+TRANSACTIONS = DocTable(S.transactions, "transaction",
+                        columns={"amount": lambda d: d.get("amount", 0),
+                                 "unused_amount": lambda d: d.get("amount_unused", 0) or 0,
+                                 "idempotency_key": lambda d: None},
+                        insert_only=("idempotency_key",))
+SUBSCRIPTIONS = DocTable(S.subscriptions, "subscription")
+ORDERS = DocTable(S.orders, "order", columns={"status": lambda d: d.get("status", "new")})
+PAYMENT_INTENTS = DocTable(S.payment_intents, "payment_intent")
+ADDRESSES = DocTable(S.addresses, "address")
+COMMENTS = DocTable(S.comments, "comment")
+PORTAL_SESSIONS = DocTable(S.portal_sessions, "portal_session")
+HOSTED_PAGES = DocTable(S.hosted_pages, "hosted_page")
+CSV_TAX_RULES = DocTable(S.csv_tax_rules, "csv_tax_rule")
