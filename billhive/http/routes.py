@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from typing import Awaitable, Callable
 
 from billhive import spec
-from billhive.services import events, time_machines
+from billhive.services import events, invoices, time_machines, transactions
 from billhive.spec import Operation
 from billhive.store.docs import DocTable
+from billhive.store.resources import INVOICES, TRANSACTIONS
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,30 @@ ROUTES: list[Route] = [
     # events
     api("list_events", events.list_events, events.EVENTS),
     api("retrieve_an_event", events.retrieve),
+    # invoices: collect (close pending) and payments
+    api("close_pending_invoice", invoices.collect),
+    _extra("close_an_invoice", "POST", "/invoices/{invoice-id}/close", invoices.close,
+           body={"comment": {"type": "string", "maxLength": 300},
+                 "invoice_date": {"type": "integer", "format": "unix-time"},
+                 "invoice_note": {"type": "string", "maxLength": 2000}}, response="invoice"),
+    api("retrieve_an_invoice", invoices.retrieve),
+    api("list_invoices", invoices.list_invoices, INVOICES),
+    api("list_invoices_for_a_customer", invoices.list_for_customer, INVOICES),
+    api("list_invoices_for_a_subscription", invoices.list_for_subscription, INVOICES),
+    api("add_one-time_charge_to_a_pending_invoice", invoices.add_charge),
+    api("delete_an_invoice", invoices.delete),
+    api("void_an_invoice", invoices.void),
+    api("stop_dunning_for_invoice", invoices.stop_dunning),
+    api("collect_payment_for_an_invoice", invoices.collect_payment),
+    api("record_payment_for_an_invoice", invoices.record_payment),
+    api("refund_an_invoice", invoices.refund),
+    api("record_refund_for_an_invoice", invoices.record_refund),
+    # transactions
+    api("retrieve_a_transaction", transactions.retrieve),
+    api("list_transactions", transactions.list_transactions, TRANSACTIONS),
+    api("list_transactions_for_a_customer", transactions.list_for_customer, TRANSACTIONS),
+    api("list_transactions_for_a_subscription", transactions.list_for_subscription, TRANSACTIONS),
+    api("list_transactions_for_an_invoice", transactions.list_for_invoice, TRANSACTIONS),
     # time machine (test sites; Chargebee v2's API on v1 URLs)
     _extra("retrieve_a_time_machine", "GET", "/time_machines/{time-machine-name}", time_machines.retrieve,
            response="time_machine"),

@@ -23,7 +23,7 @@ def _retry_delay(attempts: int) -> int:
 
 
 def _run_one_unit(app: "App", site_pk: int, at: int | None):
-    def unit(tx: Tx) -> jobs.Job | None:
+    def unit(tx: Tx) -> tuple[jobs.Job, list] | None:
         site = sites.load(tx, site_pk)
         now = at if at is not None else site.now(app.wall)
         job = jobs.claim(tx, site_pk, now)
@@ -41,25 +41,25 @@ def _run_one_unit(app: "App", site_pk: int, at: int | None):
             log.debug("%s", traceback.format_exc())
             jobs.record_failure(tx, site_pk, job, f"{type(exc).__name__}: {exc}",
                                 now + _retry_delay(job.attempts))
-        return job
+            return job, []
+        return job, w.after
     return unit
 
 
-def run_due_sync(app: "App", site_pk: int, at: int | None = None, limit: int | None = None) -> int:
-    """Run the site's jobs due at ``at`` (default: the site clock), earliest first."""
-    done = 0
-    while limit is None or done < limit:
-        if app.db.write_sync(_run_one_unit(app, site_pk, at)) is None:
-            break
-        done += 1
-    return done
-
-
 async def run_due(app: "App", site_pk: int, at: int | None = None, limit: int | None = None) -> int:
+    """Run the site's jobs due at ``at`` (default: the site clock), earliest first, each in its
+    own transaction followed by its after-commit work (e.g. a dunning retry's charge)."""
     done = 0
     while limit is None or done < limit:
-        if await app.db.write(_run_one_unit(app, site_pk, at)) is None:
+        outcome = await app.db.write(_run_one_unit(app, site_pk, at))
+        if outcome is None:
             break
+        _, after = outcome
+        for hook in after:
+            try:
+                await hook()
+            except Exception:
+                log.exception("after-commit work of a job failed on site %s", site_pk)
         done += 1
     return done
 

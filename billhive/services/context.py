@@ -15,7 +15,7 @@ Service shape (one function per API operation):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
 
 from billhive import sites
 from billhive.store.db import Tx
@@ -53,7 +53,7 @@ SYSTEM = Origin(source="system", user="billhive")
 class Work:
     """One transaction's context. Created inside the transaction; never outlives it."""
 
-    __slots__ = ("tx", "app", "site", "now", "origin", "_cache", "emitted")
+    __slots__ = ("tx", "app", "site", "now", "origin", "_cache", "emitted", "after")
 
     def __init__(self, tx: Tx, app: "App", site: sites.Site, origin: Origin, now: int | None = None):
         self.tx = tx
@@ -63,6 +63,7 @@ class Work:
         self.origin = origin
         self._cache: dict[str, Any] = {}
         self.emitted: list[dict] = []
+        self.after: list[Callable[[], Awaitable[Any]]] = []
 
     @property
     def site_id(self) -> int:
@@ -73,6 +74,13 @@ class Work:
         if key not in self._cache:
             self._cache[key] = load()
         return self._cache[key]
+
+    def after_commit(self, fn: Callable[[], Awaitable[Any]]) -> None:
+        """Run ``await fn()`` once this transaction is durable (e.g. call the payment gateway).
+
+        If the process dies before it runs, the committed state must be enough to finish the
+        work later (e.g. an ``in_progress`` transaction that recovery settles)."""
+        self.after.append(fn)
 
     def emit(self, event_type: str, content: dict) -> dict:
         """Record an event in this transaction (the outbox); returns the event as the API shows it."""
@@ -91,22 +99,30 @@ class Ctx:
     site_id: int
     origin: Origin = field(default_factory=Origin)
 
-    def _unit(self, fn: Callable[..., T], args: tuple, now: int | None) -> Callable[[Tx], T]:
+    def _unit(self, fn: Callable[..., T], args: tuple, now: int | None) -> Callable[[Tx], tuple[T, list]]:
         app, site_id, origin = self.app, self.site_id, self.origin
 
-        def unit(tx: Tx) -> T:
-            return fn(Work(tx, app, sites.load(tx, site_id), origin, now), *args)
+        def unit(tx: Tx) -> tuple[T, list]:
+            w = Work(tx, app, sites.load(tx, site_id), origin, now)
+            return fn(w, *args), w.after
         return unit
 
     async def write(self, fn: Callable[..., T], *args: Any, now: int | None = None) -> T:
-        """Run fn(work, *args) in one durable write transaction."""
-        return await self.app.db.write(self._unit(fn, args, now))
+        """Run fn(work, *args) in one durable write transaction, then its after-commit work."""
+        result, after = await self.app.db.write(self._unit(fn, args, now))
+        for hook in after:
+            await hook()
+        return result
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
-        return await self.app.db.read(self._unit(fn, args, None))
+        return (await self.app.db.read(self._unit(fn, args, None)))[0]
 
     def write_sync(self, fn: Callable[..., T], *args: Any, now: int | None = None) -> T:
-        return self.app.db.write_sync(self._unit(fn, args, now))
+        """Synchronous write for tests and tools; refuses units that need after-commit work."""
+        result, after = self.app.db.write_sync(self._unit(fn, args, now))
+        if after:
+            raise RuntimeError("this unit needs after-commit work: use `await ctx.write(...)`")
+        return result
 
     def read_sync(self, fn: Callable[..., T], *args: Any) -> T:
-        return self.app.db.read_sync(self._unit(fn, args, None))
+        return self.app.db.read_sync(self._unit(fn, args, None))[0]

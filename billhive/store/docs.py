@@ -46,7 +46,7 @@ class DocTable:
         write_cols = ["site_id", "id", "created_at", "updated_at", *self.index_columns, "data"]
         self._write_cols = write_cols
         self._insert = Q(insert(t).values({c: bindparam(c) for c in write_cols}))
-        self._update_cache: dict[tuple[str, ...], Q] = {}
+        self._update_cache: dict[tuple[tuple[str, ...], tuple[str, ...]], Q] = {}
         self._delete = Q(delete(t).where(key))
 
     # ---- reads --------------------------------------------------------------------------
@@ -106,15 +106,16 @@ class DocTable:
         no longer matches them, so a concurrent transition loses cleanly.
         """
         keys = tuple(sorted(expect)) if expect else ()
-        q = self._update_cache.get(keys)
+        explicit = tuple(sorted(c for c in columns if c in self.insert_only)) if columns else ()
+        q = self._update_cache.get((keys, explicit))
         if q is None:
             t = self.t
             cond = [t.c.site_id == bindparam("site_id"), t.c.id == bindparam("old_id")]
             cond += [t.c[k] == bindparam(f"expect_{k}") for k in keys]
             values = {c: bindparam(c) for c in self._write_cols
-                      if c not in ("site_id", "created_at") and c not in self.insert_only}
+                      if c not in ("site_id", "created_at") and (c not in self.insert_only or c in explicit)}
             q = Q(update(t).where(and_(*cond)).values(values))
-            self._update_cache[keys] = q
+            self._update_cache[(keys, explicit)] = q
         p = self._params(site_id, doc, now, columns)
         p.pop("created_at")
         p["old_id"] = old_id if old_id is not None else doc["id"]

@@ -23,12 +23,16 @@ CUSTOMERS = DocTable(S.customers, "customer", columns={"auto_collection": lambda
 CARDS = DocTable(S.cards, "card", columns={"expires_at": card_expires_at})
 INVOICES = DocTable(S.invoices, "invoice", columns={"date": lambda d: d.get("start_date"),
                                                     "amount": lambda d: d.get("amount", 0),
-                                                    "amount_due": lambda d: d.get("amount_due", 0)})
+                                                    "amount_due": lambda d: d.get("amount_due", 0),
+                                                    "draft_id": lambda d: None,
+                                                    "dunning_attempts": lambda d: None,
+                                                    "dunning_started_at": lambda d: None},
+                    insert_only=("draft_id", "dunning_attempts", "dunning_started_at"))
 TRANSACTIONS = DocTable(S.transactions, "transaction",
                         columns={"amount": lambda d: d.get("amount", 0),
                                  "unused_amount": lambda d: d.get("amount_unused", 0) or 0,
-                                 "idempotency_key": lambda d: None},
-                        insert_only=("idempotency_key",))
+                                 "idempotency_key": lambda d: None, "purpose": lambda d: None},
+                        insert_only=("idempotency_key", "purpose"))
 SUBSCRIPTIONS = DocTable(S.subscriptions, "subscription")
 ORDERS = DocTable(S.orders, "order", columns={"status": lambda d: d.get("status", "new")})
 PAYMENT_INTENTS = DocTable(S.payment_intents, "payment_intent")

@@ -302,7 +302,10 @@ invoices = doc_table(
     Column("amount", BigInteger, nullable=False),
     Column("amount_due", BigInteger, nullable=False),
     Column("next_retry", BigInteger, nullable=True),
-    indexes=(("customer_id",), ("subscription_id",), ("status",), ("paid_on",)),
+    Column("draft_id", String(100), nullable=True),  # the draft_inv_ id a closed invoice had while pending
+    Column("dunning_attempts", Integer, nullable=True),  # failed automatic charges so far
+    Column("dunning_started_at", BigInteger, nullable=True),  # site time of the first failure
+    indexes=(("customer_id",), ("subscription_id",), ("status",), ("paid_on",), ("draft_id",)),
 )
 
 transactions = doc_table(
@@ -315,6 +318,7 @@ transactions = doc_table(
     Column("amount", BigInteger, nullable=False),
     Column("unused_amount", BigInteger, nullable=False),  # excess payment still available
     Column("idempotency_key", String(100), nullable=True),  # gateway idempotency key
+    Column("purpose", String(20), nullable=True),  # close | collect_payment | dunning (settlement needs it)
     indexes=(("customer_id",), ("subscription_id",), ("status",)),
 )
 

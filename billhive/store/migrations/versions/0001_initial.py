@@ -307,6 +307,9 @@ def upgrade() -> None:
     sa.Column('amount', sa.BigInteger(), nullable=False),
     sa.Column('amount_due', sa.BigInteger(), nullable=False),
     sa.Column('next_retry', sa.BigInteger(), nullable=True),
+    sa.Column('draft_id', sa.String(length=100), nullable=True),
+    sa.Column('dunning_attempts', sa.Integer(), nullable=True),
+    sa.Column('dunning_started_at', sa.BigInteger(), nullable=True),
     sa.Column('data', sa.Text(), nullable=False),
     sa.PrimaryKeyConstraint('pk', name=op.f('pk_invoices')),
     sa.UniqueConstraint('site_id', 'id', name=op.f('uq_invoices_site_id_id'))
@@ -314,6 +317,7 @@ def upgrade() -> None:
     with op.batch_alter_table('invoices', schema=None) as batch_op:
         batch_op.create_index('ix_invoices_site_created', ['site_id', 'created_at', 'pk'], unique=False)
         batch_op.create_index('ix_invoices_site_customer_id', ['site_id', 'customer_id', 'pk'], unique=False)
+        batch_op.create_index('ix_invoices_site_draft_id', ['site_id', 'draft_id', 'pk'], unique=False)
         batch_op.create_index('ix_invoices_site_paid_on', ['site_id', 'paid_on', 'pk'], unique=False)
         batch_op.create_index('ix_invoices_site_status', ['site_id', 'status', 'pk'], unique=False)
         batch_op.create_index('ix_invoices_site_subscription_id', ['site_id', 'subscription_id', 'pk'], unique=False)
@@ -453,6 +457,7 @@ def upgrade() -> None:
     sa.Column('amount', sa.BigInteger(), nullable=False),
     sa.Column('unused_amount', sa.BigInteger(), nullable=False),
     sa.Column('idempotency_key', sa.String(length=100), nullable=True),
+    sa.Column('purpose', sa.String(length=20), nullable=True),
     sa.Column('data', sa.Text(), nullable=False),
     sa.PrimaryKeyConstraint('pk', name=op.f('pk_transactions')),
     sa.UniqueConstraint('site_id', 'id', name=op.f('uq_transactions_site_id_id'))
@@ -574,6 +579,7 @@ def downgrade() -> None:
         batch_op.drop_index('ix_invoices_site_subscription_id')
         batch_op.drop_index('ix_invoices_site_status')
         batch_op.drop_index('ix_invoices_site_paid_on')
+        batch_op.drop_index('ix_invoices_site_draft_id')
         batch_op.drop_index('ix_invoices_site_customer_id')
         batch_op.drop_index('ix_invoices_site_created')
 

@@ -1,0 +1,406 @@
+"""Invoice operations: /api/v1/invoices/...
+
+collect (close a pending invoice) is the heart of billhive; its closing logic lives in
+services/invoicing.py (shared with renewals and one-time charges) and its charging in
+services/payments.py.
+"""
+
+from __future__ import annotations
+
+from billhive.domain import invoices as D
+from billhive.errors import (
+    InvalidRequest,
+    InvalidState,
+    ParamError,
+    PaymentMethodNotPresent,
+    PaymentProcessingFailed,
+    not_found,
+)
+from billhive.gateway import GatewayResult
+from billhive.services import credits, dunning, invoicing, payments
+from billhive.services.context import Ctx, Work
+from billhive.store.lists import Filter, ListRequest, fetch_page
+from billhive.store.resources import CUSTOMERS, INVOICES, TRANSACTIONS
+from billhive.util.ids import txn_id
+
+
+def _require_invoice(w: Work, invoice_id: str, *, for_update: bool = False) -> dict:
+    inv = INVOICES.get(w.tx, w.site_id, invoice_id, for_update=for_update)
+    if inv is None:
+        raise not_found("invoice", invoice_id)
+    return inv
+
+
+# ---- collect / close -------------------------------------------------------------------------
+
+def _close_pending(w: Work, invoice_id: str, params: dict) -> tuple[dict, invoicing.ChargePlan | None]:
+    inv = INVOICES.get(w.tx, w.site_id, invoice_id, for_update=True)
+    if inv is None:
+        t = INVOICES.t
+        closed = INVOICES.find(w.tx, w.site_id, t.c.draft_id == invoice_id, limit=1)
+        if closed:  # a concurrent or earlier collect closed it under its new number
+            raise InvalidState(f"Invoice {invoice_id} is not pending: it was closed as {closed[0]['id']}")
+        raise not_found("invoice", invoice_id)
+    if inv["status"] != "pending":
+        raise InvalidState(f"Invoice {invoice_id} is {inv['status']}; only pending invoices can be closed")
+    if params.get("invoice_note"):
+        inv.setdefault("notes", []).append({"note": params["invoice_note"]})
+    if "invoice_date" in params:
+        if params["invoice_date"] > w.now or params["invoice_date"] < inv["start_date"]:
+            raise ParamError("invoice_date : must lie between the invoice's start date and now",
+                             param="invoice_date")
+        inv["end_date"] = params["invoice_date"]
+    plan = invoicing.close(w, inv, old_id=invoice_id, expect_status="pending")
+    if "invoice_date" in params:
+        inv["end_date"] = params["invoice_date"]
+        INVOICES.save(w.tx, w.site_id, inv, w.now)
+    return inv, plan
+
+
+async def collect(ctx: Ctx, invoice_id: str, params: dict) -> dict:
+    """POST /invoices/{id}/collect — close a pending invoice (number, credits, auto-collection)."""
+    inv, plan = await ctx.write(_close_pending, invoice_id, params)
+    if plan is not None:
+        inv = await payments.charge_and_settle(ctx, plan)
+    return {"invoice": inv}
+
+
+close = collect  # POST /invoices/{id}/close — the v2 name (comment, invoice_date, invoice_note)
+
+
+# ---- reads -----------------------------------------------------------------------------------
+
+async def retrieve(ctx: Ctx, invoice_id: str, params: dict) -> dict:
+    return await ctx.read(lambda w: {"invoice": _require_invoice(w, invoice_id)})
+
+
+def _list(ctx: Ctx, req: ListRequest, *where, sort=("created_at", True)):  # type: ignore[no-untyped-def]
+    def run(w: Work) -> dict:
+        return fetch_page(w.tx, INVOICES, w.site_id, req, where=where, default_sort=sort).response("invoice")
+    return ctx.read(run)
+
+
+async def list_invoices(ctx: Ctx, params: dict) -> dict:
+    req: ListRequest = params["_list"]
+    if "paid_on_after" in params:  # the spec: paid at/after, sorted by paid_on ascending
+        req = ListRequest(req.limit, req.offset, (*req.filters, Filter("paid_on", "gte", params["paid_on_after"])),
+                          req.sort or ("paid_on", False))
+    return await _list(ctx, req)
+
+
+async def list_for_customer(ctx: Ctx, customer_id: str, params: dict) -> dict:
+    return await _list(ctx, params["_list"], INVOICES.t.c.customer_id == customer_id)
+
+
+async def list_for_subscription(ctx: Ctx, subscription_id: str, params: dict) -> dict:
+    return await _list(ctx, params["_list"], INVOICES.t.c.subscription_id == subscription_id)
+
+
+# ---- pending invoices: add charges, delete -----------------------------------------------------
+
+def _pending(w: Work, invoice_id: str) -> dict:
+    inv = _require_invoice(w, invoice_id, for_update=True)
+    if inv["status"] != "pending":
+        raise InvalidState(f"Invoice {invoice_id} is {inv['status']}; charges can be added only to pending invoices")
+    return inv
+
+
+async def add_charge(ctx: Ctx, invoice_id: str, params: dict) -> dict:
+    def run(w: Work) -> dict:
+        inv = _pending(w, invoice_id)
+        inv["line_items"].append(invoicing.line_item(
+            date_from=w.now, date_to=w.now, unit_amount=params["amount"], description=params["description"],
+            entity_type="adhoc"))
+        D.recompute(inv)
+        INVOICES.save(w.tx, w.site_id, inv, w.now)
+        w.emit("invoice_updated", {"invoice": inv})
+        return {"invoice": inv}
+    return await ctx.write(run)
+
+
+async def delete(ctx: Ctx, invoice_id: str, params: dict) -> dict:
+    """Pending and unpaid invoices can be deleted (not with payments); credits applied go back."""
+    def run(w: Work) -> dict:
+        inv = _require_invoice(w, invoice_id, for_update=True)
+        if inv["status"] == "paid" or int(inv.get("amount_paid", 0)) > 0:
+            raise InvalidState("An invoice with successful payments cannot be deleted")
+        if int(inv.get("amount_adjusted", 0)) > 0:
+            raise InvalidState("An invoice with credit adjustments cannot be deleted")
+        if inv["status"] in D.CLOSED_UNPAID:
+            release_for_void(w, inv)
+            dunning.stop_jobs(w, inv)
+        INVOICES.delete(w.tx, w.site_id, invoice_id)
+        w.emit("invoice_deleted", {"invoice": inv})
+        return {"invoice": inv}
+    return await ctx.write(run)
+
+
+# ---- void, stop dunning -------------------------------------------------------------------------
+
+def release_for_void(w: Work, inv: dict) -> None:
+    """Give back the promotional and refundable credits the invoice took (void/delete)."""
+    promo = D.discount_total(inv, types=("account_credits",))
+    refundable = int(inv.get("credits_applied", 0))
+    if not promo and not refundable:
+        return
+    customer = CUSTOMERS.get(w.tx, w.site_id, inv["customer_id"], for_update=True)
+    if customer is None:
+        return
+    if promo:
+        credits.move(w, customer, "promotional", promo, "released", reference_type="invoice",
+                     reference_id=inv["id"], description="Promotional credits reclaimed from a voided invoice")
+    if refundable:
+        credits.move(w, customer, "refundable", refundable, "released", reference_type="invoice",
+                     reference_id=inv["id"], description="Refundable credits released from a voided invoice")
+    CUSTOMERS.save(w.tx, w.site_id, customer, w.now)
+    w.emit("customer_changed", {"customer": customer})
+
+
+async def void(ctx: Ctx, invoice_id: str, params: dict) -> dict:
+    def run(w: Work) -> dict:
+        inv = _require_invoice(w, invoice_id, for_update=True)
+        if inv["status"] == "pending":
+            raise InvalidState("A pending invoice cannot be voided; delete it instead")
+        if inv["status"] not in D.CLOSED_UNPAID:
+            raise InvalidState(f"Invoice {invoice_id} is {inv['status']}; only unpaid invoices can be voided")
+        if int(inv.get("amount_paid", 0)) > 0:
+            raise InvalidState("An invoice with successful payments cannot be voided")
+        if int(inv.get("amount_adjusted", 0)) > 0:
+            raise InvalidState("An invoice with credit adjustments cannot be voided")
+        release_for_void(w, inv)
+        dunning.stop_jobs(w, inv)
+        D.transition(inv, "voided")
+        INVOICES.save(w.tx, w.site_id, inv, w.now)
+        w.emit("invoice_updated", {"invoice": inv})
+        return {"invoice": inv}
+    return await ctx.write(run)
+
+
+async def stop_dunning(ctx: Ctx, invoice_id: str, params: dict) -> dict:
+    def run(w: Work) -> dict:
+        inv = _require_invoice(w, invoice_id, for_update=True)
+        if inv["status"] != "payment_due" or inv.get("dunning_status") != "in_progress":
+            raise InvalidState(f"Dunning is not in progress for invoice {invoice_id}")
+        dunning.stop(w, inv)
+        INVOICES.save(w.tx, w.site_id, inv, w.now)
+        w.emit("invoice_updated", {"invoice": inv})
+        return {"invoice": inv}
+    return await ctx.write(run)
+
+
+# ---- payments ------------------------------------------------------------------------------------
+
+def _unpaid(w: Work, invoice_id: str) -> dict:
+    inv = _require_invoice(w, invoice_id, for_update=True)
+    if inv["status"] not in D.CLOSED_UNPAID:
+        raise InvalidState(f"Invoice {invoice_id} is {inv['status']}; payments apply to payment_due or "
+                           "not_paid invoices")
+    return inv
+
+
+async def collect_payment(ctx: Ctx, invoice_id: str, params: dict) -> dict:
+    """Charge the customer's card now for a payment_due/not_paid invoice (400 if it fails)."""
+    def start(w: Work) -> invoicing.ChargePlan:
+        inv = _unpaid(w, invoice_id)
+        t = TRANSACTIONS.t
+        busy = TRANSACTIONS.find(w.tx, w.site_id, t.c.customer_id == inv["customer_id"],
+                                 t.c.status.in_(payments.UNSETTLED), limit=20)
+        if any(tx["linked_invoices"][0]["invoice_id"] == inv["id"] for tx in busy if tx.get("linked_invoices")):
+            raise InvalidState("A payment for this invoice is already in progress")
+        amount = params.get("amount", inv["amount_due"])
+        if amount > inv["amount_due"]:
+            raise ParamError(f"amount : cannot be more than the amount due ({inv['amount_due']})", param="amount")
+        customer = CUSTOMERS.require(w.tx, w.site_id, inv["customer_id"])
+        card = invoicing.usable_card(w, customer)
+        if card is None:
+            raise PaymentMethodNotPresent("The customer has no usable payment method (card) on file")
+        due = inv["amount_due"]
+        inv["amount_due"] = amount  # charge this much
+        plan = invoicing.start_charge(w, inv, customer, card, "collect_payment")
+        inv["amount_due"] = due
+        return plan
+
+    plan = await ctx.write(start)
+    inv = await payments.collect_now(ctx, plan)
+    txn = await ctx.read(lambda w: TRANSACTIONS.require(w.tx, w.site_id, plan.txn_id))
+    return {"invoice": inv, "transaction": txn}
+
+
+async def record_payment(ctx: Ctx, invoice_id: str, params: dict) -> dict:
+    """An offline payment. More than the amount due becomes an excess payment on the customer."""
+    def run(w: Work) -> dict:
+        inv = _unpaid(w, invoice_id)
+        paid_at = params["paid_at"]
+        if paid_at > w.now:
+            raise ParamError("paid_at : cannot be in the future", param="paid_at")
+        amount = params.get("amount", inv["amount_due"])
+        applied = min(amount, inv["amount_due"])
+        excess = amount - applied
+        txn = {
+            "id": txn_id(), "object": "transaction", "customer_id": inv["customer_id"],
+            "payment_method": params["payment_method"], "gateway": "not_applicable", "type": "payment",
+            "date": paid_at, "currency_code": inv["currency_code"], "amount": amount, "status": "success",
+            "amount_unused": excess,
+            "linked_invoices": [{"invoice_id": inv["id"], "applied_amount": applied, "applied_at": w.now,
+                                 "invoice_date": inv["start_date"], "invoice_amount": inv["amount"]}],
+        }
+        if inv.get("subscription_id"):
+            txn["subscription_id"] = inv["subscription_id"]
+        if params.get("reference_number"):
+            txn["reference_number"] = params["reference_number"]
+        TRANSACTIONS.insert(w.tx, w.site_id, txn, w.now)
+        inv["amount_paid"] = int(inv.get("amount_paid", 0)) + applied
+        invoicing.link_transaction(w, inv, txn, applied)
+        D.recompute(inv)
+        if inv["amount_due"] == 0:
+            D.transition(inv, "paid")
+            inv["paid_on"] = paid_at
+            dunning.on_paid(w, inv, by_retry=False)
+        INVOICES.save(w.tx, w.site_id, inv, w.now)
+        w.emit("transaction_created", {"transaction": txn})
+        w.emit("invoice_updated", {"invoice": inv})
+        if excess:
+            customer = CUSTOMERS.require(w.tx, w.site_id, inv["customer_id"], for_update=True)
+            credits.move(w, customer, "excess", excess, "overpayment", reference_type="transaction",
+                         reference_id=txn["id"], description=f"Over-payment on invoice {inv['id']}")
+            CUSTOMERS.save(w.tx, w.site_id, customer, w.now)
+            w.emit("customer_changed", {"customer": customer})
+        return {"invoice": inv, "transaction": txn}
+    return await ctx.write(run)
+
+
+def _refundable(w: Work, inv: dict) -> tuple[list[dict], int]:
+    """The invoice's successful payments and how much of them can still be refunded."""
+    ids = [lt["txn_id"] for lt in inv.get("linked_transactions", ()) if lt["txn_type"] == "payment"]
+    payments_ = [TRANSACTIONS.get(w.tx, w.site_id, i) for i in ids]
+    payments_ = [p for p in payments_ if p and p["status"] == "success"]
+    refunded = sum(int(lt["applied_amount"]) for lt in inv.get("linked_transactions", ())
+                   if lt["txn_type"] == "refund" and lt.get("txn_status") in ("success", "in_progress", None))
+    paid = sum(int(lt["applied_amount"]) for lt in inv.get("linked_transactions", ()) if lt["txn_type"] == "payment")
+    return payments_, paid - refunded
+
+
+def _new_refund(w: Work, inv: dict, original: dict, amount: int, *, status: str, payment_method: str,
+                gateway: str, date: int, reference_number: str | None = None) -> dict:
+    txn = {
+        "id": txn_id(), "object": "transaction", "customer_id": inv["customer_id"], "payment_method": payment_method,
+        "gateway": gateway, "type": "refund", "date": date, "currency_code": inv["currency_code"], "amount": amount,
+        "status": status, "refunded_txn_id": original["id"], "amount_unused": 0,
+        "linked_invoices": [{"invoice_id": inv["id"], "applied_amount": amount, "applied_at": w.now,
+                             "invoice_date": inv["start_date"], "invoice_amount": inv["amount"]}],
+    }
+    if inv.get("subscription_id"):
+        txn["subscription_id"] = inv["subscription_id"]
+    if original.get("masked_card_number"):
+        txn["masked_card_number"] = original["masked_card_number"]
+    if reference_number:
+        txn["reference_number"] = reference_number
+    return txn
+
+
+def _record_refund(w: Work, inv: dict, original: dict, refund: dict) -> None:
+    TRANSACTIONS.insert(w.tx, w.site_id, refund, w.now, columns={"idempotency_key": refund["id"],
+                                                                  "purpose": "refund"})
+    original.setdefault("linked_refunds", []).append({"txn_id": refund["id"], "txn_status": refund["status"],
+                                                      "txn_date": refund["date"], "txn_amount": refund["amount"]})
+    TRANSACTIONS.save(w.tx, w.site_id, original, w.now)
+    invoicing.link_transaction(w, inv, refund, refund["amount"])
+    INVOICES.save(w.tx, w.site_id, inv, w.now)
+
+
+async def refund(ctx: Ctx, invoice_id: str, params: dict) -> dict:
+    """Refund through the gateway to the invoice's card payment(s), fully or in part."""
+    def start(w: Work) -> tuple[str, str, str, int, str]:
+        inv = _require_invoice(w, invoice_id, for_update=True)
+        if inv["status"] != "paid":
+            raise InvalidState(f"Invoice {invoice_id} is {inv['status']}; only paid invoices can be refunded")
+        payments_, left = _refundable(w, inv)
+        card_payments = [p for p in payments_ if p.get("gateway") not in (None, "not_applicable")]
+        if not card_payments:
+            raise InvalidRequest("This invoice was paid offline; use record_refund to record a refund")
+        if left <= 0:
+            raise InvalidRequest("This invoice has been refunded in full")
+        amount = params.get("refund_amount", left)
+        if amount > left:
+            raise ParamError(f"refund_amount : cannot be more than the refundable amount ({left})",
+                             param="refund_amount")
+        original = next((p for p in reversed(card_payments) if _unrefunded(p) >= amount), None)
+        if original is None:
+            raise ParamError("refund_amount : must fit within one card payment", param="refund_amount")
+        r = _new_refund(w, inv, original, amount, status="in_progress", payment_method="card",
+                        gateway=original["gateway"], date=w.now)
+        _record_refund(w, inv, original, r)
+        return r["id"], original["gateway"], original.get("id_at_gateway", ""), amount, inv["currency_code"]
+
+    refund_id, gateway_name, charge_ref, amount, currency = await ctx.write(start)
+    gateway = ctx.app.gateways[gateway_name]
+    try:
+        result = await gateway.refund(ctx.site_id, refund_id, charge_ref, amount, currency)
+    except Exception as exc:
+        result = GatewayResult("timeout", "", "gateway_error", str(exc)[:200])
+    out = await ctx.write(settle_refund, refund_id, result)
+    if out["transaction"]["status"] == "failure":  # recorded; reported to the caller as Chargebee does
+        raise PaymentProcessingFailed(f"Refund failed: ({out['transaction'].get('error_code')}) "
+                                      f"{out['transaction'].get('error_text')}")
+    return out
+
+
+def _unrefunded(payment: dict) -> int:
+    done = sum(int(r["txn_amount"]) for r in payment.get("linked_refunds", ()) if r["txn_status"] != "failure")
+    return int(payment["amount"]) - done
+
+
+def settle_refund(w: Work, refund_id: str, result: GatewayResult) -> dict:
+    r = TRANSACTIONS.require(w.tx, w.site_id, refund_id, for_update=True)
+    inv = _require_invoice(w, r["linked_invoices"][0]["invoice_id"], for_update=True)
+    if r["status"] not in payments.UNSETTLED:
+        return {"invoice": inv, "transaction": r}
+    if result.reference:
+        r["id_at_gateway"] = result.reference
+    r["status"] = {"success": "success", "failure": "failure"}.get(result.status, "timeout")
+    if r["status"] != "success":
+        r["error_code"], r["error_text"] = result.error_code or "failure", result.error_text or "The refund failed"
+    TRANSACTIONS.save(w.tx, w.site_id, r, w.now)
+    original = TRANSACTIONS.require(w.tx, w.site_id, r["refunded_txn_id"], for_update=True)
+    for lr in original.get("linked_refunds", ()):
+        if lr["txn_id"] == r["id"]:
+            lr["txn_status"] = r["status"]
+    TRANSACTIONS.save(w.tx, w.site_id, original, w.now)
+    for lt in inv.get("linked_transactions", ()):
+        if lt["txn_id"] == r["id"]:
+            lt["txn_status"] = r["status"]
+    INVOICES.save(w.tx, w.site_id, inv, w.now)
+    w.emit("transaction_created", {"transaction": r})
+    if r["status"] == "success":
+        w.emit("payment_refunded", {"transaction": r, "invoice": inv,
+                                    **invoicing.snapshot(w, inv["customer_id"], inv.get("subscription_id"))})
+    return {"invoice": inv, "transaction": r}
+
+
+async def record_refund(ctx: Ctx, invoice_id: str, params: dict) -> dict:
+    """Record a refund made outside billhive (cash, check, chargeback...)."""
+    def run(w: Work) -> dict:
+        inv = _require_invoice(w, invoice_id, for_update=True)
+        if inv["status"] != "paid" and int(inv.get("amount_paid", 0)) <= 0:
+            raise InvalidState(f"Invoice {invoice_id} has no payments to refund")
+        payments_, left = _refundable(w, inv)
+        if not payments_ or left <= 0:
+            raise InvalidRequest("This invoice has nothing left to refund")
+        t = params.get("transaction", {})
+        amount = t.get("amount", left)
+        if amount < 1:
+            raise ParamError("transaction[amount] : must be at least 1", param="transaction[amount]")
+        if amount > left:
+            raise ParamError(f"transaction[amount] : cannot be more than the refundable amount ({left})",
+                             param="transaction[amount]")
+        if t["date"] > w.now:
+            raise ParamError("transaction[date] : cannot be in the future", param="transaction[date]")
+        original = next((p for p in reversed(payments_) if _unrefunded(p) >= amount), payments_[-1])
+        r = _new_refund(w, inv, original, amount, status="success", payment_method=t["payment_method"],
+                        gateway="not_applicable", date=t["date"], reference_number=t.get("reference_number"))
+        _record_refund(w, inv, original, r)
+        w.emit("transaction_created", {"transaction": r})
+        w.emit("payment_refunded", {"transaction": r, "invoice": inv,
+                                    **invoicing.snapshot(w, inv["customer_id"], inv.get("subscription_id"))})
+        return {"invoice": inv, "transaction": r}
+    return await ctx.write(run)

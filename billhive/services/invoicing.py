@@ -1,0 +1,286 @@
+"""Building and closing invoices — written once, used by every path that makes an invoice:
+collect (closing a pending invoice), renewals with metered billing off, one-time charges,
+subscription creation and changes.
+
+Closing (``close``) does, in the caller's transaction:
+  1. take the next number from the site's invoice sequence (gapless: the sequence row is
+     bumped inside this transaction, so a rollback gives the number back);
+  2. set end_date (closing time, or the renewal date with the site's ``close_date`` setting);
+  3. apply the customer's promotional credits, refundable credits and excess payments, in
+     that order, each up to what is still due (ledger rows, linked records on the invoice);
+  4. decide payment: nothing due -> paid; auto-collection on with a usable card -> an
+     ``in_progress`` payment transaction is recorded and a ChargePlan returned (the gateway
+     is called after commit, see services/payments.py); otherwise payment_due.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import bindparam, update
+
+from billhive.domain import invoices as D
+from billhive.errors import InvalidState
+from billhive.services import credits
+from billhive.services.context import Work
+from billhive.store import schema as S
+from billhive.store.db import Q
+from billhive.store.resources import CARDS, CUSTOMERS, INVOICES, SUBSCRIPTIONS, TRANSACTIONS
+from billhive.util.ids import draft_invoice_id, txn_id
+
+_NEXT_NUMBER = Q(update(S.sites).where(S.sites.c.pk == bindparam("pk"))
+                 .values(invoice_next_number=S.sites.c.invoice_next_number + 1)
+                 .returning(S.sites.c.invoice_next_number))
+
+
+@dataclass(frozen=True)
+class ChargePlan:
+    """A charge to make through the gateway once the closing transaction is durable."""
+
+    txn_id: str
+    invoice_id: str
+    gateway: str
+    token: str
+    amount: int
+    currency: str
+    purpose: str  # close | collect_payment | dunning
+
+
+def next_invoice_number(w: Work) -> str:
+    """The site's next invoice number (prefix + number), taken in this transaction."""
+    n = w.tx.scalar(_NEXT_NUMBER, {"pk": w.site_id}) - 1
+    return D.invoice_number(w.site.setting("invoice_prefix"), n)
+
+
+def line_item(*, date_from: int, date_to: int, unit_amount: int, quantity: int = 1, description: str,
+              entity_type: str, entity_id: str | None = None, type: str = "charge", amount: int | None = None) -> dict:
+    li = {
+        "date_from": date_from,
+        "date_to": date_to,
+        "unit_amount": unit_amount,
+        "quantity": quantity,
+        "amount": D.line_amount(unit_amount, quantity) if amount is None else amount,
+        "is_taxed": False,
+        "tax": 0,
+        "description": description,
+        "type": type,
+        "entity_type": entity_type,
+    }
+    if entity_id is not None:
+        li["entity_id"] = entity_id
+    return li
+
+
+def new_invoice(w: Work, *, customer: dict, start_date: int, line_items: list[dict], recurring: bool,
+                first_invoice: bool = False, subscription_id: str | None = None, discounts: list[dict] | None = None,
+                pending: bool = False, invoice_id: str | None = None) -> dict:
+    """An invoice document (not saved). Pending invoices get a temporary ``draft_inv_`` id."""
+    inv: dict = {
+        "id": invoice_id or (draft_invoice_id() if pending else ""),
+        "object": "invoice",
+        "customer_id": customer["id"],
+        "recurring": recurring,
+        "status": "pending" if pending else "payment_due",
+        "price_type": "tax_exclusive",
+        "start_date": start_date,
+        "first_invoice": first_invoice,
+        "currency_code": w.site.currency_code,
+        "line_items": list(line_items),
+        "discounts": list(discounts or []),
+        "taxes": [],
+        "linked_transactions": [],
+        "linked_orders": [],
+        "notes": [],
+        "credits_applied": 0,
+        "amount_paid": 0,
+        "amount_adjusted": 0,
+    }
+    if subscription_id:
+        inv["subscription_id"] = subscription_id
+    if customer.get("vat_number"):
+        inv["vat_number"] = customer["vat_number"]
+    if customer.get("billing_address"):
+        inv["billing_address"] = dict(customer["billing_address"])
+    return D.recompute(inv)
+
+
+def insert_pending(w: Work, inv: dict) -> dict:
+    """Save a pending invoice; fires invoice_created when the site's notify setting is on."""
+    INVOICES.insert(w.tx, w.site_id, inv, w.now)
+    if w.site.setting("notify_pending_invoices"):
+        w.emit("invoice_created", {"invoice": inv})
+    return inv
+
+
+def effective_auto_collection(w: Work, inv: dict, customer: dict) -> str:
+    """The subscription's auto_collection override when it has one, else the customer's."""
+    sub_id = inv.get("subscription_id")
+    if sub_id:
+        sub = SUBSCRIPTIONS.get(w.tx, w.site_id, sub_id)
+        if sub and sub.get("auto_collection") in ("on", "off"):
+            return sub["auto_collection"]
+    return customer.get("auto_collection", "on")
+
+
+def usable_card(w: Work, customer: dict) -> dict | None:
+    """The customer's card if it can be charged now (on file, not expired at the site clock)."""
+    pm = customer.get("payment_method")
+    if not pm or pm.get("type") != "card" or pm.get("status") == "invalid":
+        return None
+    card = CARDS.get(w.tx, w.site_id, customer["id"])
+    if card is None or not card.get("reference_id"):
+        return None
+    from billhive.store.resources import card_expires_at
+
+    expires = card_expires_at(card)
+    if expires is not None and expires < w.now:
+        return None
+    return card
+
+
+def snapshot(w: Work, customer_id: str, subscription_id: str | None = None) -> dict:
+    """Event content around an invoice: customer, card (if any), subscription (if any)."""
+    out: dict = {}
+    customer = CUSTOMERS.get(w.tx, w.site_id, customer_id)
+    if customer is not None:
+        out["customer"] = customer
+    card = CARDS.get(w.tx, w.site_id, customer_id)
+    if card is not None:
+        out["card"] = card
+    if subscription_id:
+        sub = SUBSCRIPTIONS.get(w.tx, w.site_id, subscription_id)
+        if sub is not None:
+            out["subscription"] = sub
+    return out
+
+
+def _apply_excess(w: Work, inv: dict, customer: dict, amount: int) -> None:
+    t = TRANSACTIONS.t
+    payments = TRANSACTIONS.find(w.tx, w.site_id, t.c.customer_id == customer["id"], t.c.unused_amount > 0,
+                                 t.c.type == "payment", order_by=[t.c.pk], for_update=True)
+    taken = D.split_excess(amount, [(p["id"], int(p.get("amount_unused", 0))) for p in payments])
+    by_id = {p["id"]: p for p in payments}
+    for tid, take in taken:
+        txn = by_id[tid]
+        txn["amount_unused"] = int(txn["amount_unused"]) - take
+        txn.setdefault("linked_invoices", []).append({
+            "invoice_id": inv["id"], "applied_amount": take, "applied_at": w.now,
+            "invoice_date": inv["start_date"], "invoice_amount": inv["amount"]})
+        TRANSACTIONS.save(w.tx, w.site_id, txn, w.now)
+        link_transaction(w, inv, txn, take)
+        inv["amount_paid"] = int(inv.get("amount_paid", 0)) + take
+        credits.move(w, customer, "excess", -take, "applied", reference_type="invoice", reference_id=inv["id"],
+                     description=f"Excess payment of {tid} applied")
+        w.emit("transaction_updated", {"transaction": txn})
+
+
+def link_transaction(w: Work, inv: dict, txn: dict, applied: int) -> None:
+    """Record that txn touched inv (linked_transactions on the invoice; invoice_transactions row)."""
+    from sqlalchemy import insert
+
+    if applied > 0:
+        inv.setdefault("linked_transactions", []).append({
+            "txn_id": txn["id"], "applied_amount": applied, "applied_at": w.now, "txn_type": txn["type"],
+            "txn_status": txn["status"], "txn_date": txn["date"], "txn_amount": txn["amount"]})
+    w.tx.execute(insert(S.invoice_transactions).values(
+        site_id=w.site_id, invoice_id=inv["id"], txn_id=txn["id"], applied_amount=applied, applied_at=w.now))
+
+
+def new_payment(w: Work, *, inv: dict, customer: dict, card: dict, amount: int) -> dict:
+    doc = {
+        "id": txn_id(),
+        "object": "transaction",
+        "customer_id": customer["id"],
+        "payment_method": "card",
+        "gateway": card.get("gateway", "chargebee"),
+        "type": "payment",
+        "date": w.now,
+        "currency_code": inv["currency_code"],
+        "amount": amount,
+        "status": "in_progress",
+        "initiator_type": "merchant",
+        "amount_unused": 0,
+        "linked_invoices": [{"invoice_id": inv["id"], "applied_amount": 0, "applied_at": w.now,
+                             "invoice_date": inv["start_date"], "invoice_amount": inv["amount"]}],
+    }
+    if inv.get("subscription_id"):
+        doc["subscription_id"] = inv["subscription_id"]
+    if card.get("masked_number"):
+        doc["masked_card_number"] = card["masked_number"]
+    return doc
+
+
+def start_charge(w: Work, inv: dict, customer: dict, card: dict, purpose: str) -> ChargePlan:
+    """Record an in_progress payment for the invoice's amount due; the charge happens after commit."""
+    txn = new_payment(w, inv=inv, customer=customer, card=card, amount=int(inv["amount_due"]))
+    TRANSACTIONS.insert(w.tx, w.site_id, txn, w.now, columns={"idempotency_key": txn["id"], "purpose": purpose})
+    return ChargePlan(txn["id"], inv["id"], txn["gateway"], card["reference_id"], txn["amount"],
+                      inv["currency_code"], purpose)
+
+
+def close(w: Work, inv: dict, *, old_id: str | None = None, expect_status: str | None = "pending",
+          insert: bool = False) -> ChargePlan | None:
+    """Close ``inv`` (see the module docstring). Saves the invoice, customer and transactions.
+
+    ``insert``: the invoice is new (closed at creation, e.g. a renewal without metered billing);
+    otherwise it is renamed from ``old_id`` with a conditional update on ``expect_status`` — a
+    concurrent close loses with 409.
+    Returns the charge to make after commit, or None. invoice_generated is emitted here when no
+    charge follows, else by the settlement (so the event shows the invoice's outcome).
+    """
+    if not inv.get("line_items"):
+        raise InvalidState("The invoice has no line items and cannot be closed; delete it instead",
+                           api_error_code="invalid_state_for_request")
+    customer = CUSTOMERS.get(w.tx, w.site_id, inv["customer_id"], for_update=True)
+    if customer is None:
+        raise InvalidState(f"The invoice's customer {inv['customer_id']} no longer exists")
+    old_id = old_id or inv["id"]
+    inv["id"] = next_invoice_number(w)
+    if w.site.setting("close_date") == "renewal_date" and inv.get("end_date"):
+        pass  # keep the renewal date
+    else:
+        inv["end_date"] = w.now
+    D.recompute(inv)
+    alloc = D.allocate(inv, promotional=credits.balance(customer, "promotional"),
+                       refundable=credits.balance(customer, "refundable"),
+                       excess=credits.balance(customer, "excess"))
+    moved = False
+    if alloc.promotional:
+        inv.setdefault("discounts", []).append({"amount": alloc.promotional, "description": "Promotional Credits",
+                                                "type": "account_credits"})
+        credits.move(w, customer, "promotional", -alloc.promotional, "applied", reference_type="invoice",
+                     reference_id=inv["id"], description="Promotional credits applied")
+        moved = True
+        D.recompute(inv)
+    if alloc.refundable:
+        inv["credits_applied"] = int(inv.get("credits_applied", 0)) + alloc.refundable
+        credits.move(w, customer, "refundable", -alloc.refundable, "applied", reference_type="invoice",
+                     reference_id=inv["id"], description="Refundable credits applied")
+        moved = True
+        D.recompute(inv)
+    if alloc.excess:
+        _apply_excess(w, inv, customer, alloc.excess)
+        moved = True
+        D.recompute(inv)
+    plan = None
+    if inv["amount_due"] == 0:
+        inv["status"] = "paid"
+        inv["paid_on"] = w.now
+    else:
+        inv["status"] = "payment_due"
+        card = usable_card(w, customer) if effective_auto_collection(w, inv, customer) == "on" else None
+        if card is not None:
+            plan = start_charge(w, inv, customer, card, "close")
+    if insert:
+        INVOICES.insert(w.tx, w.site_id, inv, w.now)
+    elif not INVOICES.update(w.tx, w.site_id, inv, w.now, old_id=old_id,
+                             expect={"status": expect_status} if expect_status else None,
+                             columns={"draft_id": old_id} if old_id != inv["id"] else None):
+        raise InvalidState(f"Invoice {old_id} is no longer {expect_status}")
+    if moved:
+        CUSTOMERS.save(w.tx, w.site_id, customer, w.now)
+        w.emit("customer_changed", {"customer": customer, **({"card": c} if (c := CARDS.get(
+            w.tx, w.site_id, customer["id"])) else {})})
+    if plan is None:
+        w.emit("invoice_generated", {"invoice": inv})
+    return plan
