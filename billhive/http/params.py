@@ -204,9 +204,10 @@ class Decoder:
         for name, f in self.fields.items():
             if f.required and name not in out:
                 raise ParamRequired(f"{name} : cannot be blank", param=name)
-            if f.kind == "object" and name in out:
+            if f.kind == "object":
+                # an object with required fields is itself required (Chargebee: "transaction[date] : cannot be blank")
                 for req in f.sub_required:
-                    if req not in out[name]:
+                    if req not in out.get(name, ()):
                         raise ParamRequired(f"{name}[{req}] : cannot be blank", param=f"{name}[{req}]")
         return out
 
