@@ -12,6 +12,7 @@ from typing import Awaitable, Callable
 
 from billhive import spec
 from billhive.services import events, time_machines
+from billhive.services import addons, plans  # catalog
 from billhive.spec import Operation
 from billhive.store.docs import DocTable
 
@@ -47,6 +48,17 @@ ROUTES: list[Route] = [
     # events
     api("list_events", events.list_events, events.EVENTS),
     api("retrieve_an_event", events.retrieve),
+    # catalog
+    api("create_a_plan", plans.create),
+    api("update_a_plan", plans.update),
+    api("retrieve_a_plan", plans.retrieve),
+    api("list_plans", plans.list_plans, plans.PLANS),
+    api("delete_a_plan", plans.delete),
+    api("create_an_addon", addons.create),
+    api("update_an_addon", addons.update),
+    api("retrieve_an_addon", addons.retrieve),
+    api("list_addons", addons.list_addons, addons.ADDONS),
+    api("delete_an_addon", addons.delete),
     # time machine (test sites; Chargebee v2's API on v1 URLs)
     _extra("retrieve_a_time_machine", "GET", "/time_machines/{time-machine-name}", time_machines.retrieve,
            response="time_machine"),
