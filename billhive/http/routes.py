@@ -12,7 +12,7 @@ from typing import Awaitable, Callable
 
 from billhive import spec
 from billhive.services import events, time_machines
-from billhive.services import addons, plans  # catalog
+from billhive.services import addons, coupon_codes, coupons, plans  # catalog
 from billhive.spec import Operation
 from billhive.store.docs import DocTable
 
@@ -59,6 +59,11 @@ ROUTES: list[Route] = [
     api("retrieve_an_addon", addons.retrieve),
     api("list_addons", addons.list_addons, addons.ADDONS),
     api("delete_an_addon", addons.delete),
+    api("create_a_coupon", coupons.create),
+    api("retrieve_a_coupon", coupons.retrieve),
+    api("list_coupons", coupons.list_coupons, coupons.COUPONS),
+    api("create_a_coupon_code_for_a_coupon", coupon_codes.create),
+    api("retrieve_a_coupon_code", coupon_codes.retrieve),
     # time machine (test sites; Chargebee v2's API on v1 URLs)
     _extra("retrieve_a_time_machine", "GET", "/time_machines/{time-machine-name}", time_machines.retrieve,
            response="time_machine"),
