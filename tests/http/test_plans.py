@@ -225,3 +225,25 @@ def test_plan_in_use_allows_only_some_changes(site, api):
     assert api.get("/plans/basic")["plan"] == plan
     _use(site, "basic")  # using it again changes nothing
     assert api.post("/plans/basic", {"price": 2500})["plan"]["price"] == 2500
+
+
+def test_concurrent_creates_of_one_id(api):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def attempt(i):
+        return api.post("/plans", {"id": "race", "name": f"R{i}"}, expect=None).status
+    with ThreadPoolExecutor(6) as pool:
+        statuses = list(pool.map(attempt, range(6)))
+    assert sorted(statuses) == [200] + [400] * 5
+    assert len(api.get("/plans").body["list"]) == 1
+
+
+def test_unique_key_race_becomes_duplicate_entry(site, api):
+    # what the loser of two concurrent creates meets after its existence check passed
+    from billhive.services import _catalog
+
+    plan = _plan(api)
+    with pytest.raises(Exception) as exc:
+        site.ctx().write_sync(lambda w: _catalog.insert_new(plans.PLANS, w, {**plan, "name": "Late"}, param="id"))
+    assert exc.value.api_error_code == "duplicate_entry" and exc.value.param == "id"
+    assert api.get("/plans/basic")["plan"]["name"] == "Basic"
