@@ -248,5 +248,7 @@ def parse_pairs(body: bytes | str) -> list[tuple[str, str]]:
             raise ParamError("request body is not valid UTF-8 form data") from None
         if not k:
             raise ParamError("request body has a parameter without a name")
+        if "\x00" in k or "\x00" in v:
+            raise ParamError(f"{k.replace(chr(0), '')} : must not contain NUL characters", param=k.replace("\x00", ""))
         pairs.append((k, v))
     return pairs
