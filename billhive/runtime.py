@@ -58,4 +58,8 @@ class App:
         return app
 
     def close(self) -> None:
+        for gateway in self.gateways.values():
+            close = getattr(gateway, "close", None)
+            if close:
+                close()
         self.db.close()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, update
+from sqlalchemy import bindparam, insert, update
 
 from billhive.domain import invoices as D
 from billhive.errors import InvalidState
@@ -28,6 +28,8 @@ from billhive.store.db import Q
 from billhive.store.resources import CARDS, CUSTOMERS, INVOICES, SUBSCRIPTIONS, TRANSACTIONS
 from billhive.util.ids import draft_invoice_id, txn_id
 
+_LINK = Q(insert(S.invoice_transactions).values(
+    {c: bindparam(c) for c in ("site_id", "invoice_id", "txn_id", "applied_amount", "applied_at")}))
 _NEXT_NUMBER = Q(update(S.sites).where(S.sites.c.pk == bindparam("pk"))
                  .values(invoice_next_number=S.sites.c.invoice_next_number + 1)
                  .returning(S.sites.c.invoice_next_number))
@@ -176,14 +178,12 @@ def _apply_excess(w: Work, inv: dict, customer: dict, amount: int) -> None:
 
 def link_transaction(w: Work, inv: dict, txn: dict, applied: int) -> None:
     """Record that txn touched inv (linked_transactions on the invoice; invoice_transactions row)."""
-    from sqlalchemy import insert
-
     if applied > 0:
         inv.setdefault("linked_transactions", []).append({
             "txn_id": txn["id"], "applied_amount": applied, "applied_at": w.now, "txn_type": txn["type"],
             "txn_status": txn["status"], "txn_date": txn["date"], "txn_amount": txn["amount"]})
-    w.tx.execute(insert(S.invoice_transactions).values(
-        site_id=w.site_id, invoice_id=inv["id"], txn_id=txn["id"], applied_amount=applied, applied_at=w.now))
+    w.tx.execute(_LINK, dict(site_id=w.site_id, invoice_id=inv["id"], txn_id=txn["id"], applied_amount=applied,
+                             applied_at=w.now))
 
 
 def new_payment(w: Work, *, inv: dict, customer: dict, card: dict, amount: int) -> dict:

@@ -427,6 +427,7 @@ gateway_operations = Table(  # every charge/refund/void, keyed by the caller's i
     Column("error_text", Text, nullable=True),
     Column("created_at", BigInteger, nullable=False),
     UniqueConstraint("site_id", "idempotency_key"),
+    Index("ix_gateway_operations_site_reference", "site_id", "reference"),
 )
 
 # Tables that hold a site's data (wiped by the time machine's start_afresh); settings,

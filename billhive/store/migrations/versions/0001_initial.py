@@ -258,6 +258,9 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('pk', name=op.f('pk_gateway_operations')),
     sa.UniqueConstraint('site_id', 'idempotency_key', name=op.f('uq_gateway_operations_site_id_idempotency_key'))
     )
+    with op.batch_alter_table('gateway_operations', schema=None) as batch_op:
+        batch_op.create_index('ix_gateway_operations_site_reference', ['site_id', 'reference'], unique=False)
+
     op.create_table('gateway_vault',
     sa.Column('pk', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('site_id', sa.Integer(), nullable=False),
@@ -631,6 +634,9 @@ def downgrade() -> None:
 
     op.drop_table('hosted_pages')
     op.drop_table('gateway_vault')
+    with op.batch_alter_table('gateway_operations', schema=None) as batch_op:
+        batch_op.drop_index('ix_gateway_operations_site_reference')
+
     op.drop_table('gateway_operations')
     with op.batch_alter_table('events', schema=None) as batch_op:
         batch_op.drop_index('ix_events_site_webhook_status')
