@@ -22,14 +22,12 @@ TIMES_OUT = "4000000000000119"
 GENESIS = int(dt.datetime(2030, 6, 15, 12, tzinfo=dt.timezone.utc).timestamp())
 
 
-def future_year() -> int:
-    return dt.datetime.now(dt.timezone.utc).year + 3
-
+FUTURE_YEAR = 2040  # a valid expiry for real time and for the time machine's GENESIS
 
 def card(number: str = VISA, *, prefix: str = "card", year: int | None = None, month: int = 12,
          **extra: Any) -> dict:
     """Card parameters, bracketed for create_a_customer (prefix='card') or flat (prefix='')."""
-    fields = {"number": number, "expiry_month": month, "expiry_year": year or future_year(), **extra}
+    fields = {"number": number, "expiry_month": month, "expiry_year": year or FUTURE_YEAR, **extra}
     if not prefix:
         return fields
     return {f"{prefix}[{k}]": v for k, v in fields.items()}
