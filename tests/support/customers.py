@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import time
 from typing import Any
 
+import jsonschema
+
+from billhive import spec
 from billhive.store.resources import SUBSCRIPTIONS
 
 VISA = "4111111111111111"
@@ -50,15 +54,31 @@ def travel(api, destination: int) -> None:
 
 
 def events(api, event_type: str | None = None, **filters: Any) -> list[dict]:
+    """The site's events, newest first; each one's content is checked against the spec's webhook
+    schema for its type (``card`` may be absent: the customer has none)."""
     params: dict = {"limit": 100, **filters}
     if event_type:
         params["event_type"] = event_type
-    return [e["event"] for e in api.get("/events", params).body["list"]]
+    out = [e["event"] for e in api.get("/events", params).body["list"]]
+    for ev in out:
+        errors = list(_content_validator(ev["event_type"]).iter_errors(ev["content"]))
+        assert not errors, f"{ev['event_type']} content breaks the spec: {errors[0].message} at " \
+                           f"{list(errors[0].absolute_path)}"
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _content_validator(event_type: str) -> jsonschema.protocols.Validator:
+    name = "".join(p.capitalize() for p in event_type.split("_")) + "Event"
+    schema = dict(spec.resource_schema(name)["properties"]["content"])
+    schema["required"] = [r for r in schema.get("required", ()) if r != "card"]
+    return jsonschema.Draft202012Validator(schema)
 
 
 def seed_subscription(site, customer_id: str, status: str = "active", sub_id: str | None = None) -> str:
     """A subscriptions row, written as the subscriptions service would (that service lives elsewhere)."""
     sid = sub_id or f"sub_{customer_id}_{status}"
-    doc = {"id": sid, "plan_id": "basic", "customer_id": customer_id, "status": status, "object": "subscription"}
+    doc = {"id": sid, "plan_id": "basic", "plan_quantity": 1, "status": status, "customer_id": customer_id,
+           "has_scheduled_changes": False, "object": "subscription"}
     site.app.db.write_sync(lambda tx: SUBSCRIPTIONS.insert(tx, site.pk, doc, int(time.time())))
     return sid
