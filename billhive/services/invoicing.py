@@ -21,11 +21,11 @@ from sqlalchemy import bindparam, insert, update
 
 from billhive.domain import invoices as D
 from billhive.errors import InvalidState
-from billhive.services import credits
+from billhive.services import cards, credits
 from billhive.services.context import Work
 from billhive.store import schema as S
 from billhive.store.db import Q
-from billhive.store.resources import CARDS, CUSTOMERS, INVOICES, SUBSCRIPTIONS, TRANSACTIONS
+from billhive.store.resources import CUSTOMERS, INVOICES, SUBSCRIPTIONS, TRANSACTIONS
 from billhive.util.ids import draft_invoice_id, txn_id
 
 _LINK = Q(insert(S.invoice_transactions).values(
@@ -125,30 +125,14 @@ def effective_auto_collection(w: Work, inv: dict, customer: dict) -> str:
 
 
 def usable_card(w: Work, customer: dict) -> dict | None:
-    """The customer's card if it can be charged now (on file, not expired at the site clock)."""
-    pm = customer.get("payment_method")
-    if not pm or pm.get("type") != "card" or pm.get("status") == "invalid":
-        return None
-    card = CARDS.get(w.tx, w.site_id, customer["id"])
-    if card is None or not card.get("reference_id"):
-        return None
-    from billhive.store.resources import card_expires_at
-
-    expires = card_expires_at(card)
-    if expires is not None and expires < w.now:
-        return None
-    return card
+    """The customer's card if it can be charged now (their payment method, not expired)."""
+    return cards.usable_card(w, customer)
 
 
 def snapshot(w: Work, customer_id: str, subscription_id: str | None = None) -> dict:
     """Event content around an invoice: customer, card (if any), subscription (if any)."""
-    out: dict = {}
     customer = CUSTOMERS.get(w.tx, w.site_id, customer_id)
-    if customer is not None:
-        out["customer"] = customer
-    card = CARDS.get(w.tx, w.site_id, customer_id)
-    if card is not None:
-        out["card"] = card
+    out: dict = cards.content(customer, cards.get_card(w, customer_id)) if customer is not None else {}
     if subscription_id:
         sub = SUBSCRIPTIONS.get(w.tx, w.site_id, subscription_id)
         if sub is not None:
@@ -279,8 +263,7 @@ def close(w: Work, inv: dict, *, old_id: str | None = None, expect_status: str |
         raise InvalidState(f"Invoice {old_id} is no longer {expect_status}")
     if moved:
         CUSTOMERS.save(w.tx, w.site_id, customer, w.now)
-        w.emit("customer_changed", {"customer": customer, **({"card": c} if (c := CARDS.get(
-            w.tx, w.site_id, customer["id"])) else {})})
+        w.emit("customer_changed", cards.content(customer, cards.get_card(w, customer["id"])))
     if plan is None:
         w.emit("invoice_generated", {"invoice": inv})
     return plan

@@ -305,10 +305,13 @@ payment_intents = doc_table(
     "payment_intents",
     Column("customer_id", String(100), nullable=False),
     Column("status", String(30), nullable=False),
+    # JSON, not part of the resource: whether customer_id was given (the intent is then that
+    # customer's only) and, once authorized, the stored card's details (never the number)
+    Column("internal", Text, nullable=True),
     indexes=(("customer_id",),),
 )
 
-addresses = doc_table(  # id = f"{subscription_id}:{label}"
+addresses = doc_table(  # id = resources.address_row_id(doc): a digest of (subscription_id, label)
     "addresses",
     Column("subscription_id", String(100), nullable=False),
     Column("label", String(50), nullable=False),

@@ -211,7 +211,7 @@ def test_dunning_succeeds_after_card_replaced(tsite):
         c = CUSTOMERS.require(w.tx, w.site_id, cust["id"])
         c["payment_method"]["reference_id"] = good["reference_id"]
         CUSTOMERS.save(w.tx, w.site_id, c, w.now)
-        CARDS.save(w.tx, w.site_id, {**good, "id": cust["id"], "customer_id": cust["id"]}, w.now)
+        CARDS.save(w.tx, w.site_id, {**good, "customer_id": cust["id"]}, w.now)
     tsite.ctx().write_sync(swap)
     travel(tsite, GENESIS + DAY + 1)
     inv = tsite.api.get(f"/invoices/{inv['id']}")["invoice"]

@@ -41,7 +41,7 @@ def customer(site: TestSite, *, card: str | None = SUCCESS_CARD, auto_collection
             card_doc["customer_id"] = cid
             doc["payment_method"] = {"type": "card", "gateway": "chargebee", "status": "valid",
                                      "reference_id": card_doc["reference_id"]}
-            CARDS.insert(w.tx, w.site_id, {**card_doc, "id": cid}, w.now)
+            CARDS.insert(w.tx, w.site_id, card_doc, w.now)
         if promotional:
             credits.move(w, doc, "promotional", promotional, "add", description="factory")
         if refundable:

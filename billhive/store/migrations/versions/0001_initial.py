@@ -389,6 +389,7 @@ def upgrade() -> None:
     sa.Column('updated_at', sa.BigInteger(), nullable=False),
     sa.Column('customer_id', sa.String(length=100), nullable=False),
     sa.Column('status', sa.String(length=30), nullable=False),
+    sa.Column('internal', sa.Text(), nullable=True),
     sa.Column('data', sa.Text(), nullable=False),
     sa.PrimaryKeyConstraint('pk', name=op.f('pk_payment_intents')),
     sa.UniqueConstraint('site_id', 'id', name=op.f('uq_payment_intents_site_id_id'))
