@@ -34,7 +34,7 @@ def record(w: Work, event_type: str, content: dict) -> dict:
     o = w.origin
     now = w.now
     eid = event_id()
-    endpoints = w.cached("webhook_endpoints", lambda: webhook_endpoints.list_all(w.tx, w.site_id))
+    endpoints = webhook_endpoints.cached(w.tx, w.site_id, w.site.config_version)
     wanted = [e for e in endpoints if e.wants(event_type)]
     if o.skip_actions or o.skip_webhooks:
         webhook_status = "skipped"

@@ -68,12 +68,13 @@ def compile_stmt(stmt: Any, dialect: str) -> tuple[str, dict]:
 class Tx:
     """One unit of work's view of its connection."""
 
-    __slots__ = ("conn", "dialect", "cur")
+    __slots__ = ("conn", "dialect", "cur", "db_key")
 
-    def __init__(self, conn: Any, dialect: str):
+    def __init__(self, conn: Any, dialect: str, db_key: str = ""):
         self.conn = conn
         self.dialect = dialect
         self.cur = conn.cursor()
+        self.db_key = db_key  # which database (for per-process caches keyed by site)
 
     def execute(self, stmt: Any, params: dict | None = None) -> Any:
         if isinstance(stmt, Q):
@@ -291,7 +292,7 @@ class Database:
         except BaseException as exc:
             self._answer([(j, False, exc) for j in live])
             return
-        tx = Tx(conn, "sqlite")
+        tx = Tx(conn, "sqlite", self.url)
         single = len(live) == 1
         outcomes: list[tuple[_Job, bool, Any]] = []
         for j in live:
@@ -371,7 +372,7 @@ class Database:
             conn = self._thread_conn()
             conn.execute("BEGIN")
             try:
-                return fn(Tx(conn, "sqlite"))
+                return fn(Tx(conn, "sqlite", self.url))
             finally:
                 conn.execute("COMMIT")
         return self._pg_unit(fn, True)
@@ -390,7 +391,7 @@ class Database:
             self._drop_thread_conn()
             conn = self._thread_conn()
         try:
-            result = fn(Tx(conn, "postgresql"))
+            result = fn(Tx(conn, "postgresql", self.url))
             if not read_only:
                 failpoints.hit("db.before_commit")
             conn.commit()

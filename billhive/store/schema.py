@@ -77,6 +77,7 @@ sites = Table(
     Column("is_test", Integer, nullable=False),
     Column("currency_code", String(3), nullable=False),
     Column("settings", Text, nullable=False),  # JSON; see billhive.sites.SETTINGS
+    Column("config_version", Integer, nullable=False, server_default="0"),  # bumped on settings/endpoint changes
     # invoice number sequence: taken inside the closing transaction (gapless)
     Column("invoice_next_number", BigInteger, nullable=False),
     # time machine (test sites): when tm_now is set the site clock is frozen there

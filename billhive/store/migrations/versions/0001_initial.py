@@ -449,6 +449,7 @@ def upgrade() -> None:
     sa.Column('is_test', sa.Integer(), nullable=False),
     sa.Column('currency_code', sa.String(length=3), nullable=False),
     sa.Column('settings', sa.Text(), nullable=False),
+    sa.Column('config_version', sa.Integer(), server_default='0', nullable=False),
     sa.Column('invoice_next_number', sa.BigInteger(), nullable=False),
     sa.Column('tm_now', sa.BigInteger(), nullable=True),
     sa.Column('tm_genesis_time', sa.BigInteger(), nullable=True),
