@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from typing import Awaitable, Callable
 
 from billhive import spec
-from billhive.services import events, invoices, time_machines, transactions
+from billhive.services import comments, events, invoices, time_machines, transactions
 from billhive.spec import Operation
 from billhive.store.docs import DocTable
-from billhive.store.resources import INVOICES, TRANSACTIONS
+from billhive.store.resources import COMMENTS, INVOICES, TRANSACTIONS
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,11 @@ ROUTES: list[Route] = [
     api("list_transactions_for_a_customer", transactions.list_for_customer, TRANSACTIONS),
     api("list_transactions_for_a_subscription", transactions.list_for_subscription, TRANSACTIONS),
     api("list_transactions_for_an_invoice", transactions.list_for_invoice, TRANSACTIONS),
+    # comments, portal sessions, csv tax rules
+    api("create_a_comment", comments.create),
+    api("retrieve_a_comment", comments.retrieve),
+    api("list_comments", comments.list_comments, COMMENTS),
+    api("delete_a_comment", comments.delete),
     # time machine (test sites; Chargebee v2's API on v1 URLs)
     _extra("retrieve_a_time_machine", "GET", "/time_machines/{time-machine-name}", time_machines.retrieve,
            response="time_machine"),
