@@ -357,8 +357,12 @@ portal_sessions = doc_table(
     "portal_sessions",
     Column("customer_id", String(100), nullable=False),
     Column("status", String(20), nullable=False),
-    Column("token", String(100), nullable=False),
+    Column("token", String(100), nullable=False),  # the access URL's secret: the portal page looks it up
+    # sha256 of the cookie set in the browser that opened the access URL (the URL itself is single-use);
+    # not a field of the document
+    Column("browser_key", String(64), nullable=True),
     indexes=(("customer_id",),),
+    unique=(("token",),),
 )
 
 csv_tax_rules = doc_table("csv_tax_rules")

@@ -30,3 +30,20 @@ def test_comments(cb):
     with pytest.raises(chargebee.InvalidRequestError) as exc:
         chargebee.Comment.create({"entity_type": "subscription", "entity_id": "sub_nope", "notes": "x"})
     assert exc.value.api_error_code == "resource_not_found" and exc.value.param == "entity_id"
+
+
+def test_portal_sessions(cb):
+    cust = F.customer(cb, email="ada@example.com")
+    s = chargebee.PortalSession.create({"customer": {"id": cust["id"]},
+                                        "redirect_url": "https://example.com/account"}).portal_session
+    assert s.status == "created" and s.expires_at == s.created_at + 3600
+    assert s.access_url.endswith(f"/portal/{cb.name}/{s.token}")
+    (lc,) = s.linked_customers
+    assert lc.customer_id == cust["id"] and lc.email == "ada@example.com" and lc.has_payment_method is True
+    assert chargebee.PortalSession.retrieve(s.id).portal_session.token == s.token
+    assert chargebee.PortalSession.activate(s.id, {"token": s.token}).portal_session.status == "activated"
+    out = chargebee.PortalSession.logout(s.id).portal_session
+    assert out.status == "logged_out" and out.logout_at is not None
+    with pytest.raises(chargebee.InvalidRequestError) as exc:
+        chargebee.PortalSession.create({"customer": {"id": "nope"}})
+    assert exc.value.http_status_code == 404 and exc.value.param == "customer[id]"

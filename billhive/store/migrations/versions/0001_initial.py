@@ -400,9 +400,11 @@ def upgrade() -> None:
     sa.Column('customer_id', sa.String(length=100), nullable=False),
     sa.Column('status', sa.String(length=20), nullable=False),
     sa.Column('token', sa.String(length=100), nullable=False),
+    sa.Column('browser_key', sa.String(length=64), nullable=True),
     sa.Column('data', sa.Text(), nullable=False),
     sa.PrimaryKeyConstraint('pk', name=op.f('pk_portal_sessions')),
-    sa.UniqueConstraint('site_id', 'id', name=op.f('uq_portal_sessions_site_id_id'))
+    sa.UniqueConstraint('site_id', 'id', name=op.f('uq_portal_sessions_site_id_id')),
+    sa.UniqueConstraint('site_id', 'token', name='uq_portal_sessions_site_token')
     )
     with op.batch_alter_table('portal_sessions', schema=None) as batch_op:
         batch_op.create_index('ix_portal_sessions_site_created', ['site_id', 'created_at', 'pk'], unique=False)
