@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Awaitable, Callable
 
 from billhive import spec
-from billhive.services import comments, events, invoices, portal_sessions, time_machines, transactions
+from billhive.services import comments, csv_tax_rules, events, invoices, portal_sessions, time_machines, transactions
 from billhive.spec import Operation
 from billhive.store.docs import DocTable
 from billhive.store.resources import COMMENTS, INVOICES, TRANSACTIONS
@@ -81,6 +81,7 @@ ROUTES: list[Route] = [
     api("retrieve_a_portal_session", portal_sessions.retrieve),
     api("activate_a_portal_session", portal_sessions.activate),
     api("logout_a_portal_session", portal_sessions.logout),
+    api("taxes_csv_import", csv_tax_rules.create),
     # time machine (test sites; Chargebee v2's API on v1 URLs)
     _extra("retrieve_a_time_machine", "GET", "/time_machines/{time-machine-name}", time_machines.retrieve,
            response="time_machine"),

@@ -45,4 +45,5 @@ COMMENTS = DocTable(S.comments, "comment")
 PORTAL_SESSIONS = DocTable(S.portal_sessions, "portal_session", columns={"browser_key": lambda d: None},
                            insert_only=("browser_key",))
 HOSTED_PAGES = DocTable(S.hosted_pages, "hosted_page")
-CSV_TAX_RULES = DocTable(S.csv_tax_rules, "csv_tax_rule")
+CSV_TAX_RULES = DocTable(S.csv_tax_rules, "csv_tax_rule", columns={"region_key": lambda d: None},
+                         insert_only=("region_key",))

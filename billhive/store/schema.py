@@ -365,7 +365,11 @@ portal_sessions = doc_table(
     unique=(("token",),),
 )
 
-csv_tax_rules = doc_table("csv_tax_rules")
+csv_tax_rules = doc_table(  # id: billhive's own handle (the resource has none and is never looked up by it)
+    "csv_tax_rules",
+    Column("region_key", String(64), nullable=False),  # domain.tax_rules.region_key: rules of one region
+    indexes=(("region_key",),),
+)
 
 # --- the test gateway's own books (stands in for the remote gateway) --------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import chargebee
 import pytest
+from chargebee import request
 
 from tests.support import factories as F
 from tests.support import sdk
@@ -47,3 +48,16 @@ def test_portal_sessions(cb):
     with pytest.raises(chargebee.InvalidRequestError) as exc:
         chargebee.PortalSession.create({"customer": {"id": "nope"}})
     assert exc.value.http_status_code == 404 and exc.value.param == "customer[id]"
+
+
+def test_csv_tax_rule(cb):
+    # chargebee 1.6.6 has no CsvTaxRule model: the SDK's own request layer posts the form
+    result = request.send("post", request.uri_path("csv_tax_rules"),
+                          {"country": "US", "state": "NY", "tax1_name": "NY State", "tax1_rate": 4,
+                           "tax2_name": "NYC", "tax2_rate": 4.875, "overwrite": True})
+    rule = result._response["csv_tax_rule"]
+    assert rule["tax1_rate"] == 4.0 and rule["tax2_rate"] == 4.875 and rule["overwrite"] is True
+    assert rule["status"] == "active" and rule["rule_weight"] == 2
+    with pytest.raises(chargebee.InvalidRequestError) as exc:
+        request.send("post", request.uri_path("csv_tax_rules"), {"country": "US", "tax1_name": "T", "tax1_rate": 101})
+    assert exc.value.param == "tax1_rate"
