@@ -193,6 +193,7 @@ async def open_portal(ctx: Ctx, token: str, *, ip: str | None, browser_secret: s
         subs = SUBSCRIPTIONS.find(w.tx, w.site_id, st.c.customer_id == customer["id"],
                                   order_by=[st.c.created_at.desc(), st.c.pk.desc()], limit=PORTAL_ITEMS_SHOWN)
         invoices = INVOICES.find(w.tx, w.site_id, it.c.customer_id == customer["id"],
+                                 it.c.status != "pending",  # drafts are not the customer's to see yet
                                  order_by=[it.c.created_at.desc(), it.c.pk.desc()], limit=PORTAL_ITEMS_SHOWN)
         return PortalView(session, customer, subs, invoices, w.site.currency_code, new_secret)
 

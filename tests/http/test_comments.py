@@ -24,8 +24,8 @@ def test_create_retrieve_delete(tsite):
     cust = F.customer(tsite)
     c = comment(tsite, "customer", cust["id"], "Asked for an invoice copy")
     assert c["id"].startswith("cmt_") and len(c["id"]) <= 40
-    assert c == {"id": c["id"], "entity_type": "customer", "entity_id": cust["id"], "notes": "Asked for an invoice copy",
-                 "created_at": GENESIS, "type": "user", "added_by": "full_access_key", "object": "comment"}
+    assert c == {"id": c["id"], "entity_type": "customer", "entity_id": cust["id"],
+                 "notes": "Asked for an invoice copy", "created_at": GENESIS, "type": "user", "added_by": "full_access_key", "object": "comment"}
     assert tsite.api.get(f"/comments/{c['id']}")["comment"] == c
     assert tsite.api.post(f"/comments/{c['id']}/delete")["comment"] == c
     r = tsite.api.get(f"/comments/{c['id']}", expect=404)
@@ -137,3 +137,7 @@ def test_another_sites_comments_and_entities_stay_invisible(tsite, make_site):
     assert r["param"] == "entity_id"
     assert other.api.get(f"/comments/{theirs['id']}")["comment"] == theirs
     assert [e["comment"]["id"] for e in other.api.get("/comments").body["list"]] == [theirs["id"]]
+
+
+def test_factory_makes_a_comment(tsite):
+    assert tsite.api.get(f"/comments/{F.comment_id(tsite)}")["comment"]["notes"] == "factory"

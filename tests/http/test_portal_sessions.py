@@ -155,15 +155,18 @@ def test_another_sites_sessions_and_customers_stay_invisible(tsite, make_site):
 def test_access_url_logs_in_once_and_keeps_the_browser_in(tsite):
     cust = F.customer(tsite, email="ada@example.com")
     sub = F.subscription(tsite, cust["id"])
-    inv = F.pending_invoice(tsite, cust["id"], ((2500, "Seats"),))
+    draft = F.pending_invoice(tsite, cust["id"], ((700, "Usage"),))
+    closing = F.pending_invoice(tsite, cust["id"], ((2500, "Seats"),))
+    inv = tsite.api.post(f"/invoices/{closing['id']}/collect")["invoice"]
     s = create(tsite, cust["id"], redirect_url="https://example.com/bye")
     travel(tsite, GENESIS + 60)
     with browser(tsite) as b:
         page = b.get(path_of(s))
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
         assert page.headers["cache-control"] == "no-store" and page.headers["referrer-policy"] == "no-referrer"
-        for text in ("ada@example.com", sub["id"], "basic", inv["id"], "USD 25.00"):
+        for text in ("ada@example.com", sub["id"], "basic", "paid", "USD 25.00"):
             assert text in page.text
+        assert f"<td>{inv['id']}</td>" in page.text and draft["id"] not in page.text  # no drafts
         got = tsite.api.get(f"/portal_sessions/{s['id']}")["portal_session"]
         assert got["status"] == "logged_in" and got["login_at"] == GENESIS + 60
         assert got["login_ipaddress"] == "127.0.0.1"
@@ -228,3 +231,7 @@ def test_unknown_portal_links_are_404(tsite, path):
         r = b.get(path.format(site=tsite.name))
         assert r.status_code == 404 and "not valid" in r.text
         assert b.post(path.format(site=tsite.name) + "/logout").status_code == 404
+
+
+def test_factory_makes_a_session(tsite):
+    assert tsite.api.get(f"/portal_sessions/{F.portal_session_id(tsite)}")["portal_session"]["status"] == "created"

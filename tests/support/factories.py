@@ -126,3 +126,16 @@ def transaction(site: TestSite, customer_id: str, amount: int = 1000) -> dict:
         TRANSACTIONS.insert(w.tx, w.site_id, txn, w.now)
         return txn
     return site.ctx().write_sync(unit)
+
+
+# ---- ids for path parameters, made through the API (for tenant-isolation tests) -----------------
+
+def comment_id(site: TestSite) -> str:
+    cust = customer(site)
+    return site.api.post("/comments", {"entity_type": "customer", "entity_id": cust["id"],
+                                       "notes": "factory"})["comment"]["id"]
+
+
+def portal_session_id(site: TestSite) -> str:
+    cust = customer(site)
+    return site.api.post("/portal_sessions", {"customer[id]": cust["id"]})["portal_session"]["id"]
