@@ -9,7 +9,7 @@ import uuid
 from billhive.gateway import CardDetails
 from billhive.services import credits, invoicing
 from billhive.services.context import Work
-from billhive.store.resources import ADDONS, CARDS, CUSTOMERS, ORDERS, PLANS, SUBSCRIPTIONS, TRANSACTIONS
+from billhive.store.resources import CARDS, CUSTOMERS, ORDERS, SUBSCRIPTIONS, TRANSACTIONS
 from billhive.util.ids import txn_id
 from tests.support.server import TestSite
 
@@ -75,8 +75,8 @@ def events_of(site: TestSite, limit: int = 100) -> list[dict]:
     return [e["event"] for e in body["list"]]
 
 
-# ---- catalog, subscriptions, orders, transactions: rows straight into the store, for tests of
-# resources that only refer to them (comments, portal sessions). Prefer the real APIs once they exist.
+# ---- catalog through its API; subscriptions, orders, transactions as rows straight into the store
+# (for tests of resources that only refer to them: comments, portal sessions). Prefer the real APIs once they exist.
 
 def _insert(site: TestSite, table, doc: dict) -> dict:  # type: ignore[no-untyped-def]
     def unit(w: Work) -> dict:
@@ -87,17 +87,14 @@ def _insert(site: TestSite, table, doc: dict) -> dict:  # type: ignore[no-untype
 
 
 def plan(site: TestSite, plan_id: str = "basic", price: int = 1000) -> dict:
-    return _insert(site, PLANS, {
-        "id": plan_id, "name": plan_id.capitalize(), "invoice_name": plan_id.capitalize(), "price": price,
-        "period": 1, "period_unit": "month", "free_quantity": 0, "status": "active", "charge_model": "flat_fee",
-        "enabled_in_hosted_pages": True, "enabled_in_portal": True, "object": "plan"})
+    return site.api.post("/plans", {"id": plan_id, "name": plan_id.capitalize(), "price": price,
+                                    "period_unit": "month"})["plan"]
 
 
 def addon(site: TestSite, addon_id: str = "extra-seat", price: int = 500) -> dict:
-    return _insert(site, ADDONS, {
-        "id": addon_id, "name": addon_id.capitalize(), "invoice_name": addon_id.capitalize(), "type": "quantity",
-        "charge_type": "recurring", "price": price, "period": 1, "period_unit": "month", "unit": "seat",
-        "status": "active", "enabled_in_portal": True, "object": "addon"})
+    return site.api.post("/addons", {"id": addon_id, "name": addon_id.capitalize(), "charge_type": "recurring",
+                                     "type": "quantity", "unit": "seat", "price": price,
+                                     "period": 1, "period_unit": "month"})["addon"]
 
 
 def subscription(site: TestSite, customer_id: str, plan_id: str = "basic", status: str = "active",
