@@ -27,6 +27,8 @@ class Config:
     @classmethod
     def from_env(cls, **overrides: object) -> "Config":
         cfg = cls(database_url=os.environ.get("BILLHIVE_DATABASE_URL", DEFAULT_DATABASE_URL))
+        if os.environ.get("BILLHIVE_PUBLIC_URL"):
+            cfg.public_url = os.environ["BILLHIVE_PUBLIC_URL"]
         if os.environ.get("BILLHIVE_BENCH_CEILING") == "1":
             cfg.bench_ceiling = True
         for k, v in overrides.items():

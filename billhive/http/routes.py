@@ -15,19 +15,22 @@ from billhive.services import (
     addons,
     addresses,
     cards,
+    comments,
     coupon_codes,
     coupons,
+    csv_tax_rules,
     customers,
     events,
     invoices,
     payment_intents,
     plans,
+    portal_sessions,
     time_machines,
     transactions,
 )
 from billhive.spec import Operation
 from billhive.store.docs import DocTable
-from billhive.store.resources import CUSTOMERS, INVOICES, TRANSACTIONS
+from billhive.store.resources import COMMENTS, CUSTOMERS, INVOICES, TRANSACTIONS
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,16 @@ ROUTES: list[Route] = [
     api("list_coupons", coupons.list_coupons, coupons.COUPONS),
     api("create_a_coupon_code_for_a_coupon", coupon_codes.create),
     api("retrieve_a_coupon_code", coupon_codes.retrieve),
+    # comments, portal sessions, csv tax rules
+    api("create_a_comment", comments.create),
+    api("retrieve_a_comment", comments.retrieve),
+    api("list_comments", comments.list_comments, COMMENTS),
+    api("delete_a_comment", comments.delete),
+    api("create_a_portal_session", portal_sessions.create),
+    api("retrieve_a_portal_session", portal_sessions.retrieve),
+    api("activate_a_portal_session", portal_sessions.activate),
+    api("logout_a_portal_session", portal_sessions.logout),
+    api("taxes_csv_import", csv_tax_rules.create),
     # time machine (test sites; Chargebee v2's API on v1 URLs)
     _extra("retrieve_a_time_machine", "GET", "/time_machines/{time-machine-name}", time_machines.retrieve,
            response="time_machine"),

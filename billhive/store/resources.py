@@ -52,6 +52,8 @@ ORDERS = DocTable(S.orders, "order", columns={"status": lambda d: d.get("status"
 PAYMENT_INTENTS = DocTable(S.payment_intents, "payment_intent")
 ADDRESSES = DocTable(S.addresses, "address", id_of=address_row_id)
 COMMENTS = DocTable(S.comments, "comment")
-PORTAL_SESSIONS = DocTable(S.portal_sessions, "portal_session")
+PORTAL_SESSIONS = DocTable(S.portal_sessions, "portal_session", columns={"browser_key": lambda d: None},
+                           insert_only=("browser_key",))
 HOSTED_PAGES = DocTable(S.hosted_pages, "hosted_page")
-CSV_TAX_RULES = DocTable(S.csv_tax_rules, "csv_tax_rule")
+CSV_TAX_RULES = DocTable(S.csv_tax_rules, "csv_tax_rule", columns={"region_key": lambda d: None},
+                         insert_only=("region_key",))

@@ -394,11 +394,19 @@ portal_sessions = doc_table(
     "portal_sessions",
     Column("customer_id", String(100), nullable=False),
     Column("status", String(20), nullable=False),
-    Column("token", String(100), nullable=False),
+    Column("token", String(100), nullable=False),  # the access URL's secret: the portal page looks it up
+    # sha256 of the cookie set in the browser that opened the access URL (the URL itself is single-use);
+    # not a field of the document
+    Column("browser_key", String(64), nullable=True),
     indexes=(("customer_id",),),
+    unique=(("token",),),
 )
 
-csv_tax_rules = doc_table("csv_tax_rules")
+csv_tax_rules = doc_table(  # id: billhive's own handle (the resource has none and is never looked up by it)
+    "csv_tax_rules",
+    Column("region_key", String(64), nullable=False),  # domain.tax_rules.region_key: rules of one region
+    indexes=(("region_key",),),
+)
 
 # --- the test gateway's own books (stands in for the remote gateway) --------------------------
 

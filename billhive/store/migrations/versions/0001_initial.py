@@ -173,12 +173,14 @@ def upgrade() -> None:
     sa.Column('id', sa.String(length=100), nullable=False),
     sa.Column('created_at', sa.BigInteger(), nullable=False),
     sa.Column('updated_at', sa.BigInteger(), nullable=False),
+    sa.Column('region_key', sa.String(length=64), nullable=False),
     sa.Column('data', sa.Text(), nullable=False),
     sa.PrimaryKeyConstraint('pk', name=op.f('pk_csv_tax_rules')),
     sa.UniqueConstraint('site_id', 'id', name=op.f('uq_csv_tax_rules_site_id_id'))
     )
     with op.batch_alter_table('csv_tax_rules', schema=None) as batch_op:
         batch_op.create_index('ix_csv_tax_rules_site_created', ['site_id', 'created_at', 'pk'], unique=False)
+        batch_op.create_index('ix_csv_tax_rules_site_region_key', ['site_id', 'region_key', 'pk'], unique=False)
         batch_op.create_index('ix_csv_tax_rules_site_updated', ['site_id', 'updated_at', 'pk'], unique=False)
 
     op.create_table('customers',
@@ -434,9 +436,11 @@ def upgrade() -> None:
     sa.Column('customer_id', sa.String(length=100), nullable=False),
     sa.Column('status', sa.String(length=20), nullable=False),
     sa.Column('token', sa.String(length=100), nullable=False),
+    sa.Column('browser_key', sa.String(length=64), nullable=True),
     sa.Column('data', sa.Text(), nullable=False),
     sa.PrimaryKeyConstraint('pk', name=op.f('pk_portal_sessions')),
-    sa.UniqueConstraint('site_id', 'id', name=op.f('uq_portal_sessions_site_id_id'))
+    sa.UniqueConstraint('site_id', 'id', name=op.f('uq_portal_sessions_site_id_id')),
+    sa.UniqueConstraint('site_id', 'token', name='uq_portal_sessions_site_token')
     )
     with op.batch_alter_table('portal_sessions', schema=None) as batch_op:
         batch_op.create_index('ix_portal_sessions_site_created', ['site_id', 'created_at', 'pk'], unique=False)
@@ -660,6 +664,7 @@ def downgrade() -> None:
     op.drop_table('customers')
     with op.batch_alter_table('csv_tax_rules', schema=None) as batch_op:
         batch_op.drop_index('ix_csv_tax_rules_site_updated')
+        batch_op.drop_index('ix_csv_tax_rules_site_region_key')
         batch_op.drop_index('ix_csv_tax_rules_site_created')
 
     op.drop_table('csv_tax_rules')
