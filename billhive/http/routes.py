@@ -47,6 +47,7 @@ ROUTES: list[Route] = [
     # events
     api("list_events", events.list_events, events.EVENTS),
     api("retrieve_an_event", events.retrieve),
+    _extra("resend_an_event", "POST", "/events/{event-id}/resend", events.resend, response="event"),
     # time machine (test sites; Chargebee v2's API on v1 URLs)
     _extra("retrieve_a_time_machine", "GET", "/time_machines/{time-machine-name}", time_machines.retrieve,
            response="time_machine"),
