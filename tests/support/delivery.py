@@ -165,7 +165,7 @@ class Mail:
 
     @property
     def body(self) -> str:
-        return self.message.get_content()
+        return self.message.get_content().replace("\r\n", "\n")
 
     @property
     def event_id(self) -> str:
@@ -177,14 +177,15 @@ class SmtpSink:
     recipient to a reply (e.g. "550 no such user") to refuse it; ``tls`` = none | starttls |
     ssl with a self-signed certificate (``ca_file`` verifies it); ``auth`` = (user, password)."""
 
-    def __init__(self, *, tls: str = "none", cert_dir: Path | None = None, auth: tuple[str, str] | None = None):
+    def __init__(self, *, tls: str = "none", cert_dir: Path | None = None, auth: tuple[str, str] | None = None,
+                 port: int | None = None):
         from aiosmtpd.controller import Controller
         from aiosmtpd.smtp import AuthResult
 
         self.messages: list[Mail] = []
         self.rcpt_reply: dict[str, str] = {}
         self.logins: list[str] = []
-        self.port = free_port()
+        self.port = port or free_port()
         self.ca_file: str | None = None
         sink = self
 
@@ -217,17 +218,20 @@ class SmtpSink:
                 ok = (auth_data.login.decode(), auth_data.password.decode()) == auth
                 if ok:
                     sink.logins.append(auth_data.login.decode())
-                return AuthResult(success=ok)
+                return AuthResult(success=ok, handled=False)  # failure: answer 535
             kwargs.update(authenticator=authenticator, auth_required=True)
         self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port, **kwargs)
         self.controller.start()
+        self._stopped = False
 
     def settings(self) -> dict[str, Any]:
         """Site settings that point a site at this server."""
         return {"email_enabled": "true", "smtp_host": "127.0.0.1", "smtp_port": self.port}
 
     def stop(self) -> None:
-        self.controller.stop()
+        if not self._stopped:
+            self._stopped = True
+            self.controller.stop()
 
     def for_event(self, event_id: str) -> list[Mail]:
         return [m for m in self.messages if m.event_id == event_id]
@@ -246,6 +250,15 @@ def self_signed_cert(directory: Path) -> tuple[Path, Path]:
 
 CUSTOMER = {"id": "cust_1", "first_name": "Ada", "last_name": "Lovelace", "email": "ada@example.com",
             "object": "customer"}
+
+
+def add_customer(site: TestSite, **fields: Any) -> dict:
+    """A customer row (for events whose content has no customer, e.g. invoice_generated)."""
+    from billhive.store.docs import DocTable
+
+    doc = {**CUSTOMER, "auto_collection": "on", "created_at": GENESIS, **fields}
+    site.app.db.write_sync(lambda tx: DocTable(S.customers, "customer").insert(tx, site.pk, doc, GENESIS))
+    return doc
 
 
 def add_endpoint(site: TestSite, url: str, **kw: Any) -> webhook_endpoints.Endpoint:
