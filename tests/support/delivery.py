@@ -238,6 +238,12 @@ class SmtpSink:
 
 
 def self_signed_cert(directory: Path) -> tuple[Path, Path]:
+    import shutil
+
+    import pytest
+
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is needed to make a test certificate")
     cert, key = directory / "smtp-cert.pem", directory / "smtp-key.pem"
     if not cert.exists():
         subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
