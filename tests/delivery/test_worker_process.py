@@ -63,7 +63,8 @@ def deliveries(app: App) -> list[tuple]:
 
 def in_progress_attempts(app: App) -> list[int]:
     a = S.webhook_attempts
-    return [r[0] for r in app.db.read_sync(lambda tx: tx.all(select(a.c.delivery_pk).where(a.c.error == "in progress")))]
+    rows = app.db.read_sync(lambda tx: tx.all(select(a.c.delivery_pk).where(a.c.error == "in progress")))
+    return [r[0] for r in rows]
 
 
 @pytest.mark.slow
