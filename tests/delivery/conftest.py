@@ -4,21 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.delivery import GENESIS, SmtpSink, WebhookReceiver
-
-
-@pytest.fixture
-def receiver():
-    r = WebhookReceiver()
-    yield r
-    r.stop()
-
-
-@pytest.fixture
-def smtp():
-    s = SmtpSink()
-    yield s
-    s.stop()
+from tests.support.delivery import GENESIS, receiver, smtp  # noqa: F401 (fixtures)
 
 
 @pytest.fixture

@@ -2,11 +2,15 @@
 event producers, outbox inspection, and ``no_deliveries`` - the check that a request's
 events cause no webhook and/or no email.
 
-    from tests.support.delivery import no_deliveries
+    from tests.support.delivery import no_deliveries, receiver, smtp  # noqa: F401 (fixtures)
 
-    with no_deliveries(site, webhook=True, email=True) as events:
-        site.api.post(f"/invoices/{inv_id}/collect", headers={"chargebee-event-actions": "all-disabled"})
-    assert "invoice_generated" in {e["event_type"] for e in events}
+    def test_collect_skips_everything(site, receiver, smtp):
+        with no_deliveries(site, webhook=True, email=True, receiver=receiver, smtp=smtp) as events:
+            site.api.post(f"/invoices/{inv_id}/collect", headers={"chargebee-event-actions": "all-disabled"})
+        assert "invoice_generated" in {e["event_type"] for e in events}
+
+(``receiver`` / ``smtp`` are optional: without them the check is on the outbox alone, which
+is where every delivery starts.)
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import pytest
 from sqlalchemy import func, select
 
 from billhive import sites, webhook_endpoints
@@ -240,8 +245,6 @@ class SmtpSink:
 def self_signed_cert(directory: Path) -> tuple[Path, Path]:
     import shutil
 
-    import pytest
-
     if shutil.which("openssl") is None:
         pytest.skip("the openssl command is needed to make a test certificate")
     cert, key = directory / "smtp-cert.pem", directory / "smtp-key.pem"
@@ -372,3 +375,19 @@ def no_deliveries(site: TestSite, *, webhook: bool = True, email: bool = True,
         assert not _rows(site, d, [d.c.event_id.in_(ids)]), "emails were scheduled"
         if smtp is not None:
             assert not {m.event_id for m in smtp.messages} & set(ids), "an email was sent for a skipped event"
+
+
+# ---- fixtures (import them into a test module or conftest to use them) ------------------------
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    r = WebhookReceiver()
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpSink]:
+    s = SmtpSink()
+    yield s
+    s.stop()
