@@ -111,9 +111,9 @@ class Outbox:
         now = site.now(lambda: wall)
         wall_s = int(wall)
         rows = tx.all(self._q["claim"], {"site_id": site_id, "now": now, "wall": wall_s, "limit": limit})
-        context = load(tx, site) if load else None
         if not rows:
-            return Batch(site, [], {}, context)
+            return Batch(site, [], {})
+        context = load(tx, site) if load else None
         until = int(math.ceil(wall + lease(site)))
         claims: list[Claim] = []
         for r in rows:
@@ -127,14 +127,14 @@ class Outbox:
             # an attempt whose worker died is closed before the next one starts
             tx.execute(update(a).where(a.c.site_id == site_id, a.c.delivery_pk.in_(live), a.c.error == IN_PROGRESS)
                        .values(error=ABANDONED))
-            tx.execute(update(d).where(d.c.pk.in_(live))
+            tx.execute(update(d).where(d.c.site_id == site_id, d.c.pk.in_(live))
                        .values(attempts=d.c.attempts + 1, claimed_until=until, updated_at=now))
             tx.execute(insert(a).values([
                 {"site_id": site_id, "delivery_pk": c.pk, "attempt": c.attempt, "attempted_at": now,
                  "status_code": None, "error": IN_PROGRESS, "duration_ms": None}
                 for c in claims if c.skip is None]))
         if skipped:
-            tx.execute(update(d).where(d.c.pk.in_(skipped)).values(claimed_until=until))
+            tx.execute(update(d).where(d.c.site_id == site_id, d.c.pk.in_(skipped)).values(claimed_until=until))
         ev = S.events
         ids = sorted({c.event_id for c in claims})
         events = dict(tx.all(select(ev.c.id, ev.c.data).where(ev.c.site_id == site_id, ev.c.id.in_(ids))))
