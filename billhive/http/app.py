@@ -177,7 +177,10 @@ class ApiEndpoint:
         compiled, args, exists = self.router.match(method, path)
         if compiled is None:
             if exists:
-                raise MethodNotAllowed(f"The HTTP method {method} is not supported for this URL")
+                # RFC 9110: a 405 lists the methods the resource does support
+                allow = ", ".join(self.router.methods(path)).encode()
+                err = MethodNotAllowed(f"The HTTP method {method} is not supported for this URL")
+                return 405, orjson.dumps(err.to_json()), [(b"allow", allow)]
             raise NotFound("Sorry, we couldn't find that resource (no such API URL)")
         headers = dict(scope["headers"])
         body = await _read_body(receive) if method != "GET" else b""
