@@ -191,6 +191,9 @@ class ApiEndpoint:
         route = compiled.route
         if route.op.writes and principal.read_only:
             raise AuthorizationFailed("Sorry, your API key does not have the privilege to perform this operation")
+        if any("\x00" in a for a in args):
+            # no id holds NUL (and PostgreSQL could not even compare one)
+            raise NotFound("Sorry, we couldn't find that resource")
         origin = _origin(headers, principal.key_name)
         qs = scope.get("query_string", b"")
         pairs = parse_pairs(qs) if qs else []

@@ -247,5 +247,9 @@ def parse_pairs(body: bytes | str) -> list[tuple[str, str]]:
             raise ParamError("request body is not valid UTF-8 form data") from None
         if not k:
             raise ParamError("request body has a parameter without a name")
+        if "\x00" in k or "\x00" in v:
+            # PostgreSQL text cannot hold NUL; refuse it on every backend alike
+            name = k.replace("\x00", "")
+            raise ParamError(f"{name} : cannot contain the NUL character", param=name)
         pairs.append((k, v))
     return pairs
