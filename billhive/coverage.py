@@ -227,8 +227,9 @@ def render(scan: EmitScan | None = None) -> str:
         out.append(f"| {_mark(t in scan.emitted)} | `{t}`{note} | {where} |")
     extras = extension_routes()
     if extras:
-        out += ["", "## Beyond v1", "", "Extensions billhive serves (see the README); not in the served `/openapi.json`.",
-                "", "| method | path | operationId |", "|---|---|---|"]
+        out += ["", "## Beyond v1", "",
+                "Extensions billhive serves (see the README); not in the served `/openapi.json`.", "",
+                "| method | path | operationId |", "|---|---|---|"]
         for r in sorted(extras, key=lambda r: (r.op.path, r.op.method)):
             out.append(f"| {r.op.method} | `{r.op.path}` | `{r.op.operation_id}` |")
     return "\n".join(out) + "\n"

@@ -9,11 +9,13 @@ from tests.conformance import runner
 
 
 def test_seeded_ids_become_dictionaries_bound_to_path_parameters():
-    text = runner.schemathesis_config({"event-id": ["ev_1", "ev_2"], "coupon-code-code": ['a"b']})
+    text = runner.schemathesis_config({"path.event-id": ["ev_1", "ev_2"], "path.coupon-code-code": ['a"b'],
+                                       "query.offset": ["WyIxIl0="]})
     config = tomllib.loads(text)
-    assert config["dictionaries"]["event-id"]["values"] == ["ev_1", "ev_2"]
-    assert config["dictionaries"]["coupon-code-code"]["values"] == ['a"b']
-    assert config["parameters"]["path.event-id"] == {"dictionary": "event-id", "probability": 0.5}
+    assert config["dictionaries"]["path.event-id"]["values"] == ["ev_1", "ev_2"]
+    assert config["dictionaries"]["path.coupon-code-code"]["values"] == ['a"b']
+    assert config["parameters"]["path.event-id"] == {"dictionary": "path.event-id", "probability": 0.5}
+    assert config["parameters"]["query.offset"] == {"dictionary": "query.offset", "probability": 0.5}
     assert tomllib.loads(runner.schemathesis_config({})) == {"parameters": {}}
 
 

@@ -10,7 +10,7 @@ For each backend (a fresh SQLite file; a fresh PostgreSQL database):
 4. ``st run`` over every operation in the served spec (the v1 operations billhive implements;
    the time-machine extension is not in it), with HTTP Basic auth, a fixed seed and a bounded
    number of examples per operation; the seeded ids go in as a fuzzing dictionary bound to their
-   path parameters (used in half the cases);
+   path parameters (used in half the cases), and so do real ``next_offset`` values of the lists;
 5. stop the server. The run fails on any Schemathesis failure, and on any error the server logged.
 
 Checks: no 5xx (``not_a_server_error``), every status documented (``status_code_conformance``),
@@ -169,7 +169,8 @@ def seed_ids(database_url: str, base_url: str, key: str, path_params: set[str]) 
     app = App.open(Config(database_url=database_url))
     try:
         pk = app.db.read_sync(lambda tx: sites.by_name(tx, SITE)).pk
-        site = TestSite(SITE, pk, key, "", Api(Remote(base_url), SITE, key, use_host=False), app)  # type: ignore[arg-type]
+        api = Api(Remote(base_url), SITE, key, use_host=False)  # type: ignore[arg-type]
+        site = TestSite(SITE, pk, key, "", api, app)
         ids: dict[str, list[str]] = {}
         for param in sorted(path_params):
             factory = ID_FACTORIES.get(param)
@@ -183,14 +184,28 @@ def seed_ids(database_url: str, base_url: str, key: str, path_params: set[str]) 
         app.close()
 
 
-def schemathesis_config(ids: dict[str, list[str]]) -> str:
-    """schemathesis.toml: the seeded ids as dictionaries bound to their path parameters."""
+def seed_offsets(base_url: str, key: str, served: dict) -> list[str]:
+    """Real ``next_offset`` values of the implemented list operations (so pagination is reached too)."""
+    offsets = []
+    for path, item in served["paths"].items():
+        get = item.get("get")
+        if "{" in path or not get or "offset" not in {p.get("name") for p in get.get("parameters", [])}:
+            continue
+        r = httpx.get(base_url + "/api/v1" + path, params={"limit": 1}, auth=(key, ""), timeout=30)
+        if r.status_code == 200 and r.json().get("next_offset"):
+            offsets.append(r.json()["next_offset"])
+    return offsets
+
+
+def schemathesis_config(bindings: dict[str, list[str]]) -> str:
+    """schemathesis.toml: real values as dictionaries, each bound to its parameter ("path.event-id",
+    "query.offset") and used in half the generated cases."""
     lines = []
-    for param, values in ids.items():
-        lines += [f"[dictionaries.{json.dumps(param)}]", f"values = {json.dumps(values)}", ""]
+    for where, values in bindings.items():
+        lines += [f"[dictionaries.{json.dumps(where)}]", f"values = {json.dumps(values)}", ""]
     lines.append("[parameters]")
-    for param in ids:
-        lines.append(f'{json.dumps("path." + param)} = {{ dictionary = {json.dumps(param)}, probability = 0.5 }}')
+    for where in bindings:
+        lines.append(f"{json.dumps(where)} = {{ dictionary = {json.dumps(where)}, probability = 0.5 }}")
     return "\n".join(lines) + "\n"
 
 
@@ -215,10 +230,15 @@ def run_backend(backend: str, database_url: str, args: argparse.Namespace) -> bo
             n_ops = sum(1 for item in served["paths"].values() for op in item.values() if isinstance(op, dict))
             ids = seed_ids(database_url, base, key, path_params)
             config = workdir / "schemathesis.toml"
-            config.write_text(schemathesis_config(ids))
+            bindings = {f"path.{param}": values for param, values in ids.items()}
+            offsets = seed_offsets(base, key, served)
+            if offsets:
+                bindings["query.offset"] = offsets
+            config.write_text(schemathesis_config(bindings))
             examples = args.max_examples or max_examples(n_ops)
             log(f"{backend}: {n_ops} operations, {examples} examples each; seeded "
-                f"{', '.join(f'{{{k}}}: {len(v)}' for k, v in ids.items()) or 'nothing'}")
+                f"{', '.join(f'{{{k}}}: {len(v)}' for k, v in ids.items()) or 'nothing'}; "
+                f"{len(offsets)} list offsets")
             st = Path(sys.executable).with_name("st")
             cmd = [str(st) if st.exists() else "st", "--config-file", str(config), "run", base + "/openapi.json",
                    "--auth", f"{key}:", "--seed", str(args.seed), "--max-examples", str(examples),
