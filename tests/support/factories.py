@@ -13,9 +13,10 @@ and register it under the spec's parameter name::
 
     ID_FACTORIES["customer-id"] = customer
 
-A factory may call other factories (a subscription needs a plan). If the operation cannot be
-called with its minimal spec-valid parameters (``tests/support/spec_params.py``), say what it
-needs in ``ISOLATION_PARAMS`` below.
+A factory may call other factories (a subscription needs a plan). An operation that needs a
+particular kind of object (a customer with a card) gets its own in ``OPERATION_ID_FACTORIES``. If
+the operation cannot be called with its minimal spec-valid parameters
+(``tests/support/spec_params.py``), say what it needs in ``ISOLATION_PARAMS`` below.
 """
 
 from __future__ import annotations
@@ -45,6 +46,15 @@ def event(site: TestSite, event_type: str = "customer_created") -> str:
 ID_FACTORIES: dict[str, IdFactory] = {
     "event-id": event,
 }
+
+# operationId -> {path parameter -> factory}: for an operation that needs more than the generic
+# object (the card operations take {customer-id} but need a customer *with a card*).
+OPERATION_ID_FACTORIES: dict[str, dict[str, IdFactory]] = {}
+
+
+def id_factory(operation_id: str, param: str) -> IdFactory | None:
+    return OPERATION_ID_FACTORIES.get(operation_id, {}).get(param) or ID_FACTORIES.get(param)
+
 
 # Path parameters that name a per-site singleton rather than a row: every site has its own object
 # under the same name, so another site's key reaches its own object (200), never A's.
