@@ -63,8 +63,8 @@ class Compiled:
         self.route = route
         op = route.op
         if op.method == "GET":
-            props = {k: v for k, v in op.query_params.items()}
-            required = tuple(k for k, v in op.query_params.items() if v.get("required"))
+            props = dict(op.query_params)
+            required = op.required_query
         else:
             body = op.body_schema or {}
             props = dict(body.get("properties") or {})
@@ -184,11 +184,12 @@ class ApiEndpoint:
         raw = scope.get("raw_path")
         path = raw.decode("latin-1").split("?", 1)[0][len(PREFIX):] if raw else scope["path"][len(PREFIX):]
         compiled, args, exists = self.router.match(method, path)
-        if any("\x00" in a for a in args):
-            raise ParamError("the resource id must not contain NUL characters")
         if compiled is None:
             if exists:
-                raise MethodNotAllowed(f"The HTTP method {method} is not supported for this URL")
+                # RFC 9110: a 405 lists the methods the resource does support
+                allow = ", ".join(self.router.methods(path)).encode()
+                err = MethodNotAllowed(f"The HTTP method {method} is not supported for this URL")
+                return 405, orjson.dumps(err.to_json()), [(b"allow", allow)]
             raise NotFound("Sorry, we couldn't find that resource (no such API URL)")
         headers = dict(scope["headers"])
         body = await _read_body(receive) if method != "GET" else b""
@@ -199,6 +200,9 @@ class ApiEndpoint:
         route = compiled.route
         if route.op.writes and principal.read_only:
             raise AuthorizationFailed("Sorry, your API key does not have the privilege to perform this operation")
+        if any("\x00" in a for a in args):
+            # no id holds NUL (and PostgreSQL could not even compare one)
+            raise NotFound("Sorry, we couldn't find that resource")
         origin = _origin(headers, principal.key_name)
         qs = scope.get("query_string", b"")
         pairs = parse_pairs(qs) if qs else []

@@ -250,6 +250,8 @@ def parse_pairs(body: bytes | str) -> list[tuple[str, str]]:
         if not k:
             raise ParamError("request body has a parameter without a name")
         if "\x00" in k or "\x00" in v:
-            raise ParamError(f"{k.replace(chr(0), '')} : must not contain NUL characters", param=k.replace("\x00", ""))
+            # PostgreSQL text cannot hold NUL; refuse it on every backend alike
+            name = k.replace("\x00", "")
+            raise ParamError(f"{name} : cannot contain the NUL character", param=name)
         pairs.append((k, v))
     return pairs

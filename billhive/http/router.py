@@ -45,6 +45,11 @@ class Router:
         route = node.routes.get(method)
         return route, [unquote(a) for a in args], True
 
+    def methods(self, path: str) -> list[str]:
+        """The methods served at path (for a 405's ``Allow`` header); [] if the path is unknown."""
+        found = self._walk(self.root, path.strip("/").split("/"), 0, [])
+        return sorted(found[0].routes) if found else []
+
     def _walk(self, node: _Node, segs: list[str], i: int, args: list[str]) -> tuple[_Node, list[str]] | None:
         if i == len(segs):
             return (node, args) if node.routes else None

@@ -321,6 +321,9 @@ def _job_card(w: Work, job: jobs.Job) -> dict | None:
     return card
 
 
+EMITS = ("card_expiring", "card_expired")  # by _set_status (for docs/coverage.md)
+
+
 def _set_status(w: Work, card: dict, status: str, event_type: str) -> None:
     card["status"] = status
     CARDS.save(w.tx, w.site_id, card, w.now)

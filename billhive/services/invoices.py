@@ -20,7 +20,7 @@ from billhive.gateway import GatewayResult
 from billhive.services import credits, dunning, invoicing, payments
 from billhive.services.context import Ctx, Work
 from billhive.store.lists import Filter, ListRequest, fetch_page
-from billhive.store.resources import CUSTOMERS, INVOICES, TRANSACTIONS
+from billhive.store.resources import CUSTOMERS, INVOICES, SUBSCRIPTIONS, TRANSACTIONS
 from billhive.util import failpoints
 from billhive.util.ids import txn_id
 
@@ -77,8 +77,11 @@ async def retrieve(ctx: Ctx, invoice_id: str, params: dict) -> dict:
     return await ctx.read(lambda w: {"invoice": _require_invoice(w, invoice_id)})
 
 
-def _list(ctx: Ctx, req: ListRequest, *where, sort=("created_at", True)):  # type: ignore[no-untyped-def]
+def _list(ctx: Ctx, req: ListRequest, *where, sort=("created_at", True), parent=None):  # type: ignore[no-untyped-def]
+    """parent: (table, id) that must exist on this site (lists under /customers/{id}/... 404 otherwise)."""
     def run(w: Work) -> dict:
+        if parent is not None:
+            parent[0].require(w.tx, w.site_id, parent[1])
         return fetch_page(w.tx, INVOICES, w.site_id, req, where=where, default_sort=sort).response("invoice")
     return ctx.read(run)
 
@@ -92,11 +95,13 @@ async def list_invoices(ctx: Ctx, params: dict) -> dict:
 
 
 async def list_for_customer(ctx: Ctx, customer_id: str, params: dict) -> dict:
-    return await _list(ctx, params["_list"], INVOICES.t.c.customer_id == customer_id)
+    return await _list(ctx, params["_list"], INVOICES.t.c.customer_id == customer_id,
+                       parent=(CUSTOMERS, customer_id))
 
 
 async def list_for_subscription(ctx: Ctx, subscription_id: str, params: dict) -> dict:
-    return await _list(ctx, params["_list"], INVOICES.t.c.subscription_id == subscription_id)
+    return await _list(ctx, params["_list"], INVOICES.t.c.subscription_id == subscription_id,
+                       parent=(SUBSCRIPTIONS, subscription_id))
 
 
 # ---- pending invoices: add charges, delete -----------------------------------------------------

@@ -9,7 +9,7 @@ from billhive.errors import not_found
 from billhive.services.context import Ctx, Work
 from billhive.store import schema as S
 from billhive.store.lists import ListRequest, fetch_page
-from billhive.store.resources import TRANSACTIONS
+from billhive.store.resources import CUSTOMERS, INVOICES, SUBSCRIPTIONS, TRANSACTIONS
 
 _SORT = ("date", True)
 
@@ -23,8 +23,11 @@ async def retrieve(ctx: Ctx, transaction_id: str, params: dict) -> dict:
     return await ctx.read(run)
 
 
-def _list(ctx: Ctx, req: ListRequest, *where):  # type: ignore[no-untyped-def]
+def _list(ctx: Ctx, req: ListRequest, *where, parent=None):  # type: ignore[no-untyped-def]
+    """parent: (table, id) that must exist on this site (404 otherwise)."""
     def run(w: Work) -> dict:
+        if parent is not None:
+            parent[0].require(w.tx, w.site_id, parent[1])
         return fetch_page(w.tx, TRANSACTIONS, w.site_id, req, where=where, default_sort=_SORT).response("transaction")
     return ctx.read(run)
 
@@ -34,15 +37,17 @@ async def list_transactions(ctx: Ctx, params: dict) -> dict:
 
 
 async def list_for_customer(ctx: Ctx, customer_id: str, params: dict) -> dict:
-    return await _list(ctx, params["_list"], TRANSACTIONS.t.c.customer_id == customer_id)
+    return await _list(ctx, params["_list"], TRANSACTIONS.t.c.customer_id == customer_id,
+                       parent=(CUSTOMERS, customer_id))
 
 
 async def list_for_subscription(ctx: Ctx, subscription_id: str, params: dict) -> dict:
-    return await _list(ctx, params["_list"], TRANSACTIONS.t.c.subscription_id == subscription_id)
+    return await _list(ctx, params["_list"], TRANSACTIONS.t.c.subscription_id == subscription_id,
+                       parent=(SUBSCRIPTIONS, subscription_id))
 
 
 async def list_for_invoice(ctx: Ctx, invoice_id: str, params: dict) -> dict:
     """Every transaction that touched the invoice: payments (also failed attempts) and refunds."""
     link = S.invoice_transactions
     ids = select(link.c.txn_id).where(link.c.site_id == ctx.site_id, link.c.invoice_id == invoice_id)
-    return await _list(ctx, params["_list"], TRANSACTIONS.t.c.id.in_(ids))
+    return await _list(ctx, params["_list"], TRANSACTIONS.t.c.id.in_(ids), parent=(INVOICES, invoice_id))

@@ -270,7 +270,7 @@ def test_nul_characters_are_a_400_not_a_500(api):
     r = api.request("POST", "/time_machines/delorean/travel_forward", content=b"destination_time=1%00",
                     headers={"Content-Type": "application/x-www-form-urlencoded"}, expect=400)
     assert r["api_error_code"] == "param_wrong_value"
-    assert api.get("/events/ev_a%00b", expect=400)["api_error_code"] == "param_wrong_value"
+    assert api.get("/events/ev_a%00b", expect=404)["api_error_code"] == "resource_not_found"
 
 
 def test_path_ids_are_percent_decoded_exactly_once(api, site):

@@ -1,14 +1,29 @@
-"""Plain functions that put valid objects straight into a site's store (fixed, valid defaults;
-no random money). Used where a test needs state the API would take many calls to build."""
+"""Objects made on a test site, as plain functions with fixed, valid defaults (no random money):
+some straight into the store (where a test needs state the API would take many calls to build),
+some through the site's API.
+
+Also the registry the tenant-isolation test (tests/http/test_isolation.py) uses to find "an
+object of site A" for every kind of path parameter. Adding an operation whose path takes a
+parameter not listed in ``ID_FACTORIES`` makes the isolation test fail for it. Then add a
+function here that creates one such object on the given site - through the site's API where an
+operation for it exists, so the object is exactly what a client would get - and returns the
+value that goes in the path; and register it under the spec's parameter name. A factory may call
+other factories. An operation that needs a particular kind of object (a customer with a card)
+gets its own in ``OPERATION_ID_FACTORIES``. If the operation cannot be called with its minimal
+spec-valid parameters (``tests/support/spec_params.py``), say what it needs in ``ISOLATION_PARAMS``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
 
+from typing import Any, Callable
+
+from billhive import sites
 from billhive.gateway import CardDetails
 from billhive.services import credits, invoicing
-from billhive.services.context import Work
+from billhive.services.context import Origin, Work
 from billhive.store.resources import CARDS, CUSTOMERS, ORDERS, SUBSCRIPTIONS, TRANSACTIONS
 from billhive.util.ids import txn_id
 from tests.support.server import TestSite
@@ -136,3 +151,127 @@ def comment_id(site: TestSite) -> str:
 def portal_session_id(site: TestSite) -> str:
     cust = customer(site)
     return site.api.post("/portal_sessions", {"customer[id]": cust["id"]})["portal_session"]["id"]
+
+# ---- ids for path parameters (tenant-isolation test) ---------------------------------------------
+
+def event(site: TestSite, event_type: str = "customer_created") -> str:
+    """An event of the site, made by an API operation that records one (creating a customer)."""
+    return site.api.post("/customers", {"email": "factory@example.com"})["customer"]["id"] and \
+        events_of(site)[-1]["id"]
+
+
+def customer_id(site: TestSite) -> str:
+    return site.api.post("/customers", {"first_name": "Ada", "email": "ada@example.com"})["customer"]["id"]
+
+
+def customer_with_card_id(site: TestSite) -> str:
+    return site.api.post("/customers", {"email": "card@example.com", "card[number]": SUCCESS_CARD,
+                                        "card[expiry_month]": 12, "card[expiry_year]": 2099})["customer"]["id"]
+
+
+def invoice_id(site: TestSite) -> str:
+    """A closed, payment_due invoice (auto-collection off)."""
+    cust = customer(site, auto_collection="off")
+    return site.api.post(f"/invoices/{pending_invoice(site, cust['id'])['id']}/collect")["invoice"]["id"]
+
+
+def pending_invoice_id(site: TestSite) -> str:
+    return pending_invoice(site, customer(site)["id"])["id"]
+
+
+def paid_invoice_id(site: TestSite) -> str:
+    cust = customer(site)
+    return site.api.post(f"/invoices/{pending_invoice(site, cust['id'])['id']}/collect")["invoice"]["id"]
+
+
+def transaction_id(site: TestSite) -> str:
+    return transaction(site, customer(site)["id"])["id"]
+
+
+def plan_id(site: TestSite) -> str:
+    return plan(site, "plan-" + uuid.uuid4().hex[:8])["id"]
+
+
+def addon_id(site: TestSite) -> str:
+    return addon(site, "addon-" + uuid.uuid4().hex[:8])["id"]
+
+
+def coupon_id(site: TestSite) -> str:
+    return site.api.post("/coupons", {"id": "cpn-" + uuid.uuid4().hex[:8], "name": "Ten off",
+                                      "discount_type": "fixed_amount", "discount_amount": 1000,
+                                      "duration_type": "forever", "apply_on": "invoice_amount"})["coupon"]["id"]
+
+
+def coupon_code(site: TestSite) -> str:
+    return site.api.post("/coupon_codes", {"coupon_id": coupon_id(site),
+                                           "coupon_set_name": "set-" + uuid.uuid4().hex[:6],
+                                           "code": "CODE" + uuid.uuid4().hex[:8].upper()})["coupon_code"]["code"]
+
+
+def subscription_id(site: TestSite) -> str:
+    return subscription(site, customer(site)["id"])["id"]
+
+
+def payment_intent_id(site: TestSite) -> str:
+    cust = customer_id(site)
+    return site.api.post("/payment_intents", {"customer_id": cust, "amount": 1000,
+                                              "currency_code": "USD"})["payment_intent"]["id"]
+
+
+def order_id(site: TestSite) -> str:
+    return order(site)["id"]
+
+
+IdFactory = Callable[[TestSite], str]
+
+
+# path parameter name (as the spec spells it) -> makes one object on the site, returns its id
+ID_FACTORIES: dict[str, IdFactory] = {
+    "event-id": event,
+    "customer-id": customer_id,
+    "invoice-id": invoice_id,
+    "transaction-id": transaction_id,
+    "plan-id": plan_id,
+    "addon-id": addon_id,
+    "coupon-id": coupon_id,
+    "coupon-code-code": coupon_code,
+    "subscription-id": subscription_id,
+    "payment-intent-id": payment_intent_id,
+    "order-id": order_id,
+    "comment-id": comment_id,
+    "portal-session-id": portal_session_id,
+}
+
+# operationId -> {path parameter -> factory}: for an operation that needs more than the generic
+# object (the card operations take {customer-id} but need a customer *with a card*).
+OPERATION_ID_FACTORIES: dict[str, dict[str, IdFactory]] = {
+    "close_pending_invoice": {"invoice-id": pending_invoice_id},
+    "close_an_invoice": {"invoice-id": pending_invoice_id},
+    "add_one-time_charge_to_a_pending_invoice": {"invoice-id": pending_invoice_id},
+    "refund_an_invoice": {"invoice-id": paid_invoice_id},
+    "record_refund_for_an_invoice": {"invoice-id": paid_invoice_id},
+    "retrieve_card_for_a_customer": {"customer-id": customer_with_card_id},
+    "delete_card_for_a_customer": {"customer-id": customer_with_card_id},
+    "switch_gateway": {"customer-id": customer_with_card_id},
+}
+
+
+def id_factory(operation_id: str, param: str) -> IdFactory | None:
+    return OPERATION_ID_FACTORIES.get(operation_id, {}).get(param) or ID_FACTORIES.get(param)
+
+
+# Path parameters that name a per-site singleton rather than a row: every site has its own object
+# under the same name, so another site's key reaches its own object (200), never A's.
+SITE_SINGLETONS: dict[str, str] = {
+    "time-machine-name": "delorean",
+}
+
+# operationId -> the parameters to call it with on the given site, when the minimal spec-valid ones
+# (required parameters only, fixed values) do not get past validation to the lookup of the path's object.
+ISOLATION_PARAMS: dict[str, Callable[[TestSite], dict[str, Any]]] = {
+    "update_card_for_customer_using_payment_intent": lambda site: {"payment_intent_id": "pi_isolation"},
+    "update_payment_method_for_a_customer": lambda site: {
+        "payment_method": {"type": "paypal_express_checkout", "reference_id": "B-123"}},
+    "travel_forward_a_time_machine": lambda site: {
+        "destination_time": site.api.get("/time_machines/delorean")["time_machine"]["destination_time"] + 60},
+}

@@ -1,0 +1,1 @@
+"""Conformance tooling run outside pytest: ``python -m tests.conformance`` (see runner.py)."""
