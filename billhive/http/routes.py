@@ -66,6 +66,11 @@ ROUTES: list[Route] = [
     api("record_payment_for_an_invoice", invoices.record_payment),
     api("refund_an_invoice", invoices.refund),
     api("record_refund_for_an_invoice", invoices.record_refund),
+    # invoice creation, pdf, orders
+    api("create_an_invoice", invoices.create),
+    api("create_invoice_for_a_one-time_charge", invoices.charge),
+    api("create_invoice_for_a_non-recurring_addon", invoices.charge_addon),
+    api("add_non-recurring_addon_to_a_pending_invoice", invoices.add_addon_charge),
     # transactions
     api("retrieve_a_transaction", transactions.retrieve),
     api("list_transactions", transactions.list_transactions, TRANSACTIONS),
