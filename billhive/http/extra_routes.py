@@ -9,9 +9,10 @@ from typing import Callable
 
 from starlette.routing import BaseRoute
 
+from billhive.http import downloads
 from billhive.runtime import App
 
-FACTORIES: list[Callable[[App], list[BaseRoute]]] = []
+FACTORIES: list[Callable[[App], list[BaseRoute]]] = [downloads.routes]
 
 
 def routes(app: App) -> list[BaseRoute]:

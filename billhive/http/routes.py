@@ -71,6 +71,7 @@ ROUTES: list[Route] = [
     api("create_invoice_for_a_one-time_charge", invoices.charge),
     api("create_invoice_for_a_non-recurring_addon", invoices.charge_addon),
     api("add_non-recurring_addon_to_a_pending_invoice", invoices.add_addon_charge),
+    api("retrieve_invoice_as_pdf", invoices.retrieve_pdf),
     # transactions
     api("retrieve_a_transaction", transactions.retrieve),
     api("list_transactions", transactions.list_transactions, TRANSACTIONS),

@@ -22,7 +22,7 @@ from billhive.errors import (
     not_found,
 )
 from billhive.gateway import GatewayResult
-from billhive.services import credits, dunning, invoicing, payments
+from billhive.services import credits, dunning, invoicing, payments, pdf
 from billhive.services.context import Ctx, Work
 from billhive.store.lists import Filter, ListRequest, fetch_page
 from billhive.store.resources import ADDONS, COUPONS, CUSTOMERS, INVOICES, SUBSCRIPTIONS, TRANSACTIONS
@@ -411,7 +411,7 @@ async def record_refund(ctx: Ctx, invoice_id: str, params: dict) -> dict:
     return await ctx.write(run)
 
 
-# ==== invoice creation, non-recurring addons =====================================================
+# ==== invoice creation, non-recurring addons, PDFs ===============================================
 # create (POST /invoices), charge (POST /invoices/charge), charge_addon (POST /invoices/charge_addon):
 # a one-off invoice built here and closed at creation by invoicing.close(insert=True) — number,
 # credits and excess payments, auto-collection. Like Chargebee, an invoice whose automatic charge
@@ -588,3 +588,8 @@ async def add_addon_charge(ctx: Ctx, invoice_id: str, params: dict) -> dict:
         return {"invoice": inv}
     return await ctx.write(run)
 
+
+async def retrieve_pdf(ctx: Ctx, invoice_id: str, params: dict) -> dict:
+    """POST /invoices/{id}/pdf — a signed link to the invoice's PDF, valid for 60 minutes."""
+    found = await ctx.read(lambda w: (_require_invoice(w, invoice_id)["id"], w.now))
+    return {"download": await pdf.download_link(ctx.app, ctx.site_id, *found)}
