@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from typing import Awaitable, Callable
 
 from billhive import spec
-from billhive.services import events, invoices, time_machines, transactions
+from billhive.services import events, invoices, orders, time_machines, transactions
 from billhive.spec import Operation
 from billhive.store.docs import DocTable
-from billhive.store.resources import INVOICES, TRANSACTIONS
+from billhive.store.resources import INVOICES, ORDERS, TRANSACTIONS
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,11 @@ ROUTES: list[Route] = [
     api("create_invoice_for_a_non-recurring_addon", invoices.charge_addon),
     api("add_non-recurring_addon_to_a_pending_invoice", invoices.add_addon_charge),
     api("retrieve_invoice_as_pdf", invoices.retrieve_pdf),
+    api("create_an_order", orders.create),
+    api("update_an_order", orders.update),
+    api("retrieve_an_order", orders.retrieve),
+    api("list_orders", orders.list_orders, ORDERS),
+    api("list_orders_for_an_invoice", orders.list_for_invoice, ORDERS),
     # transactions
     api("retrieve_a_transaction", transactions.retrieve),
     api("list_transactions", transactions.list_transactions, TRANSACTIONS),
