@@ -26,7 +26,8 @@ class Config:
 
     @classmethod
     def from_env(cls, **overrides: object) -> "Config":
-        cfg = cls(database_url=os.environ.get("BILLHIVE_DATABASE_URL", DEFAULT_DATABASE_URL))
+        cfg = cls(database_url=os.environ.get("BILLHIVE_DATABASE_URL", DEFAULT_DATABASE_URL),
+                  public_url=os.environ.get("BILLHIVE_PUBLIC_URL") or None)
         if os.environ.get("BILLHIVE_BENCH_CEILING") == "1":
             cfg.bench_ceiling = True
         for k, v in overrides.items():
@@ -36,7 +37,8 @@ class Config:
 
     @property
     def base_url(self) -> str:
-        return self.public_url or f"http://{self.host}:{self.port}"
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host  # a bind-all address is no URL
+        return self.public_url or f"http://{host}:{self.port}"
 
 
 @dataclass

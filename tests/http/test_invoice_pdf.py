@@ -163,3 +163,17 @@ def test_render_handles_unicode_and_long_invoices():
     text = text_of(data)
     assert "Łukasz" in text and "Überstunden Zoë #79" in text and "EUR 80.00" in text
     assert "Jan 01, 2026 - Jan 31, 2026" in text
+
+
+def test_links_use_the_public_url(tsite, server):
+    cust = F.customer(tsite, auto_collection="off")
+    tsite.api.post("/invoices/charge", {"customer_id": cust["id"], "amount": 100, "description": "x"})
+    config = server.app.config
+    try:
+        config.public_url = "https://billing.example.com/"
+        url = tsite.api.post("/invoices/1/pdf")["download"]["download_url"]
+    finally:
+        config.public_url = None
+    assert url.startswith("https://billing.example.com/downloads/invoices/") and url.endswith(".pdf")
+    path = url[len("https://billing.example.com"):]
+    assert download(config.base_url + path).status_code == 200  # the same token, served here
