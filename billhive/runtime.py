@@ -26,8 +26,9 @@ class Config:
 
     @classmethod
     def from_env(cls, **overrides: object) -> "Config":
-        cfg = cls(database_url=os.environ.get("BILLHIVE_DATABASE_URL", DEFAULT_DATABASE_URL),
-                  public_url=os.environ.get("BILLHIVE_PUBLIC_URL") or None)
+        cfg = cls(database_url=os.environ.get("BILLHIVE_DATABASE_URL", DEFAULT_DATABASE_URL))
+        if os.environ.get("BILLHIVE_PUBLIC_URL"):
+            cfg.public_url = os.environ["BILLHIVE_PUBLIC_URL"]
         if os.environ.get("BILLHIVE_BENCH_CEILING") == "1":
             cfg.bench_ceiling = True
         for k, v in overrides.items():
@@ -60,4 +61,8 @@ class App:
         return app
 
     def close(self) -> None:
+        for gateway in self.gateways.values():
+            close = getattr(gateway, "close", None)
+            if close:
+                close()
         self.db.close()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from sqlalchemy import bindparam, delete, insert, select, update
@@ -154,7 +154,7 @@ class Site:
     tm_destination_time: int | None
     tm_status: str | None
     created_at: int
-    _extra: dict = field(default_factory=dict, repr=False)
+    config_version: int = 0
 
     def setting(self, name: str) -> Any:
         if name in self.settings:
@@ -168,13 +168,20 @@ class Site:
 
 _SITE_COLS = (S.sites.c.pk, S.sites.c.name, S.sites.c.is_test, S.sites.c.currency_code, S.sites.c.settings,
               S.sites.c.invoice_next_number, S.sites.c.tm_now, S.sites.c.tm_genesis_time,
-              S.sites.c.tm_destination_time, S.sites.c.tm_status, S.sites.c.created_at)
+              S.sites.c.tm_destination_time, S.sites.c.tm_status, S.sites.c.created_at, S.sites.c.config_version)
 _BY_PK = Q(select(*_SITE_COLS).where(S.sites.c.pk == bindparam("pk")))
 _BY_NAME = Q(select(*_SITE_COLS).where(S.sites.c.name == bindparam("name")))
 
 
 def _row_to_site(row: tuple) -> Site:
-    return Site(row[0], row[1], bool(row[2]), row[3], loads(row[4]), row[5], row[6], row[7], row[8], row[9], row[10])
+    return Site(row[0], row[1], bool(row[2]), row[3], loads(row[4]), row[5], row[6], row[7], row[8], row[9], row[10],
+                row[11])
+
+
+def bump_config(tx: Tx, site_pk: int) -> None:
+    """Note that settings or webhook endpoints changed (invalidates per-process caches)."""
+    tx.execute(update(S.sites).where(S.sites.c.pk == site_pk)
+               .values(config_version=S.sites.c.config_version + 1))
 
 
 def load(tx: Tx, site_pk: int) -> Site:
@@ -277,7 +284,8 @@ def set_settings(tx: Tx, name: str, assignments: dict[str, str], now: int) -> Si
                 raise SettingError(f"unknown setting; known settings: {', '.join(known)}")
         except SettingError as exc:
             raise SettingError(f"{key}: {exc}") from None
-    tx.execute(update(S.sites).where(S.sites.c.pk == site.pk).values(settings=dumps(settings), **columns))
+    tx.execute(update(S.sites).where(S.sites.c.pk == site.pk).values(settings=dumps(settings), **columns,
+                                                                    config_version=S.sites.c.config_version + 1))
     if webhook:
         _set_default_webhook(tx, site, webhook, now)
     return require(tx, name)

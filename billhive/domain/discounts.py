@@ -13,15 +13,17 @@ from __future__ import annotations
 
 from fractions import Fraction
 
+from billhive.domain.catalog import applies_to_addon, applies_to_plan
 from billhive.domain.money import percent_of
 
 
 def _applies(coupon: dict, line: dict) -> bool:
-    kind = line.get("entity_type")
-    if kind not in ("plan", "addon"):
-        return False
-    constraint = coupon.get(f"{kind}_constraint")
-    return constraint == "all" or (constraint == "specific" and line.get("entity_id") in coupon.get(f"{kind}_ids", ()))
+    kind, ident = line.get("entity_type"), line.get("entity_id") or ""
+    if kind == "plan":
+        return applies_to_plan(coupon, ident)
+    if kind == "addon":
+        return applies_to_addon(coupon, ident)
+    return False  # ad-hoc charges
 
 
 def _percentage(coupon: dict) -> Fraction:

@@ -30,6 +30,7 @@ from billhive import spec
 from billhive.errors import (
     AuthorizationFailed,
     BillhiveError,
+    DuplicateEntry,
     InternalError,
     MethodNotAllowed,
     NotFound,
@@ -166,15 +167,25 @@ class ApiEndpoint:
             return await self._handle(scope, receive)
         except BillhiveError as exc:
             return exc.http_status, orjson.dumps(exc.to_json()), []
-        except Exception:
+        except Exception as exc:
+            if _unique_violation(exc):
+                # two requests created the same id at once: the loser gets what a sequential one would
+                log.warning("unique violation answered as duplicate_entry: %s", exc)
+                dup = DuplicateEntry("An object with this id already exists")
+                return dup.http_status, orjson.dumps(dup.to_json()), []
             log.exception("unexpected error on %s %s", scope.get("method"), scope.get("path"))
             err = InternalError("Sorry, something went wrong when trying to process the request.")
             return 500, orjson.dumps(err.to_json()), []
 
     async def _handle(self, scope: dict, receive: Callable) -> tuple[int, bytes, list]:
         method = scope["method"]
-        path = scope["path"][len(PREFIX):]
+        # match on the raw path: scope["path"] is already percent-decoded, and ids may contain
+        # an encoded "/" or "%" that must be decoded exactly once, per segment
+        raw = scope.get("raw_path")
+        path = raw.decode("latin-1").split("?", 1)[0][len(PREFIX):] if raw else scope["path"][len(PREFIX):]
         compiled, args, exists = self.router.match(method, path)
+        if any("\x00" in a for a in args):
+            raise ParamError("the resource id must not contain NUL characters")
         if compiled is None:
             if exists:
                 raise MethodNotAllowed(f"The HTTP method {method} is not supported for this URL")
@@ -212,6 +223,18 @@ class ApiEndpoint:
                                          pairs, call)
         result = await call
         return 200, orjson.dumps(result), []
+
+
+def _unique_violation(exc: Exception) -> bool:
+    import sqlite3
+
+    if isinstance(exc, sqlite3.IntegrityError):
+        return "UNIQUE" in str(exc)
+    try:
+        from psycopg import errors as pg_errors
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(exc, pg_errors.UniqueViolation)
 
 
 async def _read_body(receive: Callable) -> bytes:

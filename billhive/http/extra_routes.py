@@ -9,10 +9,13 @@ from typing import Callable
 
 from starlette.routing import BaseRoute
 
-from billhive.http import downloads
+from billhive.http import downloads, portal
 from billhive.runtime import App
 
-FACTORIES: list[Callable[[App], list[BaseRoute]]] = [downloads.routes]
+FACTORIES: list[Callable[[App], list[BaseRoute]]] = [
+    portal.routes,
+    downloads.routes,
+]
 
 
 def routes(app: App) -> list[BaseRoute]:

@@ -3,17 +3,24 @@ and retrieved per the spec. Delivery (webhooks, emails) reads the rows written h
 
 from __future__ import annotations
 
-from sqlalchemy import insert
+from sqlalchemy import bindparam, insert
 
 from billhive import webhook_endpoints
 from billhive.errors import ParamError
 from billhive.services.context import Ctx, Work
 from billhive.store import schema as S
+from billhive.store.db import Q
 from billhive.store.docs import DocTable
 from billhive.store.lists import Filter, ListRequest, fetch_page
 from billhive.util.ids import event_id
 
 EVENTS = DocTable(S.events, "event")
+_WEBHOOK_DELIVERY = Q(insert(S.webhook_deliveries).values(
+    {c: bindparam(c) for c in ("site_id", "event_id", "endpoint_id", "status", "attempts", "next_attempt_at",
+                               "created_at", "updated_at")}))
+_EMAIL_DELIVERY = Q(insert(S.email_deliveries).values(
+    {c: bindparam(c) for c in ("site_id", "event_id", "template", "recipient", "status", "attempts",
+                               "next_attempt_at", "created_at", "updated_at")}))
 
 
 def _email_recipient(content: dict) -> str | None:
@@ -27,7 +34,7 @@ def record(w: Work, event_type: str, content: dict) -> dict:
     o = w.origin
     now = w.now
     eid = event_id()
-    endpoints = w.cached("webhook_endpoints", lambda: webhook_endpoints.list_all(w.tx, w.site_id))
+    endpoints = webhook_endpoints.cached(w.tx, w.site_id, w.site.config_version)
     wanted = [e for e in endpoints if e.wants(event_type)]
     if o.skip_actions or o.skip_webhooks:
         webhook_status = "skipped"
@@ -64,11 +71,11 @@ def record(w: Work, event_type: str, content: dict) -> dict:
     EVENTS.insert(w.tx, w.site_id, event, now, columns={"email_status": email_status})
     if webhook_status == "scheduled":
         for e in wanted:
-            w.tx.execute(insert(S.webhook_deliveries).values(
+            w.tx.execute(_WEBHOOK_DELIVERY, dict(
                 site_id=w.site_id, event_id=eid, endpoint_id=e.id, status="scheduled", attempts=0,
                 next_attempt_at=now, created_at=now, updated_at=now))
     if email_status == "scheduled":
-        w.tx.execute(insert(S.email_deliveries).values(
+        w.tx.execute(_EMAIL_DELIVERY, dict(
             site_id=w.site_id, event_id=eid, template=event_type, recipient=recipient, status="scheduled",
             attempts=0, next_attempt_at=now, created_at=now, updated_at=now))
     return event

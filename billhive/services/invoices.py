@@ -18,14 +18,16 @@ from billhive.errors import (
     ParamRequired,
     PaymentMethodNotPresent,
     PaymentProcessingFailed,
-    ResourceLimitExhausted,
     not_found,
 )
 from billhive.gateway import GatewayResult
+from billhive.services import addons as catalog_addons
+from billhive.services import coupons as catalog_coupons
 from billhive.services import credits, dunning, invoicing, payments, pdf
 from billhive.services.context import Ctx, Work
 from billhive.store.lists import Filter, ListRequest, fetch_page
-from billhive.store.resources import ADDONS, COUPONS, CUSTOMERS, INVOICES, SUBSCRIPTIONS, TRANSACTIONS
+from billhive.store.resources import CUSTOMERS, INVOICES, SUBSCRIPTIONS, TRANSACTIONS
+from billhive.util import failpoints
 from billhive.util.ids import txn_id
 
 
@@ -65,8 +67,10 @@ def _close_pending(w: Work, invoice_id: str, params: dict) -> tuple[dict, invoic
 async def collect(ctx: Ctx, invoice_id: str, params: dict) -> dict:
     """POST /invoices/{id}/collect — close a pending invoice (number, credits, auto-collection)."""
     inv, plan = await ctx.write(_close_pending, invoice_id, params)
+    failpoints.hit("collect.closed")
     if plan is not None:
         inv = await payments.charge_and_settle(ctx, plan)
+    failpoints.hit("collect.done")
     return {"invoice": inv}
 
 
@@ -421,13 +425,8 @@ async def record_refund(ctx: Ctx, invoice_id: str, params: dict) -> dict:
 # payment_method_not_present, nothing written (with one_off_charge_failure=dunning: payment_due).
 
 def _catalog_addon(w: Work, addon_id: str, param: str) -> dict:
-    """A non-recurring, active addon of the catalog (404 / 400 naming ``param``).
-    Reads the ADDONS table directly until the catalog's get_addon/use_addon helpers are merged."""
-    addon = ADDONS.get(w.tx, w.site_id, addon_id)
-    if addon is None:
-        raise not_found("addon", addon_id, param=param)
-    if addon.get("status", "active") != "active":
-        raise ParamError(f"{param} : The addon {addon_id} is {addon['status']} and cannot be charged", param=param)
+    """A non-recurring, active addon of the catalog (404 / 400 naming ``param``), marked as used."""
+    addon = catalog_addons.use_addon(w, addon_id, param=param)
     if addon.get("charge_type") != "non_recurring":
         raise ParamError(f"{param} : The addon {addon_id} is recurring; only non-recurring addons can be charged "
                          "this way", param=param)
@@ -447,32 +446,18 @@ def _addon_line(w: Work, addon: dict, quantity: int | None, qparam: str) -> dict
                                entity_type="addon", entity_id=addon["id"])
 
 
-def _one_time_coupon(w: Work, coupon_id: str, lines: list[dict]) -> dict:
-    """Redeem a one-time coupon for these lines; returns the invoice's discount entry.
-    Reads the COUPONS table directly until the catalog's resolve/redeem helpers are merged."""
-    coupon = COUPONS.get(w.tx, w.site_id, coupon_id, for_update=True)
-    if coupon is None:
-        raise not_found("coupon", coupon_id, param="coupon")
-    status = coupon.get("status", "active")
-    max_r = coupon.get("max_redemptions")
-    if status == "expired" or (coupon.get("valid_till") is not None and w.now > coupon["valid_till"]) \
-            or (max_r is not None and coupon.get("redemptions", 0) >= max_r):
-        raise ResourceLimitExhausted(f"coupon : The coupon {coupon_id} has expired or reached its maximum "
-                                     "redemptions", param="coupon")
-    if status != "active":
-        raise InvalidState(f"The coupon {coupon_id} is {status}", param="coupon")
+def _one_time_coupon(w: Work, value: str, lines: list[dict]) -> dict:
+    """Redeem a one-time coupon (id or coupon code) for these lines; returns the invoice's discount."""
+    coupon, code = catalog_coupons.resolve(w, value, param="coupon")
     if coupon.get("duration_type") != "one_time":
-        raise ParamError(f"coupon : The coupon {coupon_id} is {coupon.get('duration_type')}; only one_time coupons "
-                         "apply to one-off invoices", param="coupon")
+        raise ParamError(f"coupon : The coupon {coupon['id']} is {coupon.get('duration_type')}; only one_time "
+                         "coupons apply to one-off invoices", param="coupon")
     amount = discounts.coupon_discount(coupon, lines)
     if coupon.get("apply_on") == "each_specified_item" and amount == 0:
-        raise ParamError(f"coupon : The coupon {coupon_id} applies to none of this invoice's items", param="coupon")
-    coupon["redemptions"] = int(coupon.get("redemptions", 0)) + 1
-    if max_r is not None and coupon["redemptions"] >= max_r:
-        coupon["status"] = "expired"
-    COUPONS.save(w.tx, w.site_id, coupon, w.now)
-    return {"amount": amount, "description": coupon.get("invoice_name") or coupon.get("name") or coupon_id,
-            "type": "coupon", "entity_id": coupon_id}
+        raise ParamError(f"coupon : The coupon {coupon['id']} applies to none of this invoice's items", param="coupon")
+    catalog_coupons.redeem(w, coupon["id"], code, param="coupon")
+    return {"amount": amount, "description": coupon.get("invoice_name") or coupon.get("name") or coupon["id"],
+            "type": "coupon", "entity_id": coupon["id"]}
 
 
 def _owner(w: Work, params: dict) -> tuple[dict, str | None]:
@@ -520,7 +505,7 @@ async def _one_off(ctx: Ctx, params: dict, build: Callable[[Work], list[dict]]) 
     inv, plan = await ctx.write(_create_one_off, params, build)
     if plan is not None:
         result = await payments.call_gateway(ctx.app, ctx.site_id, plan)
-        inv = await ctx.write(payments.settle, plan.txn_id, result)
+        inv = await ctx.write(payments.settle, plan.txn_id, result, plan.purpose)
         if result.status == "failure" and plan.purpose == "create":
             raise PaymentProcessingFailed(f"Payment failed: ({result.error_code}) {result.error_text}; the invoice "
                                           f"{inv['id']} was voided")

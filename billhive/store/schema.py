@@ -77,6 +77,7 @@ sites = Table(
     Column("is_test", Integer, nullable=False),
     Column("currency_code", String(3), nullable=False),
     Column("settings", Text, nullable=False),  # JSON; see billhive.sites.SETTINGS
+    Column("config_version", Integer, nullable=False, server_default="0"),  # bumped on settings/endpoint changes
     # invoice number sequence: taken inside the closing transaction (gapless)
     Column("invoice_next_number", BigInteger, nullable=False),
     # time machine (test sites): when tm_now is set the site clock is frozen there
@@ -222,15 +223,48 @@ idempotency_keys = Table(
 )
 
 # --- catalog ----------------------------------------------------------------------------
+# in_use: set once a subscription or invoice links the plan/addon (services.plans.use_plan);
+# Chargebee then allows only a few fields to change. It is not a field of the document.
 
-plans = doc_table("plans", Column("status", String(20), nullable=False), indexes=(("status",),))
-addons = doc_table("addons", Column("status", String(20), nullable=False), indexes=(("status",),))
-coupons = doc_table("coupons", Column("status", String(20), nullable=False), indexes=(("status",),))
-coupon_codes = doc_table(
+plans = doc_table(
+    "plans",
+    Column("status", String(20), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("price", BigInteger, nullable=False),
+    Column("period", Integer, nullable=False),
+    Column("period_unit", String(20), nullable=False),
+    Column("trial_period", Integer, nullable=True),
+    Column("charge_model", String(20), nullable=False),
+    Column("in_use", Integer, nullable=False),
+    indexes=(("status",), ("name",), ("price",), ("period_unit",)),
+)
+addons = doc_table(
+    "addons",
+    Column("status", String(20), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("type", String(20), nullable=False),
+    Column("charge_type", String(20), nullable=False),
+    Column("price", BigInteger, nullable=False),
+    Column("period_unit", String(20), nullable=False),
+    Column("in_use", Integer, nullable=False),
+    indexes=(("status",), ("name",), ("charge_type",), ("price",)),
+)
+coupons = doc_table(  # status: as stored; an active coupon past valid_till reads as expired
+    "coupons",
+    Column("status", String(20), nullable=False),
+    Column("name", String(50), nullable=False),
+    Column("discount_type", String(20), nullable=False),
+    Column("duration_type", String(20), nullable=False),
+    Column("apply_on", String(30), nullable=False),
+    Column("valid_till", BigInteger, nullable=True),
+    indexes=(("status",), ("name",), ("discount_type",), ("duration_type",), ("valid_till",)),
+)
+coupon_codes = doc_table(  # id = the code; status (enabled | redeemed | archived) is not in the v1 document
     "coupon_codes",
     Column("coupon_id", String(100), nullable=False),
+    Column("coupon_set_name", String(50), nullable=False),
     Column("status", String(20), nullable=False),
-    indexes=(("coupon_id",),),
+    indexes=(("coupon_id",), ("coupon_set_name",)),
 )
 
 # --- customers, cards, credits ------------------------------------------------------------
@@ -274,10 +308,13 @@ payment_intents = doc_table(
     "payment_intents",
     Column("customer_id", String(100), nullable=False),
     Column("status", String(30), nullable=False),
+    # JSON, not part of the resource: whether customer_id was given (the intent is then that
+    # customer's only) and, once authorized, the stored card's details (never the number)
+    Column("internal", Text, nullable=True),
     indexes=(("customer_id",),),
 )
 
-addresses = doc_table(  # id = f"{subscription_id}:{label}"
+addresses = doc_table(  # id = resources.address_row_id(doc): a digest of (subscription_id, label)
     "addresses",
     Column("subscription_id", String(100), nullable=False),
     Column("label", String(50), nullable=False),
@@ -359,11 +396,19 @@ portal_sessions = doc_table(
     "portal_sessions",
     Column("customer_id", String(100), nullable=False),
     Column("status", String(20), nullable=False),
-    Column("token", String(100), nullable=False),
+    Column("token", String(100), nullable=False),  # the access URL's secret: the portal page looks it up
+    # sha256 of the cookie set in the browser that opened the access URL (the URL itself is single-use);
+    # not a field of the document
+    Column("browser_key", String(64), nullable=True),
     indexes=(("customer_id",),),
+    unique=(("token",),),
 )
 
-csv_tax_rules = doc_table("csv_tax_rules")
+csv_tax_rules = doc_table(  # id: billhive's own handle (the resource has none and is never looked up by it)
+    "csv_tax_rules",
+    Column("region_key", String(64), nullable=False),  # domain.tax_rules.region_key: rules of one region
+    indexes=(("region_key",),),
+)
 
 # --- the test gateway's own books (stands in for the remote gateway) --------------------------
 
@@ -396,6 +441,7 @@ gateway_operations = Table(  # every charge/refund/void, keyed by the caller's i
     Column("error_text", Text, nullable=True),
     Column("created_at", BigInteger, nullable=False),
     UniqueConstraint("site_id", "idempotency_key"),
+    Index("ix_gateway_operations_site_reference", "site_id", "reference"),
 )
 
 # Tables that hold a site's data (wiped by the time machine's start_afresh); settings,

@@ -7,7 +7,6 @@ import asyncio
 
 import pytest
 
-from billhive.gateway.test_gateway import charge_count
 from billhive.services import credits, payments
 from billhive.store.resources import COUPONS, CUSTOMERS, INVOICES
 from tests.support import factories as F
@@ -28,7 +27,7 @@ def types(site) -> list[str]:
 
 
 def charges(site) -> int:
-    return site.app.db.read_sync(lambda tx: charge_count(tx, site.pk))
+    return site.app.gateways["chargebee"].charge_count(site.pk)
 
 
 def customer_doc(site, customer_id: str) -> dict:

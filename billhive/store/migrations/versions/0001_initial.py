@@ -22,12 +22,21 @@ def upgrade() -> None:
     sa.Column('created_at', sa.BigInteger(), nullable=False),
     sa.Column('updated_at', sa.BigInteger(), nullable=False),
     sa.Column('status', sa.String(length=20), nullable=False),
+    sa.Column('name', sa.String(length=100), nullable=False),
+    sa.Column('type', sa.String(length=20), nullable=False),
+    sa.Column('charge_type', sa.String(length=20), nullable=False),
+    sa.Column('price', sa.BigInteger(), nullable=False),
+    sa.Column('period_unit', sa.String(length=20), nullable=False),
+    sa.Column('in_use', sa.Integer(), nullable=False),
     sa.Column('data', sa.Text(), nullable=False),
     sa.PrimaryKeyConstraint('pk', name=op.f('pk_addons')),
     sa.UniqueConstraint('site_id', 'id', name=op.f('uq_addons_site_id_id'))
     )
     with op.batch_alter_table('addons', schema=None) as batch_op:
+        batch_op.create_index('ix_addons_site_charge_type', ['site_id', 'charge_type', 'pk'], unique=False)
         batch_op.create_index('ix_addons_site_created', ['site_id', 'created_at', 'pk'], unique=False)
+        batch_op.create_index('ix_addons_site_name', ['site_id', 'name', 'pk'], unique=False)
+        batch_op.create_index('ix_addons_site_price', ['site_id', 'price', 'pk'], unique=False)
         batch_op.create_index('ix_addons_site_status', ['site_id', 'status', 'pk'], unique=False)
         batch_op.create_index('ix_addons_site_updated', ['site_id', 'updated_at', 'pk'], unique=False)
 
@@ -102,6 +111,7 @@ def upgrade() -> None:
     sa.Column('created_at', sa.BigInteger(), nullable=False),
     sa.Column('updated_at', sa.BigInteger(), nullable=False),
     sa.Column('coupon_id', sa.String(length=100), nullable=False),
+    sa.Column('coupon_set_name', sa.String(length=50), nullable=False),
     sa.Column('status', sa.String(length=20), nullable=False),
     sa.Column('data', sa.Text(), nullable=False),
     sa.PrimaryKeyConstraint('pk', name=op.f('pk_coupon_codes')),
@@ -109,6 +119,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('coupon_codes', schema=None) as batch_op:
         batch_op.create_index('ix_coupon_codes_site_coupon_id', ['site_id', 'coupon_id', 'pk'], unique=False)
+        batch_op.create_index('ix_coupon_codes_site_coupon_set_name', ['site_id', 'coupon_set_name', 'pk'], unique=False)
         batch_op.create_index('ix_coupon_codes_site_created', ['site_id', 'created_at', 'pk'], unique=False)
         batch_op.create_index('ix_coupon_codes_site_updated', ['site_id', 'updated_at', 'pk'], unique=False)
 
@@ -119,14 +130,23 @@ def upgrade() -> None:
     sa.Column('created_at', sa.BigInteger(), nullable=False),
     sa.Column('updated_at', sa.BigInteger(), nullable=False),
     sa.Column('status', sa.String(length=20), nullable=False),
+    sa.Column('name', sa.String(length=50), nullable=False),
+    sa.Column('discount_type', sa.String(length=20), nullable=False),
+    sa.Column('duration_type', sa.String(length=20), nullable=False),
+    sa.Column('apply_on', sa.String(length=30), nullable=False),
+    sa.Column('valid_till', sa.BigInteger(), nullable=True),
     sa.Column('data', sa.Text(), nullable=False),
     sa.PrimaryKeyConstraint('pk', name=op.f('pk_coupons')),
     sa.UniqueConstraint('site_id', 'id', name=op.f('uq_coupons_site_id_id'))
     )
     with op.batch_alter_table('coupons', schema=None) as batch_op:
         batch_op.create_index('ix_coupons_site_created', ['site_id', 'created_at', 'pk'], unique=False)
+        batch_op.create_index('ix_coupons_site_discount_type', ['site_id', 'discount_type', 'pk'], unique=False)
+        batch_op.create_index('ix_coupons_site_duration_type', ['site_id', 'duration_type', 'pk'], unique=False)
+        batch_op.create_index('ix_coupons_site_name', ['site_id', 'name', 'pk'], unique=False)
         batch_op.create_index('ix_coupons_site_status', ['site_id', 'status', 'pk'], unique=False)
         batch_op.create_index('ix_coupons_site_updated', ['site_id', 'updated_at', 'pk'], unique=False)
+        batch_op.create_index('ix_coupons_site_valid_till', ['site_id', 'valid_till', 'pk'], unique=False)
 
     op.create_table('credit_ledger',
     sa.Column('pk', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
@@ -153,12 +173,14 @@ def upgrade() -> None:
     sa.Column('id', sa.String(length=100), nullable=False),
     sa.Column('created_at', sa.BigInteger(), nullable=False),
     sa.Column('updated_at', sa.BigInteger(), nullable=False),
+    sa.Column('region_key', sa.String(length=64), nullable=False),
     sa.Column('data', sa.Text(), nullable=False),
     sa.PrimaryKeyConstraint('pk', name=op.f('pk_csv_tax_rules')),
     sa.UniqueConstraint('site_id', 'id', name=op.f('uq_csv_tax_rules_site_id_id'))
     )
     with op.batch_alter_table('csv_tax_rules', schema=None) as batch_op:
         batch_op.create_index('ix_csv_tax_rules_site_created', ['site_id', 'created_at', 'pk'], unique=False)
+        batch_op.create_index('ix_csv_tax_rules_site_region_key', ['site_id', 'region_key', 'pk'], unique=False)
         batch_op.create_index('ix_csv_tax_rules_site_updated', ['site_id', 'updated_at', 'pk'], unique=False)
 
     op.create_table('customers',
@@ -238,6 +260,9 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('pk', name=op.f('pk_gateway_operations')),
     sa.UniqueConstraint('site_id', 'idempotency_key', name=op.f('uq_gateway_operations_site_id_idempotency_key'))
     )
+    with op.batch_alter_table('gateway_operations', schema=None) as batch_op:
+        batch_op.create_index('ix_gateway_operations_site_reference', ['site_id', 'reference'], unique=False)
+
     op.create_table('gateway_vault',
     sa.Column('pk', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('site_id', sa.Integer(), nullable=False),
@@ -366,6 +391,7 @@ def upgrade() -> None:
     sa.Column('updated_at', sa.BigInteger(), nullable=False),
     sa.Column('customer_id', sa.String(length=100), nullable=False),
     sa.Column('status', sa.String(length=30), nullable=False),
+    sa.Column('internal', sa.Text(), nullable=True),
     sa.Column('data', sa.Text(), nullable=False),
     sa.PrimaryKeyConstraint('pk', name=op.f('pk_payment_intents')),
     sa.UniqueConstraint('site_id', 'id', name=op.f('uq_payment_intents_site_id_id'))
@@ -382,12 +408,22 @@ def upgrade() -> None:
     sa.Column('created_at', sa.BigInteger(), nullable=False),
     sa.Column('updated_at', sa.BigInteger(), nullable=False),
     sa.Column('status', sa.String(length=20), nullable=False),
+    sa.Column('name', sa.String(length=100), nullable=False),
+    sa.Column('price', sa.BigInteger(), nullable=False),
+    sa.Column('period', sa.Integer(), nullable=False),
+    sa.Column('period_unit', sa.String(length=20), nullable=False),
+    sa.Column('trial_period', sa.Integer(), nullable=True),
+    sa.Column('charge_model', sa.String(length=20), nullable=False),
+    sa.Column('in_use', sa.Integer(), nullable=False),
     sa.Column('data', sa.Text(), nullable=False),
     sa.PrimaryKeyConstraint('pk', name=op.f('pk_plans')),
     sa.UniqueConstraint('site_id', 'id', name=op.f('uq_plans_site_id_id'))
     )
     with op.batch_alter_table('plans', schema=None) as batch_op:
         batch_op.create_index('ix_plans_site_created', ['site_id', 'created_at', 'pk'], unique=False)
+        batch_op.create_index('ix_plans_site_name', ['site_id', 'name', 'pk'], unique=False)
+        batch_op.create_index('ix_plans_site_period_unit', ['site_id', 'period_unit', 'pk'], unique=False)
+        batch_op.create_index('ix_plans_site_price', ['site_id', 'price', 'pk'], unique=False)
         batch_op.create_index('ix_plans_site_status', ['site_id', 'status', 'pk'], unique=False)
         batch_op.create_index('ix_plans_site_updated', ['site_id', 'updated_at', 'pk'], unique=False)
 
@@ -400,9 +436,11 @@ def upgrade() -> None:
     sa.Column('customer_id', sa.String(length=100), nullable=False),
     sa.Column('status', sa.String(length=20), nullable=False),
     sa.Column('token', sa.String(length=100), nullable=False),
+    sa.Column('browser_key', sa.String(length=64), nullable=True),
     sa.Column('data', sa.Text(), nullable=False),
     sa.PrimaryKeyConstraint('pk', name=op.f('pk_portal_sessions')),
-    sa.UniqueConstraint('site_id', 'id', name=op.f('uq_portal_sessions_site_id_id'))
+    sa.UniqueConstraint('site_id', 'id', name=op.f('uq_portal_sessions_site_id_id')),
+    sa.UniqueConstraint('site_id', 'token', name='uq_portal_sessions_site_token')
     )
     with op.batch_alter_table('portal_sessions', schema=None) as batch_op:
         batch_op.create_index('ix_portal_sessions_site_created', ['site_id', 'created_at', 'pk'], unique=False)
@@ -415,6 +453,7 @@ def upgrade() -> None:
     sa.Column('is_test', sa.Integer(), nullable=False),
     sa.Column('currency_code', sa.String(length=3), nullable=False),
     sa.Column('settings', sa.Text(), nullable=False),
+    sa.Column('config_version', sa.Integer(), server_default='0', nullable=False),
     sa.Column('invoice_next_number', sa.BigInteger(), nullable=False),
     sa.Column('tm_now', sa.BigInteger(), nullable=True),
     sa.Column('tm_genesis_time', sa.BigInteger(), nullable=True),
@@ -556,6 +595,9 @@ def downgrade() -> None:
     with op.batch_alter_table('plans', schema=None) as batch_op:
         batch_op.drop_index('ix_plans_site_updated')
         batch_op.drop_index('ix_plans_site_status')
+        batch_op.drop_index('ix_plans_site_price')
+        batch_op.drop_index('ix_plans_site_period_unit')
+        batch_op.drop_index('ix_plans_site_name')
         batch_op.drop_index('ix_plans_site_created')
 
     op.drop_table('plans')
@@ -599,6 +641,9 @@ def downgrade() -> None:
 
     op.drop_table('hosted_pages')
     op.drop_table('gateway_vault')
+    with op.batch_alter_table('gateway_operations', schema=None) as batch_op:
+        batch_op.drop_index('ix_gateway_operations_site_reference')
+
     op.drop_table('gateway_operations')
     with op.batch_alter_table('events', schema=None) as batch_op:
         batch_op.drop_index('ix_events_site_webhook_status')
@@ -620,6 +665,7 @@ def downgrade() -> None:
     op.drop_table('customers')
     with op.batch_alter_table('csv_tax_rules', schema=None) as batch_op:
         batch_op.drop_index('ix_csv_tax_rules_site_updated')
+        batch_op.drop_index('ix_csv_tax_rules_site_region_key')
         batch_op.drop_index('ix_csv_tax_rules_site_created')
 
     op.drop_table('csv_tax_rules')
@@ -628,14 +674,19 @@ def downgrade() -> None:
 
     op.drop_table('credit_ledger')
     with op.batch_alter_table('coupons', schema=None) as batch_op:
+        batch_op.drop_index('ix_coupons_site_valid_till')
         batch_op.drop_index('ix_coupons_site_updated')
         batch_op.drop_index('ix_coupons_site_status')
+        batch_op.drop_index('ix_coupons_site_name')
+        batch_op.drop_index('ix_coupons_site_duration_type')
+        batch_op.drop_index('ix_coupons_site_discount_type')
         batch_op.drop_index('ix_coupons_site_created')
 
     op.drop_table('coupons')
     with op.batch_alter_table('coupon_codes', schema=None) as batch_op:
         batch_op.drop_index('ix_coupon_codes_site_updated')
         batch_op.drop_index('ix_coupon_codes_site_created')
+        batch_op.drop_index('ix_coupon_codes_site_coupon_set_name')
         batch_op.drop_index('ix_coupon_codes_site_coupon_id')
 
     op.drop_table('coupon_codes')
@@ -663,7 +714,10 @@ def downgrade() -> None:
     with op.batch_alter_table('addons', schema=None) as batch_op:
         batch_op.drop_index('ix_addons_site_updated')
         batch_op.drop_index('ix_addons_site_status')
+        batch_op.drop_index('ix_addons_site_price')
+        batch_op.drop_index('ix_addons_site_name')
         batch_op.drop_index('ix_addons_site_created')
+        batch_op.drop_index('ix_addons_site_charge_type')
 
     op.drop_table('addons')
     # ### end Alembic commands ###
