@@ -280,6 +280,18 @@ def test_coupon_redemptions_run_out(tsite):
     assert (r["api_error_code"], r["param"]) == ("resource_limit_exhausted", "coupon")
 
 
+def test_coupon_code_is_redeemed_once(tsite):
+    cust = F.customer(tsite, auto_collection="off")
+    coupon = IF.coupon(tsite, percentage=50.0)
+    tsite.api.post("/coupon_codes", {"coupon_id": coupon["id"], "coupon_set_name": "launch", "code": "HALF-1"})
+    data = {"customer_id": cust["id"], "coupon": "HALF-1", "amount": 1000, "description": "Launch kit"}
+    inv = tsite.api.post("/invoices/charge", data)["invoice"]
+    assert inv["discounts"][0]["entity_id"] == coupon["id"] and inv["amount"] == 500
+    r = tsite.api.post("/invoices/charge", data, expect=400)
+    assert (r["api_error_code"], r["param"]) == ("resource_limit_exhausted", "coupon")
+    assert tsite.api.get(f"/coupons/{coupon['id']}")["coupon"]["redemptions"] == 1
+
+
 def test_item_coupon_discounts_only_its_addon(tsite):
     cust = F.customer(tsite, auto_collection="off")
     gb = IF.addon(tsite, price=300, type="quantity")
