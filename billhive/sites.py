@@ -120,6 +120,8 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting("trial_ending_days", _int(0, 90), 3, "days before trial end to fire subscription_trial_ending"),
     Setting("card_expiring_days", _int(0, 90), 30, "days before card expiry to fire card_expiring"),
     Setting("rate_limit_per_minute", _int(0, 1_000_000), 0, "API requests per minute (0 = unlimited)"),
+    Setting("webhook_timeout", _int(1, 60), 10,
+            "seconds a webhook endpoint has to answer 2xx before the attempt counts as failed"),
     Setting("email_enabled", _bool, False, "send customer emails"),
     Setting("email_from", _str(200), "billing@localhost", "sender address"),
     Setting("email_events", _word_list,
@@ -131,6 +133,8 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting("smtp_username", _str(200), "", "SMTP user (empty: no login)"),
     Setting("smtp_password", _str(200), "", "SMTP password"),
     Setting("smtp_tls", _choice("none", "starttls", "ssl"), "none", "SMTP transport security"),
+    Setting("smtp_ca_file", _str(500), "", "CA bundle to verify the SMTP server's certificate (empty: system CAs)"),
+    Setting("smtp_timeout", _int(1, 300), 30, "seconds an SMTP conversation may take"),
     Setting("email_templates_dir", _str(500), "", "directory with template overrides (empty: built-in)"),
 ]}
 

@@ -127,6 +127,7 @@ ROUTES: list[Route] = [
     api("activate_a_portal_session", portal_sessions.activate),
     api("logout_a_portal_session", portal_sessions.logout),
     api("taxes_csv_import", csv_tax_rules.create),
+    _extra("resend_an_event", "POST", "/events/{event-id}/resend", events.resend, response="event"),
     # time machine (test sites; Chargebee v2's API on v1 URLs)
     _extra("retrieve_a_time_machine", "GET", "/time_machines/{time-machine-name}", time_machines.retrieve,
            response="time_machine"),

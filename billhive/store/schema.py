@@ -24,6 +24,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 metadata = MetaData(
@@ -132,6 +133,16 @@ events = doc_table(
     id_length=40,
 )
 
+# Deliveries still to be made. The "due" indexes are partial: they hold only these rows, so
+# finding due work stays cheap however many finished deliveries the tables keep.
+PENDING_DELIVERY = "status IN ('scheduled', 're_scheduled')"
+
+
+def _due_index(name: str, table: Table) -> Index:
+    where = text(PENDING_DELIVERY)
+    return Index(name, table.c.site_id, table.c.next_attempt_at, postgresql_where=where, sqlite_where=where)
+
+
 webhook_deliveries = Table(
     "webhook_deliveries",
     metadata,
@@ -139,8 +150,9 @@ webhook_deliveries = Table(
     Column("site_id", Integer, nullable=False),
     Column("event_id", String(40), nullable=False),
     Column("endpoint_id", String(40), nullable=False),
-    Column("status", String(20), nullable=False),  # scheduled | re_scheduled | succeeded | failed
-    Column("attempts", Integer, nullable=False),
+    Column("status", String(20), nullable=False),  # scheduled | re_scheduled | succeeded | failed | disabled
+    Column("attempts", Integer, nullable=False),  # every attempt ever claimed (the fencing token)
+    Column("round_start", Integer, nullable=False, server_default=text("0")),  # attempts before the last resend
     Column("next_attempt_at", BigInteger, nullable=True),  # site clock
     Column("claimed_until", BigInteger, nullable=True),  # wall clock lease
     Column("last_status_code", Integer, nullable=True),
@@ -148,8 +160,8 @@ webhook_deliveries = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
     UniqueConstraint("site_id", "event_id", "endpoint_id"),
-    Index("ix_webhook_deliveries_site_due", "site_id", "status", "next_attempt_at"),
 )
+_due_index("ix_webhook_deliveries_site_due", webhook_deliveries)
 
 webhook_attempts = Table(
     "webhook_attempts",
@@ -159,8 +171,8 @@ webhook_attempts = Table(
     Column("delivery_pk", BigInteger, nullable=False),
     Column("attempt", Integer, nullable=False),
     Column("attempted_at", BigInteger, nullable=False),  # site clock
-    Column("status_code", Integer, nullable=True),
-    Column("error", Text, nullable=True),
+    Column("status_code", Integer, nullable=True),  # HTTP status
+    Column("error", Text, nullable=True),  # NULL = success; "in progress" while the request runs
     Column("duration_ms", Integer, nullable=True),
     Index("ix_webhook_attempts_site_delivery", "site_id", "delivery_pk", "attempt"),
 )
@@ -175,13 +187,29 @@ email_deliveries = Table(
     Column("recipient", String(200), nullable=False),
     Column("status", String(20), nullable=False),  # scheduled | re_scheduled | sent | failed
     Column("attempts", Integer, nullable=False),
+    Column("round_start", Integer, nullable=False, server_default=text("0")),
     Column("next_attempt_at", BigInteger, nullable=True),
     Column("claimed_until", BigInteger, nullable=True),
+    Column("last_status_code", Integer, nullable=True),
     Column("last_error", Text, nullable=True),
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
     UniqueConstraint("site_id", "event_id", "template", "recipient"),
-    Index("ix_email_deliveries_site_due", "site_id", "status", "next_attempt_at"),
+)
+_due_index("ix_email_deliveries_site_due", email_deliveries)
+
+email_attempts = Table(
+    "email_attempts",
+    metadata,
+    _pk(),
+    Column("site_id", Integer, nullable=False),
+    Column("delivery_pk", BigInteger, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("attempted_at", BigInteger, nullable=False),  # site clock
+    Column("status_code", Integer, nullable=True),  # SMTP reply code
+    Column("error", Text, nullable=True),
+    Column("duration_ms", Integer, nullable=True),
+    Index("ix_email_attempts_site_delivery", "site_id", "delivery_pk", "attempt"),
 )
 
 # --- scheduler: due work on the site clock ---------------------------------------------
@@ -447,7 +475,7 @@ gateway_operations = Table(  # every charge/refund/void, keyed by the caller's i
 # Tables that hold a site's data (wiped by the time machine's start_afresh); settings,
 # keys and webhook endpoints survive.
 SITE_DATA_TABLES = (
-    events, webhook_deliveries, webhook_attempts, email_deliveries, jobs, idempotency_keys,
+    events, webhook_deliveries, webhook_attempts, email_deliveries, email_attempts, jobs, idempotency_keys,
     plans, addons, coupons, coupon_codes, customers, cards, credit_ledger, payment_intents,
     addresses, subscriptions, invoices, transactions, invoice_transactions, orders, comments,
     hosted_pages, portal_sessions, csv_tax_rules, gateway_vault, gateway_operations,
