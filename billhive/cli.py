@@ -51,6 +51,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     url = _db_url(args)
     app = _open(args)
     app.config.host, app.config.port, app.config.domain = args.host, args.port, args.domain
+    app.config.public_url = args.public_url or app.config.public_url
     app.config.background = not args.no_background
     if app.db.dialect == "sqlite" and args.workers > 1:
         return _fail("SQLite serves one process (one writer); use PostgreSQL for --workers > 1")
@@ -73,6 +74,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         app.close()
         os.environ["BILLHIVE_DATABASE_URL"] = url
         os.environ["BILLHIVE_DOMAIN"] = args.domain
+        os.environ["BILLHIVE_PUBLIC_URL"] = app.config.base_url  # the workers' own host/port are not ours
         os.environ["BILLHIVE_BACKGROUND"] = "0" if args.no_background else "1"
         uvicorn.run("billhive.http.asgi:create_app", factory=True, host=args.host, port=args.port,
                     workers=args.workers, access_log=args.access_log, log_level="info",
@@ -265,6 +267,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=1, help="API processes (PostgreSQL only)")
     s.add_argument("--no-background", action="store_true", help="do not run the scheduler/delivery workers here")
     s.add_argument("--access-log", action="store_true")
+    s.add_argument("--public-url", default=os.environ.get("BILLHIVE_PUBLIC_URL"),
+                   help="base URL clients reach this server at, for download links such as invoice PDFs "
+                        "(default http://HOST:PORT; $BILLHIVE_PUBLIC_URL)")
     _add_db(s)
     s.set_defaults(fn=cmd_serve)
 

@@ -46,7 +46,8 @@ class Config:
 
     @property
     def base_url(self) -> str:
-        return self.public_url or f"http://{self.host}:{self.port}"
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host  # a bind-all address is no URL
+        return self.public_url or f"http://{host}:{self.port}"
 
 
 @dataclass

@@ -113,6 +113,9 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting("dunning_final_action", _choice("not_paid", "voided", "payment_due"), "not_paid",
             "invoice status when dunning is exhausted (payment_due = leave unpaid)"),
     Setting("dunning_cancel_subscription", _bool, False, "cancel the subscription when dunning is exhausted"),
+    Setting("one_off_charge_failure", _choice("void", "dunning"), "void",
+            "a one-off invoice (create, charge, charge_addon) whose automatic charge fails: void it and answer "
+            "400 payment_processing_failed (Chargebee), or keep it payment_due and start dunning"),
     Setting("renewal_reminder_days", _int(0, 90), 3, "days before renewal to fire subscription_renewal_reminder"),
     Setting("trial_ending_days", _int(0, 90), 3, "days before trial end to fire subscription_trial_ending"),
     Setting("card_expiring_days", _int(0, 90), 30, "days before card expiry to fire card_expiring"),

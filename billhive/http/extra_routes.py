@@ -9,11 +9,12 @@ from typing import Callable
 
 from starlette.routing import BaseRoute
 
-from billhive.http import portal
+from billhive.http import downloads, portal
 from billhive.runtime import App
 
 FACTORIES: list[Callable[[App], list[BaseRoute]]] = [
     portal.routes,
+    downloads.routes,
 ]
 
 

@@ -22,6 +22,7 @@ from billhive.services import (
     customers,
     events,
     invoices,
+    orders,
     payment_intents,
     plans,
     portal_sessions,
@@ -30,7 +31,7 @@ from billhive.services import (
 )
 from billhive.spec import Operation
 from billhive.store.docs import DocTable
-from billhive.store.resources import COMMENTS, CUSTOMERS, INVOICES, TRANSACTIONS
+from billhive.store.resources import COMMENTS, CUSTOMERS, INVOICES, ORDERS, TRANSACTIONS
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,17 @@ ROUTES: list[Route] = [
     api("record_payment_for_an_invoice", invoices.record_payment),
     api("refund_an_invoice", invoices.refund),
     api("record_refund_for_an_invoice", invoices.record_refund),
+    # invoice creation, pdf, orders
+    api("create_an_invoice", invoices.create),
+    api("create_invoice_for_a_one-time_charge", invoices.charge),
+    api("create_invoice_for_a_non-recurring_addon", invoices.charge_addon),
+    api("add_non-recurring_addon_to_a_pending_invoice", invoices.add_addon_charge),
+    api("retrieve_invoice_as_pdf", invoices.retrieve_pdf),
+    api("create_an_order", orders.create),
+    api("update_an_order", orders.update),
+    api("retrieve_an_order", orders.retrieve),
+    api("list_orders", orders.list_orders, ORDERS),
+    api("list_orders_for_an_invoice", orders.list_for_invoice, ORDERS),
     # transactions
     api("retrieve_a_transaction", transactions.retrieve),
     api("list_transactions", transactions.list_transactions, TRANSACTIONS),

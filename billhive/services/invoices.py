@@ -7,17 +7,23 @@ services/payments.py.
 
 from __future__ import annotations
 
+from typing import Callable
+
+from billhive.domain import discounts
 from billhive.domain import invoices as D
 from billhive.errors import (
     InvalidRequest,
     InvalidState,
     ParamError,
+    ParamRequired,
     PaymentMethodNotPresent,
     PaymentProcessingFailed,
     not_found,
 )
 from billhive.gateway import GatewayResult
-from billhive.services import credits, dunning, invoicing, payments
+from billhive.services import addons as catalog_addons
+from billhive.services import coupons as catalog_coupons
+from billhive.services import credits, dunning, invoicing, payments, pdf
 from billhive.services.context import Ctx, Work
 from billhive.store.lists import Filter, ListRequest, fetch_page
 from billhive.store.resources import CUSTOMERS, INVOICES, SUBSCRIPTIONS, TRANSACTIONS
@@ -412,3 +418,168 @@ async def record_refund(ctx: Ctx, invoice_id: str, params: dict) -> dict:
                                     **invoicing.snapshot(w, inv["customer_id"], inv.get("subscription_id"))})
         return {"invoice": inv, "transaction": r}
     return await ctx.write(run)
+
+
+# ==== invoice creation, non-recurring addons, PDFs ===============================================
+# create (POST /invoices), charge (POST /invoices/charge), charge_addon (POST /invoices/charge_addon):
+# a one-off invoice built here and closed at creation by invoicing.close(insert=True) — number,
+# credits and excess payments, auto-collection. Like Chargebee, an invoice whose automatic charge
+# fails is not kept: it is voided (balances given back) and the call answers 400
+# payment_processing_failed; the site setting one_off_charge_failure=dunning keeps it payment_due
+# with dunning instead. Auto-collection on, an amount due and no usable card: 400
+# payment_method_not_present, nothing written (with one_off_charge_failure=dunning: payment_due).
+
+def _catalog_addon(w: Work, addon_id: str, param: str) -> dict:
+    """A non-recurring, active addon of the catalog (404 / 400 naming ``param``), marked as used."""
+    addon = catalog_addons.use_addon(w, addon_id, param=param)
+    if addon.get("charge_type") != "non_recurring":
+        raise ParamError(f"{param} : The addon {addon_id} is recurring; only non-recurring addons can be charged "
+                         "this way", param=param)
+    return addon
+
+
+def _addon_line(w: Work, addon: dict, quantity: int | None, qparam: str) -> dict:
+    """The line item for ``quantity`` units of a non-recurring addon (quantity addons need one)."""
+    if addon.get("type") == "quantity":
+        if quantity is None:
+            raise ParamRequired(f"{qparam} : cannot be blank (the addon {addon['id']} is quantity based)",
+                                param=qparam)
+    elif quantity not in (None, 1):
+        raise ParamError(f"{qparam} : not applicable for the on_off addon {addon['id']}", param=qparam)
+    return invoicing.line_item(date_from=w.now, date_to=w.now, unit_amount=int(addon.get("price", 0)),
+                               quantity=quantity or 1, description=addon.get("invoice_name") or addon["name"],
+                               entity_type="addon", entity_id=addon["id"])
+
+
+def _one_time_coupon(w: Work, value: str, lines: list[dict]) -> dict:
+    """Redeem a one-time coupon (id or coupon code) for these lines; returns the invoice's discount."""
+    coupon, code = catalog_coupons.resolve(w, value, param="coupon")
+    if coupon.get("duration_type") != "one_time":
+        raise ParamError(f"coupon : The coupon {coupon['id']} is {coupon.get('duration_type')}; only one_time "
+                         "coupons apply to one-off invoices", param="coupon")
+    amount = discounts.coupon_discount(coupon, lines)
+    if coupon.get("apply_on") == "each_specified_item" and amount == 0:
+        raise ParamError(f"coupon : The coupon {coupon['id']} applies to none of this invoice's items", param="coupon")
+    catalog_coupons.redeem(w, coupon["id"], code, param="coupon")
+    return {"amount": amount, "description": coupon.get("invoice_name") or coupon.get("name") or coupon["id"],
+            "type": "coupon", "entity_id": coupon["id"]}
+
+
+def _owner(w: Work, params: dict) -> tuple[dict, str | None]:
+    """(customer, subscription id) of a one-off invoice: customer_id or subscription_id."""
+    customer_id, sub_id = params.get("customer_id"), params.get("subscription_id")
+    if not customer_id and not sub_id:
+        raise ParamRequired("customer_id : cannot be blank (give customer_id or subscription_id)", param="customer_id")
+    if sub_id:
+        sub = SUBSCRIPTIONS.get(w.tx, w.site_id, sub_id)
+        if sub is None:
+            raise not_found("subscription", sub_id, param="subscription_id")
+        if customer_id and customer_id != sub["customer_id"]:
+            raise ParamError(f"subscription_id : The subscription {sub_id} belongs to another customer",
+                             param="subscription_id")
+        customer_id = sub["customer_id"]
+    if params.get("coupon") and not params.get("customer_id"):
+        raise ParamError("coupon : a coupon applies only to an invoice created for customer_id", param="coupon")
+    customer = CUSTOMERS.get(w.tx, w.site_id, customer_id)
+    if customer is None:
+        raise not_found("customer", customer_id, param="customer_id")
+    return customer, sub_id
+
+
+def _create_one_off(w: Work, params: dict, build: Callable[[Work], list[dict]]
+                    ) -> tuple[dict, invoicing.ChargePlan | None]:
+    customer, sub_id = _owner(w, params)
+    lines = build(w)
+    found = [_one_time_coupon(w, params["coupon"], lines)] if params.get("coupon") else []
+    inv = invoicing.new_invoice(w, customer=customer, start_date=w.now, line_items=lines, recurring=False,
+                                subscription_id=sub_id, discounts=found)
+    if params.get("po_number"):
+        inv["po_number"] = params["po_number"]
+    if params.get("shipping_address"):
+        inv["shipping_address"] = {**params["shipping_address"], "object": "shipping_address"}
+    void_on_failure = w.site.setting("one_off_charge_failure") == "void"
+    plan = invoicing.close(w, inv, insert=True, purpose="create" if void_on_failure else "close")
+    if plan is None and void_on_failure and inv["status"] == "payment_due" \
+            and invoicing.effective_auto_collection(w, inv, customer) == "on":
+        raise PaymentMethodNotPresent("Charge operation failed: auto collection is on and the customer has no usable "
+                                      "payment method (card) on file")
+    return inv, plan
+
+
+async def _one_off(ctx: Ctx, params: dict, build: Callable[[Work], list[dict]]) -> dict:
+    inv, plan = await ctx.write(_create_one_off, params, build)
+    if plan is not None:
+        result = await payments.call_gateway(ctx.app, ctx.site_id, plan)
+        inv = await ctx.write(payments.settle, plan.txn_id, result, plan.purpose)
+        if result.status == "failure" and plan.purpose == "create":
+            raise PaymentProcessingFailed(f"Payment failed: ({result.error_code}) {result.error_text}; the invoice "
+                                          f"{inv['id']} was voided")
+    return {"invoice": inv}
+
+
+async def charge(ctx: Ctx, params: dict) -> dict:
+    """POST /invoices/charge — an invoice for a one-time (ad-hoc) charge."""
+    if "amount" not in params:
+        raise ParamRequired("amount : cannot be blank", param="amount")
+
+    def build(w: Work) -> list[dict]:
+        return [invoicing.line_item(date_from=w.now, date_to=w.now, unit_amount=params["amount"],
+                                    description=params["description"], entity_type="adhoc")]
+    return await _one_off(ctx, params, build)
+
+
+async def charge_addon(ctx: Ctx, params: dict) -> dict:
+    """POST /invoices/charge_addon — an invoice for a non-recurring addon."""
+    def build(w: Work) -> list[dict]:
+        addon = _catalog_addon(w, params["addon_id"], "addon_id")
+        return [_addon_line(w, addon, params.get("addon_quantity"), "addon_quantity")]
+    return await _one_off(ctx, params, build)
+
+
+async def create(ctx: Ctx, params: dict) -> dict:
+    """POST /invoices — a one-off invoice for non-recurring addons and ad-hoc charges."""
+    addons, charges = params.get("addons", []), params.get("charges", [])
+    if not addons and not charges:
+        raise InvalidRequest("An invoice needs at least one addon (addons[id][0]) or charge (charges[amount][0])",
+                             param="addons[id][0]")
+    if params.get("payment_intent"):
+        raise InvalidRequest("payment_intent : 3DS payment intents are not supported by billhive; create the "
+                             "invoice without one", param="payment_intent[id]")
+    seen: set[str] = set()
+    for i, a in enumerate(addons):
+        if "id" not in a:
+            raise ParamRequired(f"addons[id][{i}] : cannot be blank", param=f"addons[id][{i}]")
+        if a["id"] in seen:
+            raise ParamError(f"addons[id][{i}] : the addon {a['id']} is given more than once", param=f"addons[id][{i}]")
+        seen.add(a["id"])
+    for i, c in enumerate(charges):
+        for name in ("amount", "description"):
+            if name not in c:
+                raise ParamRequired(f"charges[{name}][{i}] : cannot be blank", param=f"charges[{name}][{i}]")
+
+    def build(w: Work) -> list[dict]:
+        lines = [_addon_line(w, _catalog_addon(w, a["id"], f"addons[id][{i}]"), a.get("quantity"),
+                             f"addons[quantity][{i}]") for i, a in enumerate(addons)]
+        lines += [invoicing.line_item(date_from=w.now, date_to=w.now, unit_amount=c["amount"],
+                                      description=c["description"], entity_type="adhoc") for c in charges]
+        return lines
+    return await _one_off(ctx, params, build)
+
+
+async def add_addon_charge(ctx: Ctx, invoice_id: str, params: dict) -> dict:
+    """POST /invoices/{id}/add_addon_charge — a non-recurring addon on a pending invoice."""
+    def run(w: Work) -> dict:
+        inv = _pending(w, invoice_id)
+        addon = _catalog_addon(w, params["addon_id"], "addon_id")
+        inv["line_items"].append(_addon_line(w, addon, params.get("addon_quantity"), "addon_quantity"))
+        D.recompute(inv)
+        INVOICES.save(w.tx, w.site_id, inv, w.now)
+        w.emit("invoice_updated", {"invoice": inv})
+        return {"invoice": inv}
+    return await ctx.write(run)
+
+
+async def retrieve_pdf(ctx: Ctx, invoice_id: str, params: dict) -> dict:
+    """POST /invoices/{id}/pdf — a signed link to the invoice's PDF, valid for 60 minutes."""
+    found = await ctx.read(lambda w: (_require_invoice(w, invoice_id)["id"], w.now))
+    return {"download": await pdf.download_link(ctx.app, ctx.site_id, *found)}

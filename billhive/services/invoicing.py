@@ -45,7 +45,7 @@ class ChargePlan:
     token: str
     amount: int
     currency: str
-    purpose: str  # close | collect_payment | dunning
+    purpose: str  # close | create | collect_payment | dunning
 
 
 def next_invoice_number(w: Work) -> str:
@@ -203,12 +203,14 @@ def start_charge(w: Work, inv: dict, customer: dict, card: dict, purpose: str) -
 
 
 def close(w: Work, inv: dict, *, old_id: str | None = None, expect_status: str | None = "pending",
-          insert: bool = False) -> ChargePlan | None:
+          insert: bool = False, purpose: str = "close") -> ChargePlan | None:
     """Close ``inv`` (see the module docstring). Saves the invoice, customer and transactions.
 
     ``insert``: the invoice is new (closed at creation, e.g. a renewal without metered billing);
     otherwise it is renamed from ``old_id`` with a conditional update on ``expect_status`` — a
-    concurrent close loses with 409.
+    concurrent close loses with 409. ``purpose``: how settlement treats the charge — ``close``
+    (a failure starts dunning) or ``create`` (a one-off invoice: a failure voids it, see
+    ``undo_balances``).
     Returns the charge to make after commit, or None. invoice_generated is emitted here when no
     charge follows, else by the settlement (so the event shows the invoice's outcome).
     """
@@ -254,7 +256,7 @@ def close(w: Work, inv: dict, *, old_id: str | None = None, expect_status: str |
         inv["status"] = "payment_due"
         card = usable_card(w, customer) if effective_auto_collection(w, inv, customer) == "on" else None
         if card is not None:
-            plan = start_charge(w, inv, customer, card, "close")
+            plan = start_charge(w, inv, customer, card, purpose)
     if insert:
         INVOICES.insert(w.tx, w.site_id, inv, w.now)
     elif not INVOICES.update(w.tx, w.site_id, inv, w.now, old_id=old_id,
@@ -267,3 +269,56 @@ def close(w: Work, inv: dict, *, old_id: str | None = None, expect_status: str |
     if plan is None:
         w.emit("invoice_generated", {"invoice": inv})
     return plan
+
+
+# ---- one-off invoices whose charge failed (purpose "create") --------------------------------------
+
+def undo_balances(w: Work, inv: dict) -> None:
+    """Give back every balance ``close`` took for ``inv`` — promotional credits (the
+    account_credits discount), refundable credits (credits_applied) and excess payments (links to
+    earlier payments) — and take them off the invoice, which then shows its full amount due.
+
+    Used when a one-off invoice's automatic charge fails: Chargebee generates such an invoice only
+    on a successful payment, so billhive voids it and leaves the customer's balances as they were.
+    """
+    customer = CUSTOMERS.get(w.tx, w.site_id, inv["customer_id"], for_update=True)
+    if customer is None:
+        return
+    from sqlalchemy import delete
+
+    moved = False
+    promo = D.discount_total(inv, types=("account_credits",))
+    if promo:
+        credits.move(w, customer, "promotional", promo, "released", reference_type="invoice", reference_id=inv["id"],
+                     description="Promotional credits given back: the invoice's payment failed")
+        inv["discounts"] = [d for d in inv.get("discounts", ()) if d["type"] != "account_credits"]
+        moved = True
+    refundable = int(inv.get("credits_applied", 0))
+    if refundable:
+        credits.move(w, customer, "refundable", refundable, "released", reference_type="invoice",
+                     reference_id=inv["id"], description="Refundable credits given back: the invoice's payment failed")
+        inv["credits_applied"] = 0
+        moved = True
+    kept = []
+    for lt in inv.get("linked_transactions", ()):
+        if lt["txn_type"] != "payment" or lt.get("txn_status") != "success" or not lt["applied_amount"]:
+            kept.append(lt)
+            continue
+        txn = TRANSACTIONS.require(w.tx, w.site_id, lt["txn_id"], for_update=True)
+        take = int(lt["applied_amount"])
+        txn["amount_unused"] = int(txn.get("amount_unused", 0)) + take
+        txn["linked_invoices"] = [li for li in txn.get("linked_invoices", ()) if li["invoice_id"] != inv["id"]]
+        TRANSACTIONS.save(w.tx, w.site_id, txn, w.now)
+        link = S.invoice_transactions
+        w.tx.execute(delete(link).where(link.c.site_id == w.site_id, link.c.invoice_id == inv["id"],
+                                        link.c.txn_id == txn["id"]))
+        inv["amount_paid"] = int(inv.get("amount_paid", 0)) - take
+        credits.move(w, customer, "excess", take, "released", reference_type="invoice", reference_id=inv["id"],
+                     description=f"Excess payment of {txn['id']} given back: the invoice's payment failed")
+        w.emit("transaction_updated", {"transaction": txn})
+        moved = True
+    inv["linked_transactions"] = kept
+    D.recompute(inv)
+    if moved:
+        CUSTOMERS.save(w.tx, w.site_id, customer, w.now)
+        w.emit("customer_changed", {"customer": customer})

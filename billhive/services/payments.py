@@ -78,7 +78,7 @@ def settle(w: Work, txn_id: str, result: GatewayResult, purpose: str | None = No
         txn["error_code"], txn["error_text"] = result.error_code or "timeout", result.error_text or "timeout"
         TRANSACTIONS.save(w.tx, w.site_id, txn, w.now)
         if first:
-            if purpose == "close":
+            if purpose in ("close", "create"):
                 w.emit("invoice_generated", {"invoice": inv})
             w.emit("transaction_created", {"transaction": txn})
         return inv
@@ -103,10 +103,15 @@ def settle(w: Work, txn_id: str, result: GatewayResult, purpose: str | None = No
         invoicing.link_transaction(w, inv, txn, 0)
         if purpose in ("close", "dunning"):
             dunning_columns = dunning.on_failure(w, inv, retry=purpose == "dunning")
+        elif purpose == "create":  # a one-off invoice exists only if its charge succeeds: void it
+            invoicing.undo_balances(w, inv)
+            D.transition(inv, "voided")
     TRANSACTIONS.save(w.tx, w.site_id, txn, w.now)
     INVOICES.update(w.tx, w.site_id, inv, w.now, columns=dunning_columns)
-    if purpose == "close" and first:
+    if first and (purpose == "close" or (purpose == "create" and result.ok)):
         w.emit("invoice_generated", {"invoice": inv})
+    elif purpose == "create" and not first and not result.ok:  # announced at the timeout, now voided
+        w.emit("invoice_updated", {"invoice": inv})
     if first:
         w.emit("transaction_created", {"transaction": txn})
     else:

@@ -87,6 +87,8 @@ sites = Table(
     Column("tm_destination_time", BigInteger, nullable=True),
     Column("tm_status", String(20), nullable=True),
     Column("created_at", BigInteger, nullable=False),
+    # signs the site's download links (invoice PDFs); set on first use, never shown
+    Column("download_key", String(100), nullable=True),
 )
 
 api_keys = Table(

@@ -476,6 +476,7 @@ def upgrade() -> None:
     sa.Column('tm_destination_time', sa.BigInteger(), nullable=True),
     sa.Column('tm_status', sa.String(length=20), nullable=True),
     sa.Column('created_at', sa.BigInteger(), nullable=False),
+    sa.Column('download_key', sa.String(length=100), nullable=True),
     sa.PrimaryKeyConstraint('pk', name=op.f('pk_sites')),
     sa.UniqueConstraint('name', name=op.f('uq_sites_name'))
     )
