@@ -173,8 +173,13 @@ class ApiEndpoint:
 
     async def _handle(self, scope: dict, receive: Callable) -> tuple[int, bytes, list]:
         method = scope["method"]
-        path = scope["path"][len(PREFIX):]
+        # match on the raw path: scope["path"] is already percent-decoded, and ids may contain
+        # an encoded "/" or "%" that must be decoded exactly once, per segment
+        raw = scope.get("raw_path")
+        path = raw.decode("latin-1").split("?", 1)[0][len(PREFIX):] if raw else scope["path"][len(PREFIX):]
         compiled, args, exists = self.router.match(method, path)
+        if any("\x00" in a for a in args):
+            raise ParamError("the resource id must not contain NUL characters")
         if compiled is None:
             if exists:
                 raise MethodNotAllowed(f"The HTTP method {method} is not supported for this URL")

@@ -204,9 +204,10 @@ class Decoder:
         for name, f in self.fields.items():
             if f.required and name not in out:
                 raise ParamRequired(f"{name} : cannot be blank", param=name)
-            if f.kind == "object" and name in out:
+            if f.kind == "object":
+                # an object with required fields is itself required (Chargebee: "transaction[date] : cannot be blank")
                 for req in f.sub_required:
-                    if req not in out[name]:
+                    if req not in out.get(name, ()):
                         raise ParamRequired(f"{name}[{req}] : cannot be blank", param=f"{name}[{req}]")
         return out
 
@@ -247,5 +248,7 @@ def parse_pairs(body: bytes | str) -> list[tuple[str, str]]:
             raise ParamError("request body is not valid UTF-8 form data") from None
         if not k:
             raise ParamError("request body has a parameter without a name")
+        if "\x00" in k or "\x00" in v:
+            raise ParamError(f"{k.replace(chr(0), '')} : must not contain NUL characters", param=k.replace("\x00", ""))
         pairs.append((k, v))
     return pairs

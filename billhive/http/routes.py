@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Awaitable, Callable
 
 from billhive import spec
-from billhive.services import events, invoices, time_machines, transactions
+from billhive.services import addons, coupon_codes, coupons, events, invoices, plans, time_machines, transactions
 from billhive.services import estimates, subscriptions  # subscriptions, estimates
 from billhive.spec import Operation
 from billhive.store.docs import DocTable
@@ -73,6 +73,22 @@ ROUTES: list[Route] = [
     api("list_transactions_for_a_customer", transactions.list_for_customer, TRANSACTIONS),
     api("list_transactions_for_a_subscription", transactions.list_for_subscription, TRANSACTIONS),
     api("list_transactions_for_an_invoice", transactions.list_for_invoice, TRANSACTIONS),
+    # catalog
+    api("create_a_plan", plans.create),
+    api("update_a_plan", plans.update),
+    api("retrieve_a_plan", plans.retrieve),
+    api("list_plans", plans.list_plans, plans.PLANS),
+    api("delete_a_plan", plans.delete),
+    api("create_an_addon", addons.create),
+    api("update_an_addon", addons.update),
+    api("retrieve_an_addon", addons.retrieve),
+    api("list_addons", addons.list_addons, addons.ADDONS),
+    api("delete_an_addon", addons.delete),
+    api("create_a_coupon", coupons.create),
+    api("retrieve_a_coupon", coupons.retrieve),
+    api("list_coupons", coupons.list_coupons, coupons.COUPONS),
+    api("create_a_coupon_code_for_a_coupon", coupon_codes.create),
+    api("retrieve_a_coupon_code", coupon_codes.retrieve),
     # subscriptions, estimates
     api("create_a_subscription", subscriptions.create),
     api("create_subscription_for_customer", subscriptions.create_for_customer),

@@ -21,6 +21,7 @@ from billhive.services import credits, dunning, invoicing, payments
 from billhive.services.context import Ctx, Work
 from billhive.store.lists import Filter, ListRequest, fetch_page
 from billhive.store.resources import CUSTOMERS, INVOICES, TRANSACTIONS
+from billhive.util import failpoints
 from billhive.util.ids import txn_id
 
 
@@ -60,8 +61,10 @@ def _close_pending(w: Work, invoice_id: str, params: dict) -> tuple[dict, invoic
 async def collect(ctx: Ctx, invoice_id: str, params: dict) -> dict:
     """POST /invoices/{id}/collect — close a pending invoice (number, credits, auto-collection)."""
     inv, plan = await ctx.write(_close_pending, invoice_id, params)
+    failpoints.hit("collect.closed")
     if plan is not None:
         inv = await payments.charge_and_settle(ctx, plan)
+    failpoints.hit("collect.done")
     return {"invoice": inv}
 
 

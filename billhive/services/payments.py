@@ -30,6 +30,7 @@ from billhive.services.invoicing import ChargePlan
 from billhive.store import schema as S
 from billhive.store.db import Q, Tx
 from billhive.store.resources import CUSTOMERS, INVOICES, TRANSACTIONS
+from billhive.util import failpoints
 from billhive.worker import every, loop
 
 if TYPE_CHECKING:
@@ -56,6 +57,7 @@ async def call_gateway(app: "App", site_pk: int, plan: ChargePlan) -> GatewayRes
 async def charge_and_settle(ctx: Ctx, plan: ChargePlan) -> dict:
     """Steps 2 and 3 for a recorded in_progress transaction; returns the invoice afterwards."""
     result = await call_gateway(ctx.app, ctx.site_id, plan)
+    failpoints.hit("charge.answered")
     return await ctx.write(settle, plan.txn_id, result)
 
 

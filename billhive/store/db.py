@@ -31,6 +31,8 @@ from sqlalchemy.dialects import postgresql as pg_dialects
 from sqlalchemy.dialects import sqlite as sqlite_dialects
 from sqlalchemy.engine import make_url
 
+from billhive.util import failpoints
+
 log = logging.getLogger("billhive.db")
 T = TypeVar("T")
 
@@ -267,6 +269,7 @@ class Database:
                 if not single:
                     conn.execute("RELEASE unit")
                 outcomes.append((True, result))
+        failpoints.hit("db.before_commit")
         try:
             conn.execute("COMMIT")
         except BaseException as exc:
@@ -327,6 +330,8 @@ class Database:
             conn = self._thread_conn()
         try:
             result = fn(Tx(conn, "postgresql"))
+            if not read_only:
+                failpoints.hit("db.before_commit")
             conn.commit()
             return result
         except BaseException:

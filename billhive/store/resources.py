@@ -19,10 +19,12 @@ def card_expires_at(card: dict) -> int | None:
     return int(dt.datetime(int(y), int(m), last_day, 23, 59, 59, tzinfo=dt.timezone.utc).timestamp())
 
 
-PLANS = DocTable(S.plans, "plan")
-ADDONS = DocTable(S.addons, "addon")
+# in_use (plans/addons) and a code's status are table-only state, set explicitly by the catalog
+PLANS = DocTable(S.plans, "plan", columns={"in_use": lambda d: 0}, insert_only=("in_use",))
+ADDONS = DocTable(S.addons, "addon", columns={"in_use": lambda d: 0}, insert_only=("in_use",))
 COUPONS = DocTable(S.coupons, "coupon")
-COUPON_CODES = DocTable(S.coupon_codes, "coupon_code")
+COUPON_CODES = DocTable(S.coupon_codes, "coupon_code", columns={"status": lambda d: "enabled"},
+                        insert_only=("status",))
 CUSTOMERS = DocTable(S.customers, "customer", columns={"auto_collection": lambda d: d.get("auto_collection", "on")})
 CARDS = DocTable(S.cards, "card", columns={"expires_at": card_expires_at})
 INVOICES = DocTable(S.invoices, "invoice", columns={"date": lambda d: d.get("start_date"),

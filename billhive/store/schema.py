@@ -220,15 +220,48 @@ idempotency_keys = Table(
 )
 
 # --- catalog ----------------------------------------------------------------------------
+# in_use: set once a subscription or invoice links the plan/addon (services.plans.use_plan);
+# Chargebee then allows only a few fields to change. It is not a field of the document.
 
-plans = doc_table("plans", Column("status", String(20), nullable=False), indexes=(("status",),))
-addons = doc_table("addons", Column("status", String(20), nullable=False), indexes=(("status",),))
-coupons = doc_table("coupons", Column("status", String(20), nullable=False), indexes=(("status",),))
-coupon_codes = doc_table(
+plans = doc_table(
+    "plans",
+    Column("status", String(20), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("price", BigInteger, nullable=False),
+    Column("period", Integer, nullable=False),
+    Column("period_unit", String(20), nullable=False),
+    Column("trial_period", Integer, nullable=True),
+    Column("charge_model", String(20), nullable=False),
+    Column("in_use", Integer, nullable=False),
+    indexes=(("status",), ("name",), ("price",), ("period_unit",)),
+)
+addons = doc_table(
+    "addons",
+    Column("status", String(20), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("type", String(20), nullable=False),
+    Column("charge_type", String(20), nullable=False),
+    Column("price", BigInteger, nullable=False),
+    Column("period_unit", String(20), nullable=False),
+    Column("in_use", Integer, nullable=False),
+    indexes=(("status",), ("name",), ("charge_type",), ("price",)),
+)
+coupons = doc_table(  # status: as stored; an active coupon past valid_till reads as expired
+    "coupons",
+    Column("status", String(20), nullable=False),
+    Column("name", String(50), nullable=False),
+    Column("discount_type", String(20), nullable=False),
+    Column("duration_type", String(20), nullable=False),
+    Column("apply_on", String(30), nullable=False),
+    Column("valid_till", BigInteger, nullable=True),
+    indexes=(("status",), ("name",), ("discount_type",), ("duration_type",), ("valid_till",)),
+)
+coupon_codes = doc_table(  # id = the code; status (enabled | redeemed | archived) is not in the v1 document
     "coupon_codes",
     Column("coupon_id", String(100), nullable=False),
+    Column("coupon_set_name", String(50), nullable=False),
     Column("status", String(20), nullable=False),
-    indexes=(("coupon_id",),),
+    indexes=(("coupon_id",), ("coupon_set_name",)),
 )
 
 # --- customers, cards, credits ------------------------------------------------------------

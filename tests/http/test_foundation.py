@@ -264,3 +264,16 @@ def test_idempotency_key_replays_and_rejects_other_params(api):
     api.post("/time_machines/delorean/travel_forward", {"destination_time": 5}, headers=h2, expect=400)
     api.post("/time_machines/delorean/travel_forward", {"destination_time": 5}, headers=h2, expect=400)
     assert api.get("/time_machines/delorean")["time_machine"]["destination_time"] == now + 100
+
+
+def test_nul_characters_are_a_400_not_a_500(api):
+    r = api.request("POST", "/time_machines/delorean/travel_forward", content=b"destination_time=1%00",
+                    headers={"Content-Type": "application/x-www-form-urlencoded"}, expect=400)
+    assert r["api_error_code"] == "param_wrong_value"
+    assert api.get("/events/ev_a%00b", expect=400)["api_error_code"] == "param_wrong_value"
+
+
+def test_path_ids_are_percent_decoded_exactly_once(api, site):
+    ev = _event(site)
+    assert api.get("/events/" + ev["id"].replace("_", "%5F"))["event"]["id"] == ev["id"]
+    assert api.get("/events/x%2541", expect=404)["message"].endswith("x%41")

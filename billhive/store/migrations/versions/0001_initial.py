@@ -22,12 +22,21 @@ def upgrade() -> None:
     sa.Column('created_at', sa.BigInteger(), nullable=False),
     sa.Column('updated_at', sa.BigInteger(), nullable=False),
     sa.Column('status', sa.String(length=20), nullable=False),
+    sa.Column('name', sa.String(length=100), nullable=False),
+    sa.Column('type', sa.String(length=20), nullable=False),
+    sa.Column('charge_type', sa.String(length=20), nullable=False),
+    sa.Column('price', sa.BigInteger(), nullable=False),
+    sa.Column('period_unit', sa.String(length=20), nullable=False),
+    sa.Column('in_use', sa.Integer(), nullable=False),
     sa.Column('data', sa.Text(), nullable=False),
     sa.PrimaryKeyConstraint('pk', name=op.f('pk_addons')),
     sa.UniqueConstraint('site_id', 'id', name=op.f('uq_addons_site_id_id'))
     )
     with op.batch_alter_table('addons', schema=None) as batch_op:
+        batch_op.create_index('ix_addons_site_charge_type', ['site_id', 'charge_type', 'pk'], unique=False)
         batch_op.create_index('ix_addons_site_created', ['site_id', 'created_at', 'pk'], unique=False)
+        batch_op.create_index('ix_addons_site_name', ['site_id', 'name', 'pk'], unique=False)
+        batch_op.create_index('ix_addons_site_price', ['site_id', 'price', 'pk'], unique=False)
         batch_op.create_index('ix_addons_site_status', ['site_id', 'status', 'pk'], unique=False)
         batch_op.create_index('ix_addons_site_updated', ['site_id', 'updated_at', 'pk'], unique=False)
 
@@ -102,6 +111,7 @@ def upgrade() -> None:
     sa.Column('created_at', sa.BigInteger(), nullable=False),
     sa.Column('updated_at', sa.BigInteger(), nullable=False),
     sa.Column('coupon_id', sa.String(length=100), nullable=False),
+    sa.Column('coupon_set_name', sa.String(length=50), nullable=False),
     sa.Column('status', sa.String(length=20), nullable=False),
     sa.Column('data', sa.Text(), nullable=False),
     sa.PrimaryKeyConstraint('pk', name=op.f('pk_coupon_codes')),
@@ -109,6 +119,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('coupon_codes', schema=None) as batch_op:
         batch_op.create_index('ix_coupon_codes_site_coupon_id', ['site_id', 'coupon_id', 'pk'], unique=False)
+        batch_op.create_index('ix_coupon_codes_site_coupon_set_name', ['site_id', 'coupon_set_name', 'pk'], unique=False)
         batch_op.create_index('ix_coupon_codes_site_created', ['site_id', 'created_at', 'pk'], unique=False)
         batch_op.create_index('ix_coupon_codes_site_updated', ['site_id', 'updated_at', 'pk'], unique=False)
 
@@ -119,14 +130,23 @@ def upgrade() -> None:
     sa.Column('created_at', sa.BigInteger(), nullable=False),
     sa.Column('updated_at', sa.BigInteger(), nullable=False),
     sa.Column('status', sa.String(length=20), nullable=False),
+    sa.Column('name', sa.String(length=50), nullable=False),
+    sa.Column('discount_type', sa.String(length=20), nullable=False),
+    sa.Column('duration_type', sa.String(length=20), nullable=False),
+    sa.Column('apply_on', sa.String(length=30), nullable=False),
+    sa.Column('valid_till', sa.BigInteger(), nullable=True),
     sa.Column('data', sa.Text(), nullable=False),
     sa.PrimaryKeyConstraint('pk', name=op.f('pk_coupons')),
     sa.UniqueConstraint('site_id', 'id', name=op.f('uq_coupons_site_id_id'))
     )
     with op.batch_alter_table('coupons', schema=None) as batch_op:
         batch_op.create_index('ix_coupons_site_created', ['site_id', 'created_at', 'pk'], unique=False)
+        batch_op.create_index('ix_coupons_site_discount_type', ['site_id', 'discount_type', 'pk'], unique=False)
+        batch_op.create_index('ix_coupons_site_duration_type', ['site_id', 'duration_type', 'pk'], unique=False)
+        batch_op.create_index('ix_coupons_site_name', ['site_id', 'name', 'pk'], unique=False)
         batch_op.create_index('ix_coupons_site_status', ['site_id', 'status', 'pk'], unique=False)
         batch_op.create_index('ix_coupons_site_updated', ['site_id', 'updated_at', 'pk'], unique=False)
+        batch_op.create_index('ix_coupons_site_valid_till', ['site_id', 'valid_till', 'pk'], unique=False)
 
     op.create_table('credit_ledger',
     sa.Column('pk', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
@@ -382,12 +402,22 @@ def upgrade() -> None:
     sa.Column('created_at', sa.BigInteger(), nullable=False),
     sa.Column('updated_at', sa.BigInteger(), nullable=False),
     sa.Column('status', sa.String(length=20), nullable=False),
+    sa.Column('name', sa.String(length=100), nullable=False),
+    sa.Column('price', sa.BigInteger(), nullable=False),
+    sa.Column('period', sa.Integer(), nullable=False),
+    sa.Column('period_unit', sa.String(length=20), nullable=False),
+    sa.Column('trial_period', sa.Integer(), nullable=True),
+    sa.Column('charge_model', sa.String(length=20), nullable=False),
+    sa.Column('in_use', sa.Integer(), nullable=False),
     sa.Column('data', sa.Text(), nullable=False),
     sa.PrimaryKeyConstraint('pk', name=op.f('pk_plans')),
     sa.UniqueConstraint('site_id', 'id', name=op.f('uq_plans_site_id_id'))
     )
     with op.batch_alter_table('plans', schema=None) as batch_op:
         batch_op.create_index('ix_plans_site_created', ['site_id', 'created_at', 'pk'], unique=False)
+        batch_op.create_index('ix_plans_site_name', ['site_id', 'name', 'pk'], unique=False)
+        batch_op.create_index('ix_plans_site_period_unit', ['site_id', 'period_unit', 'pk'], unique=False)
+        batch_op.create_index('ix_plans_site_price', ['site_id', 'price', 'pk'], unique=False)
         batch_op.create_index('ix_plans_site_status', ['site_id', 'status', 'pk'], unique=False)
         batch_op.create_index('ix_plans_site_updated', ['site_id', 'updated_at', 'pk'], unique=False)
 
@@ -561,6 +591,9 @@ def downgrade() -> None:
     with op.batch_alter_table('plans', schema=None) as batch_op:
         batch_op.drop_index('ix_plans_site_updated')
         batch_op.drop_index('ix_plans_site_status')
+        batch_op.drop_index('ix_plans_site_price')
+        batch_op.drop_index('ix_plans_site_period_unit')
+        batch_op.drop_index('ix_plans_site_name')
         batch_op.drop_index('ix_plans_site_created')
 
     op.drop_table('plans')
@@ -633,14 +666,19 @@ def downgrade() -> None:
 
     op.drop_table('credit_ledger')
     with op.batch_alter_table('coupons', schema=None) as batch_op:
+        batch_op.drop_index('ix_coupons_site_valid_till')
         batch_op.drop_index('ix_coupons_site_updated')
         batch_op.drop_index('ix_coupons_site_status')
+        batch_op.drop_index('ix_coupons_site_name')
+        batch_op.drop_index('ix_coupons_site_duration_type')
+        batch_op.drop_index('ix_coupons_site_discount_type')
         batch_op.drop_index('ix_coupons_site_created')
 
     op.drop_table('coupons')
     with op.batch_alter_table('coupon_codes', schema=None) as batch_op:
         batch_op.drop_index('ix_coupon_codes_site_updated')
         batch_op.drop_index('ix_coupon_codes_site_created')
+        batch_op.drop_index('ix_coupon_codes_site_coupon_set_name')
         batch_op.drop_index('ix_coupon_codes_site_coupon_id')
 
     op.drop_table('coupon_codes')
@@ -668,7 +706,10 @@ def downgrade() -> None:
     with op.batch_alter_table('addons', schema=None) as batch_op:
         batch_op.drop_index('ix_addons_site_updated')
         batch_op.drop_index('ix_addons_site_status')
+        batch_op.drop_index('ix_addons_site_price')
+        batch_op.drop_index('ix_addons_site_name')
         batch_op.drop_index('ix_addons_site_created')
+        batch_op.drop_index('ix_addons_site_charge_type')
 
     op.drop_table('addons')
     # ### end Alembic commands ###
