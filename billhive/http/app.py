@@ -62,8 +62,8 @@ class Compiled:
         self.route = route
         op = route.op
         if op.method == "GET":
-            props = {k: v for k, v in op.query_params.items()}
-            required = tuple(k for k, v in op.query_params.items() if v.get("required"))
+            props = dict(op.query_params)
+            required = op.required_query
         else:
             body = op.body_schema or {}
             props = dict(body.get("properties") or {})

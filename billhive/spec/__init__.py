@@ -33,12 +33,13 @@ class Operation:
     method: str  # upper case
     path: str  # as in the spec, e.g. /invoices/{invoice-id}/collect
     path_params: tuple[str, ...]
-    query_params: dict[str, dict]  # name -> resolved schema (+ "required")
+    query_params: dict[str, dict]  # name -> resolved schema (an object's own "required" list intact)
     body_schema: dict | None  # resolved form body schema
     body_encoding: dict
     responses: dict[str, dict]  # status -> resolved JSON schema
     header_params: tuple[str, ...] = field(default=())
     summary: str = ""
+    required_query: tuple[str, ...] = ()  # query parameters the operation requires
 
     @property
     def is_list(self) -> bool:
@@ -100,7 +101,10 @@ def operations() -> dict[str, Operation]:
             query = {}
             for p in params:
                 if p.get("in") == "query":
-                    query[p["name"]] = {**p["schema"], "required": bool(p.get("required"))}
+                    # the parameter's required flag is kept apart: a deepObject parameter's schema
+                    # has its own "required" list (subscription[plan_id] when subscription[...] is given)
+                    query[p["name"]] = p["schema"]
+            required_query = tuple(p["name"] for p in params if p.get("in") == "query" and p.get("required"))
             path_params = tuple(p["name"] for p in params if p.get("in") == "path")
             headers = tuple(p["name"] for p in params if p.get("in") == "header")
             body = None
@@ -126,6 +130,7 @@ def operations() -> dict[str, Operation]:
                 responses=responses,
                 header_params=headers,
                 summary=op.get("summary", ""),
+                required_query=required_query,
             )
     return ops
 
