@@ -17,16 +17,20 @@ from __future__ import annotations
 
 from fractions import Fraction
 
+from billhive.domain.catalog import applies_to_addon, applies_to_plan
 from billhive.domain.money import percent_of
 from billhive.domain.periods import add_months
 
 
 def applies_to(coupon: dict, entity_type: str, entity_id: str | None) -> bool:
     """Whether an each_specified_item coupon discounts a plan or addon line."""
-    if entity_type not in ("plan", "addon") or entity_id is None:
+    if entity_id is None:
         return False
-    constraint = coupon.get(f"{entity_type}_constraint")
-    return constraint == "all" or (constraint == "specific" and entity_id in coupon.get(f"{entity_type}_ids", ()))
+    if entity_type == "plan":
+        return applies_to_plan(coupon, entity_id)
+    if entity_type == "addon":
+        return applies_to_addon(coupon, entity_id)
+    return False
 
 
 def applicable(coupon: dict, items: list[tuple[str, str | None]]) -> bool:

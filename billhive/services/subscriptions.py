@@ -43,16 +43,16 @@ from billhive.errors import (
     InvalidState,
     ParamError,
     PaymentMethodNotPresent,
-    ResourceLimitExhausted,
     not_found,
 )
 from billhive.gateway import CardDetails
 from billhive.scheduler import jobs
-from billhive.services import credits, invoicing, payments
+from billhive.domain import catalog as catalog_rules
+from billhive.services import addons, coupons, credits, invoicing, payments, plans
 from billhive.services.context import Ctx, Work
 from billhive.store import schema as S
 from billhive.store.lists import ListRequest, fetch_page
-from billhive.store.resources import ADDONS, CARDS, COUPON_CODES, COUPONS, CUSTOMERS, INVOICES, PLANS, SUBSCRIPTIONS
+from billhive.store.resources import ADDONS, CARDS, COUPONS, CUSTOMERS, PLANS, SUBSCRIPTIONS
 from billhive.util.ids import random_id
 from billhive.util.jsonutil import dumps, loads
 
@@ -121,21 +121,14 @@ def _document(sub: dict) -> dict:
 
 
 # ---- the catalog and customers (lookups other services own) -------------------------------------------
-# The catalog service (plans/addons/coupons) marks items in use and redeems coupons; until it is
-# part of this build these fall back to the shared tables with the same rules.
 
 def _plan(w: Work, plan_id: str, param: str, *, use: bool = True) -> dict:
+    """A plan for a new subscription or a change: it must exist and be active. ``use`` marks it
+    in use (the real operation); estimates only look."""
     if use:
-        try:
-            from billhive.services.plans import use_plan
-        except ImportError:
-            pass
-        else:
-            return use_plan(w, plan_id, param=param)
-    plan = PLANS.get(w.tx, w.site_id, plan_id)
-    if plan is None:
-        raise not_found("plan", plan_id, param=param)
-    if plan.get("status", "active") != "active":
+        return plans.use_plan(w, plan_id, param=param)
+    plan = plans.get_plan(w, plan_id, param=param)
+    if plan["status"] != "active":
         raise ParamError(f"{param} : The plan {plan_id} is {plan['status']} and cannot be used", param=param)
     return plan
 
@@ -150,16 +143,9 @@ def _plan_any(w: Work, plan_id: str) -> dict:
 
 def _addon(w: Work, addon_id: str, param: str, *, use: bool = True) -> dict:
     if use:
-        try:
-            from billhive.services.addons import use_addon
-        except ImportError:
-            pass
-        else:
-            return use_addon(w, addon_id, param=param)
-    addon = ADDONS.get(w.tx, w.site_id, addon_id)
-    if addon is None:
-        raise not_found("addon", addon_id, param=param)
-    if addon.get("status", "active") != "active":
+        return addons.use_addon(w, addon_id, param=param)
+    addon = addons.get_addon(w, addon_id, param=param)
+    if addon["status"] != "active":
         raise ParamError(f"{param} : The addon {addon_id} is {addon['status']} and cannot be used", param=param)
     return addon
 
@@ -168,49 +154,16 @@ def _addon_any(w: Work, addon_id: str) -> dict | None:
     return ADDONS.get(w.tx, w.site_id, addon_id)
 
 
-def _coupon_status(coupon: dict, now: int) -> str:
-    status = coupon.get("status", "active")
-    if status == "active" and coupon.get("valid_till") is not None and now > int(coupon["valid_till"]):
-        return "expired"
-    return status
-
-
 def _resolve_coupon(w: Work, value: str, param: str) -> tuple[dict, str | None]:
-    """A ``coupon`` parameter names a coupon id or a coupon code: (coupon, code or None).
-    Checks that it can be redeemed (404 / 400 resource_limit_exhausted / 409)."""
-    try:
-        from billhive.services.coupons import resolve
-    except ImportError:
-        coupon = COUPONS.get(w.tx, w.site_id, value)
-        code = None
-        if coupon is None:
-            code_doc = COUPON_CODES.get(w.tx, w.site_id, value)
-            if code_doc is None:
-                raise not_found("coupon", value, param=param) from None
-            coupon, code = COUPONS.require(w.tx, w.site_id, code_doc["coupon_id"], param=param), value
-    else:
-        coupon, code = resolve(w, value, param=param)
-    status = _coupon_status(coupon, w.now)
-    max_r = coupon.get("max_redemptions")
-    if status == "expired" or (max_r is not None and int(coupon.get("redemptions", 0)) >= int(max_r)):
-        raise ResourceLimitExhausted(f"{param} : The coupon {coupon['id']} has expired or reached its maximum "
-                                     "redemptions", param=param)
-    if status != "active":
-        raise InvalidState(f"The coupon {coupon['id']} is {status}", param=param)
+    """A ``coupon`` parameter names a coupon id or a coupon code: (coupon, code or None), checked
+    redeemable (404 / 400 resource_limit_exhausted / 409) — redeemed only when committing."""
+    coupon, code = coupons.resolve(w, value, param=param)
+    catalog_rules.check_redeemable(coupon, w.now, param=param)
     return coupon, code
 
 
 def _redeem(w: Work, coupon: dict, code: str | None, param: str) -> None:
-    try:
-        from billhive.services.coupons import redeem
-    except ImportError:
-        doc = COUPONS.require(w.tx, w.site_id, coupon["id"], for_update=True, param=param)
-        doc["redemptions"] = int(doc.get("redemptions", 0)) + 1
-        if doc.get("max_redemptions") is not None and doc["redemptions"] >= int(doc["max_redemptions"]):
-            doc["status"] = "expired"
-        COUPONS.save(w.tx, w.site_id, doc, w.now)
-    else:
-        redeem(w, coupon["id"], code, param=param)
+    coupons.redeem(w, coupon["id"], code, param=param)
 
 
 def _coupon_doc(w: Work, coupon_id: str) -> dict | None:
