@@ -30,7 +30,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import delete as sql_delete
+from sqlalchemy import or_, select
 
 from billhive import spec
 from billhive.domain import coupons as CR
@@ -1288,12 +1289,12 @@ async def delete(ctx: Ctx, subscription_id: str, params: dict) -> dict:
         txn_ids = [r[0] for r in w.tx.all(select(X.c.id).where(X.c.site_id == w.site_id,
                                                                X.c.subscription_id == sub["id"]))]
         if inv_ids or txn_ids:
-            w.tx.execute(delete(L).where(L.c.site_id == w.site_id, or_(L.c.invoice_id.in_(inv_ids),
+            w.tx.execute(sql_delete(L).where(L.c.site_id == w.site_id, or_(L.c.invoice_id.in_(inv_ids),
                                                                        L.c.txn_id.in_(txn_ids))))
         for inv_id in inv_ids:
             jobs.cancel(w, f"dunning_retry:{inv_id}")
-        w.tx.execute(delete(I).where(I.c.site_id == w.site_id, I.c.subscription_id == sub["id"]))
-        w.tx.execute(delete(X).where(X.c.site_id == w.site_id, X.c.subscription_id == sub["id"]))
+        w.tx.execute(sql_delete(I).where(I.c.site_id == w.site_id, I.c.subscription_id == sub["id"]))
+        w.tx.execute(sql_delete(X).where(X.c.site_id == w.site_id, X.c.subscription_id == sub["id"]))
         SUBSCRIPTIONS.delete(w.tx, w.site_id, sub["id"])
         _cancel_jobs(w, sub["id"])
         w.emit("subscription_deleted", copy.deepcopy(body))
