@@ -39,9 +39,11 @@ def addon(site: TestSite, id: str, price: int, **extra) -> dict:
 
 
 def coupon(site: TestSite, id: str, **body) -> dict:
-    defaults = {"name": id, "discount_type": "percentage", "discount_percentage": 10, "apply_on": "invoice_amount",
-                "duration_type": "forever"}
-    return site.api.post("/coupons", {"id": id, **defaults, **body})["coupon"]
+    values = {"name": id, "discount_type": "percentage", "apply_on": "invoice_amount", "duration_type": "forever",
+              **body}
+    if values["discount_type"] == "percentage":
+        values.setdefault("discount_percentage", 10)
+    return site.api.post("/coupons", {"id": id, **values})["coupon"]
 
 
 def subscribe(site: TestSite, customer_id: str, plan_id: str = "basic", **params) -> dict:
