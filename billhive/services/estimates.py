@@ -59,14 +59,15 @@ def estimate_of(w: Work, inv: dict | None, sub: dict | None, *, collect_now: boo
     return est
 
 
-def _next_invoice(w: Work, sub: dict, st: subs.State, *, include_delayed: bool) -> tuple[dict | None, dict]:
+def _next_invoice(w: Work, sub: dict, st: subs.State, *, include_delayed: bool,
+                  customer: dict | None = None) -> tuple[dict | None, dict]:
     """(invoice, subscription after it) of the subscription's next billing, on copies."""
     status = sub["status"]
     if status == "cancelled":
         raise InvalidState(f"Subscription {sub['id']} is cancelled; it has no renewal to estimate")
     if status in ("future", "in_trial"):  # the first invoice always carries what waited for it
         at = sub["current_term_end"] if status == "in_trial" else (sub.get("trial_end") or sub["start_date"])
-        c = subs.compose_activation(w, sub, st, int(at))
+        c = subs.compose_activation(w, sub, st, int(at), customer)
         return c.invoice, c.sub
     at = int(sub["current_term_end"])
     if status == "non_renewing":
@@ -100,7 +101,7 @@ def _create_estimate(w: Work, params: dict, customer: dict, use_balances: bool) 
     c = subs.compose_create(w, params, customer, use=False)
     if c.invoice is not None:
         return estimate_of(w, c.invoice, c.sub, collect_now=True, customer=customer, use_balances=use_balances)
-    inv, after = _next_invoice(w, c.sub, c.st, include_delayed=True)
+    inv, after = _next_invoice(w, c.sub, c.st, include_delayed=True, customer=customer)
     return estimate_of(w, inv, after, collect_now=False, customer=customer, use_balances=use_balances)
 
 

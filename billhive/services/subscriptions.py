@@ -838,10 +838,10 @@ def _cancel(w: Work, sub: dict, st: State, at: int, *, reason: str | None = None
     return sub, inv, plan
 
 
-def compose_activation(w: Work, sub: dict, st: State, at: int) -> Composed:
+def compose_activation(w: Work, sub: dict, st: State, at: int, customer: dict | None = None) -> Composed:
     """A trial ends or a future subscription starts (without trial) at ``at``, on copies: the
     changes scheduled for then apply, and the first term starts with its invoice."""
-    customer = _customer(w, sub["customer_id"])
+    customer = customer or _customer(w, sub["customer_id"])
     c = Composed(copy.deepcopy(sub), copy.deepcopy(st), customer, _plan_any(w, sub["plan_id"]))
     if _apply_scheduled(w, c.sub, c.st):
         c.events.append("subscription_changed")
