@@ -65,6 +65,9 @@ def _next_invoice(w: Work, sub: dict, st: subs.State, *, include_delayed: bool,
     status = sub["status"]
     if status == "cancelled":
         raise InvalidState(f"Subscription {sub['id']} is cancelled; it has no renewal to estimate")
+    if status == "in_trial" and st.cancel_scheduled:  # cancelled at the trial end: only what waited
+        c = subs.compose_delayed_only(w, sub, st, int(sub["current_term_end"]))
+        return c.invoice, c.sub
     if status in ("future", "in_trial"):  # the first invoice always carries what waited for it
         at = sub["current_term_end"] if status == "in_trial" else (sub.get("trial_end") or sub["start_date"])
         c = subs.compose_activation(w, sub, st, int(at), customer)

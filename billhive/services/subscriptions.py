@@ -49,7 +49,7 @@ from billhive.errors import (
 from billhive.gateway import CardDetails
 from billhive.scheduler import jobs
 from billhive.domain import catalog as catalog_rules
-from billhive.services import addons, coupons, credits, invoicing, payments, plans
+from billhive.services import addons, coupons, credits, dunning, invoicing, payments, plans
 from billhive.services.context import Ctx, Work
 from billhive.store import schema as S
 from billhive.store.lists import ListRequest, fetch_page
@@ -1292,7 +1292,7 @@ async def delete(ctx: Ctx, subscription_id: str, params: dict) -> dict:
             w.tx.execute(sql_delete(L).where(L.c.site_id == w.site_id, or_(L.c.invoice_id.in_(inv_ids),
                                                                        L.c.txn_id.in_(txn_ids))))
         for inv_id in inv_ids:
-            jobs.cancel(w, f"dunning_retry:{inv_id}")
+            jobs.cancel(w, f"{dunning.JOB}:{inv_id}")
         w.tx.execute(sql_delete(I).where(I.c.site_id == w.site_id, I.c.subscription_id == sub["id"]))
         w.tx.execute(sql_delete(X).where(X.c.site_id == w.site_id, X.c.subscription_id == sub["id"]))
         SUBSCRIPTIONS.delete(w.tx, w.site_id, sub["id"])
@@ -1363,13 +1363,13 @@ async def update_scheduled_changes(ctx: Ctx, subscription_id: str, params: dict)
     """POST /subscriptions/{id}/update_scheduled_changes — action_type cancel schedules the
     cancellation at the term end; reactivate removes it; pause is not part of v1 billing."""
     action = params.get("action_type")
-    if action is None:
-        raise ParamError("action_type : cannot be blank", param="action_type")
-    if action == "pause":
-        raise InvalidRequest("action_type : pausing subscriptions is not supported", param="action_type")
 
     def run(w: Work) -> dict:
         sub, st = _require(w, subscription_id, for_update=True)
+        if action is None:
+            raise ParamError("action_type : cannot be blank", param="action_type")
+        if action == "pause":
+            raise InvalidRequest("action_type : pausing subscriptions is not supported", param="action_type")
         R.require_status(sub, ("in_trial", "active", "non_renewing"), "schedule an action")
         if action == "cancel":
             if not st.cancel_scheduled:
@@ -1408,11 +1408,10 @@ def _delayed_charge_target(w: Work, subscription_id: str) -> tuple[dict, State]:
 
 async def add_charge_at_term_end(ctx: Ctx, subscription_id: str, params: dict) -> dict:
     """A one-time charge billed with the invoice at the end of the current term."""
-    if params.get("amount") is None:
-        raise ParamError("amount : cannot be blank", param="amount")
-
     def run(w: Work) -> dict:
         sub, st = _delayed_charge_target(w, subscription_id)
+        if params.get("amount") is None:
+            raise ParamError("amount : cannot be blank", param="amount")
         st.charges.append({"amount": params["amount"], "description": params["description"]})
         _save(w, sub, st)
         from billhive.services import estimates

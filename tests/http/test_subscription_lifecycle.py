@@ -307,3 +307,23 @@ def test_dunning_exhausted_leaves_the_subscription_by_default(tsite):
     sub = subscribe(tsite, cust["id"])["subscription"]
     travel(tsite, GENESIS + 6 * DAY)
     assert sub_of(tsite, sub["id"])["status"] == "active"
+
+
+def test_a_due_renewal_runs_once_with_several_workers(tsite):
+    import asyncio
+    import concurrent.futures
+
+    from billhive.scheduler import runner
+
+    subs = [subscribe(tsite, F.customer(tsite)["id"])["subscription"] for _ in range(3)]
+
+    def work(_):
+        return asyncio.run(runner.run_due(tsite.app, tsite.pk, at=FEB_1))
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        ran = list(pool.map(work, range(4)))
+    assert sum(ran) == 6  # three reminders and three renewals, each run by exactly one worker
+    for s in subs:
+        assert [i["start_date"] for i in invoices(tsite, s["id"])] == [GENESIS, FEB_1]
+        assert sub_of(tsite, s["id"])["current_term_end"] == MAR_1
+    assert len(events(tsite, "subscription_renewed")) == 3

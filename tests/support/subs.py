@@ -63,3 +63,11 @@ def invoices(site: TestSite, subscription_id: str) -> list[dict]:
     """The subscription's invoices, oldest first."""
     body = site.api.get(f"/subscriptions/{subscription_id}/invoices", {"limit": 100}).body
     return [i["invoice"] for i in reversed(body["list"])]
+
+
+def subscription_id(site: TestSite) -> str:
+    """One subscription on the site (for id-keyed tests such as tenant isolation): a plan and a
+    customer with a card, through the API where it exists."""
+    if site.api.get("/plans/iso-plan", expect=None).status == 404:
+        site.api.post("/plans", {"id": "iso-plan", "name": "Isolation", "price": 100})
+    return subscribe(site, F.customer(site)["id"], "iso-plan")["subscription"]["id"]
