@@ -497,6 +497,7 @@ def _issue(w: Work, inv: dict, *, may_pend: bool) -> invoicing.ChargePlan | None
     """Save the invoice: pending under metered billing when allowed (renewals, changes), else
     closed at once (numbered, credits applied, charge planned)."""
     if may_pend and w.site.setting("metered_billing"):
+        inv["end_date"] = inv["start_date"]  # the renewal (or change) date, kept by close_date=renewal_date
         invoicing.insert_pending(w, inv)
         return None
     return invoicing.close(w, inv, insert=True, expect_status=None)

@@ -44,3 +44,16 @@ def test_metered_renewal_is_pending_until_collected(metered_site):
     assert api.get("/invoices", {"status[is]": "pending"}).body["list"] == []
     sub = api.get(f"/subscriptions/{sub['id']}")["subscription"]
     assert sub["status"] == "active" and sub["current_term_start"] == FEB_1
+
+
+def test_renewal_date_setting_keeps_the_renewal_date_on_close(metered_site):
+    api = metered_site.api
+    metered_site.setting(close_date="renewal_date")
+    api.post("/time_machines/delorean/start_afresh", {"genesis_time": GENESIS})
+    api.post("/plans", {"id": "basic", "name": "Basic", "price": 1000})
+    sub = api.post(f"/customers/{F.customer(metered_site)['id']}/subscriptions", {"plan_id": "basic"})["subscription"]
+    api.post("/time_machines/delorean/travel_forward", {"destination_time": FEB_1 + 5 * 86400})
+    (pending,) = [i["invoice"] for i in api.get("/invoices", {"status[is]": "pending"}).body["list"]]
+    assert pending["subscription_id"] == sub["id"]
+    closed = api.post(f"/invoices/{pending['id']}/collect")["invoice"]
+    assert closed["end_date"] == FEB_1 and closed["status"] == "paid"
