@@ -26,6 +26,7 @@ waiting for the term end, and whether the setup cost is still to bill.
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,8 +35,8 @@ from sqlalchemy import delete as sql_delete
 from sqlalchemy import or_, select
 
 from billhive import spec
+from billhive.domain import catalog as catalog_rules
 from billhive.domain import coupons as CR
-from billhive.domain import invoices as D
 from billhive.domain import periods as P
 from billhive.domain import subscriptions as R
 from billhive.errors import (
@@ -48,7 +49,6 @@ from billhive.errors import (
 )
 from billhive.gateway import CardDetails
 from billhive.scheduler import jobs
-from billhive.domain import catalog as catalog_rules
 from billhive.services import addons, coupons, credits, dunning, invoicing, payments, plans
 from billhive.services.context import Ctx, Work
 from billhive.store import schema as S
@@ -227,8 +227,6 @@ async def prepare_card(ctx: Ctx, card: dict | None, prefix: str = "card") -> Car
         raise InvalidRequest(f"{prefix}[gateway] : the {name} gateway is not configured",
                              param=f"{prefix}[gateway]", api_error_code="configuration_incompatible")
     now = await ctx.read(lambda w: w.now)
-    import datetime as dt
-
     today = dt.datetime.fromtimestamp(now, dt.timezone.utc)
     if (card["expiry_year"], card["expiry_month"]) < (today.year, today.month):
         raise ParamError(f"{prefix}[expiry_year] : The card has expired", param=f"{prefix}[expiry_year]")
