@@ -45,6 +45,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from billhive.worker import run_background
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The database writer thread releases the GIL for every fsync and needs it back quickly;
+    # with the default 5 ms switch interval a busy event loop makes it wait (a GIL convoy).
+    sys.setswitchinterval(float(os.environ.get("BILLHIVE_SWITCH_INTERVAL", "0.0005")))
     url = _db_url(args)
     app = _open(args)
     app.config.host, app.config.port, app.config.domain = args.host, args.port, args.domain

@@ -10,6 +10,8 @@ import importlib
 
 MODULES: list[str] = [
     "billhive.http.routes",  # imports every service module
+    "billhive.delivery.webhooks",  # delivery loops (billhive.worker.loop)
+    "billhive.delivery.emails",
 ]
 
 

@@ -21,14 +21,24 @@ class Config:
     port: int = 8080
     background: bool = True  # run the scheduler and delivery workers inside serve
     scheduler_interval: float = 1.0
+    delivery_interval: float = 0.5  # idle pause of the webhook/email delivery loops
+    # a delivery claim lasts the site's timeout plus this; a worker that dies mid-delivery
+    # holds its claims this much longer before another worker retries them
+    delivery_lease_grace: float = 30.0
     public_url: str | None = None  # base URL for download links (PDFs); default http://host:port
     bench_ceiling: bool = False  # expose the benchmark's no-database reference route
 
     @classmethod
     def from_env(cls, **overrides: object) -> "Config":
         cfg = cls(database_url=os.environ.get("BILLHIVE_DATABASE_URL", DEFAULT_DATABASE_URL))
+        if os.environ.get("BILLHIVE_PUBLIC_URL"):
+            cfg.public_url = os.environ["BILLHIVE_PUBLIC_URL"]
         if os.environ.get("BILLHIVE_BENCH_CEILING") == "1":
             cfg.bench_ceiling = True
+        for name in ("delivery_interval", "delivery_lease_grace"):
+            raw = os.environ.get("BILLHIVE_" + name.upper())
+            if raw:
+                setattr(cfg, name, float(raw))
         for k, v in overrides.items():
             if v is not None:
                 setattr(cfg, k, v)
@@ -58,4 +68,8 @@ class App:
         return app
 
     def close(self) -> None:
+        for gateway in self.gateways.values():
+            close = getattr(gateway, "close", None)
+            if close:
+                close()
         self.db.close()

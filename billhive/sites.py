@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from sqlalchemy import bindparam, delete, insert, select, update
@@ -122,6 +122,8 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             "activate with the invoice payment_due"),
     Setting("card_expiring_days", _int(0, 90), 30, "days before card expiry to fire card_expiring"),
     Setting("rate_limit_per_minute", _int(0, 1_000_000), 0, "API requests per minute (0 = unlimited)"),
+    Setting("webhook_timeout", _int(1, 60), 10,
+            "seconds a webhook endpoint has to answer 2xx before the attempt counts as failed"),
     Setting("email_enabled", _bool, False, "send customer emails"),
     Setting("email_from", _str(200), "billing@localhost", "sender address"),
     Setting("email_events", _word_list,
@@ -133,6 +135,8 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting("smtp_username", _str(200), "", "SMTP user (empty: no login)"),
     Setting("smtp_password", _str(200), "", "SMTP password"),
     Setting("smtp_tls", _choice("none", "starttls", "ssl"), "none", "SMTP transport security"),
+    Setting("smtp_ca_file", _str(500), "", "CA bundle to verify the SMTP server's certificate (empty: system CAs)"),
+    Setting("smtp_timeout", _int(1, 300), 30, "seconds an SMTP conversation may take"),
     Setting("email_templates_dir", _str(500), "", "directory with template overrides (empty: built-in)"),
 ]}
 
@@ -156,7 +160,7 @@ class Site:
     tm_destination_time: int | None
     tm_status: str | None
     created_at: int
-    _extra: dict = field(default_factory=dict, repr=False)
+    config_version: int = 0
 
     def setting(self, name: str) -> Any:
         if name in self.settings:
@@ -170,13 +174,20 @@ class Site:
 
 _SITE_COLS = (S.sites.c.pk, S.sites.c.name, S.sites.c.is_test, S.sites.c.currency_code, S.sites.c.settings,
               S.sites.c.invoice_next_number, S.sites.c.tm_now, S.sites.c.tm_genesis_time,
-              S.sites.c.tm_destination_time, S.sites.c.tm_status, S.sites.c.created_at)
+              S.sites.c.tm_destination_time, S.sites.c.tm_status, S.sites.c.created_at, S.sites.c.config_version)
 _BY_PK = Q(select(*_SITE_COLS).where(S.sites.c.pk == bindparam("pk")))
 _BY_NAME = Q(select(*_SITE_COLS).where(S.sites.c.name == bindparam("name")))
 
 
 def _row_to_site(row: tuple) -> Site:
-    return Site(row[0], row[1], bool(row[2]), row[3], loads(row[4]), row[5], row[6], row[7], row[8], row[9], row[10])
+    return Site(row[0], row[1], bool(row[2]), row[3], loads(row[4]), row[5], row[6], row[7], row[8], row[9], row[10],
+                row[11])
+
+
+def bump_config(tx: Tx, site_pk: int) -> None:
+    """Note that settings or webhook endpoints changed (invalidates per-process caches)."""
+    tx.execute(update(S.sites).where(S.sites.c.pk == site_pk)
+               .values(config_version=S.sites.c.config_version + 1))
 
 
 def load(tx: Tx, site_pk: int) -> Site:
@@ -279,7 +290,8 @@ def set_settings(tx: Tx, name: str, assignments: dict[str, str], now: int) -> Si
                 raise SettingError(f"unknown setting; known settings: {', '.join(known)}")
         except SettingError as exc:
             raise SettingError(f"{key}: {exc}") from None
-    tx.execute(update(S.sites).where(S.sites.c.pk == site.pk).values(settings=dumps(settings), **columns))
+    tx.execute(update(S.sites).where(S.sites.c.pk == site.pk).values(settings=dumps(settings), **columns,
+                                                                    config_version=S.sites.c.config_version + 1))
     if webhook:
         _set_default_webhook(tx, site, webhook, now)
     return require(tx, name)

@@ -82,6 +82,7 @@ def add(tx: Tx, site_pk: int, url: str, *, now: int, endpoint_id: str | None = N
     tx.execute(insert(T).values(site_id=site_pk, id=endpoint_id, url=url, username=username, password=password,
                                 secret=secret, event_types=dumps(event_types) if event_types else None,
                                 enabled=1 if enabled else 0, created_at=now))
+    _bump(tx, site_pk)
     return get(tx, site_pk, endpoint_id)  # type: ignore[return-value]
 
 
@@ -94,10 +95,33 @@ def update(tx: Tx, site_pk: int, endpoint_id: str, **values: object) -> None:
     if "enabled" in values:
         values["enabled"] = 1 if values["enabled"] else 0
     tx.execute(sa_update(T).where(T.c.site_id == site_pk, T.c.id == endpoint_id).values(**values))
+    _bump(tx, site_pk)
 
 
 def remove(tx: Tx, site_pk: int, endpoint_id: str) -> bool:
-    return tx.rowcount(delete(T).where(T.c.site_id == site_pk, T.c.id == endpoint_id)) == 1
+    removed = tx.rowcount(delete(T).where(T.c.site_id == site_pk, T.c.id == endpoint_id)) == 1
+    _bump(tx, site_pk)
+    return removed
+
+
+def _bump(tx: Tx, site_pk: int) -> None:
+    from billhive.sites import bump_config
+
+    bump_config(tx, site_pk)
+
+
+_CACHE: dict[tuple[str, int], tuple[int, list[Endpoint]]] = {}
+
+
+def cached(tx: Tx, site_pk: int, config_version: int) -> list[Endpoint]:
+    """The site's endpoints, re-read only when the site's config_version moved."""
+    key = (tx.db_key, site_pk)
+    hit = _CACHE.get(key)
+    if hit is not None and hit[0] == config_version:
+        return hit[1]
+    endpoints = list_all(tx, site_pk)
+    _CACHE[key] = (config_version, endpoints)
+    return endpoints
 
 
 def describe(e: Endpoint) -> dict:

@@ -85,7 +85,7 @@ def database_url(request, backend):
 @pytest.fixture(scope="session")
 def app(database_url):
     migrate.upgrade(database_url)
-    a = App.open(Config(database_url=database_url, scheduler_interval=0.2))
+    a = App.open(Config(database_url=database_url, scheduler_interval=0.2, delivery_interval=0.1))
     yield a
     a.close()
 

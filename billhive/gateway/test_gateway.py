@@ -12,18 +12,25 @@ Any other Luhn-valid number behaves as a success card *(choice)*.
 The gateway keeps its own books (tables ``gateway_vault`` and ``gateway_operations``), written
 in transactions of their own as a remote gateway would: a charge is durable at the gateway
 before billhive hears of it. Every operation is idempotent on the caller's key.
+
+With SQLite the books live in a database file of their own beside billhive's
+(``billhive.db`` -> ``billhive-gateway.db``, durable, with its own writer): a remote gateway
+does not queue behind billhive's single SQLite writer. With PostgreSQL they are tables in the
+same database (concurrent writers are PostgreSQL's business).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sqlalchemy import insert, select
+from pathlib import Path
+
+from sqlalchemy import bindparam, create_engine, func, insert, pool, select
 
 from billhive.errors import ParamError, PaymentMethodVerificationFailed
 from billhive.gateway import CardDetails, GatewayResult, StoredCard
 from billhive.store import schema as S
-from billhive.store.db import Tx, wall_clock
+from billhive.store.db import Database, Q, Tx, wall_clock
 from billhive.util.ids import random_id
 
 if TYPE_CHECKING:
@@ -34,6 +41,30 @@ INSUFFICIENT_FUNDS = "4005519200000004"
 TIMES_OUT = "4000000000000119"
 
 V, O = S.gateway_vault, S.gateway_operations
+_VAULT_INSERT = Q(insert(V).values({c: bindparam(c) for c in ("site_id", "token", "behaviour", "brand", "last4",
+                                                              "created_at")}))
+_BEHAVIOUR = Q(select(V.c.behaviour).where(V.c.site_id == bindparam("site_id"), V.c.token == bindparam("token")))
+_OP_INSERT = Q(insert(O).values({c: bindparam(c) for c in ("site_id", "idempotency_key", "kind", "token", "amount",
+                                                           "currency_code", "status", "reference", "error_code",
+                                                           "error_text", "created_at")}))
+_LOOKUP = Q(select(O.c.status, O.c.reference, O.c.error_code, O.c.error_text)
+            .where(O.c.site_id == bindparam("site_id"), O.c.idempotency_key == bindparam("key")))
+_CHARGE_BY_REF = Q(select(O.c.status, O.c.amount).where(O.c.site_id == bindparam("site_id"),
+                                                        O.c.reference == bindparam("ref"), O.c.kind == "charge"))
+
+
+def books_for(app: "App") -> Database:
+    """The database holding the test gateway's books (see the module docstring)."""
+    if app.db.dialect != "sqlite":
+        return app.db
+    main = Path(app.db.path)
+    path = main.with_name(main.stem + "-gateway" + (main.suffix or ".db"))
+    engine = create_engine(f"sqlite:///{path}", poolclass=pool.NullPool)
+    try:
+        S.metadata.create_all(engine, tables=[V, O])
+    finally:
+        engine.dispose()
+    return Database(f"sqlite:///{path}", synchronous=app.db.synchronous)
 
 
 def luhn_ok(number: str) -> bool:
@@ -76,6 +107,11 @@ class TestGateway:
 
     def __init__(self, app: "App"):
         self.app = app
+        self.db = books_for(app)
+
+    def close(self) -> None:
+        if self.db is not self.app.db:
+            self.db.close()
 
     async def store_card(self, site_pk: int, card: CardDetails) -> StoredCard:
         number = card.number.replace(" ", "").replace("-", "")
@@ -89,9 +125,9 @@ class TestGateway:
                             masked_number=mask(number))
 
         def unit(tx: Tx) -> None:
-            tx.execute(insert(V).values(site_id=site_pk, token=token, behaviour=behaviour, brand=stored.brand,
-                                        last4=stored.last4, created_at=wall_clock()))
-        await self.app.db.write(unit)
+            tx.execute(_VAULT_INSERT, dict(site_id=site_pk, token=token, behaviour=behaviour, brand=stored.brand,
+                                           last4=stored.last4, created_at=wall_clock()))
+        await self.db.write(unit)
         return stored
 
     def _operation(self, site_pk: int, key: str, kind: str, amount: int, currency: str, token: str | None,
@@ -102,7 +138,7 @@ class TestGateway:
                 return existing, False
             status, code, text = decide(tx)
             ref = random_id("cb_", 16)
-            tx.execute(insert(O).values(site_id=site_pk, idempotency_key=key, kind=kind, token=token, amount=amount,
+            tx.execute(_OP_INSERT, dict(site_id=site_pk, idempotency_key=key, kind=kind, token=token, amount=amount,
                                         currency_code=currency, status=status, reference=ref, error_code=code,
                                         error_text=text, created_at=wall_clock()))
             return GatewayResult(status, ref, code, text), True
@@ -113,7 +149,7 @@ class TestGateway:
         behaviour_box: list[str] = []
 
         def decide(tx: Tx) -> tuple[str, str | None, str | None]:
-            row = tx.one(select(V.c.behaviour).where(V.c.site_id == site_pk, V.c.token == token))
+            row = tx.one(_BEHAVIOUR, {"site_id": site_pk, "token": token})
             behaviour = row[0] if row else "unknown_token"
             behaviour_box.append(behaviour)
             if behaviour == "insufficient_funds":
@@ -122,7 +158,7 @@ class TestGateway:
                 return "failure", "3008", "The card is not on file at the gateway"
             return "success", None, None  # the timeout card's charge succeeds at the gateway
 
-        result, fresh = await self.app.db.write(self._operation(site_pk, idempotency_key, "charge", amount, currency,
+        result, fresh = await self.db.write(self._operation(site_pk, idempotency_key, "charge", amount, currency,
                                                                 token, decide))
         if fresh and behaviour_box and behaviour_box[0] == "timeout":
             return GatewayResult("timeout", result.reference, "timeout", "The gateway did not answer in time")
@@ -131,36 +167,33 @@ class TestGateway:
     async def refund(self, site_pk: int, idempotency_key: str, charge_reference: str, amount: int,
                      currency: str) -> GatewayResult:
         def decide(tx: Tx) -> tuple[str, str | None, str | None]:
-            row = tx.one(select(O.c.status, O.c.amount).where(O.c.site_id == site_pk, O.c.reference == charge_reference,
-                                                              O.c.kind == "charge"))
+            row = tx.one(_CHARGE_BY_REF, {"site_id": site_pk, "ref": charge_reference})
             if row is None or row[0] != "success":
                 return "failure", "3020", "No successful charge to refund"
             return "success", None, None
-        result, _ = await self.app.db.write(self._operation(site_pk, idempotency_key, "refund", amount, currency,
+        result, _ = await self.db.write(self._operation(site_pk, idempotency_key, "refund", amount, currency,
                                                             None, decide))
         return result
 
     async def void(self, site_pk: int, idempotency_key: str, charge_reference: str) -> GatewayResult:
         def decide(tx: Tx) -> tuple[str, str | None, str | None]:
             return "success", None, None
-        result, _ = await self.app.db.write(self._operation(site_pk, idempotency_key, "void", 0, "", None, decide))
+        result, _ = await self.db.write(self._operation(site_pk, idempotency_key, "void", 0, "", None, decide))
         return result
 
     async def lookup(self, site_pk: int, idempotency_key: str) -> GatewayResult | None:
-        return await self.app.db.read(lambda tx: _lookup(tx, site_pk, idempotency_key))
+        return await self.db.read(lambda tx: _lookup(tx, site_pk, idempotency_key))
+
+    def charges(self, site_pk: int) -> dict[str, str]:
+        """Every charge on the books: idempotency key -> status (tests: 'never charge twice')."""
+        return dict(self.db.read_sync(lambda tx: tx.all(
+            select(O.c.idempotency_key, O.c.status).where(O.c.site_id == site_pk, O.c.kind == "charge"))))
+
+    def charge_count(self, site_pk: int) -> int:
+        return int(self.db.read_sync(lambda tx: tx.scalar(
+            select(func.count()).where(O.c.site_id == site_pk, O.c.kind == "charge"))))
 
 
 def _lookup(tx: Tx, site_pk: int, key: str) -> GatewayResult | None:
-    row = tx.one(select(O.c.status, O.c.reference, O.c.error_code, O.c.error_text)
-                 .where(O.c.site_id == site_pk, O.c.idempotency_key == key))
+    row = tx.one(_LOOKUP, {"site_id": site_pk, "key": key})
     return GatewayResult(row[0], row[1], row[2], row[3]) if row else None
-
-
-def charge_count(tx: Tx, site_pk: int, key_prefix: str = "") -> int:
-    """How many charges the gateway has on its books (tests: 'never charge twice')."""
-    from sqlalchemy import func
-
-    q = select(func.count()).where(O.c.site_id == site_pk, O.c.kind == "charge")
-    if key_prefix:
-        q = q.where(O.c.idempotency_key.like(key_prefix + "%"))
-    return int(tx.scalar(q))

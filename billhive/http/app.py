@@ -30,6 +30,7 @@ from billhive import spec
 from billhive.errors import (
     AuthorizationFailed,
     BillhiveError,
+    DuplicateEntry,
     InternalError,
     MethodNotAllowed,
     NotFound,
@@ -166,7 +167,12 @@ class ApiEndpoint:
             return await self._handle(scope, receive)
         except BillhiveError as exc:
             return exc.http_status, orjson.dumps(exc.to_json()), []
-        except Exception:
+        except Exception as exc:
+            if _unique_violation(exc):
+                # two requests created the same id at once: the loser gets what a sequential one would
+                log.warning("unique violation answered as duplicate_entry: %s", exc)
+                dup = DuplicateEntry("An object with this id already exists")
+                return dup.http_status, orjson.dumps(dup.to_json()), []
             log.exception("unexpected error on %s %s", scope.get("method"), scope.get("path"))
             err = InternalError("Sorry, something went wrong when trying to process the request.")
             return 500, orjson.dumps(err.to_json()), []
@@ -217,6 +223,18 @@ class ApiEndpoint:
                                          pairs, call)
         result = await call
         return 200, orjson.dumps(result), []
+
+
+def _unique_violation(exc: Exception) -> bool:
+    import sqlite3
+
+    if isinstance(exc, sqlite3.IntegrityError):
+        return "UNIQUE" in str(exc)
+    try:
+        from psycopg import errors as pg_errors
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(exc, pg_errors.UniqueViolation)
 
 
 async def _read_body(receive: Callable) -> bytes:

@@ -9,9 +9,12 @@ from typing import Callable
 
 from starlette.routing import BaseRoute
 
+from billhive.http import portal
 from billhive.runtime import App
 
-FACTORIES: list[Callable[[App], list[BaseRoute]]] = []
+FACTORIES: list[Callable[[App], list[BaseRoute]]] = [
+    portal.routes,
+]
 
 
 def routes(app: App) -> list[BaseRoute]:

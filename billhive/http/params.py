@@ -205,8 +205,9 @@ class Decoder:
             if f.required and name not in out:
                 raise ParamRequired(f"{name} : cannot be blank", param=name)
             if f.kind == "object":
-                # an object with required fields is itself required (Chargebee: "transaction[date] : cannot be blank")
-                for req in f.sub_required:
+                # an object with required fields is itself required (Chargebee: "transaction[date] : cannot be blank");
+                # checked in the spec's parameter order
+                for req in [k for k in f.subs if k in f.sub_required]:
                     if req not in out.get(name, ()):
                         raise ParamRequired(f"{name}[{req}] : cannot be blank", param=f"{name}[{req}]")
         return out

@@ -11,11 +11,27 @@ from dataclasses import dataclass
 from typing import Awaitable, Callable
 
 from billhive import spec
-from billhive.services import addons, coupon_codes, coupons, events, invoices, plans, time_machines, transactions
+from billhive.services import (
+    addons,
+    addresses,
+    cards,
+    comments,
+    coupon_codes,
+    coupons,
+    csv_tax_rules,
+    customers,
+    events,
+    invoices,
+    payment_intents,
+    plans,
+    portal_sessions,
+    time_machines,
+    transactions,
+)
 from billhive.services import estimates, subscriptions  # subscriptions, estimates
 from billhive.spec import Operation
 from billhive.store.docs import DocTable
-from billhive.store.resources import INVOICES, SUBSCRIPTIONS, TRANSACTIONS
+from billhive.store.resources import COMMENTS, CUSTOMERS, INVOICES, SUBSCRIPTIONS, TRANSACTIONS
 
 
 @dataclass(frozen=True)
@@ -44,6 +60,7 @@ def _extra(operation_id: str, method: str, path: str, fn: Callable[..., Awaitabl
 
 
 _UNIX_TIME = {"type": "integer", "format": "unix-time", "minimum": 0}
+_CARD_FIELD = {"type": "string", "maxLength": 50}
 
 ROUTES: list[Route] = [
     # events
@@ -89,6 +106,17 @@ ROUTES: list[Route] = [
     api("list_coupons", coupons.list_coupons, coupons.COUPONS),
     api("create_a_coupon_code_for_a_coupon", coupon_codes.create),
     api("retrieve_a_coupon_code", coupon_codes.retrieve),
+    # comments, portal sessions, csv tax rules
+    api("create_a_comment", comments.create),
+    api("retrieve_a_comment", comments.retrieve),
+    api("list_comments", comments.list_comments, COMMENTS),
+    api("delete_a_comment", comments.delete),
+    api("create_a_portal_session", portal_sessions.create),
+    api("retrieve_a_portal_session", portal_sessions.retrieve),
+    api("activate_a_portal_session", portal_sessions.activate),
+    api("logout_a_portal_session", portal_sessions.logout),
+    api("taxes_csv_import", csv_tax_rules.create),
+    _extra("resend_an_event", "POST", "/events/{event-id}/resend", events.resend, response="event"),
     # subscriptions, estimates
     api("create_a_subscription", subscriptions.create),
     api("create_subscription_for_customer", subscriptions.create_for_customer),
@@ -119,6 +147,37 @@ ROUTES: list[Route] = [
     _extra("travel_forward_a_time_machine", "POST", "/time_machines/{time-machine-name}/travel_forward",
            time_machines.travel_forward, body={"destination_time": _UNIX_TIME}, required=("destination_time",),
            response="time_machine"),
+    # customers, cards, credits
+    api("create_a_customer", customers.create),
+    api("list_customers", customers.list_customers, CUSTOMERS),
+    api("retrieve_a_customer", customers.retrieve),
+    api("update_a_customer", customers.update),
+    api("delete_a_customer", customers.delete),
+    api("update_billing_info_for_a_customer", customers.update_billing_info),
+    api("update_payment_method_for_a_customer", customers.update_payment_method),
+    api("add_contacts_to_a_customer", customers.add_contact),
+    api("update_contacts_for_a_customer", customers.update_contact),
+    api("delete_contacts_for_a_customer", customers.delete_contact),
+    api("add_account_credits_to_a_customer", customers.add_account_credits),
+    api("deduct_account_credits_for_a_customer", customers.deduct_account_credits),
+    api("set_account_credits_for_a_customer", customers.set_account_credits),
+    api("update_card_for_a_customer", cards.update_card),
+    api("retrieve_card_for_a_customer", cards.retrieve),
+    api("delete_card_for_a_customer", cards.delete_card),
+    api("switch_gateway", cards.switch_gateway),
+    api("update_card_for_customer_using_payment_intent", payment_intents.update_card_using_payment_intent),
+    api("create_a_payment_intent", payment_intents.create),
+    api("update_a_payment_intent", payment_intents.update),
+    api("retrieve_a_payment_intent", payment_intents.retrieve),
+    # the test gateway's stand-in for Chargebee.js + the 3DS challenge (see services/payment_intents.py)
+    _extra("authorize_a_payment_intent", "POST", "/payment_intents/{payment-intent-id}/authorize",
+           payment_intents.authorize, required=("number", "expiry_month", "expiry_year"), response="payment_intent",
+           body={"number": {"type": "string", "maxLength": 1500},
+                 "expiry_month": {"type": "integer", "format": "int32", "minimum": 1, "maximum": 12},
+                 "expiry_year": {"type": "integer", "format": "int32"}, "cvv": {"type": "string", "maxLength": 520},
+                 "first_name": _CARD_FIELD, "last_name": _CARD_FIELD}),
+    api("retrieve_an_address", addresses.retrieve),
+    api("update_an_address", addresses.update),
 ]
 
 

@@ -66,6 +66,12 @@ _CLAIM = Q(select(*_COLS).where(J.c.site_id == bindparam("site_id"), J.c.due_at 
                                 J.c.attempts < MAX_ATTEMPTS)
            .order_by(J.c.due_at, J.c.pk).limit(1).with_for_update(skip_locked=True))
 _DELETE = Q(delete(J).where(J.c.pk == bindparam("pk")))
+_MOVE = Q(update(J).where(J.c.pk == bindparam("pk")).values(
+    kind=bindparam("kind"), ref_id=bindparam("ref_id"), due_at=bindparam("due_at"), payload=bindparam("payload"),
+    attempts=0, last_error=None))
+_INSERT = Q(insert(J).values({c: bindparam(c) for c in ("site_id", "key", "kind", "ref_id", "due_at", "payload",
+                                                         "attempts", "created_at")}))
+_CANCEL = Q(delete(J).where(J.c.site_id == bindparam("site_id"), J.c.key == bindparam("key")))
 
 
 def _job(row: tuple) -> Job:
@@ -80,15 +86,14 @@ def schedule(w: "Work", kind: str, ref_id: str, due_at: int, *, key: str | None 
     existing = tx.one(_BY_KEY, {"site_id": site_id, "key": key})
     data = dumps(payload) if payload is not None else None
     if existing:
-        tx.execute(update(J).where(J.c.pk == existing[0]).values(
-            kind=kind, ref_id=ref_id, due_at=due_at, payload=data, attempts=0, last_error=None))
+        tx.execute(_MOVE, dict(pk=existing[0], kind=kind, ref_id=ref_id, due_at=due_at, payload=data))
     else:
-        tx.execute(insert(J).values(site_id=site_id, key=key, kind=kind, ref_id=ref_id, due_at=due_at,
-                                    payload=data, attempts=0, created_at=w.now))
+        tx.execute(_INSERT, dict(site_id=site_id, key=key, kind=kind, ref_id=ref_id, due_at=due_at, payload=data,
+                                 attempts=0, created_at=w.now))
 
 
 def cancel(w: "Work", key: str) -> None:  # noqa: F821
-    w.tx.execute(delete(J).where(J.c.site_id == w.site_id, J.c.key == key))
+    w.tx.execute(_CANCEL, {"site_id": w.site_id, "key": key})
 
 
 def cancel_prefix(w: "Work", prefix: str) -> None:  # noqa: F821

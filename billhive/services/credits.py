@@ -11,15 +11,19 @@ transaction as the balance change, so each balance always equals the sum of its 
 
 from __future__ import annotations
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import bindparam, func, insert, select
 
 from billhive.errors import InvalidRequest
 from billhive.services.context import Work
 from billhive.store import schema as S
-from billhive.store.db import Tx
+from billhive.store.db import Q, Tx
 
 FIELD = {"promotional": "account_credits", "refundable": "refundable_credits", "excess": "excess_payments"}
 KINDS = tuple(FIELD)
+
+
+_L = S.credit_ledger
+_INSERT = Q(insert(_L).values({c.name: bindparam(c.name) for c in _L.c if c.name != "pk"}))
 
 
 class InsufficientCredits(InvalidRequest):
@@ -45,7 +49,7 @@ def move(w: Work, customer: dict, kind: str, amount: int, reason: str, *, descri
             f"{FIELD[kind].replace('_', ' ')}", param=param)
     customer[FIELD[kind]] = new
     o = w.origin
-    w.tx.execute(insert(S.credit_ledger).values(
+    w.tx.execute(_INSERT, dict(
         site_id=w.site_id, customer_id=customer["id"], kind=kind, amount=amount, balance_after=new, reason=reason,
         description=description, reference_type=reference_type, reference_id=reference_id, source=o.source,
         user=o.user, created_at=w.now))

@@ -12,9 +12,12 @@ The subscription stays active during dunning. A new card is used by the next ret
 
 from __future__ import annotations
 
+from sqlalchemy import bindparam, select
+
 from billhive.domain import invoices as D
 from billhive.scheduler import jobs
 from billhive.services.context import Work
+from billhive.store.db import Q
 from billhive.store.resources import INVOICES
 
 JOB = "dunning_retry"
@@ -25,10 +28,12 @@ def _key(invoice_id: str) -> str:
     return f"{JOB}:{invoice_id}"
 
 
+_STATE = Q(select(INVOICES.t.c.dunning_attempts, INVOICES.t.c.dunning_started_at)
+           .where(INVOICES.t.c.site_id == bindparam("site_id"), INVOICES.t.c.id == bindparam("id")))
+
+
 def _state(w: Work, invoice_id: str) -> tuple[int, int | None]:
-    t = INVOICES.t
-    row = w.tx.one(t.select().with_only_columns(t.c.dunning_attempts, t.c.dunning_started_at)
-                   .where(t.c.site_id == w.site_id, t.c.id == invoice_id))
+    row = w.tx.one(_STATE, {"site_id": w.site_id, "id": invoice_id})
     return (int(row[0] or 0), row[1]) if row else (0, None)
 
 

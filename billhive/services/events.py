@@ -1,25 +1,41 @@
 """Events: recorded in the same transaction as the change they describe (the outbox), listed
-and retrieved per the spec. Delivery (webhooks, emails) reads the rows written here."""
+and retrieved per the spec, and re-sent on request. Delivery (webhooks, emails: billhive.delivery)
+reads the rows written here."""
 
 from __future__ import annotations
 
-from sqlalchemy import insert
+from sqlalchemy import bindparam, insert, select
 
 from billhive import webhook_endpoints
+from billhive.delivery import webhooks
 from billhive.errors import ParamError
 from billhive.services.context import Ctx, Work
 from billhive.store import schema as S
+from billhive.store.db import Q
 from billhive.store.docs import DocTable
 from billhive.store.lists import Filter, ListRequest, fetch_page
 from billhive.util.ids import event_id
 
 EVENTS = DocTable(S.events, "event")
+_WEBHOOK_DELIVERY = Q(insert(S.webhook_deliveries).values(
+    {c: bindparam(c) for c in ("site_id", "event_id", "endpoint_id", "status", "attempts", "round_start",
+                               "next_attempt_at", "created_at", "updated_at")}))
+_EMAIL_DELIVERY = Q(insert(S.email_deliveries).values(
+    {c: bindparam(c) for c in ("site_id", "event_id", "template", "recipient", "status", "attempts",
+                               "round_start", "next_attempt_at", "created_at", "updated_at")}))
 
 
-def _email_recipient(content: dict) -> str | None:
+def _email_recipient(w: Work, content: dict) -> str | None:
+    """The customer's email: from the content, else (invoice_generated carries only the
+    invoice) from the customer the content's resources point to."""
     customer = content.get("customer")
     if isinstance(customer, dict):
         return customer.get("email")
+    for resource in content.values():
+        if isinstance(resource, dict) and resource.get("customer_id"):
+            c = S.customers
+            return w.tx.scalar(select(c.c.email).where(c.c.site_id == w.site_id,
+                                                       c.c.id == resource["customer_id"]))
     return None
 
 
@@ -27,7 +43,7 @@ def record(w: Work, event_type: str, content: dict) -> dict:
     o = w.origin
     now = w.now
     eid = event_id()
-    endpoints = w.cached("webhook_endpoints", lambda: webhook_endpoints.list_all(w.tx, w.site_id))
+    endpoints = webhook_endpoints.cached(w.tx, w.site_id, w.site.config_version)
     wanted = [e for e in endpoints if e.wants(event_type)]
     if o.skip_actions or o.skip_webhooks:
         webhook_status = "skipped"
@@ -38,10 +54,11 @@ def record(w: Work, event_type: str, content: dict) -> dict:
     else:
         webhook_status = "not_configured"
         per_endpoint = []
-    recipient = _email_recipient(content)
+    recipient = None
     if o.skip_actions or o.skip_emails:
         email_status = "skipped"
-    elif w.site.setting("email_enabled") and event_type in w.site.setting("email_events") and recipient:
+    elif (w.site.setting("email_enabled") and event_type in w.site.setting("email_events")
+          and (recipient := _email_recipient(w, content))):
         email_status = "scheduled"
     else:
         email_status = "not_applicable"
@@ -64,13 +81,13 @@ def record(w: Work, event_type: str, content: dict) -> dict:
     EVENTS.insert(w.tx, w.site_id, event, now, columns={"email_status": email_status})
     if webhook_status == "scheduled":
         for e in wanted:
-            w.tx.execute(insert(S.webhook_deliveries).values(
+            w.tx.execute(_WEBHOOK_DELIVERY, dict(
                 site_id=w.site_id, event_id=eid, endpoint_id=e.id, status="scheduled", attempts=0,
-                next_attempt_at=now, created_at=now, updated_at=now))
+                round_start=0, next_attempt_at=now, created_at=now, updated_at=now))
     if email_status == "scheduled":
-        w.tx.execute(insert(S.email_deliveries).values(
+        w.tx.execute(_EMAIL_DELIVERY, dict(
             site_id=w.site_id, event_id=eid, template=event_type, recipient=recipient, status="scheduled",
-            attempts=0, next_attempt_at=now, created_at=now, updated_at=now))
+            attempts=0, round_start=0, next_attempt_at=now, created_at=now, updated_at=now))
     return event
 
 
@@ -101,3 +118,12 @@ async def retrieve(ctx: Ctx, event_id: str, params: dict) -> dict:
         return {"event": EVENTS.require(w.tx, w.site_id, event_id)}
 
     return await ctx.read(run)
+
+
+async def resend(ctx: Ctx, event_id: str, params: dict) -> dict:
+    """billhive extension: deliver the event again to every enabled endpoint that wants it."""
+    def run(w: Work) -> dict:
+        event = EVENTS.require(w.tx, w.site_id, event_id, for_update=True)
+        return {"event": webhooks.requeue(w, event)}
+
+    return await ctx.write(run)

@@ -17,17 +17,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, update
+from sqlalchemy import bindparam, insert, update
 
 from billhive.domain import invoices as D
 from billhive.errors import InvalidState
-from billhive.services import credits
+from billhive.services import cards, credits
 from billhive.services.context import Work
 from billhive.store import schema as S
 from billhive.store.db import Q
-from billhive.store.resources import CARDS, CUSTOMERS, INVOICES, SUBSCRIPTIONS, TRANSACTIONS
+from billhive.store.resources import CUSTOMERS, INVOICES, SUBSCRIPTIONS, TRANSACTIONS
 from billhive.util.ids import draft_invoice_id, txn_id
 
+_LINK = Q(insert(S.invoice_transactions).values(
+    {c: bindparam(c) for c in ("site_id", "invoice_id", "txn_id", "applied_amount", "applied_at")}))
 _NEXT_NUMBER = Q(update(S.sites).where(S.sites.c.pk == bindparam("pk"))
                  .values(invoice_next_number=S.sites.c.invoice_next_number + 1)
                  .returning(S.sites.c.invoice_next_number))
@@ -123,30 +125,14 @@ def effective_auto_collection(w: Work, inv: dict, customer: dict) -> str:
 
 
 def usable_card(w: Work, customer: dict) -> dict | None:
-    """The customer's card if it can be charged now (on file, not expired at the site clock)."""
-    pm = customer.get("payment_method")
-    if not pm or pm.get("type") != "card" or pm.get("status") == "invalid":
-        return None
-    card = CARDS.get(w.tx, w.site_id, customer["id"])
-    if card is None or not card.get("reference_id"):
-        return None
-    from billhive.store.resources import card_expires_at
-
-    expires = card_expires_at(card)
-    if expires is not None and expires < w.now:
-        return None
-    return card
+    """The customer's card if it can be charged now (their payment method, not expired)."""
+    return cards.usable_card(w, customer)
 
 
 def snapshot(w: Work, customer_id: str, subscription_id: str | None = None) -> dict:
     """Event content around an invoice: customer, card (if any), subscription (if any)."""
-    out: dict = {}
     customer = CUSTOMERS.get(w.tx, w.site_id, customer_id)
-    if customer is not None:
-        out["customer"] = customer
-    card = CARDS.get(w.tx, w.site_id, customer_id)
-    if card is not None:
-        out["card"] = card
+    out: dict = cards.content(customer, cards.get_card(w, customer_id)) if customer is not None else {}
     if subscription_id:
         sub = SUBSCRIPTIONS.get(w.tx, w.site_id, subscription_id)
         if sub is not None:
@@ -176,14 +162,12 @@ def _apply_excess(w: Work, inv: dict, customer: dict, amount: int) -> None:
 
 def link_transaction(w: Work, inv: dict, txn: dict, applied: int) -> None:
     """Record that txn touched inv (linked_transactions on the invoice; invoice_transactions row)."""
-    from sqlalchemy import insert
-
     if applied > 0:
         inv.setdefault("linked_transactions", []).append({
             "txn_id": txn["id"], "applied_amount": applied, "applied_at": w.now, "txn_type": txn["type"],
             "txn_status": txn["status"], "txn_date": txn["date"], "txn_amount": txn["amount"]})
-    w.tx.execute(insert(S.invoice_transactions).values(
-        site_id=w.site_id, invoice_id=inv["id"], txn_id=txn["id"], applied_amount=applied, applied_at=w.now))
+    w.tx.execute(_LINK, dict(site_id=w.site_id, invoice_id=inv["id"], txn_id=txn["id"], applied_amount=applied,
+                             applied_at=w.now))
 
 
 def new_payment(w: Work, *, inv: dict, customer: dict, card: dict, amount: int) -> dict:
@@ -279,8 +263,7 @@ def close(w: Work, inv: dict, *, old_id: str | None = None, expect_status: str |
         raise InvalidState(f"Invoice {old_id} is no longer {expect_status}")
     if moved:
         CUSTOMERS.save(w.tx, w.site_id, customer, w.now)
-        w.emit("customer_changed", {"customer": customer, **({"card": c} if (c := CARDS.get(
-            w.tx, w.site_id, customer["id"])) else {})})
+        w.emit("customer_changed", cards.content(customer, cards.get_card(w, customer["id"])))
     if plan is None:
         w.emit("invoice_generated", {"invoice": inv})
     return plan

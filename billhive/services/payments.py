@@ -58,17 +58,18 @@ async def charge_and_settle(ctx: Ctx, plan: ChargePlan) -> dict:
     """Steps 2 and 3 for a recorded in_progress transaction; returns the invoice afterwards."""
     result = await call_gateway(ctx.app, ctx.site_id, plan)
     failpoints.hit("charge.answered")
-    return await ctx.write(settle, plan.txn_id, result)
+    return await ctx.write(settle, plan.txn_id, result, plan.purpose)
 
 
-def settle(w: Work, txn_id: str, result: GatewayResult) -> dict:
-    """Apply the gateway's answer to the transaction and its invoice (once)."""
+def settle(w: Work, txn_id: str, result: GatewayResult, purpose: str | None = None) -> dict:
+    """Apply the gateway's answer to the transaction and its invoice (once). ``purpose`` is
+    read from the transaction's row when the caller does not know it (recovery)."""
     txn = TRANSACTIONS.require(w.tx, w.site_id, txn_id, for_update=True)
     inv_id = txn["linked_invoices"][0]["invoice_id"]
     inv = INVOICES.require(w.tx, w.site_id, inv_id, for_update=True)
     if txn["status"] not in UNSETTLED:
         return inv  # settled already (a racing settler or recovery won)
-    purpose = w.tx.scalar(_PURPOSE, {"site_id": w.site_id, "id": txn_id}) or "close"
+    purpose = purpose or w.tx.scalar(_PURPOSE, {"site_id": w.site_id, "id": txn_id}) or "close"
     first = txn["status"] == "in_progress"
     if result.reference:
         txn["id_at_gateway"] = result.reference
@@ -169,7 +170,7 @@ async def recovery_loop(app: "App") -> None:
 async def collect_now(ctx: Ctx, plan: ChargePlan) -> dict:
     """collect_payment: charge now; a failed charge is an error for the caller (400, type payment)."""
     result = await call_gateway(ctx.app, ctx.site_id, plan)
-    inv = await ctx.write(settle, plan.txn_id, result)
+    inv = await ctx.write(settle, plan.txn_id, result, plan.purpose)
     if result.status == "failure":
         raise PaymentProcessingFailed(
             f"Payment could not be collected: ({result.error_code}) {result.error_text}")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -67,12 +68,13 @@ def compile_stmt(stmt: Any, dialect: str) -> tuple[str, dict]:
 class Tx:
     """One unit of work's view of its connection."""
 
-    __slots__ = ("conn", "dialect", "cur")
+    __slots__ = ("conn", "dialect", "cur", "db_key")
 
-    def __init__(self, conn: Any, dialect: str):
+    def __init__(self, conn: Any, dialect: str, db_key: str = ""):
         self.conn = conn
         self.dialect = dialect
         self.cur = conn.cursor()
+        self.db_key = db_key  # which database (for per-process caches keyed by site)
 
     def execute(self, stmt: Any, params: dict | None = None) -> Any:
         if isinstance(stmt, Q):
@@ -130,8 +132,28 @@ class _Savepoint:
 
 @dataclass
 class _Job:
+    """A unit of work for the SQLite writer and how to answer it: a concurrent future (sync
+    callers), or an asyncio future of a loop (answered in one hop per batch and loop)."""
+
     fn: Callable[[Tx], Any]
-    future: concurrent.futures.Future
+    future: concurrent.futures.Future | None = None
+    loop: asyncio.AbstractEventLoop | None = None
+    afut: asyncio.Future | None = None
+
+    def start(self) -> bool:
+        if self.future is not None:
+            return self.future.set_running_or_notify_cancel()
+        return not self.afut.cancelled()  # type: ignore[union-attr]
+
+
+def _deliver(items: list[tuple[asyncio.Future, bool, Any]]) -> None:
+    for afut, ok, value in items:
+        if afut.cancelled():
+            continue
+        if ok:
+            afut.set_result(value)
+        else:
+            afut.set_exception(value)
 
 
 class Database:
@@ -218,6 +240,12 @@ class Database:
             self._writer_ready.set()
             return
         self._writer_ready.set()
+        if os.environ.get("BILLHIVE_NO_CHECKPOINTER") != "1":
+            # Checkpoints copy the WAL into the database file (and fsync it). Left to the
+            # committing connection they stall every ~1000 pages of commits; a separate thread
+            # does them instead, off the write path.
+            conn.execute("PRAGMA wal_autocheckpoint=0")
+            threading.Thread(target=self._checkpointer, name="billhive-sqlite-checkpoint", daemon=True).start()
         q = self._queue
         while True:
             job = q.get()
@@ -239,19 +267,34 @@ class Database:
                 break
         conn.close()
 
+    def _checkpointer(self) -> None:
+        conn = self._sqlite_connect()
+        while True:
+            time.sleep(0.5)
+            if self._closed:
+                return
+            try:
+                busy, wal_pages, moved = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                if wal_pages > 20000 and moved == wal_pages:
+                    # everything was copied back: let the next writer start the WAL over
+                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:  # pragma: no cover - retried on the next tick
+                if self._closed:
+                    return
+                log.warning("WAL checkpoint failed: %s", exc)
+
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
-        outcomes: list[tuple[bool, Any]] = []
-        live = [j for j in batch if j.future.set_running_or_notify_cancel()]
+        live = [j for j in batch if j.start()]
         if not live:
             return
         try:
             conn.execute("BEGIN IMMEDIATE")
         except BaseException as exc:
-            for j in live:
-                j.future.set_exception(exc)
+            self._answer([(j, False, exc) for j in live])
             return
-        tx = Tx(conn, "sqlite")
+        tx = Tx(conn, "sqlite", self.url)
         single = len(live) == 1
+        outcomes: list[tuple[_Job, bool, Any]] = []
         for j in live:
             if not single:
                 conn.execute("SAVEPOINT unit")
@@ -260,15 +303,15 @@ class Database:
             except BaseException as exc:  # the unit fails alone
                 if single:
                     conn.execute("ROLLBACK")
-                    j.future.set_exception(exc)
+                    self._answer([(j, False, exc)])
                     return
                 conn.execute("ROLLBACK TO unit")
                 conn.execute("RELEASE unit")
-                outcomes.append((False, exc))
+                outcomes.append((j, False, exc))
             else:
                 if not single:
                     conn.execute("RELEASE unit")
-                outcomes.append((True, result))
+                outcomes.append((j, True, result))
         failpoints.hit("db.before_commit")
         try:
             conn.execute("COMMIT")
@@ -277,14 +320,26 @@ class Database:
                 conn.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
-            for j in live:
-                j.future.set_exception(exc)
+            self._answer([(j, False, exc) for j in live])
             return
-        for j, (ok, value) in zip(live, outcomes):
-            if ok:
-                j.future.set_result(value)
+        self._answer(outcomes)
+
+    @staticmethod
+    def _answer(outcomes: list[tuple[_Job, bool, Any]]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+        for j, ok, value in outcomes:
+            if j.future is not None:
+                if ok:
+                    j.future.set_result(value)
+                else:
+                    j.future.set_exception(value)
             else:
-                j.future.set_exception(value)
+                by_loop.setdefault(j.loop, []).append((j.afut, ok, value))  # type: ignore[arg-type]
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, items)
+            except RuntimeError:  # the loop is closed: nobody is waiting any more
+                pass
 
     # ---- public API -----------------------------------------------------------------------
 
@@ -293,7 +348,7 @@ class Database:
             raise RuntimeError("database is closed")
         if self.dialect == "sqlite":
             fut: concurrent.futures.Future = concurrent.futures.Future()
-            self._queue.put(_Job(fn, fut))
+            self._queue.put(_Job(fn, future=fut))
             return fut
         return self._pool.submit(self._pg_unit, fn, False)
 
@@ -302,6 +357,13 @@ class Database:
         return self.submit_write(fn).result()
 
     async def write(self, fn: Callable[[Tx], T]) -> T:
+        if self.dialect == "sqlite":
+            if self._closed:
+                raise RuntimeError("database is closed")
+            loop = asyncio.get_running_loop()
+            afut = loop.create_future()
+            self._queue.put(_Job(fn, loop=loop, afut=afut))
+            return await afut
         return await asyncio.wrap_future(self.submit_write(fn))
 
     def read_sync(self, fn: Callable[[Tx], T]) -> T:
@@ -310,7 +372,7 @@ class Database:
             conn = self._thread_conn()
             conn.execute("BEGIN")
             try:
-                return fn(Tx(conn, "sqlite"))
+                return fn(Tx(conn, "sqlite", self.url))
             finally:
                 conn.execute("COMMIT")
         return self._pg_unit(fn, True)
@@ -329,7 +391,7 @@ class Database:
             self._drop_thread_conn()
             conn = self._thread_conn()
         try:
-            result = fn(Tx(conn, "postgresql"))
+            result = fn(Tx(conn, "postgresql", self.url))
             if not read_only:
                 failpoints.hit("db.before_commit")
             conn.commit()

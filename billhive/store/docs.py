@@ -22,13 +22,17 @@ _BASE = ("pk", "site_id", "id", "created_at", "updated_at", "data")
 class DocTable:
     def __init__(self, table: Table, resource: str, *,
                  columns: dict[str, Callable[[dict], Any]] | None = None,
-                 schema_name: str | None = None, insert_only: tuple[str, ...] = ()):
+                 schema_name: str | None = None, insert_only: tuple[str, ...] = (),
+                 id_of: Callable[[dict], str] | None = None):
         """resource: the API's name for it ('invoice'); schema_name: the spec's ('Invoice').
 
         columns: how to derive an index column from the document (default: the field of the
         same name). insert_only: columns written on insert and never overwritten by updates
         (internal values that are not fields of the document, e.g. a gateway idempotency key).
+        id_of: the row id of a document whose API representation has no ``id`` field (a card
+        is keyed by its ``customer_id``); default ``doc["id"]``.
         """
+        self.id_of: Callable[[dict], str] = id_of or (lambda d: d["id"])
         self.insert_only = frozenset(insert_only)
         self.t = table
         self.resource = resource
@@ -83,7 +87,7 @@ class DocTable:
     def _params(self, site_id: int, doc: dict, now: int, columns: dict | None = None) -> dict:
         p = {
             "site_id": site_id,
-            "id": doc["id"],
+            "id": self.id_of(doc),
             "created_at": doc.get("created_at") or now,
             "updated_at": now,
             "data": dumps(doc),
@@ -118,7 +122,7 @@ class DocTable:
             self._update_cache[(keys, explicit)] = q
         p = self._params(site_id, doc, now, columns)
         p.pop("created_at")
-        p["old_id"] = old_id if old_id is not None else doc["id"]
+        p["old_id"] = old_id if old_id is not None else self.id_of(doc)
         if expect:
             for k, v in expect.items():
                 p[f"expect_{k}"] = v
@@ -127,7 +131,7 @@ class DocTable:
     def save(self, tx: Tx, site_id: int, doc: dict, now: int) -> None:
         """Update an existing row that the caller has already loaded in this transaction."""
         if not self.update(tx, site_id, doc, now):
-            raise not_found(self.resource, doc["id"])
+            raise not_found(self.resource, self.id_of(doc))
 
     def delete(self, tx: Tx, site_id: int, id: str) -> bool:
         return tx.rowcount(self._delete, {"site_id": site_id, "id": id}) == 1

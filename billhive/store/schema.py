@@ -24,6 +24,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 metadata = MetaData(
@@ -77,6 +78,7 @@ sites = Table(
     Column("is_test", Integer, nullable=False),
     Column("currency_code", String(3), nullable=False),
     Column("settings", Text, nullable=False),  # JSON; see billhive.sites.SETTINGS
+    Column("config_version", Integer, nullable=False, server_default="0"),  # bumped on settings/endpoint changes
     # invoice number sequence: taken inside the closing transaction (gapless)
     Column("invoice_next_number", BigInteger, nullable=False),
     # time machine (test sites): when tm_now is set the site clock is frozen there
@@ -129,6 +131,16 @@ events = doc_table(
     id_length=40,
 )
 
+# Deliveries still to be made. The "due" indexes are partial: they hold only these rows, so
+# finding due work stays cheap however many finished deliveries the tables keep.
+PENDING_DELIVERY = "status IN ('scheduled', 're_scheduled')"
+
+
+def _due_index(name: str, table: Table) -> Index:
+    where = text(PENDING_DELIVERY)
+    return Index(name, table.c.site_id, table.c.next_attempt_at, postgresql_where=where, sqlite_where=where)
+
+
 webhook_deliveries = Table(
     "webhook_deliveries",
     metadata,
@@ -136,8 +148,9 @@ webhook_deliveries = Table(
     Column("site_id", Integer, nullable=False),
     Column("event_id", String(40), nullable=False),
     Column("endpoint_id", String(40), nullable=False),
-    Column("status", String(20), nullable=False),  # scheduled | re_scheduled | succeeded | failed
-    Column("attempts", Integer, nullable=False),
+    Column("status", String(20), nullable=False),  # scheduled | re_scheduled | succeeded | failed | disabled
+    Column("attempts", Integer, nullable=False),  # every attempt ever claimed (the fencing token)
+    Column("round_start", Integer, nullable=False, server_default=text("0")),  # attempts before the last resend
     Column("next_attempt_at", BigInteger, nullable=True),  # site clock
     Column("claimed_until", BigInteger, nullable=True),  # wall clock lease
     Column("last_status_code", Integer, nullable=True),
@@ -145,8 +158,8 @@ webhook_deliveries = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
     UniqueConstraint("site_id", "event_id", "endpoint_id"),
-    Index("ix_webhook_deliveries_site_due", "site_id", "status", "next_attempt_at"),
 )
+_due_index("ix_webhook_deliveries_site_due", webhook_deliveries)
 
 webhook_attempts = Table(
     "webhook_attempts",
@@ -156,8 +169,8 @@ webhook_attempts = Table(
     Column("delivery_pk", BigInteger, nullable=False),
     Column("attempt", Integer, nullable=False),
     Column("attempted_at", BigInteger, nullable=False),  # site clock
-    Column("status_code", Integer, nullable=True),
-    Column("error", Text, nullable=True),
+    Column("status_code", Integer, nullable=True),  # HTTP status
+    Column("error", Text, nullable=True),  # NULL = success; "in progress" while the request runs
     Column("duration_ms", Integer, nullable=True),
     Index("ix_webhook_attempts_site_delivery", "site_id", "delivery_pk", "attempt"),
 )
@@ -172,13 +185,29 @@ email_deliveries = Table(
     Column("recipient", String(200), nullable=False),
     Column("status", String(20), nullable=False),  # scheduled | re_scheduled | sent | failed
     Column("attempts", Integer, nullable=False),
+    Column("round_start", Integer, nullable=False, server_default=text("0")),
     Column("next_attempt_at", BigInteger, nullable=True),
     Column("claimed_until", BigInteger, nullable=True),
+    Column("last_status_code", Integer, nullable=True),
     Column("last_error", Text, nullable=True),
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
     UniqueConstraint("site_id", "event_id", "template", "recipient"),
-    Index("ix_email_deliveries_site_due", "site_id", "status", "next_attempt_at"),
+)
+_due_index("ix_email_deliveries_site_due", email_deliveries)
+
+email_attempts = Table(
+    "email_attempts",
+    metadata,
+    _pk(),
+    Column("site_id", Integer, nullable=False),
+    Column("delivery_pk", BigInteger, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("attempted_at", BigInteger, nullable=False),  # site clock
+    Column("status_code", Integer, nullable=True),  # SMTP reply code
+    Column("error", Text, nullable=True),
+    Column("duration_ms", Integer, nullable=True),
+    Index("ix_email_attempts_site_delivery", "site_id", "delivery_pk", "attempt"),
 )
 
 # --- scheduler: due work on the site clock ---------------------------------------------
@@ -305,10 +334,13 @@ payment_intents = doc_table(
     "payment_intents",
     Column("customer_id", String(100), nullable=False),
     Column("status", String(30), nullable=False),
+    # JSON, not part of the resource: whether customer_id was given (the intent is then that
+    # customer's only) and, once authorized, the stored card's details (never the number)
+    Column("internal", Text, nullable=True),
     indexes=(("customer_id",),),
 )
 
-addresses = doc_table(  # id = f"{subscription_id}:{label}"
+addresses = doc_table(  # id = resources.address_row_id(doc): a digest of (subscription_id, label)
     "addresses",
     Column("subscription_id", String(100), nullable=False),
     Column("label", String(50), nullable=False),
@@ -394,11 +426,19 @@ portal_sessions = doc_table(
     "portal_sessions",
     Column("customer_id", String(100), nullable=False),
     Column("status", String(20), nullable=False),
-    Column("token", String(100), nullable=False),
+    Column("token", String(100), nullable=False),  # the access URL's secret: the portal page looks it up
+    # sha256 of the cookie set in the browser that opened the access URL (the URL itself is single-use);
+    # not a field of the document
+    Column("browser_key", String(64), nullable=True),
     indexes=(("customer_id",),),
+    unique=(("token",),),
 )
 
-csv_tax_rules = doc_table("csv_tax_rules")
+csv_tax_rules = doc_table(  # id: billhive's own handle (the resource has none and is never looked up by it)
+    "csv_tax_rules",
+    Column("region_key", String(64), nullable=False),  # domain.tax_rules.region_key: rules of one region
+    indexes=(("region_key",),),
+)
 
 # --- the test gateway's own books (stands in for the remote gateway) --------------------------
 
@@ -431,12 +471,13 @@ gateway_operations = Table(  # every charge/refund/void, keyed by the caller's i
     Column("error_text", Text, nullable=True),
     Column("created_at", BigInteger, nullable=False),
     UniqueConstraint("site_id", "idempotency_key"),
+    Index("ix_gateway_operations_site_reference", "site_id", "reference"),
 )
 
 # Tables that hold a site's data (wiped by the time machine's start_afresh); settings,
 # keys and webhook endpoints survive.
 SITE_DATA_TABLES = (
-    events, webhook_deliveries, webhook_attempts, email_deliveries, jobs, idempotency_keys,
+    events, webhook_deliveries, webhook_attempts, email_deliveries, email_attempts, jobs, idempotency_keys,
     plans, addons, coupons, coupon_codes, customers, cards, credit_ledger, payment_intents,
     addresses, subscriptions, invoices, transactions, invoice_transactions, orders, comments,
     hosted_pages, portal_sessions, csv_tax_rules, gateway_vault, gateway_operations,

@@ -173,12 +173,14 @@ def upgrade() -> None:
     sa.Column('id', sa.String(length=100), nullable=False),
     sa.Column('created_at', sa.BigInteger(), nullable=False),
     sa.Column('updated_at', sa.BigInteger(), nullable=False),
+    sa.Column('region_key', sa.String(length=64), nullable=False),
     sa.Column('data', sa.Text(), nullable=False),
     sa.PrimaryKeyConstraint('pk', name=op.f('pk_csv_tax_rules')),
     sa.UniqueConstraint('site_id', 'id', name=op.f('uq_csv_tax_rules_site_id_id'))
     )
     with op.batch_alter_table('csv_tax_rules', schema=None) as batch_op:
         batch_op.create_index('ix_csv_tax_rules_site_created', ['site_id', 'created_at', 'pk'], unique=False)
+        batch_op.create_index('ix_csv_tax_rules_site_region_key', ['site_id', 'region_key', 'pk'], unique=False)
         batch_op.create_index('ix_csv_tax_rules_site_updated', ['site_id', 'updated_at', 'pk'], unique=False)
 
     op.create_table('customers',
@@ -201,6 +203,20 @@ def upgrade() -> None:
         batch_op.create_index('ix_customers_site_email', ['site_id', 'email', 'pk'], unique=False)
         batch_op.create_index('ix_customers_site_updated', ['site_id', 'updated_at', 'pk'], unique=False)
 
+    op.create_table('email_attempts',
+    sa.Column('pk', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('site_id', sa.Integer(), nullable=False),
+    sa.Column('delivery_pk', sa.BigInteger(), nullable=False),
+    sa.Column('attempt', sa.Integer(), nullable=False),
+    sa.Column('attempted_at', sa.BigInteger(), nullable=False),
+    sa.Column('status_code', sa.Integer(), nullable=True),
+    sa.Column('error', sa.Text(), nullable=True),
+    sa.Column('duration_ms', sa.Integer(), nullable=True),
+    sa.PrimaryKeyConstraint('pk', name=op.f('pk_email_attempts'))
+    )
+    with op.batch_alter_table('email_attempts', schema=None) as batch_op:
+        batch_op.create_index('ix_email_attempts_site_delivery', ['site_id', 'delivery_pk', 'attempt'], unique=False)
+
     op.create_table('email_deliveries',
     sa.Column('pk', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('site_id', sa.Integer(), nullable=False),
@@ -209,8 +225,10 @@ def upgrade() -> None:
     sa.Column('recipient', sa.String(length=200), nullable=False),
     sa.Column('status', sa.String(length=20), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('round_start', sa.Integer(), server_default=sa.text('0'), nullable=False),
     sa.Column('next_attempt_at', sa.BigInteger(), nullable=True),
     sa.Column('claimed_until', sa.BigInteger(), nullable=True),
+    sa.Column('last_status_code', sa.Integer(), nullable=True),
     sa.Column('last_error', sa.Text(), nullable=True),
     sa.Column('created_at', sa.BigInteger(), nullable=False),
     sa.Column('updated_at', sa.BigInteger(), nullable=False),
@@ -218,7 +236,7 @@ def upgrade() -> None:
     sa.UniqueConstraint('site_id', 'event_id', 'template', 'recipient', name=op.f('uq_email_deliveries_site_id_event_id_template_recipient'))
     )
     with op.batch_alter_table('email_deliveries', schema=None) as batch_op:
-        batch_op.create_index('ix_email_deliveries_site_due', ['site_id', 'status', 'next_attempt_at'], unique=False)
+        batch_op.create_index('ix_email_deliveries_site_due', ['site_id', 'next_attempt_at'], unique=False, postgresql_where=sa.text("status IN ('scheduled', 're_scheduled')"), sqlite_where=sa.text("status IN ('scheduled', 're_scheduled')"))
 
     op.create_table('events',
     sa.Column('pk', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
@@ -258,6 +276,9 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('pk', name=op.f('pk_gateway_operations')),
     sa.UniqueConstraint('site_id', 'idempotency_key', name=op.f('uq_gateway_operations_site_id_idempotency_key'))
     )
+    with op.batch_alter_table('gateway_operations', schema=None) as batch_op:
+        batch_op.create_index('ix_gateway_operations_site_reference', ['site_id', 'reference'], unique=False)
+
     op.create_table('gateway_vault',
     sa.Column('pk', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('site_id', sa.Integer(), nullable=False),
@@ -386,6 +407,7 @@ def upgrade() -> None:
     sa.Column('updated_at', sa.BigInteger(), nullable=False),
     sa.Column('customer_id', sa.String(length=100), nullable=False),
     sa.Column('status', sa.String(length=30), nullable=False),
+    sa.Column('internal', sa.Text(), nullable=True),
     sa.Column('data', sa.Text(), nullable=False),
     sa.PrimaryKeyConstraint('pk', name=op.f('pk_payment_intents')),
     sa.UniqueConstraint('site_id', 'id', name=op.f('uq_payment_intents_site_id_id'))
@@ -430,9 +452,11 @@ def upgrade() -> None:
     sa.Column('customer_id', sa.String(length=100), nullable=False),
     sa.Column('status', sa.String(length=20), nullable=False),
     sa.Column('token', sa.String(length=100), nullable=False),
+    sa.Column('browser_key', sa.String(length=64), nullable=True),
     sa.Column('data', sa.Text(), nullable=False),
     sa.PrimaryKeyConstraint('pk', name=op.f('pk_portal_sessions')),
-    sa.UniqueConstraint('site_id', 'id', name=op.f('uq_portal_sessions_site_id_id'))
+    sa.UniqueConstraint('site_id', 'id', name=op.f('uq_portal_sessions_site_id_id')),
+    sa.UniqueConstraint('site_id', 'token', name='uq_portal_sessions_site_token')
     )
     with op.batch_alter_table('portal_sessions', schema=None) as batch_op:
         batch_op.create_index('ix_portal_sessions_site_created', ['site_id', 'created_at', 'pk'], unique=False)
@@ -445,6 +469,7 @@ def upgrade() -> None:
     sa.Column('is_test', sa.Integer(), nullable=False),
     sa.Column('currency_code', sa.String(length=3), nullable=False),
     sa.Column('settings', sa.Text(), nullable=False),
+    sa.Column('config_version', sa.Integer(), server_default='0', nullable=False),
     sa.Column('invoice_next_number', sa.BigInteger(), nullable=False),
     sa.Column('tm_now', sa.BigInteger(), nullable=True),
     sa.Column('tm_genesis_time', sa.BigInteger(), nullable=True),
@@ -524,6 +549,7 @@ def upgrade() -> None:
     sa.Column('endpoint_id', sa.String(length=40), nullable=False),
     sa.Column('status', sa.String(length=20), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('round_start', sa.Integer(), server_default=sa.text('0'), nullable=False),
     sa.Column('next_attempt_at', sa.BigInteger(), nullable=True),
     sa.Column('claimed_until', sa.BigInteger(), nullable=True),
     sa.Column('last_status_code', sa.Integer(), nullable=True),
@@ -534,7 +560,7 @@ def upgrade() -> None:
     sa.UniqueConstraint('site_id', 'event_id', 'endpoint_id', name=op.f('uq_webhook_deliveries_site_id_event_id_endpoint_id'))
     )
     with op.batch_alter_table('webhook_deliveries', schema=None) as batch_op:
-        batch_op.create_index('ix_webhook_deliveries_site_due', ['site_id', 'status', 'next_attempt_at'], unique=False)
+        batch_op.create_index('ix_webhook_deliveries_site_due', ['site_id', 'next_attempt_at'], unique=False, postgresql_where=sa.text("status IN ('scheduled', 're_scheduled')"), sqlite_where=sa.text("status IN ('scheduled', 're_scheduled')"))
 
     op.create_table('webhook_endpoints',
     sa.Column('pk', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
@@ -557,7 +583,7 @@ def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
     op.drop_table('webhook_endpoints')
     with op.batch_alter_table('webhook_deliveries', schema=None) as batch_op:
-        batch_op.drop_index('ix_webhook_deliveries_site_due')
+        batch_op.drop_index('ix_webhook_deliveries_site_due', postgresql_where=sa.text("status IN ('scheduled', 're_scheduled')"), sqlite_where=sa.text("status IN ('scheduled', 're_scheduled')"))
 
     op.drop_table('webhook_deliveries')
     with op.batch_alter_table('webhook_attempts', schema=None) as batch_op:
@@ -637,6 +663,9 @@ def downgrade() -> None:
 
     op.drop_table('hosted_pages')
     op.drop_table('gateway_vault')
+    with op.batch_alter_table('gateway_operations', schema=None) as batch_op:
+        batch_op.drop_index('ix_gateway_operations_site_reference')
+
     op.drop_table('gateway_operations')
     with op.batch_alter_table('events', schema=None) as batch_op:
         batch_op.drop_index('ix_events_site_webhook_status')
@@ -647,9 +676,13 @@ def downgrade() -> None:
 
     op.drop_table('events')
     with op.batch_alter_table('email_deliveries', schema=None) as batch_op:
-        batch_op.drop_index('ix_email_deliveries_site_due')
+        batch_op.drop_index('ix_email_deliveries_site_due', postgresql_where=sa.text("status IN ('scheduled', 're_scheduled')"), sqlite_where=sa.text("status IN ('scheduled', 're_scheduled')"))
 
     op.drop_table('email_deliveries')
+    with op.batch_alter_table('email_attempts', schema=None) as batch_op:
+        batch_op.drop_index('ix_email_attempts_site_delivery')
+
+    op.drop_table('email_attempts')
     with op.batch_alter_table('customers', schema=None) as batch_op:
         batch_op.drop_index('ix_customers_site_updated')
         batch_op.drop_index('ix_customers_site_email')
@@ -658,6 +691,7 @@ def downgrade() -> None:
     op.drop_table('customers')
     with op.batch_alter_table('csv_tax_rules', schema=None) as batch_op:
         batch_op.drop_index('ix_csv_tax_rules_site_updated')
+        batch_op.drop_index('ix_csv_tax_rules_site_region_key')
         batch_op.drop_index('ix_csv_tax_rules_site_created')
 
     op.drop_table('csv_tax_rules')

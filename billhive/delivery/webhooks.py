@@ -1,0 +1,229 @@
+"""Webhook delivery: POST every scheduled event to its endpoints, at least once.
+
+The body is the stored event document, exactly what ``GET /api/v1/events/{id}`` returns
+under ``event``, sent as ``application/json``; HTTP basic auth when the endpoint has a user
+name; and (beyond Chargebee) a signature over the raw body:
+
+    X-Billhive-Signature: t=<unix time>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>
+
+Any 2xx within the site's ``webhook_timeout`` (default 10 s) is a success. Anything else is
+retried on Chargebee's schedule - 7 retries, +2 min, +6 min, +30 min, +1 h, +5 h, +1 day,
++2 days after the previous attempt, on the site clock (the time machine moves it) - and
+then the delivery has ``failed``. Every attempt is a ``webhook_attempts`` row.
+
+The event's ``webhooks[]`` lists one entry per endpoint delivery with that delivery's
+status; ``webhook_status`` aggregates them (see ``aggregate``). The claim/lease/fence
+mechanics are in ``billhive.delivery.outbox``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import time
+from collections import defaultdict
+
+import httpx
+from sqlalchemy import insert, select, update
+
+from billhive import webhook_endpoints, worker
+from billhive.delivery.outbox import Batch, Claim, Outbox, Outcome, lock_event
+from billhive.errors import InvalidRequest
+from billhive.runtime import App
+from billhive.services.context import Work
+from billhive.store import schema as S
+from billhive.store.db import Tx
+from billhive.util.jsonutil import dumps
+
+log = logging.getLogger("billhive.webhooks")
+
+RETRY_DELAYS = (2 * 60, 6 * 60, 30 * 60, 3600, 5 * 3600, 86400, 2 * 86400)
+SIGNATURE_HEADER = "X-Billhive-Signature"
+USER_AGENT = "billhive-webhooks/1"
+BATCH = 32  # deliveries claimed (and POSTed concurrently) at once
+MAX_BATCHES_PER_SITE = 8  # per pass, so one busy site cannot starve the others
+ERROR_EXCERPT = 300
+
+OUTBOX = Outbox(S.webhook_deliveries, S.webhook_attempts, RETRY_DELAYS, "succeeded", ("endpoint_id",))
+
+
+def sign(secret: str, body: bytes, timestamp: int) -> str:
+    """The X-Billhive-Signature value for body, signed at timestamp (Unix seconds)."""
+    mac = hmac.new(secret.encode(), str(timestamp).encode() + b"." + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={mac}"
+
+
+def aggregate(statuses: list[str]) -> str:
+    """The event's webhook_status from its per-endpoint delivery statuses.
+
+    Deliveries to disabled or removed endpoints do not count (all of them: ``disabled``).
+    While any delivery is pending the event is ``re_scheduled`` if some delivery has already
+    failed an attempt, else ``scheduled``. Once all are done: ``failed`` if any failed for
+    good, else ``succeeded``.
+    """
+    live = [s for s in statuses if s != "disabled"]
+    if not live:
+        return "disabled"
+    if any(s in ("scheduled", "re_scheduled") for s in live):
+        return "re_scheduled" if any(s in ("re_scheduled", "failed") for s in live) else "scheduled"
+    return "failed" if "failed" in live else "succeeded"
+
+
+def sync_event(tx: Tx, site_id: int, event: dict, now: int) -> dict:
+    """Rewrite the event's webhooks[] and webhook_status from its delivery rows."""
+    rows = OUTBOX.statuses(tx, site_id, event["id"], "endpoint_id")
+    if not rows:
+        return event
+    event["webhooks"] = [{"id": ep, "webhook_status": status} for ep, status in rows]
+    event["webhook_status"] = aggregate([status for _, status in rows])
+    ev = S.events
+    tx.execute(update(ev).where(ev.c.site_id == site_id, ev.c.id == event["id"])
+               .values(data=dumps(event), webhook_status=event["webhook_status"], updated_at=now))
+    return event
+
+
+def requeue(w: Work, event: dict) -> dict:
+    """Deliver the event again to every enabled endpoint that wants its type (a new round of
+    attempts with a fresh retry schedule). ``event`` must be locked by the caller."""
+    endpoints = [e for e in webhook_endpoints.list_all(w.tx, w.site_id) if e.wants(event["event_type"])]
+    if not endpoints:
+        raise InvalidRequest(f"No enabled webhook endpoint is subscribed to {event['event_type']} events")
+    d = S.webhook_deliveries
+    existing = dict(w.tx.all(select(d.c.endpoint_id, d.c.pk).where(d.c.site_id == w.site_id,
+                                                                    d.c.event_id == event["id"])))
+    for e in endpoints:
+        if e.id in existing:
+            OUTBOX.requeue(w.tx, w.site_id, existing[e.id], w.now)
+        else:
+            w.tx.execute(insert(d).values(
+                site_id=w.site_id, event_id=event["id"], endpoint_id=e.id, status="scheduled", attempts=0,
+                round_start=0, next_attempt_at=w.now, created_at=w.now, updated_at=w.now))
+    return sync_event(w.tx, w.site_id, event, w.now)
+
+
+# ---- the worker ----------------------------------------------------------------------------
+
+def _endpoints(tx: Tx, site) -> dict[str, webhook_endpoints.Endpoint]:
+    return {e.id: e for e in webhook_endpoints.list_all(tx, site.pk)}
+
+
+def _skip(endpoints: dict[str, webhook_endpoints.Endpoint], row: dict) -> str | None:
+    e = endpoints.get(row["endpoint_id"])
+    if e is None:
+        return "endpoint removed"
+    if not e.enabled:
+        return "endpoint disabled"
+    return None
+
+
+async def post(client: httpx.AsyncClient, endpoint: webhook_endpoints.Endpoint, body: bytes, timeout: float,
+               wall: float) -> Outcome:
+    """One delivery attempt. Never raises (except cancellation)."""
+    headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
+    if endpoint.secret:
+        headers[SIGNATURE_HEADER] = sign(endpoint.secret, body, int(wall))
+    auth = (endpoint.username, endpoint.password or "") if endpoint.username else None
+    started = time.monotonic()
+
+    async def call() -> tuple[int, bytes]:
+        async with client.stream("POST", endpoint.url, content=body, headers=headers, auth=auth,
+                                 timeout=timeout) as r:
+            excerpt = b""
+            if not 200 <= r.status_code < 300:
+                async for chunk in r.aiter_bytes():
+                    excerpt += chunk
+                    if len(excerpt) >= ERROR_EXCERPT:
+                        break
+            return r.status_code, excerpt
+
+    try:
+        status, excerpt = await asyncio.wait_for(call(), timeout)
+    except (asyncio.TimeoutError, httpx.TimeoutException):
+        return Outcome(False, None, f"timed out after {timeout:g}s", _ms(started))
+    except Exception as exc:  # connection refused, DNS, TLS, protocol errors...
+        return Outcome(False, None, f"{type(exc).__name__}: {exc}"[:1000], _ms(started))
+    if 200 <= status < 300:
+        return Outcome(True, status, None, _ms(started))
+    text = excerpt[:ERROR_EXCERPT].decode("utf-8", "replace").strip()
+    return Outcome(False, status, f"HTTP {status}" + (f": {text}" if text else ""), _ms(started))
+
+
+def _ms(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
+
+
+def _record(batch: Batch, results: dict[int, Outcome]):
+    def unit(tx: Tx) -> None:
+        by_event: dict[str, list[Claim]] = defaultdict(list)
+        for c in batch.claims:
+            by_event[c.event_id].append(c)
+        for event_id in sorted(by_event):  # one lock order for every worker
+            event = lock_event(tx, batch.site.pk, event_id)
+            changed = False
+            for c in by_event[event_id]:
+                if OUTBOX.finish(tx, c, results.get(c.pk)) is not None:
+                    changed = True
+            if event is not None and changed:
+                sync_event(tx, batch.site.pk, event, batch.claims[0].attempted_at)
+    return unit
+
+
+async def deliver_batch(app: App, client: httpx.AsyncClient, site_id: int) -> int:
+    """Claim, POST and record one batch of a site's due deliveries; returns the batch size."""
+    def claim(tx: Tx) -> Batch:
+        return OUTBOX.claim(tx, site_id, wall=app.wall(), limit=BATCH,
+                            lease=lambda site: site.setting("webhook_timeout") + app.config.delivery_lease_grace,
+                            load=_endpoints, skip=_skip)
+
+    batch = await app.db.write(claim)
+    if not batch.claims:
+        return 0
+    timeout = float(batch.site.setting("webhook_timeout"))
+    live = [c for c in batch.claims if c.skip is None]
+    outcomes = await asyncio.gather(*(
+        post(client, batch.context[c.row["endpoint_id"]], batch.events[c.event_id].encode(), timeout, app.wall())
+        if c.event_id in batch.events else _missing()
+        for c in live))
+    await app.db.write(_record(batch, {c.pk: o for c, o in zip(live, outcomes)}))
+    return len(batch.claims)
+
+
+async def _missing() -> Outcome:
+    return Outcome(False, None, "event not found", 0, permanent=True)
+
+
+async def run_once(app: App, client: httpx.AsyncClient | None = None) -> int:
+    """One pass over every site with due deliveries; returns how many were handled."""
+    if client is None:
+        async with _client() as c:
+            return await run_once(app, c)
+    site_ids = await app.db.read(lambda tx: OUTBOX.due_sites(tx, int(app.wall())))
+    total = 0
+    for site_id in site_ids:
+        for _ in range(MAX_BATCHES_PER_SITE):
+            n = await deliver_batch(app, client, site_id)
+            total += n
+            if n < BATCH:
+                break
+    return total
+
+
+def _client() -> httpx.AsyncClient:
+    return httpx.AsyncClient(follow_redirects=False, limits=httpx.Limits(max_connections=4 * BATCH))
+
+
+@worker.loop
+async def webhook_loop(app: App) -> None:
+    async with _client() as client:
+        while True:
+            try:
+                done = await run_once(app, client)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # claims of a failed pass expire and are retried
+                log.exception("webhook delivery pass failed")
+                done = 0
+            if not done:
+                await asyncio.sleep(app.config.delivery_interval)
