@@ -26,7 +26,6 @@ waiting for the term end, and whether the setup cost is still to bill.
 from __future__ import annotations
 
 import copy
-import datetime as dt
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,12 +43,23 @@ from billhive.errors import (
     InvalidRequest,
     InvalidState,
     ParamError,
+    ParamRequired,
     PaymentMethodNotPresent,
     not_found,
 )
-from billhive.gateway import CardDetails
 from billhive.scheduler import jobs
-from billhive.services import addons, coupons, credits, dunning, invoicing, payments, plans
+from billhive.services import (
+    addons,
+    cards,
+    coupons,
+    credits,
+    customers,
+    dunning,
+    invoicing,
+    payment_intents,
+    payments,
+    plans,
+)
 from billhive.services.context import Ctx, Work
 from billhive.store import schema as S
 from billhive.store.lists import ListRequest, fetch_page
@@ -172,103 +182,74 @@ def _coupon_doc(w: Work, coupon_id: str) -> dict | None:
 
 
 def _customer(w: Work, customer_id: str, *, for_update: bool = False, param: str | None = None) -> dict:
-    return CUSTOMERS.require(w.tx, w.site_id, customer_id, for_update=for_update, param=param)
+    return customers.get_customer(w, customer_id, for_update=for_update, param=param)
 
 
-def _new_customer(w: Work, customer_id: str, params: dict) -> dict:
-    """A customer created inline by create_a_subscription (customer[...], billing_address[...]),
-    in the shape of create_a_customer."""
-    if CUSTOMERS.exists(w.tx, w.site_id, customer_id):
-        raise DuplicateEntry(f"customer[id] : The value {customer_id} is already present.", param="customer[id]")
-    given = params.get("customer") or {}
-    customer: dict = {"id": customer_id}
-    for k in ("first_name", "last_name", "email", "phone", "company", "vat_number"):
-        if given.get(k) is not None:
-            customer[k] = given[k]
-    customer["auto_collection"] = given.get("auto_collection", "on")
-    customer["allow_direct_debit"] = given.get("allow_direct_debit", False)
-    customer["created_at"] = w.now
-    if params.get("created_from_ip") is not None:
-        customer["created_from_ip"] = params["created_from_ip"]
-    customer["taxability"] = given.get("taxability", "taxable")
-    if params.get("billing_address"):
-        customer["billing_address"] = dict(params["billing_address"])
-    customer.update({"account_credits": 0, "refundable_credits": 0, "excess_payments": 0, "object": "customer"})
-    CUSTOMERS.insert(w.tx, w.site_id, customer, w.now)
-    return customer
-
-
-# ---- cards (stored at the gateway before the write transaction) ---------------------------------------
+# ---- payment details given with a subscription operation (card[...], payment_intent[...],
+# payment_method[...]): the customers service's rules; a card is stored at the gateway before the
+# write transaction, never inside it -------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class CardIn:
-    """A card from card[...] parameters, already stored at the gateway (never the number)."""
+class PaymentIn:
+    """Payment details of a request, checked (and a card stored at the gateway)."""
 
-    doc: dict  # the card document, without customer_id
-
-
-def _card_param(prefix: str, name: str) -> str:
-    return f"{prefix}[{name}]"
-
-
-async def prepare_card(ctx: Ctx, card: dict | None, prefix: str = "card") -> CardIn | None:
-    """Validate card[...] and store it at the gateway (outside any transaction)."""
-    if not card:
-        return None
-    if card.get("tmp_token") is not None:
-        raise ParamError(f"{prefix}[tmp_token] : temporary tokens are not supported by the chargebee gateway",
-                         param=f"{prefix}[tmp_token]")
-    for required in ("number", "expiry_month", "expiry_year"):
-        if card.get(required) is None:
-            raise ParamError(f"{prefix}[{required}] : cannot be blank", param=_card_param(prefix, required))
-    name = card.get("gateway") or "chargebee"
-    gateway = ctx.app.gateways.get(name)
-    if gateway is None:
-        raise InvalidRequest(f"{prefix}[gateway] : the {name} gateway is not configured",
-                             param=f"{prefix}[gateway]", api_error_code="configuration_incompatible")
-    now = await ctx.read(lambda w: w.now)
-    today = dt.datetime.fromtimestamp(now, dt.timezone.utc)
-    if (card["expiry_year"], card["expiry_month"]) < (today.year, today.month):
-        raise ParamError(f"{prefix}[expiry_year] : The card has expired", param=f"{prefix}[expiry_year]")
-    stored = await gateway.store_card(ctx.site_id, CardDetails(
-        number=str(card["number"]), expiry_month=card["expiry_month"], expiry_year=card["expiry_year"],
-        cvv=card.get("cvv"), first_name=card.get("first_name"), last_name=card.get("last_name")))
-    doc: dict = {"status": "valid", "gateway": name, "reference_id": stored.token}
-    for k in ("first_name", "last_name"):
-        if card.get(k):
-            doc[k] = card[k]
-    doc.update({"iin": stored.iin, "last4": stored.last4, "card_type": stored.brand,
-                "expiry_month": card["expiry_month"], "expiry_year": card["expiry_year"]})
-    for k in ("billing_addr1", "billing_addr2", "billing_city", "billing_state_code", "billing_state", "billing_zip",
-              "billing_country", "ip_address"):
-        if card.get(k):
-            doc[k] = card[k]
-    doc["masked_number"] = stored.masked_number
-    return CardIn(doc)
+    card: cards.CardInput | None = None
+    stored: Any = None
+    intent_id: str | None = None
+    method: dict | None = None  # a non-card payment method
 
 
-def _attach_card(w: Work, customer: dict, card: CardIn) -> tuple[dict, bool]:
-    """Make the card the customer's (replacing any); returns (card, added)."""
-    doc = {**card.doc, "customer_id": customer["id"], "object": "card"}
-    existing = CARDS.get(w.tx, w.site_id, customer["id"], for_update=True)
-    if existing is None:
-        CARDS.insert(w.tx, w.site_id, {**doc, "id": customer["id"]}, w.now)
-    else:
-        CARDS.update(w.tx, w.site_id, {**doc, "id": customer["id"]}, w.now)
-    customer["payment_method"] = {"type": "card", "gateway": doc["gateway"], "status": "valid",
-                                  "reference_id": doc["reference_id"]}
-    return doc, existing is None
+async def prepare_payment(ctx: Ctx, params: dict) -> PaymentIn:
+    given = [k for k in ("card", "payment_intent", "payment_method") if params.get(k)]
+    if len(given) > 1:
+        raise InvalidRequest(f"{given[1]} : cannot be given together with {given[0]}", param=given[1])
+    if params.get("card"):
+        gateway = cards.gateway_for(ctx.app, params["card"].get("gateway"), "card[gateway]")
+        now = await ctx.read(lambda w: w.now)
+        card = cards.check_card(params["card"], "card", now)
+        return PaymentIn(card=card, stored=await cards.store_at_gateway(ctx, gateway, card))
+    if params.get("payment_intent"):
+        intent_id = params["payment_intent"].get("id")
+        if intent_id is None:
+            raise ParamRequired("payment_intent[id] : cannot be blank (the chargebee gateway completes 3DS through "
+                                "payment intents)", param="payment_intent[id]")
+        return PaymentIn(intent_id=intent_id)
+    if params.get("payment_method"):
+        return PaymentIn(method=customers._payment_method(ctx.app, params["payment_method"], "payment_method"))
+    return PaymentIn()
 
 
-def _card_of(w: Work, customer_id: str) -> dict | None:
-    return CARDS.get(w.tx, w.site_id, customer_id)
+def _apply_payment(w: Work, customer: dict, pay: PaymentIn) -> list[tuple[str, dict]]:
+    """Give an existing customer the request's payment details; returns the events to record
+    (card_added / card_updated / card_deleted) with their content. The caller saves the customer."""
+    card = None
+    if pay.card is not None:
+        cards.check_expiry(pay.card.expiry_year, pay.card.expiry_month, w.now, "card")
+        card = cards.build_card(customer["id"], pay.card, pay.stored)
+    elif pay.intent_id is not None:
+        card = payment_intents.consume(w, pay.intent_id, customer["id"], param="payment_intent[id]")
+    if card is not None:
+        added = cards.attach(w, customer, card)
+        return [("card_added" if added else "card_updated", card)]
+    if pay.method is not None:
+        old = cards.detach(w, customer)
+        customer["payment_method"] = pay.method
+        return [("card_deleted", old)] if old is not None else []
+    return []
 
 
-def _unsupported_payment_inputs(params: dict) -> None:
-    for name in ("payment_method", "payment_intent"):
-        if params.get(name):
-            raise InvalidRequest(f"{name} : not supported by billhive's gateways; pass card[...] instead",
-                                 param=f"{name}[{next(iter(params[name]))}]")
+def _new_customer(w: Work, params: dict, pay: PaymentIn) -> dict:
+    """create_a_subscription's customer (customer[...], billing_address[...], the payment details),
+    created by the customers service (customer_created, card_added)."""
+    given = dict(params.get("customer") or {})
+    customer_id = given.pop("id", None) or random_id()
+    _validate_id(customer_id, "customer[id]")
+    if CUSTOMERS.exists(w.tx, w.site_id, customer_id):
+        raise DuplicateEntry(f"customer[id] : The value {customer_id} is already present.", param="customer[id]")
+    for k in ("billing_address", "created_from_ip"):
+        if params.get(k) is not None:
+            given[k] = params[k]
+    return customers._create(w, customer_id, given, pay.card, pay.stored, pay.method, pay.intent_id)["customer"]
 
 
 # ---- items, charges, invoices -----------------------------------------------------------------------
@@ -449,7 +430,7 @@ def _content(w: Work, sub: dict, invoice: dict | None = None) -> dict:
     customer = CUSTOMERS.get(w.tx, w.site_id, sub["customer_id"])
     if customer is not None:
         out["customer"] = customer
-    card = _card_of(w, sub["customer_id"])
+    card = cards.get_card(w, sub["customer_id"])
     if card is not None:
         out["card"] = card
     if invoice is not None:
@@ -646,21 +627,16 @@ def _commit_new(w: Work, c: Composed) -> invoicing.ChargePlan | None:
     return plan
 
 
-def _create_unit(w: Work, params: dict, customer_id: str | None, card: CardIn | None) -> Outcome:
+def _create_unit(w: Work, params: dict, customer_id: str | None, pay: PaymentIn) -> Outcome:
     if customer_id is None:  # create_a_subscription: the customer comes with it
-        given_id = (params.get("customer") or {}).get("id")
-        if given_id is not None:
-            _validate_id(given_id, "customer[id]")
-        customer = _new_customer(w, given_id or random_id(), params)
-        card_doc = None
-        if card is not None:
-            card_doc, _ = _attach_card(w, customer, card)
-            CUSTOMERS.save(w.tx, w.site_id, customer, w.now)
-        w.emit("customer_created", {"customer": customer, **({"card": card_doc} if card_doc else {})})
-        if card_doc:
-            w.emit("card_added", {"customer": customer, "card": card_doc})
+        customer = _new_customer(w, params, pay)
     else:
         customer = _customer(w, customer_id, for_update=True)
+        changes = _apply_payment(w, customer, pay)
+        if changes:
+            cards.save_customer(w, customer)
+            for event, card in changes:
+                w.emit(event, cards.content(customer, card))
     c = compose_create(w, params, customer)
     plan = _commit_new(w, c)
     body = _emit(w, "subscription_created", c.sub, c.invoice)
@@ -668,16 +644,16 @@ def _create_unit(w: Work, params: dict, customer_id: str | None, card: CardIn | 
 
 
 async def create(ctx: Ctx, params: dict) -> dict:
-    """POST /subscriptions — a subscription with its customer (customer[...], card[...])."""
-    _unsupported_payment_inputs(params)
-    card = await prepare_card(ctx, params.get("card"))
-    return await _finish(ctx, await ctx.write(_create_unit, params, None, card))
+    """POST /subscriptions — a subscription with its customer (customer[...], card[...],
+    payment_intent[...] or payment_method[...], billing_address[...])."""
+    pay = await prepare_payment(ctx, params)
+    return await _finish(ctx, await ctx.write(_create_unit, params, None, pay))
 
 
 async def create_for_customer(ctx: Ctx, customer_id: str, params: dict) -> dict:
-    """POST /customers/{id}/subscriptions"""
-    _unsupported_payment_inputs(params)
-    return await _finish(ctx, await ctx.write(_create_unit, params, customer_id, None))
+    """POST /customers/{id}/subscriptions (payment_intent[...] gives the customer its card first)."""
+    pay = await prepare_payment(ctx, params)
+    return await _finish(ctx, await ctx.write(_create_unit, params, customer_id, pay))
 
 
 # ==== reads =============================================================================================
@@ -1123,12 +1099,11 @@ def _change_unbilled(sub: dict, st: State, params: dict, plan: dict, plan_change
 
 async def update(ctx: Ctx, subscription_id: str, params: dict) -> dict:
     """POST /subscriptions/{id} — plan, quantity, addons, coupon, cycles; now (prorated) or at term end."""
-    _unsupported_payment_inputs(params)
-    card = await prepare_card(ctx, params.get("card"))
-    return await _finish(ctx, await ctx.write(_update_unit, subscription_id, params, card))
+    pay = await prepare_payment(ctx, params)
+    return await _finish(ctx, await ctx.write(_update_unit, subscription_id, params, pay))
 
 
-def _update_unit(w: Work, subscription_id: str, params: dict, card: CardIn | None) -> Outcome:
+def _update_unit(w: Work, subscription_id: str, params: dict, pay: PaymentIn) -> Outcome:
     sub, st = _require(w, subscription_id, for_update=True)
     old_trial_end = sub.get("trial_end") if sub["status"] == "in_trial" else None
     old_shipping = sub.get("shipping_address")
@@ -1145,26 +1120,24 @@ def _update_unit(w: Work, subscription_id: str, params: dict, card: CardIn | Non
     if (params.get("customer") or {}).get("vat_number") is not None:
         customer["vat_number"] = params["customer"]["vat_number"]
         customer_changed = True
-    card_event = None
-    if card is not None:
-        card_doc, added = _attach_card(w, customer, card)
-        card_event = ("card_added" if added else "card_updated", card_doc)
+    card_events = _apply_payment(w, customer, pay)
+    if card_events:
         customer_changed = True
     if c.credit_left > 0:
         credits.move(w, customer, "refundable", c.credit_left, "proration", reference_type="subscription",
                      reference_id=sub["id"], description="Prorated credits for the unused period")
         customer_changed = True
     if customer_changed:
-        CUSTOMERS.save(w.tx, w.site_id, customer, w.now)
+        cards.save_customer(w, customer)
     _save(w, c.sub, c.st)
     charge = None
     if c.invoice is not None:
         charge = _issue(w, c.invoice, may_pend=True)
     _reschedule(w, c.sub, c.st)
-    if card_event is not None:
-        w.emit(card_event[0], {"customer": customer, "card": card_event[1]})
+    for event, card in card_events:
+        w.emit(event, cards.content(customer, card))
     if customer_changed:
-        w.emit("customer_changed", {"customer": customer, **({"card": cd} if (cd := _card_of(w, customer["id"])) else {})})
+        w.emit("customer_changed", cards.content(customer, cards.get_card(w, customer["id"])))
     if c.sub.get("shipping_address") != old_shipping:
         _emit(w, "subscription_shipping_address_updated", c.sub)
     if old_trial_end is not None and c.sub.get("trial_end", 0) > old_trial_end:
@@ -1260,10 +1233,15 @@ def compose_reactivation(w: Work, sub: dict, st: State, params: dict) -> Compose
 
 
 async def reactivate(ctx: Ctx, subscription_id: str, params: dict) -> dict:
-    _unsupported_payment_inputs(params)
+    pay = await prepare_payment(ctx, params)
 
     def run(w: Work) -> Outcome:
         sub, st = _require(w, subscription_id, for_update=True)
+        if pay.intent_id is not None:  # the authorized card pays the reactivation's invoice
+            customer = _customer(w, sub["customer_id"], for_update=True)
+            for event, card in _apply_payment(w, customer, pay):
+                cards.save_customer(w, customer)
+                w.emit(event, cards.content(customer, card))
         c = compose_reactivation(w, sub, st, params)
         _save(w, c.sub, c.st)
         charge = None

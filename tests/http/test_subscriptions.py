@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from billhive.gateway.test_gateway import charge_count
 from tests.support import factories as F
 from tests.support.subs import GENESIS, addon, coupon, events, invoices, plan, start, subscribe, ts, types
 
@@ -69,7 +68,7 @@ def test_inline_customer_without_card_needs_auto_collection_off(tsite):
     body = tsite.api.post("/subscriptions", {"plan_id": "basic", "customer[id]": "nocard",
                                              "customer[auto_collection]": "off"}).body
     assert body["invoice"]["status"] == "payment_due" and body["invoice"]["amount_due"] == 1000
-    assert tsite.app.db.read_sync(lambda tx: charge_count(tx, tsite.pk)) == 0
+    assert tsite.app.gateways["chargebee"].charge_count(tsite.pk) == 0
 
 
 def test_declined_card_leaves_the_first_invoice_in_dunning(tsite):
@@ -126,7 +125,7 @@ def test_addons_setup_cost_and_one_time_addons_on_the_first_invoice(tsite):
     ({"plan_id": "basic", "coupon": "nope"}, 404, "resource_not_found", "coupon"),
     ({"plan_id": "basic", "coupon": "pro-only"}, 400, "invalid_request", "coupon"),
     ({"plan_id": "basic", "id": "has space"}, 400, "param_wrong_value", "id"),
-    ({"plan_id": "basic", "payment_intent[id]": "pi_1"}, 400, "invalid_request", "payment_intent[id]"),
+    ({"plan_id": "basic", "payment_intent[id]": "pi_nope"}, 404, "resource_not_found", "payment_intent[id]"),
 ])
 def test_bad_input_creates_nothing(tsite, params, status, code, param):
     plan(tsite, "pro", 3000)
@@ -196,3 +195,31 @@ def test_delete_removes_the_subscription_and_its_invoices(tsite):
     assert tsite.api.get(f"/subscriptions/{sub['id']}/transactions").body["list"] == []
     assert types(tsite)[-1] == "subscription_deleted"
     tsite.api.post(f"/subscriptions/{sub['id']}/delete", expect=404)
+
+
+def test_payment_intent_gives_the_card_for_the_first_charge(tsite):
+    from tests.support.customers import VISA, card
+
+    pi = tsite.api.post("/payment_intents", {"amount": 1000, "currency_code": "USD"})["payment_intent"]
+    tsite.api.post(f"/payment_intents/{pi['id']}/authorize", card(VISA, prefix=""))
+    body = tsite.api.post("/subscriptions", {"plan_id": "basic", "customer[id]": "pi-cust",
+                                             "payment_intent[id]": pi["id"]}).body
+    assert body["card"]["last4"] == VISA[-4:] and body["invoice"]["status"] == "paid"
+    assert tsite.api.get(f"/payment_intents/{pi['id']}")["payment_intent"]["status"] == "consumed"
+    # for an existing customer without a card
+    cust = F.customer(tsite, card=None)
+    pi = tsite.api.post("/payment_intents", {"amount": 1000, "currency_code": "USD"})["payment_intent"]
+    tsite.api.post(f"/payment_intents/{pi['id']}/authorize", card(VISA, prefix=""))
+    body = subscribe(tsite, cust["id"], **{"payment_intent[id]": pi["id"]})
+    assert body["card"]["customer_id"] == cust["id"] and body["invoice"]["status"] == "paid"
+    assert "card_added" in types(tsite)
+    r = tsite.api.post(f"/customers/{cust['id']}/subscriptions", {"plan_id": "basic",
+                                                                  "payment_intent[id]": pi["id"]}, expect=400)
+    assert r["param"] == "payment_intent[id]"  # consumed already
+
+
+def test_card_and_payment_intent_together_are_refused(tsite):
+    r = tsite.api.post("/subscriptions", {"plan_id": "basic", "payment_intent[id]": "pi_1",
+                                          "card[number]": "4111111111111111", "card[expiry_month]": 1,
+                                          "card[expiry_year]": 2031}, expect=400)
+    assert r["api_error_code"] == "invalid_request"
