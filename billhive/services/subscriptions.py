@@ -575,6 +575,8 @@ def compose_create(w: Work, params: dict, customer: dict, *, use: bool = True) -
         st.charges = [{"addon_id": i.entity_id, "quantity": i.quantity} for i in once]
         return out
     sub["started_at"] = start
+    if params.get("start_date") is not None:  # backdated: the given start date is kept, as for future ones
+        sub["start_date"] = start
     if trial_end is not None:
         sub["status"] = "in_trial"
         sub.update({"trial_start": start, "trial_end": trial_end, "current_term_start": start,
@@ -822,8 +824,6 @@ def compose_activation(w: Work, sub: dict, st: State, at: int, customer: dict | 
         c.events.append("subscription_changed")
     c.plan = _plan_any(w, c.sub["plan_id"])
     c.sub["status"] = "active"
-    for k in ("start_date",):
-        c.sub.pop(k, None)
     _start_first_term(w, c, at)
     return c
 
@@ -899,13 +899,10 @@ def on_start(w: Work, job: jobs.Job) -> None:
     if sub.get("trial_end") and sub["trial_end"] > at:
         R.transition(sub, "in_trial")
         sub.update({"trial_start": at, "current_term_start": at, "current_term_end": sub["trial_end"]})
-        sub.pop("start_date", None)
         _save(w, sub, st)
         _reschedule(w, sub, st)
         _emit(w, "subscription_started", sub)
         return
-    sub.pop("start_date", None)
-    sub.pop("trial_end", None)
     _charge_in_job(w, _activate(w, sub, st, at, "subscription_started"))
 
 

@@ -124,7 +124,7 @@ def test_future_subscription_starts_on_its_date(tsite):
     assert "current_term_end" not in sub
     travel(tsite, GENESIS + 11 * DAY)
     sub = sub_of(tsite, sub["id"])
-    assert sub["status"] == "active" and sub["started_at"] == GENESIS + 10 * DAY
+    assert sub["status"] == "active" and sub["started_at"] == sub["start_date"] == GENESIS + 10 * DAY
     (started,) = events(tsite, "subscription_started")
     assert started["content"]["invoice"]["first_invoice"] is True
     # a future subscription with a trial starts in trial
@@ -137,6 +137,7 @@ def test_backdated_start(tsite):
     travel(tsite, GENESIS + 10 * DAY)
     sub = subscribe(tsite, F.customer(tsite)["id"], start_date=GENESIS)["subscription"]
     assert sub["current_term_start"] == GENESIS and sub["current_term_end"] == FEB_1
+    assert sub["start_date"] == sub["started_at"] == GENESIS and sub["status"] == "active"
     assert invoices(tsite, sub["id"])[0]["line_items"][0]["date_from"] == GENESIS
 
 
