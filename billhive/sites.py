@@ -118,6 +118,11 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             "400 payment_processing_failed (Chargebee), or keep it payment_due and start dunning"),
     Setting("renewal_reminder_days", _int(0, 90), 3, "days before renewal to fire subscription_renewal_reminder"),
     Setting("trial_ending_days", _int(0, 90), 3, "days before trial end to fire subscription_trial_ending"),
+    Setting("prorate_subscription_changes", _bool, True,
+            "bill prorated charges and credits for mid-term subscription changes unless `prorate` says otherwise"),
+    Setting("trial_end_without_card", _choice("cancel", "activate"), "cancel",
+            "trial ends, auto-collection on, something to charge, no card: cancel (cancel_reason no_card) or "
+            "activate with the invoice payment_due"),
     Setting("card_expiring_days", _int(0, 90), 30, "days before card expiry to fire card_expiring"),
     Setting("rate_limit_per_minute", _int(0, 1_000_000), 0, "API requests per minute (0 = unlimited)"),
     Setting("webhook_timeout", _int(1, 60), 10,

@@ -20,18 +20,20 @@ from billhive.services import (
     coupons,
     csv_tax_rules,
     customers,
+    estimates,
     events,
     invoices,
     orders,
     payment_intents,
     plans,
     portal_sessions,
+    subscriptions,
     time_machines,
     transactions,
 )
 from billhive.spec import Operation
 from billhive.store.docs import DocTable
-from billhive.store.resources import COMMENTS, CUSTOMERS, INVOICES, ORDERS, TRANSACTIONS
+from billhive.store.resources import COMMENTS, CUSTOMERS, INVOICES, ORDERS, SUBSCRIPTIONS, TRANSACTIONS
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,28 @@ ROUTES: list[Route] = [
     api("logout_a_portal_session", portal_sessions.logout),
     api("taxes_csv_import", csv_tax_rules.create),
     _extra("resend_an_event", "POST", "/events/{event-id}/resend", events.resend, response="event"),
+    # subscriptions, estimates
+    api("create_a_subscription", subscriptions.create),
+    api("create_subscription_for_customer", subscriptions.create_for_customer),
+    api("retrieve_a_subscription", subscriptions.retrieve),
+    api("retrieve_with_scheduled_changes", subscriptions.retrieve_with_scheduled_changes),
+    api("update_a_subscription", subscriptions.update),
+    api("list_subscriptions", subscriptions.list_subscriptions, SUBSCRIPTIONS),
+    api("list_subscriptions_for_a_customer", subscriptions.list_for_customer, SUBSCRIPTIONS),
+    api("cancel_a_subscription", subscriptions.cancel),
+    api("reactivate_a_subscription", subscriptions.reactivate),
+    api("delete_a_subscription", subscriptions.delete),
+    api("change_term_end", subscriptions.change_term_end),
+    api("remove_scheduled_cancellation", subscriptions.remove_scheduled_cancellation),
+    api("remove_scheduled_changes", subscriptions.remove_scheduled_changes),
+    api("scheduled_changes_a_subscription_scheduled_change", subscriptions.scheduled_changes),
+    api("update_scheduled_changes_a_subscription_scheduled_change", subscriptions.update_scheduled_changes),
+    api("add_charge_at_term_end", subscriptions.add_charge_at_term_end),
+    api("charge_addon_at_term_end", subscriptions.charge_addon_at_term_end),
+    api("create_subscription_estimate", estimates.create_subscription),
+    api("create_subscription_for_a_customer_estimate", estimates.create_subscription_for_customer),
+    api("update_subscription_estimate", estimates.update_subscription),
+    api("subscription_renewal_estimate", estimates.renewal_estimate),
     # time machine (test sites; Chargebee v2's API on v1 URLs)
     _extra("retrieve_a_time_machine", "GET", "/time_machines/{time-machine-name}", time_machines.retrieve,
            response="time_machine"),

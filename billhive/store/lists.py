@@ -91,7 +91,7 @@ def filter_fields(table: DocTable) -> dict[str, FilterField]:
     fields: dict[str, FilterField] = {}
     for col in table.t.c:
         name = col.name
-        if name in ("pk", "site_id", "data"):
+        if name in ("pk", "site_id", "data", "internal"):  # internal: JSON state, not a field
             continue
         if name in TIMESTAMP_COLUMNS or props.get(name, {}).get("format") == "unix-time":
             fields[name] = FilterField(name, "timestamp")

@@ -47,7 +47,8 @@ TRANSACTIONS = DocTable(S.transactions, "transaction",
                                  "unused_amount": lambda d: d.get("amount_unused", 0) or 0,
                                  "idempotency_key": lambda d: None, "purpose": lambda d: None},
                         insert_only=("idempotency_key", "purpose"))
-SUBSCRIPTIONS = DocTable(S.subscriptions, "subscription")
+SUBSCRIPTIONS = DocTable(S.subscriptions, "subscription", columns={"internal": lambda d: None},
+                         insert_only=("internal",))
 ORDERS = DocTable(S.orders, "order", columns={"status": lambda d: d.get("status", "new")})
 PAYMENT_INTENTS = DocTable(S.payment_intents, "payment_intent")
 ADDRESSES = DocTable(S.addresses, "address", id_of=address_row_id)

@@ -356,7 +356,11 @@ subscriptions = doc_table(
     Column("customer_id", String(100), nullable=False),
     Column("plan_id", String(100), nullable=False),
     Column("status", String(20), nullable=False),
-    indexes=(("customer_id",), ("status",)),
+    Column("current_term_end", BigInteger, nullable=True),
+    # JSON, not part of the resource: billing anchor, scheduled changes and cancellation,
+    # charges waiting for the term end (services.subscriptions.State)
+    Column("internal", Text, nullable=True),
+    indexes=(("customer_id",), ("status",), ("plan_id",), ("current_term_end",)),
 )
 
 invoices = doc_table(

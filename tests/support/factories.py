@@ -119,7 +119,7 @@ def subscription(site: TestSite, customer_id: str, plan_id: str = "basic", statu
     def unit(w: Work) -> dict:
         sub = {"id": sid, "customer_id": customer_id, "plan_id": plan_id, "plan_quantity": 1, "status": status,
                "current_term_start": w.now, "current_term_end": w.now + 30 * 86400, "created_at": w.now,
-               "due_invoices_count": 0, "object": "subscription"}
+               "due_invoices_count": 0, "has_scheduled_changes": False, "object": "subscription"}
         SUBSCRIPTIONS.insert(w.tx, w.site_id, sub, w.now)
         return sub
     return site.ctx().write_sync(unit)
@@ -209,7 +209,23 @@ def coupon_code(site: TestSite) -> str:
 
 
 def subscription_id(site: TestSite) -> str:
-    return subscription(site, customer(site)["id"])["id"]
+    from tests.support.subs import subscription_id as through_the_api
+
+    return through_the_api(site)
+
+
+def subscription_with_scheduled_change_id(site: TestSite) -> str:
+    sid = subscription_id(site)
+    if site.api.get("/plans/iso-plan-2", expect=None).status == 404:
+        site.api.post("/plans", {"id": "iso-plan-2", "name": "Isolation 2", "price": 200})
+    site.api.post(f"/subscriptions/{sid}", {"plan_id": "iso-plan-2", "end_of_term": "true"})
+    return sid
+
+
+def subscription_cancelling_at_term_end_id(site: TestSite) -> str:
+    sid = subscription_id(site)
+    site.api.post(f"/subscriptions/{sid}/cancel", {"end_of_term": "true"})
+    return sid
 
 
 def payment_intent_id(site: TestSite) -> str:
@@ -245,6 +261,9 @@ ID_FACTORIES: dict[str, IdFactory] = {
 # operationId -> {path parameter -> factory}: for an operation that needs more than the generic
 # object (the card operations take {customer-id} but need a customer *with a card*).
 OPERATION_ID_FACTORIES: dict[str, dict[str, IdFactory]] = {
+    "scheduled_changes_a_subscription_scheduled_change": {
+        "subscription-id": subscription_cancelling_at_term_end_id},
+    "remove_scheduled_changes": {"subscription-id": subscription_with_scheduled_change_id},
     "close_pending_invoice": {"invoice-id": pending_invoice_id},
     "close_an_invoice": {"invoice-id": pending_invoice_id},
     "add_one-time_charge_to_a_pending_invoice": {"invoice-id": pending_invoice_id},

@@ -489,13 +489,17 @@ def upgrade() -> None:
     sa.Column('customer_id', sa.String(length=100), nullable=False),
     sa.Column('plan_id', sa.String(length=100), nullable=False),
     sa.Column('status', sa.String(length=20), nullable=False),
+    sa.Column('current_term_end', sa.BigInteger(), nullable=True),
+    sa.Column('internal', sa.Text(), nullable=True),
     sa.Column('data', sa.Text(), nullable=False),
     sa.PrimaryKeyConstraint('pk', name=op.f('pk_subscriptions')),
     sa.UniqueConstraint('site_id', 'id', name=op.f('uq_subscriptions_site_id_id'))
     )
     with op.batch_alter_table('subscriptions', schema=None) as batch_op:
         batch_op.create_index('ix_subscriptions_site_created', ['site_id', 'created_at', 'pk'], unique=False)
+        batch_op.create_index('ix_subscriptions_site_current_term_end', ['site_id', 'current_term_end', 'pk'], unique=False)
         batch_op.create_index('ix_subscriptions_site_customer_id', ['site_id', 'customer_id', 'pk'], unique=False)
+        batch_op.create_index('ix_subscriptions_site_plan_id', ['site_id', 'plan_id', 'pk'], unique=False)
         batch_op.create_index('ix_subscriptions_site_status', ['site_id', 'status', 'pk'], unique=False)
         batch_op.create_index('ix_subscriptions_site_updated', ['site_id', 'updated_at', 'pk'], unique=False)
 
@@ -598,7 +602,9 @@ def downgrade() -> None:
     with op.batch_alter_table('subscriptions', schema=None) as batch_op:
         batch_op.drop_index('ix_subscriptions_site_updated')
         batch_op.drop_index('ix_subscriptions_site_status')
+        batch_op.drop_index('ix_subscriptions_site_plan_id')
         batch_op.drop_index('ix_subscriptions_site_customer_id')
+        batch_op.drop_index('ix_subscriptions_site_current_term_end')
         batch_op.drop_index('ix_subscriptions_site_created')
 
     op.drop_table('subscriptions')

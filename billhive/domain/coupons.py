@@ -1,0 +1,110 @@
+"""Coupons on invoices and subscriptions. Pure.
+
+Applying coupons to an invoice's lines (in this order):
+1. ``each_specified_item`` coupons discount the plan/addon lines they name (plan_constraint /
+   addon_constraint): a percentage of each line, a fixed amount per line, or ``offer_quantity``
+   units of the line free; never more than the line's amount left.
+2. ``invoice_amount`` coupons discount what remains of the whole invoice: a percentage of it,
+   or a fixed amount.
+Each discount is rounded once (half up); the discounts never exceed the sub total.
+
+On a subscription a coupon is an entry ``{coupon_id, apply_till?, applied_count, coupon_code?}``
+and its duration decides which invoices it discounts: ``one_time`` the first only, ``forever``
+all, ``limited_period`` those dated before ``apply_till`` (attachment + duration_month months).
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+from billhive.domain.catalog import applies_to_addon, applies_to_plan
+from billhive.domain.money import percent_of
+from billhive.domain.periods import add_months
+
+
+def applies_to(coupon: dict, entity_type: str, entity_id: str | None) -> bool:
+    """Whether an each_specified_item coupon discounts a plan or addon line."""
+    if entity_id is None:
+        return False
+    if entity_type == "plan":
+        return applies_to_plan(coupon, entity_id)
+    if entity_type == "addon":
+        return applies_to_addon(coupon, entity_id)
+    return False
+
+
+def applicable(coupon: dict, items: list[tuple[str, str | None]]) -> bool:
+    """Whether the coupon discounts anything among (entity_type, entity_id) items."""
+    if coupon.get("apply_on") == "invoice_amount":
+        return True
+    return any(applies_to(coupon, t, i) for t, i in items)
+
+
+def _line_discount(coupon: dict, line: dict, left: int) -> int:
+    kind = coupon["discount_type"]
+    if kind == "percentage":
+        d = percent_of(int(line["amount"]), Fraction(str(coupon["discount_percentage"])))
+    elif kind == "fixed_amount":
+        d = int(coupon["discount_amount"])
+    else:  # offer_quantity: that many units free
+        d = int(line["unit_amount"]) * min(int(coupon.get("discount_quantity", 0)), int(line.get("quantity", 1)))
+    return max(0, min(d, left))
+
+
+def discounts(coupons: list[dict], lines: list[dict]) -> list[dict]:
+    """The ``discounts`` entries these coupons give an invoice with these lines (see the module
+    docstring). Coupons that discount nothing give no entry."""
+    left_by_line = [int(li["amount"]) for li in lines]
+    out: list[dict] = []
+    for coupon in coupons:
+        if coupon.get("apply_on") != "each_specified_item":
+            continue
+        total = 0
+        for i, line in enumerate(lines):
+            if applies_to(coupon, line.get("entity_type", ""), line.get("entity_id")):
+                d = _line_discount(coupon, line, left_by_line[i])
+                left_by_line[i] -= d
+                total += d
+        if total > 0:
+            out.append(_entry(coupon, total))
+    remaining = sum(left_by_line)
+    for coupon in coupons:
+        if coupon.get("apply_on") != "invoice_amount" or remaining <= 0:
+            continue
+        if coupon["discount_type"] == "percentage":
+            d = percent_of(remaining, Fraction(str(coupon["discount_percentage"])))
+        else:
+            d = int(coupon.get("discount_amount", 0))
+        d = max(0, min(d, remaining))
+        if d > 0:
+            remaining -= d
+            out.append(_entry(coupon, d))
+    return out
+
+
+def _entry(coupon: dict, amount: int) -> dict:
+    return {"amount": amount, "description": coupon.get("invoice_name") or coupon.get("name") or coupon["id"],
+            "type": "coupon", "entity_id": coupon["id"]}
+
+
+# ---- coupons attached to a subscription ------------------------------------------------------------
+
+def attach(coupon: dict, at: int, code: str | None = None) -> dict:
+    """The subscription's entry for a coupon attached at ``at``."""
+    entry: dict = {"coupon_id": coupon["id"]}
+    if coupon.get("duration_type") == "limited_period":
+        entry["apply_till"] = add_months(at, int(coupon.get("duration_month", 1)))
+    entry["applied_count"] = 0
+    if code:
+        entry["coupon_code"] = code
+    return entry
+
+
+def in_effect(entry: dict, coupon: dict, at: int) -> bool:
+    """Whether the entry still discounts an invoice dated ``at``."""
+    duration = coupon.get("duration_type", "forever")
+    if duration == "one_time":
+        return int(entry.get("applied_count", 0)) < 1
+    if duration == "limited_period":
+        return "apply_till" not in entry or at < int(entry["apply_till"])
+    return True

@@ -1,0 +1,209 @@
+"""Subscription rules: the status machine, recurring items, term charges, proration and billing
+cycles. Pure: works on plan/addon/subscription documents (API shape) and integers.
+
+Status machine (Chargebee v1):
+
+    future ──start──> in_trial | active | non_renewing
+    in_trial ──trial end──> active | non_renewing          (or cancelled: cancellation scheduled)
+    active ──cancel end_of_term / last billing cycle──> non_renewing
+    non_renewing ──remove_scheduled_cancellation / more billing cycles──> active
+    any but cancelled ──cancel──> cancelled ──reactivate──> active | in_trial | non_renewing
+
+Money: every line is ``unit_amount x billable quantity``; proration is ``amount x remaining /
+term length`` rounded once per line (``money.prorate``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from billhive.domain.money import prorate
+from billhive.errors import InvalidState
+
+STATUSES = ("future", "in_trial", "active", "non_renewing", "cancelled")
+LIVE = ("future", "in_trial", "active", "non_renewing")
+
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "future": frozenset({"in_trial", "active", "non_renewing", "cancelled"}),
+    "in_trial": frozenset({"active", "non_renewing", "cancelled"}),
+    "active": frozenset({"non_renewing", "cancelled"}),
+    "non_renewing": frozenset({"active", "cancelled"}),
+    "cancelled": frozenset({"active", "in_trial", "non_renewing"}),
+}
+
+
+def can_transition(current: str, target: str) -> bool:
+    return target in TRANSITIONS.get(current, frozenset())
+
+
+def transition(sub: dict, target: str) -> None:
+    """Move the subscription to ``target``; an illegal move is 409 invalid_state_for_request."""
+    current = sub["status"]
+    if not can_transition(current, target):
+        raise InvalidState(f"Subscription {sub['id']} is {current}; it cannot become {target}")
+    sub["status"] = target
+
+
+def require_status(sub: dict, allowed: tuple[str, ...], action: str) -> None:
+    """Operation precondition: 409 unless the subscription is in one of ``allowed``."""
+    if sub["status"] not in allowed:
+        raise InvalidState(f"Subscription {sub['id']} is {sub['status']}; cannot {action}")
+
+
+# ---- recurring items -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Item:
+    """One priced item of an invoice-to-be: a plan, an addon, or an ad-hoc charge."""
+
+    entity_type: str  # plan | addon | adhoc
+    entity_id: str | None
+    unit_amount: int
+    quantity: int
+    description: str
+    billable: int | None = None  # quantity charged for (plan free_quantity deducted); default quantity
+
+    @property
+    def amount(self) -> int:
+        return self.unit_amount * (self.quantity if self.billable is None else self.billable)
+
+    @property
+    def key(self) -> tuple[str, str | None]:
+        return self.entity_type, self.entity_id
+
+
+def _name(doc: dict) -> str:
+    return doc.get("invoice_name") or doc.get("name") or doc["id"]
+
+
+def plan_item(plan: dict, quantity: int) -> Item:
+    """The plan's line: price x quantity; per_unit plans do not charge their free_quantity."""
+    billable = quantity
+    if plan.get("charge_model") == "per_unit":
+        billable = max(0, quantity - int(plan.get("free_quantity", 0) or 0))
+    return Item("plan", plan["id"], int(plan.get("price", 0) or 0), quantity, _name(plan), billable)
+
+
+def addon_item(addon: dict, quantity: int) -> Item:
+    return Item("addon", addon["id"], int(addon.get("price", 0) or 0), quantity, _name(addon))
+
+
+def adhoc_item(amount: int, description: str) -> Item:
+    return Item("adhoc", None, amount, 1, description)
+
+
+@dataclass(frozen=True)
+class Charge:
+    """A line item's numbers (services turn it into an invoice line)."""
+
+    item: Item
+    date_from: int
+    date_to: int
+    amount: int
+    type: str  # charge | prorated_charge | setup_charge
+
+    def line_fields(self) -> dict:
+        return {"date_from": self.date_from, "date_to": self.date_to, "unit_amount": self.item.unit_amount,
+                "quantity": self.item.quantity, "amount": self.amount, "description": self.item.description,
+                "type": self.type, "entity_type": self.item.entity_type, "entity_id": self.item.entity_id}
+
+
+def term_charges(items: list[Item], date_from: int, date_to: int) -> list[Charge]:
+    """Full-term lines for a term (signup, renewal, reactivation)."""
+    return [Charge(i, date_from, date_to, i.amount, "charge") for i in items]
+
+
+def one_time_charges(items: list[Item], at: int) -> list[Charge]:
+    """Lines charged once, on the day (non-recurring addons, ad-hoc charges)."""
+    return [Charge(i, at, at, i.amount, "charge") for i in items]
+
+
+def setup_charge(plan: dict, at: int) -> Charge | None:
+    """The plan's setup cost, billed with the subscription's first invoice."""
+    cost = int(plan.get("setup_cost", 0) or 0)
+    if cost <= 0:
+        return None
+    item = Item("plan", plan["id"], cost, 1, f"{_name(plan)} - Setup Fee")
+    return Charge(item, at, at, cost, "setup_charge")
+
+
+def unused(amount: int, now: int, term_start: int, term_end: int) -> int:
+    """The part of a term's amount for the time left in the term (rounded once)."""
+    length = term_end - term_start
+    left = min(max(term_end - now, 0), length)
+    if length <= 0 or left == 0:
+        return 0
+    return prorate(amount, left, length)
+
+
+@dataclass(frozen=True)
+class Proration:
+    """What an immediate mid-term change bills: charges for what is new (for the rest of the
+    term), and a credit for the unused part of what it replaces."""
+
+    charges: list[Charge]
+    credit: int
+
+    @property
+    def charge_total(self) -> int:
+        return sum(c.amount for c in self.charges)
+
+
+PRORATION_TYPES = ("partial_term", "full_term", "none")
+
+
+def prorate_change(old: list[Item], new: list[Item], now: int, term_start: int, term_end: int,
+                   policies: dict[tuple[str, str | None], str] | None = None) -> Proration:
+    """Items unchanged between old and new bill nothing; a changed or removed item is credited
+    for the unused time; a changed or added item is charged for the rest of the term
+    (``partial_term``, the default), for the whole term (``full_term``) or not at all (``none``),
+    as ``policies`` says per item key (addons' proration_type)."""
+    old_by = {i.key: i for i in old}
+    new_by = {i.key: i for i in new}
+    charges = []
+    credit = 0
+    for key, item in old_by.items():
+        if new_by.get(key) != item:
+            credit += unused(item.amount, now, term_start, term_end)
+    for key, item in new_by.items():
+        if old_by.get(key) != item:
+            policy = (policies or {}).get(key, "partial_term")
+            if policy == "none":
+                continue
+            if policy == "full_term":
+                charges.append(Charge(item, now, term_end, item.amount, "charge"))
+            else:
+                charges.append(Charge(item, now, term_end, unused(item.amount, now, term_start, term_end),
+                                      "prorated_charge"))
+    return Proration(charges, credit)
+
+
+def reset_term_change(old: list[Item], new: list[Item], now: int, term_start: int, old_end: int,
+                      new_end: int) -> Proration:
+    """A change to a plan with another billing period restarts the term now: the whole new term
+    is charged, the unused part of the old one credited."""
+    credit = sum(unused(i.amount, now, term_start, old_end) for i in old)
+    return Proration(term_charges(new, now, new_end), credit)
+
+
+# ---- billing cycles ---------------------------------------------------------------------------------
+
+def start_term(remaining: int | None) -> tuple[int | None, bool]:
+    """A term starts: (remaining billing cycles after it, whether this is the last term).
+
+    Chargebee decrements the remaining cycles at each term start; at 0 the subscription is
+    non_renewing and is cancelled at the end of that term."""
+    if remaining is None:
+        return None, False
+    left = max(0, remaining - 1)
+    return left, left == 0
+
+
+def status_for_cycles(status: str, remaining: int | None, cancel_scheduled: bool) -> str:
+    """active <-> non_renewing as the remaining billing cycles say (unless a cancellation was
+    explicitly scheduled, which keeps non_renewing)."""
+    if status == "active" and remaining == 0:
+        return "non_renewing"
+    if status == "non_renewing" and not cancel_scheduled and (remaining is None or remaining > 0):
+        return "active"
+    return status
