@@ -5,8 +5,8 @@ Behaves like Chargebee's test gateway for its published test cards:
   6011111111111117 (Discover), 3530111333300000 (JCB), 38520000023237 (Diners);
 - 4119862760338320: storing the card fails, "(3009) Do not honour";
 - 4005519200000004: stores fine, every charge fails with 3001 "Insufficient funds";
-- 4000000000000119 (billhive's addition): the charge goes through at the gateway but the caller
-  sees a timeout, so recovery must settle it by looking the charge up (never charging again).
+- 4000000000000119 (billhive's addition): charges and refunds go through at the gateway but the
+  caller sees a timeout, so recovery must settle them by looking them up (never repeating them).
 Any other Luhn-valid number behaves as a success card *(choice)*.
 
 The gateway keeps its own books (tables ``gateway_vault`` and ``gateway_operations``), written
@@ -49,7 +49,7 @@ _OP_INSERT = Q(insert(O).values({c: bindparam(c) for c in ("site_id", "idempoten
                                                            "error_text", "created_at")}))
 _LOOKUP = Q(select(O.c.status, O.c.reference, O.c.error_code, O.c.error_text)
             .where(O.c.site_id == bindparam("site_id"), O.c.idempotency_key == bindparam("key")))
-_CHARGE_BY_REF = Q(select(O.c.status, O.c.amount).where(O.c.site_id == bindparam("site_id"),
+_CHARGE_BY_REF = Q(select(O.c.status, O.c.amount, O.c.token).where(O.c.site_id == bindparam("site_id"),
                                                         O.c.reference == bindparam("ref"), O.c.kind == "charge"))
 
 
@@ -166,13 +166,20 @@ class TestGateway:
 
     async def refund(self, site_pk: int, idempotency_key: str, charge_reference: str, amount: int,
                      currency: str) -> GatewayResult:
+        behaviour_box: list[str] = []
+
         def decide(tx: Tx) -> tuple[str, str | None, str | None]:
             row = tx.one(_CHARGE_BY_REF, {"site_id": site_pk, "ref": charge_reference})
             if row is None or row[0] != "success":
                 return "failure", "3020", "No successful charge to refund"
+            card = tx.one(_BEHAVIOUR, {"site_id": site_pk, "token": row[2]}) if row[2] else None
+            behaviour_box.append(card[0] if card else "success")
             return "success", None, None
-        result, _ = await self.db.write(self._operation(site_pk, idempotency_key, "refund", amount, currency,
+        result, fresh = await self.db.write(self._operation(site_pk, idempotency_key, "refund", amount, currency,
                                                             None, decide))
+        if fresh and behaviour_box and behaviour_box[0] == "timeout":
+            # the timeout card's refunds, like its charges, go through but the answer is lost
+            return GatewayResult("timeout", result.reference, "timeout", "The gateway did not answer in time")
         return result
 
     async def void(self, site_pk: int, idempotency_key: str, charge_reference: str) -> GatewayResult:

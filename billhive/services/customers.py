@@ -28,7 +28,7 @@ from billhive.errors import (
     ResourceLimitExhausted,
     not_found,
 )
-from billhive.services import cards, credits
+from billhive.services import cards, credits, transactions
 from billhive.services.cards import content, usable_card  # noqa: F401  (re-exported for other services)
 from billhive.services.context import Ctx, Work
 from billhive.store import schema as S
@@ -261,6 +261,7 @@ def _purge(w: Work, customer_id: str, subscription_ids: list[str]) -> None:
     invoice_ids = [r[0] for r in tx.all(select(inv.c.id).where(inv.c.site_id == site,
                                                                 inv.c.customer_id == customer_id))]
     txn_ids = [r[0] for r in tx.all(select(txn.c.id).where(txn.c.site_id == site, txn.c.customer_id == customer_id))]
+    transactions.announce_deleted(w, txn.c.customer_id == customer_id)
     if invoice_ids or txn_ids:
         tx.execute(sql_delete(it).where(it.c.site_id == site, or_(it.c.invoice_id.in_(invoice_ids),
                                                               it.c.txn_id.in_(txn_ids))))

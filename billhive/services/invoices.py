@@ -369,6 +369,7 @@ def settle_refund(w: Work, refund_id: str, result: GatewayResult) -> dict:
     inv = _require_invoice(w, r["linked_invoices"][0]["invoice_id"], for_update=True)
     if r["status"] not in payments.UNSETTLED:
         return {"invoice": inv, "transaction": r}
+    first = r["status"] == "in_progress"
     if result.reference:
         r["id_at_gateway"] = result.reference
     r["status"] = {"success": "success", "failure": "failure"}.get(result.status, "timeout")
@@ -384,10 +385,13 @@ def settle_refund(w: Work, refund_id: str, result: GatewayResult) -> dict:
         if lt["txn_id"] == r["id"]:
             lt["txn_status"] = r["status"]
     INVOICES.save(w.tx, w.site_id, inv, w.now)
-    w.emit("transaction_created", {"transaction": r})
+    w.emit("transaction_created" if first else "transaction_updated", {"transaction": r})
+    content = {"transaction": r, "invoice": inv,
+               **invoicing.snapshot(w, inv["customer_id"], inv.get("subscription_id"))}
     if r["status"] == "success":
-        w.emit("payment_refunded", {"transaction": r, "invoice": inv,
-                                    **invoicing.snapshot(w, inv["customer_id"], inv.get("subscription_id"))})
+        w.emit("payment_refunded", content)
+    elif r["status"] == "timeout" and first:  # sent to the gateway, outcome not known yet
+        w.emit("refund_initiated", content)
     return {"invoice": inv, "transaction": r}
 
 

@@ -30,6 +30,10 @@ from billhive.util.ids import draft_invoice_id, txn_id
 
 _LINK = Q(insert(S.invoice_transactions).values(
     {c: bindparam(c) for c in ("site_id", "invoice_id", "txn_id", "applied_amount", "applied_at")}))
+_SET_APPLIED = Q(update(S.invoice_transactions).where(
+    S.invoice_transactions.c.site_id == bindparam("site_id"), S.invoice_transactions.c.invoice_id == bindparam(
+        "invoice_id"), S.invoice_transactions.c.txn_id == bindparam("txn_id")).values(
+    applied_amount=bindparam("applied_amount"), applied_at=bindparam("applied_at")))
 _NEXT_NUMBER = Q(update(S.sites).where(S.sites.c.pk == bindparam("pk"))
                  .values(invoice_next_number=S.sites.c.invoice_next_number + 1)
                  .returning(S.sites.c.invoice_next_number))
@@ -160,14 +164,17 @@ def _apply_excess(w: Work, inv: dict, customer: dict, amount: int) -> None:
         w.emit("transaction_updated", {"transaction": txn})
 
 
-def link_transaction(w: Work, inv: dict, txn: dict, applied: int) -> None:
-    """Record that txn touched inv (linked_transactions on the invoice; invoice_transactions row)."""
+def link_transaction(w: Work, inv: dict, txn: dict, applied: int, *, row_exists: bool = False) -> None:
+    """Record that txn touched inv (linked_transactions on the invoice; invoice_transactions row).
+
+    row_exists: a charge recorded its link (0 applied) when it started; settling it sets the amount."""
     if applied > 0:
         inv.setdefault("linked_transactions", []).append({
             "txn_id": txn["id"], "applied_amount": applied, "applied_at": w.now, "txn_type": txn["type"],
             "txn_status": txn["status"], "txn_date": txn["date"], "txn_amount": txn["amount"]})
-    w.tx.execute(_LINK, dict(site_id=w.site_id, invoice_id=inv["id"], txn_id=txn["id"], applied_amount=applied,
-                             applied_at=w.now))
+    params = dict(site_id=w.site_id, invoice_id=inv["id"], txn_id=txn["id"], applied_amount=applied,
+                  applied_at=w.now)
+    w.tx.execute(_SET_APPLIED if row_exists else _LINK, params)
 
 
 def new_payment(w: Work, *, inv: dict, customer: dict, card: dict, amount: int) -> dict:
@@ -198,6 +205,7 @@ def start_charge(w: Work, inv: dict, customer: dict, card: dict, purpose: str) -
     """Record an in_progress payment for the invoice's amount due; the charge happens after commit."""
     txn = new_payment(w, inv=inv, customer=customer, card=card, amount=int(inv["amount_due"]))
     TRANSACTIONS.insert(w.tx, w.site_id, txn, w.now, columns={"idempotency_key": txn["id"], "purpose": purpose})
+    link_transaction(w, inv, txn, 0)  # listed under the invoice from the start (even while in progress)
     return ChargePlan(txn["id"], inv["id"], txn["gateway"], card["reference_id"], txn["amount"],
                       inv["currency_code"], purpose)
 

@@ -74,6 +74,8 @@ def settle(w: Work, txn_id: str, result: GatewayResult, purpose: str | None = No
     if result.reference:
         txn["id_at_gateway"] = result.reference
     if result.status == "timeout":
+        # the gateway took the charge but its outcome is not known yet: the payment is initiated,
+        # recovery settles it from the gateway later (payment_succeeded / payment_failed then)
         txn["status"] = "timeout"
         txn["error_code"], txn["error_text"] = result.error_code or "timeout", result.error_text or "timeout"
         TRANSACTIONS.save(w.tx, w.site_id, txn, w.now)
@@ -81,6 +83,8 @@ def settle(w: Work, txn_id: str, result: GatewayResult, purpose: str | None = No
             if purpose in ("close", "create"):
                 w.emit("invoice_generated", {"invoice": inv})
             w.emit("transaction_created", {"transaction": txn})
+            w.emit("payment_initiated", {"transaction": txn, "invoice": inv,
+                                         **invoicing.snapshot(w, inv["customer_id"], inv.get("subscription_id"))})
         return inv
     txn.pop("error_code", None)
     txn.pop("error_text", None)
@@ -90,7 +94,7 @@ def settle(w: Work, txn_id: str, result: GatewayResult, purpose: str | None = No
         txn["status"] = "success"
         txn["linked_invoices"][0]["applied_amount"] = txn["amount"]
         inv["amount_paid"] = int(inv.get("amount_paid", 0)) + int(txn["amount"])
-        invoicing.link_transaction(w, inv, txn, int(txn["amount"]))
+        invoicing.link_transaction(w, inv, txn, int(txn["amount"]), row_exists=True)
         D.recompute(inv)
         if inv["amount_due"] == 0 and inv["status"] != "paid":
             D.transition(inv, "paid")
@@ -100,7 +104,6 @@ def settle(w: Work, txn_id: str, result: GatewayResult, purpose: str | None = No
         txn["status"] = "failure"
         txn["error_code"] = result.error_code or "failure"
         txn["error_text"] = result.error_text or "The payment failed"
-        invoicing.link_transaction(w, inv, txn, 0)
         if purpose in ("close", "dunning"):
             dunning_columns = dunning.on_failure(w, inv, retry=purpose == "dunning")
         elif purpose == "create":  # a one-off invoice exists only if its charge succeeds: void it
@@ -123,8 +126,8 @@ def settle(w: Work, txn_id: str, result: GatewayResult, purpose: str | None = No
 
 def _unsettled(tx: Tx, site_pk: int, limit: int = 200) -> list[dict]:
     t = TRANSACTIONS.t
-    return TRANSACTIONS.find(tx, site_pk, t.c.status.in_(UNSETTLED), t.c.type == "payment", order_by=[t.c.pk],
-                             limit=limit)
+    return TRANSACTIONS.find(tx, site_pk, t.c.status.in_(UNSETTLED), t.c.type.in_(("payment", "refund")),
+                             order_by=[t.c.pk], limit=limit)
 
 
 async def recover_site(app: "App", site_pk: int) -> int:
@@ -137,6 +140,15 @@ async def recover_site(app: "App", site_pk: int) -> int:
         if gateway is None:
             continue
         result = await gateway.lookup(site_pk, txn["id"])
+        if txn["type"] == "refund":
+            # a refund the gateway never saw was never made: it failed, nothing to repeat
+            result = result or GatewayResult("failure", "", "not_processed", "The refund did not reach the gateway")
+            if result.status != "timeout":
+                from billhive.services.invoices import settle_refund
+
+                await ctx.write(settle_refund, txn["id"], result)
+                done += 1
+            continue
         if result is None:
             # the gateway never saw it: charge now, with the same key (the customer's current card)
             def card_of(tx: Tx, customer_id: str = txn["customer_id"]) -> str | None:

@@ -59,6 +59,7 @@ from billhive.services import (
     payment_intents,
     payments,
     plans,
+    transactions,
 )
 from billhive.services.context import Ctx, Work
 from billhive.store import schema as S
@@ -1277,6 +1278,7 @@ async def delete(ctx: Ctx, subscription_id: str, params: dict) -> dict:
                                                                        L.c.txn_id.in_(txn_ids))))
         for inv_id in inv_ids:
             jobs.cancel(w, f"{dunning.JOB}:{inv_id}")
+        transactions.announce_deleted(w, X.c.subscription_id == sub["id"])
         w.tx.execute(sql_delete(I).where(I.c.site_id == w.site_id, I.c.subscription_id == sub["id"]))
         w.tx.execute(sql_delete(X).where(X.c.site_id == w.site_id, X.c.subscription_id == sub["id"]))
         SUBSCRIPTIONS.delete(w.tx, w.site_id, sub["id"])

@@ -14,6 +14,13 @@ from billhive.store.resources import CUSTOMERS, INVOICES, SUBSCRIPTIONS, TRANSAC
 _SORT = ("date", True)
 
 
+def announce_deleted(w: Work, *where) -> None:  # type: ignore[no-untyped-def]
+    """transaction_deleted for each transaction about to be deleted with its customer or
+    subscription (the caller deletes the rows)."""
+    for txn in TRANSACTIONS.find(w.tx, w.site_id, *where):
+        w.emit("transaction_deleted", {"transaction": txn})
+
+
 async def retrieve(ctx: Ctx, transaction_id: str, params: dict) -> dict:
     def run(w: Work) -> dict:
         txn = TRANSACTIONS.get(w.tx, w.site_id, transaction_id)

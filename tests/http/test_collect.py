@@ -210,3 +210,23 @@ def test_200_invoices_closed_concurrently_get_gapless_numbers(tsite):
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
         numbers = list(pool.map(call, drafts))
     assert sorted(int(n) for n in numbers) == list(range(1, 201))
+
+
+def test_idempotency_key_on_collect_runs_once_under_concurrency(tsite):
+    cust = F.customer(tsite)
+    draft = F.pending_invoice(tsite, cust["id"])
+    headers = {"chargebee-idempotency-key": "collect-" + draft["id"]}
+
+    def call(_):
+        r = tsite.api.with_key(tsite.key).post(f"/invoices/{draft['id']}/collect", headers=headers)
+        return r.body, r.headers.get("chargebee-idempotency-replayed")
+
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:
+        results = list(pool.map(call, range(10)))
+    bodies = {str(b) for b, _ in results}
+    assert len(bodies) == 1  # every caller got the one response
+    assert [h for _, h in results].count(None) == 1  # one ran, nine replayed
+    assert tsite.app.gateways["chargebee"].charge_count(tsite.pk) == 1
+    # the same key on another request is refused
+    r = tsite.api.post(f"/invoices/{draft['id']}/close", {"invoice_note": "x"}, headers=headers, expect=422)
+    assert r["api_error_code"] == "unable_to_process_request"

@@ -337,3 +337,12 @@ def test_site_helpers_for_other_services(site, api):
         assert customers.usable_card(w, customers.get_customer(w, "h1"))["last4"] == "1111"
         assert customers.usable_card(w, customers.get_customer(w, "h2")) is None
     site.app.db.read_sync(run)
+
+
+def test_deleting_a_customer_announces_its_deleted_transactions(site):
+    from tests.support import factories as F
+
+    cust = F.customer(site, card=None, excess=500)
+    site.api.post(f"/customers/{cust['id']}/delete")
+    kinds = [e["event_type"] for e in F.events_of(site)]
+    assert "transaction_deleted" in kinds and kinds[-1] == "customer_deleted"

@@ -258,3 +258,40 @@ def test_transaction_lists(tsite):
         assert [t["transaction"]["id"] for t in listed] == [inv["linked_transactions"][0]["txn_id"]], path
     assert tsite.api.get("/transactions", {"status[is]": "failure"}).body == {"list": []}
     tsite.api.get("/transactions/txn_nope", expect=404)
+
+
+# ---- outcomes the gateway does not report at once (the timeout card) --------------------------------
+
+def test_timed_out_charge_is_initiated_then_settled_by_recovery(tsite):
+    from billhive.services import payments
+    import asyncio
+
+    cust = F.customer(tsite, card=F.TIMEOUT_CARD)
+    inv = tsite.api.post(f"/invoices/{F.pending_invoice(tsite, cust['id'])['id']}/collect")["invoice"]
+    assert inv["status"] == "payment_due"
+    (txn,) = [t["transaction"] for t in tsite.api.get(f"/invoices/{inv['id']}/transactions").body["list"]]
+    assert txn["status"] == "timeout"
+    kinds = [e["event_type"] for e in F.events_of(tsite)]
+    assert kinds == ["invoice_generated", "transaction_created", "payment_initiated"]
+    assert asyncio.run(payments.recover_site(tsite.app, tsite.pk)) == 1
+    inv = tsite.api.get(f"/invoices/{inv['id']}")["invoice"]
+    assert inv["status"] == "paid" and inv["amount_paid"] == 1000
+    assert tsite.app.gateways["chargebee"].charge_count(tsite.pk) == 1  # settled from the books, not charged again
+    kinds = [e["event_type"] for e in F.events_of(tsite)]
+    assert kinds[-2:] == ["transaction_updated", "payment_succeeded"]
+
+
+def test_timed_out_refund_is_initiated_then_settled_by_recovery(tsite):
+    from billhive.services import payments
+    import asyncio
+
+    cust = F.customer(tsite, card=F.TIMEOUT_CARD)
+    inv = tsite.api.post(f"/invoices/{F.pending_invoice(tsite, cust['id'])['id']}/collect")["invoice"]
+    asyncio.run(payments.recover_site(tsite.app, tsite.pk))
+    r = tsite.api.post(f"/invoices/{inv['id']}/refund", {"refund_amount": 400}).body
+    assert r["transaction"]["status"] == "timeout"
+    assert [e["event_type"] for e in F.events_of(tsite)][-1] == "refund_initiated"
+    assert asyncio.run(payments.recover_site(tsite.app, tsite.pk)) == 1
+    refund = tsite.api.get(f"/transactions/{r['transaction']['id']}")["transaction"]
+    assert refund["status"] == "success"
+    assert [e["event_type"] for e in F.events_of(tsite)][-1] == "payment_refunded"
