@@ -191,7 +191,7 @@ class Database:
 
     # ---- connections -------------------------------------------------------------------
 
-    def _sqlite_connect(self) -> sqlite3.Connection:
+    def _sqlite_connect(self, *, shared: bool = True) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
@@ -199,8 +199,9 @@ class Database:
         conn.execute("PRAGMA cache_size=-65536")
         conn.execute("PRAGMA temp_store=MEMORY")
         conn.execute("PRAGMA foreign_keys=OFF")
-        with self._conns_lock:
-            self._conns.append(conn)
+        if shared:  # closed by close(); a thread that closes its own connection passes shared=False
+            with self._conns_lock:
+                self._conns.append(conn)
         return conn
 
     def _pg_connect(self) -> Any:
@@ -234,7 +235,7 @@ class Database:
 
     def _writer_loop(self) -> None:
         try:
-            conn = self._sqlite_connect()
+            conn = self._sqlite_connect(shared=False)  # closed by this thread when it stops
         except BaseException as exc:  # pragma: no cover - reported to the constructor
             self._writer_error = exc
             self._writer_ready.set()
@@ -245,7 +246,10 @@ class Database:
             # committing connection they stall every ~1000 pages of commits; a separate thread
             # does them instead, off the write path.
             conn.execute("PRAGMA wal_autocheckpoint=0")
-            threading.Thread(target=self._checkpointer, name="billhive-sqlite-checkpoint", daemon=True).start()
+            self._checkpoint_stop = threading.Event()
+            self._checkpoint_thread = threading.Thread(target=self._checkpointer, name="billhive-sqlite-checkpoint",
+                                                       daemon=True)
+            self._checkpoint_thread.start()
         q = self._queue
         while True:
             job = q.get()
@@ -268,20 +272,19 @@ class Database:
         conn.close()
 
     def _checkpointer(self) -> None:
-        conn = self._sqlite_connect()
-        while True:
-            time.sleep(0.5)
-            if self._closed:
-                return
-            try:
-                busy, wal_pages, moved = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                if wal_pages > 20000 and moved == wal_pages:
-                    # everything was copied back: let the next writer start the WAL over
-                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            except sqlite3.Error as exc:  # pragma: no cover - retried on the next tick
-                if self._closed:
-                    return
-                log.warning("WAL checkpoint failed: %s", exc)
+        # owns its connection: closing it from another thread mid-call would crash sqlite3
+        conn = self._sqlite_connect(shared=False)
+        try:
+            while not self._checkpoint_stop.wait(0.5):
+                try:
+                    busy, wal_pages, moved = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    if wal_pages > 20000 and moved == wal_pages:
+                        # everything was copied back: let the next writer start the WAL over
+                        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                except sqlite3.Error as exc:  # pragma: no cover - retried on the next tick
+                    log.warning("WAL checkpoint failed: %s", exc)
+        finally:
+            conn.close()
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
         live = [j for j in batch if j.start()]
@@ -418,6 +421,10 @@ class Database:
         if self.dialect == "sqlite":
             self._queue.put(None)
             self._writer.join(timeout=10)
+            stop = getattr(self, "_checkpoint_stop", None)
+            if stop is not None:
+                stop.set()
+                self._checkpoint_thread.join(timeout=10)
         else:
             self._pool.shutdown(wait=True)
         with self._conns_lock:
