@@ -191,6 +191,7 @@ ROUTES: list[Route] = [
                  "first_name": _CARD_FIELD, "last_name": _CARD_FIELD}),
     api("retrieve_an_address", addresses.retrieve),
     api("update_an_address", addresses.update),
+    api("create_invoice_estimate", estimates.create_invoice),
 ]
 
 
