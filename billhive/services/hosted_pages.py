@@ -63,6 +63,8 @@ _NEW_NAMES = {k: f"subscription[{k}]" for k in _SUBSCRIPTION_PARAMS}
 _EXISTING_NAMES = {k: f"subscription[{k}]" for k in _SUBSCRIPTION_PARAMS if k != "id"}
 _ONE_OFF_NAMES = {"subscription_id": "subscription[id]", "customer_id": "subscription[id]"}
 _T = HOSTED_PAGES.t
+# event types this module emits through a variable (the card a one-off checkout gives the customer)
+EMITS = ("card_added", "card_updated")
 
 
 def page_url(base_url: str, site_name: str, page_id: str) -> str:
