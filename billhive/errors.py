@@ -6,6 +6,9 @@ Tests assert on ``api_error_code`` and ``param``, never on the message text.
 
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 # Legacy v1 error codes that pre-1.1.48 clients (and the 1.x Python SDK, which reads
 # ``error_code`` unconditionally) still expect beside ``api_error_code``.
 _LEGACY_CODES = {
@@ -154,3 +157,19 @@ def not_found(resource: str, ident: str | None = None, *, param: str | None = No
     label = resource.replace("_", " ").capitalize()
     msg = f"{label} not found for id {ident}" if ident is not None else f"{label} not found"
     return NotFound(msg, param=param)
+
+
+@contextlib.contextmanager
+def params_renamed(names: dict[str, str]) -> Iterator[None]:
+    """Errors raised inside name their parameter as the calling operation spells it: for code shared
+    by operations whose parameters differ (``plan_id`` in one is ``subscription[plan_id]`` in another)."""
+    try:
+        yield
+    except BillhiveError as exc:
+        new = names.get(exc.param) if exc.param else None
+        if new is not None:
+            assert exc.param is not None
+            if exc.message.startswith(exc.param + " "):
+                exc.message = new + exc.message[len(exc.param):]
+            exc.param = new
+        raise

@@ -1,4 +1,5 @@
-"""Non-API HTTP routes (beside /health and /openapi.json): downloads and metrics.
+"""Non-API HTTP routes (beside /health and /openapi.json): the portal and hosted checkout pages,
+downloads and metrics.
 
 Each entry is a Starlette route factory taking the App; keep them small.
 """
@@ -9,11 +10,12 @@ from typing import Callable
 
 from starlette.routing import BaseRoute
 
-from billhive.http import downloads, portal
+from billhive.http import downloads, hosted, portal
 from billhive.runtime import App
 
 FACTORIES: list[Callable[[App], list[BaseRoute]]] = [
     portal.routes,
+    hosted.routes,
     downloads.routes,
 ]
 

@@ -22,6 +22,7 @@ from billhive.services import (
     customers,
     estimates,
     events,
+    hosted_pages,
     invoices,
     orders,
     payment_intents,
@@ -191,6 +192,13 @@ ROUTES: list[Route] = [
                  "first_name": _CARD_FIELD, "last_name": _CARD_FIELD}),
     api("retrieve_an_address", addresses.retrieve),
     api("update_an_address", addresses.update),
+    # hosted pages (checkout pages served by billhive/http/hosted.py) and the invoice estimate
+    api("checkout_new_subscription", hosted_pages.checkout_new),
+    api("checkout_existing_subscription", hosted_pages.checkout_existing),
+    api("checkout_onetime_charge", hosted_pages.checkout_onetime_charge),
+    api("checkout_onetime_addons", hosted_pages.checkout_onetime_addons),
+    api("retrieve_a_hosted_page", hosted_pages.retrieve),
+    api("create_invoice_estimate", estimates.create_invoice),
 ]
 
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 import copy
 
 from billhive.domain import invoices as D
-from billhive.errors import InvalidState
-from billhive.services import credits
+from billhive.errors import InvalidState, params_renamed
+from billhive.services import cards, credits, invoices
 from billhive.services import subscriptions as subs
 from billhive.services.context import Ctx, Work
 
@@ -44,7 +44,7 @@ def estimate_of(w: Work, inv: dict | None, sub: dict | None, *, collect_now: boo
     D.recompute(inv)
     if use_balances and customer is not None and inv["amount_due"] > 0:
         _apply_balances(inv, customer)
-    est: dict = {"created_at": w.now, "recurring": True}
+    est: dict = {"created_at": w.now, "recurring": bool(inv.get("recurring", True))}
     if sub is not None:
         est["subscription_id"] = sub["id"]
         est["subscription_status"] = sub["status"]
@@ -100,7 +100,7 @@ async def renewal_estimate(ctx: Ctx, subscription_id: str, params: dict) -> dict
     return await ctx.read(run)
 
 
-def _create_estimate(w: Work, params: dict, customer: dict, use_balances: bool) -> dict:
+def create_estimate_of(w: Work, params: dict, customer: dict, use_balances: bool) -> dict:
     c = subs.compose_create(w, params, customer, use=False)
     if c.invoice is not None:
         return estimate_of(w, c.invoice, c.sub, collect_now=True, customer=customer, use_balances=use_balances)
@@ -130,7 +130,7 @@ async def create_subscription(ctx: Ctx, params: dict) -> dict:
             customer["vat_number"] = params["customer"]["vat_number"]
         if params.get("billing_address"):
             customer["billing_address"] = params["billing_address"]
-        est = _create_estimate(w, p, customer, False)
+        est = create_estimate_of(w, p, customer, False)
         return {"estimate": est}
     return await ctx.read(run)
 
@@ -141,7 +141,7 @@ async def create_subscription_for_customer(ctx: Ctx, customer_id: str, params: d
 
     def run(w: Work) -> dict:
         customer = subs._customer(w, customer_id)
-        return {"estimate": _create_estimate(w, p, customer, bool(params.get("use_customer_balances")))}
+        return {"estimate": create_estimate_of(w, p, customer, bool(params.get("use_customer_balances")))}
     return await ctx.read(run)
 
 
@@ -155,15 +155,45 @@ async def update_subscription(ctx: Ctx, params: dict) -> dict:
         if k in params:
             p[k] = params[k]
     use_balances = bool(params.get("use_customer_balances"))
+    include_delayed = bool(params.get("include_delayed_charges"))
+    return await ctx.read(lambda w: {"estimate": update_estimate_of(w, sub_id, p, include_delayed=include_delayed,
+                                                                    use_balances=use_balances)})
 
-    def run(w: Work) -> dict:
-        sub, st = subs._require(w, sub_id)
-        c = subs.compose_update(w, sub, st, p, use=False)
-        customer = subs._customer(w, sub["customer_id"])
-        if c.invoice is not None:
-            return {"estimate": estimate_of(w, c.invoice, c.sub, collect_now=True, customer=customer,
-                                            use_balances=use_balances)}
-        inv, after = _next_invoice(w, c.sub, c.st, include_delayed=bool(params.get("include_delayed_charges")))
-        return {"estimate": estimate_of(w, inv, after, collect_now=False, customer=customer,
-                                        use_balances=use_balances)}
-    return await ctx.read(run)
+
+def update_estimate_of(w: Work, sub_id: str, p: dict, *, include_delayed: bool, use_balances: bool) -> dict:
+    sub, st = subs._require(w, sub_id)
+    c = subs.compose_update(w, sub, st, p, use=False)
+    customer = subs._customer(w, sub["customer_id"])
+    if c.invoice is not None:
+        return estimate_of(w, c.invoice, c.sub, collect_now=True, customer=customer, use_balances=use_balances)
+    inv, after = _next_invoice(w, c.sub, c.st, include_delayed=include_delayed)
+    return estimate_of(w, inv, after, collect_now=False, customer=customer, use_balances=use_balances)
+
+
+# ---- one-off invoices ------------------------------------------------------------------------------
+
+def invoice_estimate_of(w: Work, params: dict, build: invoices.Build, *, use_balances: bool = False) -> dict:
+    """The estimate of POST /invoices (or /invoices/charge...): the invoice ``invoices.compose_one_off``
+    builds, which the operation then closes; collected now."""
+    inv, customer = invoices.compose_one_off(w, params, build, use=False)
+    est = estimate_of(w, inv, None, collect_now=True, customer=customer, use_balances=use_balances)
+    if inv.get("subscription_id"):
+        est = {"created_at": est.pop("created_at"), "recurring": est.pop("recurring"),
+               "subscription_id": inv["subscription_id"], **est}
+    return est
+
+
+async def create_invoice(ctx: Ctx, params: dict) -> dict:
+    """POST /estimates/create_invoice — what POST /invoices would bill now. Like the subscription
+    estimates without use_customer_balances, balances are not applied (the operation applies them
+    when it closes the invoice); taxes are not computed, so customer[vat_number], customer[taxability]
+    and billing_address change nothing."""
+    given = params.get("invoice") or {}
+    p = {k: given[k] for k in ("customer_id", "subscription_id", "po_number") if k in given}
+    for k in ("coupon", "addons", "charges", "shipping_address"):
+        if k in params:
+            p[k] = params[k]
+    cards.check_country((params.get("billing_address") or {}).get("country"), "billing_address[country]")
+    build = invoices.create_lines(p)
+    with params_renamed({"customer_id": "invoice[customer_id]", "subscription_id": "invoice[subscription_id]"}):
+        return await ctx.read(lambda w: {"estimate": invoice_estimate_of(w, p, build)})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from billhive.domain import catalog as catalog_rules
 from billhive.domain import discounts
 from billhive.domain import invoices as D
 from billhive.errors import (
@@ -433,9 +434,15 @@ async def record_refund(ctx: Ctx, invoice_id: str, params: dict) -> dict:
 # with dunning instead. Auto-collection on, an amount due and no usable card: 400
 # payment_method_not_present, nothing written (with one_off_charge_failure=dunning: payment_due).
 
-def _catalog_addon(w: Work, addon_id: str, param: str) -> dict:
-    """A non-recurring, active addon of the catalog (404 / 400 naming ``param``), marked as used."""
-    addon = catalog_addons.use_addon(w, addon_id, param=param)
+def _catalog_addon(w: Work, addon_id: str, param: str, *, use: bool = True) -> dict:
+    """A non-recurring, active addon of the catalog (404 / 400 naming ``param``), marked as used
+    (``use``; estimates only look)."""
+    if use:
+        addon = catalog_addons.use_addon(w, addon_id, param=param)
+    else:
+        addon = catalog_addons.get_addon(w, addon_id, param=param)
+        if addon["status"] != "active":
+            raise ParamError(f"{param} : The addon {addon_id} is {addon['status']} and cannot be used", param=param)
     if addon.get("charge_type") != "non_recurring":
         raise ParamError(f"{param} : The addon {addon_id} is recurring; only non-recurring addons can be charged "
                          "this way", param=param)
@@ -455,8 +462,9 @@ def _addon_line(w: Work, addon: dict, quantity: int | None, qparam: str) -> dict
                                entity_type="addon", entity_id=addon["id"])
 
 
-def _one_time_coupon(w: Work, value: str, lines: list[dict]) -> dict:
-    """Redeem a one-time coupon (id or coupon code) for these lines; returns the invoice's discount."""
+def _one_time_coupon(w: Work, value: str, lines: list[dict], *, redeem: bool = True) -> dict:
+    """Redeem a one-time coupon (id or coupon code) for these lines; returns the invoice's discount.
+    Without ``redeem`` (estimates) the coupon is only checked redeemable."""
     coupon, code = catalog_coupons.resolve(w, value, param="coupon")
     if coupon.get("duration_type") != "one_time":
         raise ParamError(f"coupon : The coupon {coupon['id']} is {coupon.get('duration_type')}; only one_time "
@@ -464,7 +472,10 @@ def _one_time_coupon(w: Work, value: str, lines: list[dict]) -> dict:
     amount = discounts.coupon_discount(coupon, lines)
     if coupon.get("apply_on") == "each_specified_item" and amount == 0:
         raise ParamError(f"coupon : The coupon {coupon['id']} applies to none of this invoice's items", param="coupon")
-    catalog_coupons.redeem(w, coupon["id"], code, param="coupon")
+    if redeem:
+        catalog_coupons.redeem(w, coupon["id"], code, param="coupon")
+    else:
+        catalog_rules.check_redeemable(coupon, w.now, param="coupon")
     return {"amount": amount, "description": coupon.get("invoice_name") or coupon.get("name") or coupon["id"],
             "type": "coupon", "entity_id": coupon["id"]}
 
@@ -490,17 +501,30 @@ def _owner(w: Work, params: dict) -> tuple[dict, str | None]:
     return customer, sub_id
 
 
-def _create_one_off(w: Work, params: dict, build: Callable[[Work], list[dict]]
-                    ) -> tuple[dict, invoicing.ChargePlan | None]:
+# builds an invoice's line items; ``use`` marks the addons in use (the real operation), else only looks
+Build = Callable[[Work, bool], list[dict]]
+
+
+def compose_one_off(w: Work, params: dict, build: Build, *, use: bool = True) -> tuple[dict, dict]:
+    """(invoice, customer): the one-off invoice these parameters make, in memory — not numbered,
+    no balances applied, not saved. ``use`` marks addons in use and redeems the coupon (the real
+    operation, inside its transaction); without it (estimates) nothing is written."""
     customer, sub_id = _owner(w, params)
-    lines = build(w)
-    found = [_one_time_coupon(w, params["coupon"], lines)] if params.get("coupon") else []
+    lines = build(w, use)
+    found = [_one_time_coupon(w, params["coupon"], lines, redeem=use)] if params.get("coupon") else []
     inv = invoicing.new_invoice(w, customer=customer, start_date=w.now, line_items=lines, recurring=False,
                                 subscription_id=sub_id, discounts=found)
     if params.get("po_number"):
         inv["po_number"] = params["po_number"]
     if params.get("shipping_address"):
         inv["shipping_address"] = {**params["shipping_address"], "object": "shipping_address"}
+    return inv, customer
+
+
+def create_one_off(w: Work, params: dict, build: Build) -> tuple[dict, invoicing.ChargePlan | None]:
+    """Compose and close (number, balances, auto-collection) a one-off invoice, in the caller's
+    transaction; returns the charge to make after commit, if any."""
+    inv, customer = compose_one_off(w, params, build)
     void_on_failure = w.site.setting("one_off_charge_failure") == "void"
     plan = invoicing.close(w, inv, insert=True, purpose="create" if void_on_failure else "close")
     if plan is None and void_on_failure and inv["status"] == "payment_due" \
@@ -510,38 +534,53 @@ def _create_one_off(w: Work, params: dict, build: Callable[[Work], list[dict]]
     return inv, plan
 
 
-async def _one_off(ctx: Ctx, params: dict, build: Callable[[Work], list[dict]]) -> dict:
-    inv, plan = await ctx.write(_create_one_off, params, build)
+def voided_by_failure(result: GatewayResult, plan: invoicing.ChargePlan) -> bool:
+    """Whether settling this charge voided its one-off invoice (the operation then answers 400)."""
+    return result.status == "failure" and plan.purpose == "create"
+
+
+def failure_error(result: GatewayResult, invoice_id: str) -> PaymentProcessingFailed:
+    return PaymentProcessingFailed(f"Payment failed: ({result.error_code}) {result.error_text}; the invoice "
+                                   f"{invoice_id} was voided")
+
+
+async def _one_off(ctx: Ctx, params: dict, build: Build) -> dict:
+    inv, plan = await ctx.write(create_one_off, params, build)
     if plan is not None:
         result = await payments.call_gateway(ctx.app, ctx.site_id, plan)
         inv = await ctx.write(payments.settle, plan.txn_id, result, plan.purpose)
-        if result.status == "failure" and plan.purpose == "create":
-            raise PaymentProcessingFailed(f"Payment failed: ({result.error_code}) {result.error_text}; the invoice "
-                                          f"{inv['id']} was voided")
+        if voided_by_failure(result, plan):
+            raise failure_error(result, inv["id"])
     return {"invoice": inv}
+
+
+def charge_lines(params: dict) -> Build:
+    """POST /invoices/charge's line: one ad-hoc charge (``amount``, ``description``)."""
+    if "amount" not in params:
+        raise ParamRequired("amount : cannot be blank", param="amount")
+
+    def build(w: Work, use: bool) -> list[dict]:
+        return [invoicing.line_item(date_from=w.now, date_to=w.now, unit_amount=params["amount"],
+                                    description=params["description"], entity_type="adhoc")]
+    return build
 
 
 async def charge(ctx: Ctx, params: dict) -> dict:
     """POST /invoices/charge — an invoice for a one-time (ad-hoc) charge."""
-    if "amount" not in params:
-        raise ParamRequired("amount : cannot be blank", param="amount")
-
-    def build(w: Work) -> list[dict]:
-        return [invoicing.line_item(date_from=w.now, date_to=w.now, unit_amount=params["amount"],
-                                    description=params["description"], entity_type="adhoc")]
-    return await _one_off(ctx, params, build)
+    return await _one_off(ctx, params, charge_lines(params))
 
 
 async def charge_addon(ctx: Ctx, params: dict) -> dict:
     """POST /invoices/charge_addon — an invoice for a non-recurring addon."""
-    def build(w: Work) -> list[dict]:
-        addon = _catalog_addon(w, params["addon_id"], "addon_id")
+    def build(w: Work, use: bool) -> list[dict]:
+        addon = _catalog_addon(w, params["addon_id"], "addon_id", use=use)
         return [_addon_line(w, addon, params.get("addon_quantity"), "addon_quantity")]
     return await _one_off(ctx, params, build)
 
 
-async def create(ctx: Ctx, params: dict) -> dict:
-    """POST /invoices — a one-off invoice for non-recurring addons and ad-hoc charges."""
+def create_lines(params: dict) -> Build:
+    """POST /invoices's lines (non-recurring addons, then ad-hoc charges), after the checks that
+    need no database."""
     addons, charges = params.get("addons", []), params.get("charges", [])
     if not addons and not charges:
         raise InvalidRequest("An invoice needs at least one addon (addons[id][0]) or charge (charges[amount][0])",
@@ -561,13 +600,18 @@ async def create(ctx: Ctx, params: dict) -> dict:
             if name not in c:
                 raise ParamRequired(f"charges[{name}][{i}] : cannot be blank", param=f"charges[{name}][{i}]")
 
-    def build(w: Work) -> list[dict]:
-        lines = [_addon_line(w, _catalog_addon(w, a["id"], f"addons[id][{i}]"), a.get("quantity"),
+    def build(w: Work, use: bool) -> list[dict]:
+        lines = [_addon_line(w, _catalog_addon(w, a["id"], f"addons[id][{i}]", use=use), a.get("quantity"),
                              f"addons[quantity][{i}]") for i, a in enumerate(addons)]
         lines += [invoicing.line_item(date_from=w.now, date_to=w.now, unit_amount=c["amount"],
                                       description=c["description"], entity_type="adhoc") for c in charges]
         return lines
-    return await _one_off(ctx, params, build)
+    return build
+
+
+async def create(ctx: Ctx, params: dict) -> dict:
+    """POST /invoices — a one-off invoice for non-recurring addons and ad-hoc charges."""
+    return await _one_off(ctx, params, create_lines(params))
 
 
 async def add_addon_charge(ctx: Ctx, invoice_id: str, params: dict) -> dict:

@@ -55,6 +55,7 @@ ADDRESSES = DocTable(S.addresses, "address", id_of=address_row_id)
 COMMENTS = DocTable(S.comments, "comment")
 PORTAL_SESSIONS = DocTable(S.portal_sessions, "portal_session", columns={"browser_key": lambda d: None},
                            insert_only=("browser_key",))
-HOSTED_PAGES = DocTable(S.hosted_pages, "hosted_page")
+HOSTED_PAGES = DocTable(S.hosted_pages, "hosted_page", columns={"checkout": lambda d: None},
+                        insert_only=("checkout",))
 CSV_TAX_RULES = DocTable(S.csv_tax_rules, "csv_tax_rule", columns={"region_key": lambda d: None},
                          insert_only=("region_key",))

@@ -422,7 +422,13 @@ comments = doc_table(
     indexes=(("entity_type", "entity_id"),),
 )
 
-hosted_pages = doc_table("hosted_pages", Column("state", String(20), nullable=False))
+hosted_pages = doc_table(
+    "hosted_pages",
+    Column("state", String(20), nullable=False),
+    # JSON: the checkout the page completes (the operation's parameters, redirect and cancel URLs,
+    # who asked, a payment in flight); not a field of the document
+    Column("checkout", Text, nullable=False),
+)
 
 portal_sessions = doc_table(
     "portal_sessions",

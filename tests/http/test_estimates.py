@@ -103,3 +103,72 @@ def test_renewal_estimate_of_non_renewing_shows_only_delayed_charges(tsite):
     assert est["amount"] == 300
     travel(tsite, FEB_1 + 60)
     same(est, invoices(tsite, sub["id"])[-1])
+
+
+# ---- POST /estimates/create_invoice: the estimate of POST /invoices -----------------------------------
+
+def _in_use(site, addon_id: str) -> int:
+    from sqlalchemy import select
+
+    from billhive.store import schema as S
+    t = S.addons
+    return site.app.db.read_sync(lambda tx: tx.scalar(select(t.c.in_use).where(t.c.site_id == site.pk,
+                                                                               t.c.id == addon_id)))
+
+
+def test_create_invoice_estimate_matches_the_invoice(tsite):
+    cust = F.customer(tsite)
+    addon(tsite, "kit", 1200, type="quantity", charge_type="non_recurring")
+    coupon(tsite, "once", duration_type="one_time", discount_percentage=25)
+    params = {"coupon": "once", "addons[id][0]": "kit", "addons[quantity][0]": 2,
+              "charges[amount][0]": 600, "charges[description][0]": "Installation"}
+    est = tsite.api.post("/estimates/create_invoice", {"invoice[customer_id]": cust["id"], "invoice[po_number]": "PO-9",
+                                                      "customer[vat_number]": "GB123", **params})["estimate"]
+    assert est["collect_now"] is True and est["recurring"] is False and "subscription_id" not in est
+    assert (est["sub_total"], est["amount"], est["amount_due"], est["credits_applied"]) == (3000, 2250, 2250, 0)
+    assert [(li["entity_type"], li.get("entity_id"), li["amount"]) for li in est["line_items"]] == \
+        [("addon", "kit", 2400), ("adhoc", None, 600)]
+    # nothing happened: no invoice, no redemption, the addon is not in use
+    assert tsite.api.get("/invoices").body == {"list": []}
+    assert tsite.api.get("/coupons/once")["coupon"]["redemptions"] == 0 and _in_use(tsite, "kit") == 0
+    inv = tsite.api.post("/invoices", {"customer_id": cust["id"], "po_number": "PO-9", **params})["invoice"]
+    same(est, inv)
+    assert inv["amount_due"] == 0 and inv["status"] == "paid" and est["amount_due"] == inv["amount_paid"]
+
+
+def test_create_invoice_estimate_for_a_subscription_ignores_balances(tsite):
+    cust = F.customer(tsite, refundable=1500, auto_collection="off")  # 1000 go to the signup
+    sub = subscribe(tsite, cust["id"])["subscription"]
+    est = tsite.api.post("/estimates/create_invoice", {"invoice[subscription_id]": sub["id"],
+                                                      "charges[amount][0]": 800,
+                                                      "charges[description][0]": "Extra"})["estimate"]
+    assert est["subscription_id"] == sub["id"] and est["amount_due"] == 800 and est["credits_applied"] == 0
+    inv = tsite.api.post("/invoices", {"subscription_id": sub["id"], "charges[amount][0]": 800,
+                                       "charges[description][0]": "Extra"})["invoice"]
+    same(est, inv)
+    assert inv["credits_applied"] == 500  # the operation applies balances when it closes the invoice
+
+
+@pytest.mark.parametrize("params, status, code, param", [
+    ({"charges[amount][0]": 100, "charges[description][0]": "x"}, 400, "param_wrong_value", "invoice[customer_id]"),
+    ({"invoice[customer_id]": "ghost", "charges[amount][0]": 100, "charges[description][0]": "x"}, 404,
+     "resource_not_found", "invoice[customer_id]"),
+    ({"invoice[subscription_id]": "ghost", "charges[amount][0]": 100, "charges[description][0]": "x"}, 404,
+     "resource_not_found", "invoice[subscription_id]"),
+    ({"invoice[customer_id]": "CUST"}, 400, "invalid_request", "addons[id][0]"),
+    ({"invoice[customer_id]": "CUST", "charges[amount][0]": 100}, 400, "param_wrong_value",
+     "charges[description][0]"),
+    ({"invoice[customer_id]": "CUST", "addons[id][0]": "nope"}, 404, "resource_not_found", "addons[id][0]"),
+    ({"invoice[customer_id]": "CUST", "addons[id][0]": "support"}, 400, "param_wrong_value", "addons[id][0]"),
+    ({"invoice[customer_id]": "CUST", "addons[id][0]": "kit", "coupon": "ten"}, 400, "param_wrong_value", "coupon"),
+    ({"invoice[customer_id]": "CUST", "addons[id][0]": "kit", "coupon": "nope"}, 404, "resource_not_found",
+     "coupon"),
+    ({"invoice[customer_id]": "CUST", "addons[id][0]": "kit", "billing_address[country]": "XX"}, 400,
+     "param_wrong_value", "billing_address[country]"),
+])
+def test_create_invoice_estimate_bad_input(tsite, params, status, code, param):
+    cust = F.customer(tsite)
+    addon(tsite, "kit", 1200, charge_type="non_recurring")
+    params = {k: (cust["id"] if v == "CUST" else v) for k, v in params.items()}
+    r = tsite.api.post("/estimates/create_invoice", params, expect=status)
+    assert (r["api_error_code"], r["param"]) == (code, param)

@@ -238,6 +238,13 @@ def order_id(site: TestSite) -> str:
     return order(site)["id"]
 
 
+def hosted_page_id(site: TestSite) -> str:
+    """A checkout_new page (state created) for a plan of the site."""
+    if site.api.get("/plans/hp-plan", expect=None).status == 404:
+        site.api.post("/plans", {"id": "hp-plan", "name": "Hosted", "price": 100})
+    return site.api.post("/hosted_pages/checkout_new", {"subscription[plan_id]": "hp-plan"})["hosted_page"]["id"]
+
+
 IdFactory = Callable[[TestSite], str]
 
 
@@ -256,6 +263,7 @@ ID_FACTORIES: dict[str, IdFactory] = {
     "order-id": order_id,
     "comment-id": comment_id,
     "portal-session-id": portal_session_id,
+    "hosted-page-id": hosted_page_id,
 }
 
 # operationId -> {path parameter -> factory}: for an operation that needs more than the generic

@@ -297,6 +297,7 @@ def upgrade() -> None:
     sa.Column('created_at', sa.BigInteger(), nullable=False),
     sa.Column('updated_at', sa.BigInteger(), nullable=False),
     sa.Column('state', sa.String(length=20), nullable=False),
+    sa.Column('checkout', sa.Text(), nullable=False),
     sa.Column('data', sa.Text(), nullable=False),
     sa.PrimaryKeyConstraint('pk', name=op.f('pk_hosted_pages')),
     sa.UniqueConstraint('site_id', 'id', name=op.f('uq_hosted_pages_site_id_id'))
