@@ -31,7 +31,7 @@ from billhive.errors import ParamError, PaymentMethodVerificationFailed
 from billhive.gateway import CardDetails, GatewayResult, StoredCard
 from billhive.store import schema as S
 from billhive.store.db import Database, Q, Tx, wall_clock
-from billhive.util.ids import random_id
+from billhive.util.ids import random_id, secret_id
 
 if TYPE_CHECKING:
     from billhive.runtime import App
@@ -120,7 +120,7 @@ class TestGateway:
         if number == REFUSED_AT_STORE:
             raise PaymentMethodVerificationFailed("(3009) Do not honour", param="card[number]")
         behaviour = {INSUFFICIENT_FUNDS: "insufficient_funds", TIMES_OUT: "timeout"}.get(number, "success")
-        token = random_id("tok_", 20)
+        token = secret_id("tok_", 20)
         stored = StoredCard(token=token, brand=brand_of(number), last4=number[-4:], iin=number[:6],
                             masked_number=mask(number))
 

@@ -287,7 +287,10 @@ def build(app: App, *, background: Callable[[App], Awaitable[None]] | None = Non
 
     async def health(request: Request) -> Response:
         await app.db.read(lambda tx: tx.scalar(_SELECT_ONE))
-        return JSONResponse({"status": "ok", "database": app.db.dialect})
+        body = {"status": "ok", "database": app.db.dialect}
+        if app.db.dialect == "sqlite":
+            body["group_commit"] = dict(app.db.stats)  # batches committed, units in them
+        return JSONResponse(body)
 
     async def openapi(request: Request) -> Response:
         base = app.config.public_url or f"{request.url.scheme}://{request.url.netloc}"
