@@ -107,9 +107,10 @@ class Ctx:
             return fn(w, *args), w.after
         return unit
 
-    async def write(self, fn: Callable[..., T], *args: Any, now: int | None = None) -> T:
-        """Run fn(work, *args) in one durable write transaction, then its after-commit work."""
-        result, after = await self.app.db.write(self._unit(fn, args, now))
+    async def write(self, fn: Callable[..., T], *args: Any, now: int | None = None, lane: bool = False) -> T:
+        """Run fn(work, *args) in one durable write transaction, then its after-commit work.
+        lane: fn takes an invoice number (see Database.write)."""
+        result, after = await self.app.db.write(self._unit(fn, args, now), lane=lane)
         for hook in after:
             await hook()
         return result

@@ -11,6 +11,7 @@ from typing import Callable
 
 from billhive.domain import catalog as catalog_rules
 from billhive.domain import discounts
+
 from billhive.domain import invoices as D
 from billhive.errors import (
     InvalidRequest,
@@ -67,7 +68,7 @@ def _close_pending(w: Work, invoice_id: str, params: dict) -> tuple[dict, invoic
 
 async def collect(ctx: Ctx, invoice_id: str, params: dict) -> dict:
     """POST /invoices/{id}/collect — close a pending invoice (number, credits, auto-collection)."""
-    inv, plan = await ctx.write(_close_pending, invoice_id, params)
+    inv, plan = await ctx.write(_close_pending, invoice_id, params, lane=True)  # group-commit numbering (PG)
     failpoints.hit("collect.closed")
     if plan is not None:
         inv = await payments.charge_and_settle(ctx, plan)

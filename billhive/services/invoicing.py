@@ -144,24 +144,27 @@ def snapshot(w: Work, customer_id: str, subscription_id: str | None = None) -> d
     return out
 
 
-def _apply_excess(w: Work, inv: dict, customer: dict, amount: int) -> None:
+def _excess_sources(w: Work, customer: dict, amount: int) -> list[tuple[dict, int]]:
+    """The earlier payments (oldest first, locked) that the excess amount is taken from."""
     t = TRANSACTIONS.t
     payments = TRANSACTIONS.find(w.tx, w.site_id, t.c.customer_id == customer["id"], t.c.unused_amount > 0,
                                  t.c.type == "payment", order_by=[t.c.pk], for_update=True)
     taken = D.split_excess(amount, [(p["id"], int(p.get("amount_unused", 0))) for p in payments])
     by_id = {p["id"]: p for p in payments}
-    for tid, take in taken:
-        txn = by_id[tid]
-        txn["amount_unused"] = int(txn["amount_unused"]) - take
-        txn.setdefault("linked_invoices", []).append({
-            "invoice_id": inv["id"], "applied_amount": take, "applied_at": w.now,
-            "invoice_date": inv["start_date"], "invoice_amount": inv["amount"]})
-        TRANSACTIONS.save(w.tx, w.site_id, txn, w.now)
-        link_transaction(w, inv, txn, take)
-        inv["amount_paid"] = int(inv.get("amount_paid", 0)) + take
-        credits.move(w, customer, "excess", -take, "applied", reference_type="invoice", reference_id=inv["id"],
-                     description=f"Excess payment of {tid} applied")
-        w.emit("transaction_updated", {"transaction": txn})
+    return [(by_id[tid], take) for tid, take in taken]
+
+
+def _apply_excess_payment(w: Work, inv: dict, customer: dict, txn: dict, take: int) -> None:
+    """Use ``take`` of an earlier payment's unused amount for inv (already counted in amount_paid)."""
+    txn["amount_unused"] = int(txn["amount_unused"]) - take
+    txn.setdefault("linked_invoices", []).append({
+        "invoice_id": inv["id"], "applied_amount": take, "applied_at": w.now,
+        "invoice_date": inv["start_date"], "invoice_amount": inv["amount"]})
+    TRANSACTIONS.save(w.tx, w.site_id, txn, w.now)
+    link_transaction(w, inv, txn, take)
+    credits.move(w, customer, "excess", -take, "applied", reference_type="invoice", reference_id=inv["id"],
+                 description=f"Excess payment of {txn['id']} applied")
+    w.emit("transaction_updated", {"transaction": txn})
 
 
 def link_transaction(w: Work, inv: dict, txn: dict, applied: int, *, row_exists: bool = False) -> None:
@@ -225,11 +228,11 @@ def close(w: Work, inv: dict, *, old_id: str | None = None, expect_status: str |
     if not inv.get("line_items"):
         raise InvalidState("The invoice has no line items and cannot be closed; delete it instead",
                            api_error_code="invalid_state_for_request")
+    # 1. read and decide (row locks on the customer and the excess payments it will use)
     customer = CUSTOMERS.get(w.tx, w.site_id, inv["customer_id"], for_update=True)
     if customer is None:
         raise InvalidState(f"The invoice's customer {inv['customer_id']} no longer exists")
     old_id = old_id or inv["id"]
-    inv["id"] = next_invoice_number(w)
     if w.site.setting("close_date") == "renewal_date" and inv.get("end_date"):
         pass  # keep the renewal date
     else:
@@ -238,44 +241,49 @@ def close(w: Work, inv: dict, *, old_id: str | None = None, expect_status: str |
     alloc = D.allocate(inv, promotional=credits.balance(customer, "promotional"),
                        refundable=credits.balance(customer, "refundable"),
                        excess=credits.balance(customer, "excess"))
-    moved = False
     if alloc.promotional:
         inv.setdefault("discounts", []).append({"amount": alloc.promotional, "description": "Promotional Credits",
                                                 "type": "account_credits"})
-        credits.move(w, customer, "promotional", -alloc.promotional, "applied", reference_type="invoice",
-                     reference_id=inv["id"], description="Promotional credits applied")
-        moved = True
-        D.recompute(inv)
-    if alloc.refundable:
-        inv["credits_applied"] = int(inv.get("credits_applied", 0)) + alloc.refundable
-        credits.move(w, customer, "refundable", -alloc.refundable, "applied", reference_type="invoice",
-                     reference_id=inv["id"], description="Refundable credits applied")
-        moved = True
-        D.recompute(inv)
-    if alloc.excess:
-        _apply_excess(w, inv, customer, alloc.excess)
-        moved = True
-        D.recompute(inv)
-    plan = None
+    inv["credits_applied"] = int(inv.get("credits_applied", 0)) + alloc.refundable
+    excess_taken = _excess_sources(w, customer, alloc.excess) if alloc.excess else []
+    inv["amount_paid"] = int(inv.get("amount_paid", 0)) + alloc.excess
+    D.recompute(inv)
+    card = None
     if inv["amount_due"] == 0:
         inv["status"] = "paid"
         inv["paid_on"] = w.now
     else:
         inv["status"] = "payment_due"
-        card = usable_card(w, customer) if effective_auto_collection(w, inv, customer) == "on" else None
-        if card is not None:
-            plan = start_charge(w, inv, customer, card, purpose)
+        if effective_auto_collection(w, inv, customer) == "on":
+            card = usable_card(w, customer)
+    # 2. take the number - the site's sequence row stays locked until commit, so everything
+    #    after this is writes only (pipelined on PostgreSQL: one round trip)
+    inv["id"] = next_invoice_number(w)
     if insert:
         INVOICES.insert(w.tx, w.site_id, inv, w.now)
     elif not INVOICES.update(w.tx, w.site_id, inv, w.now, old_id=old_id,
                              expect={"status": expect_status} if expect_status else None,
                              columns={"draft_id": old_id} if old_id != inv["id"] else None):
         raise InvalidState(f"Invoice {old_id} is no longer {expect_status}")
-    if moved:
-        CUSTOMERS.save(w.tx, w.site_id, customer, w.now)
-        w.emit("customer_changed", cards.content(customer, cards.get_card(w, customer["id"])))
-    if plan is None:
-        w.emit("invoice_generated", {"invoice": inv})
+    plan = None
+    with w.tx.pipeline():
+        if alloc.promotional:
+            credits.move(w, customer, "promotional", -alloc.promotional, "applied", reference_type="invoice",
+                         reference_id=inv["id"], description="Promotional credits applied")
+        if alloc.refundable:
+            credits.move(w, customer, "refundable", -alloc.refundable, "applied", reference_type="invoice",
+                         reference_id=inv["id"], description="Refundable credits applied")
+        for txn, take in excess_taken:
+            _apply_excess_payment(w, inv, customer, txn, take)
+        if excess_taken:  # the links above changed the invoice document after its save
+            INVOICES.save(w.tx, w.site_id, inv, w.now)
+        if card is not None:
+            plan = start_charge(w, inv, customer, card, purpose)
+        if alloc.promotional or alloc.refundable or alloc.excess:
+            CUSTOMERS.save(w.tx, w.site_id, customer, w.now)
+            w.emit("customer_changed", cards.content(customer, cards.get_card(w, customer["id"])))
+        if plan is None:
+            w.emit("invoice_generated", {"invoice": inv})
     return plan
 
 

@@ -90,37 +90,38 @@ def settle(w: Work, txn_id: str, result: GatewayResult, purpose: str | None = No
     txn.pop("error_text", None)
     content_extra = invoicing.snapshot(w, inv["customer_id"], inv.get("subscription_id"))
     dunning_columns = None
-    if result.ok:
-        txn["status"] = "success"
-        txn["linked_invoices"][0]["applied_amount"] = txn["amount"]
-        inv["amount_paid"] = int(inv.get("amount_paid", 0)) + int(txn["amount"])
-        invoicing.link_transaction(w, inv, txn, int(txn["amount"]), row_exists=True)
-        D.recompute(inv)
-        if inv["amount_due"] == 0 and inv["status"] != "paid":
-            D.transition(inv, "paid")
-            inv["paid_on"] = w.now
-            dunning.on_paid(w, inv, by_retry=purpose == "dunning")
-    else:
-        txn["status"] = "failure"
-        txn["error_code"] = result.error_code or "failure"
-        txn["error_text"] = result.error_text or "The payment failed"
-        if purpose in ("close", "dunning"):
-            dunning_columns = dunning.on_failure(w, inv, retry=purpose == "dunning")
-        elif purpose == "create":  # a one-off invoice exists only if its charge succeeds: void it
-            invoicing.undo_balances(w, inv)
-            D.transition(inv, "voided")
-    TRANSACTIONS.save(w.tx, w.site_id, txn, w.now)
-    INVOICES.update(w.tx, w.site_id, inv, w.now, columns=dunning_columns)
-    if first and (purpose == "close" or (purpose == "create" and result.ok)):
-        w.emit("invoice_generated", {"invoice": inv})
-    elif purpose == "create" and not first and not result.ok:  # announced at the timeout, now voided
-        w.emit("invoice_updated", {"invoice": inv})
-    if first:
-        w.emit("transaction_created", {"transaction": txn})
-    else:
-        w.emit("transaction_updated", {"transaction": txn})
-    content = {"transaction": txn, "invoice": inv, **content_extra}
-    w.emit("payment_succeeded" if result.ok else "payment_failed", content)
+    with w.tx.pipeline():  # reads are done: the writes go in one round trip on PostgreSQL
+        if result.ok:
+            txn["status"] = "success"
+            txn["linked_invoices"][0]["applied_amount"] = txn["amount"]
+            inv["amount_paid"] = int(inv.get("amount_paid", 0)) + int(txn["amount"])
+            invoicing.link_transaction(w, inv, txn, int(txn["amount"]), row_exists=True)
+            D.recompute(inv)
+            if inv["amount_due"] == 0 and inv["status"] != "paid":
+                D.transition(inv, "paid")
+                inv["paid_on"] = w.now
+                dunning.on_paid(w, inv, by_retry=purpose == "dunning")
+        else:
+            txn["status"] = "failure"
+            txn["error_code"] = result.error_code or "failure"
+            txn["error_text"] = result.error_text or "The payment failed"
+            if purpose in ("close", "dunning"):
+                dunning_columns = dunning.on_failure(w, inv, retry=purpose == "dunning")
+            elif purpose == "create":  # a one-off invoice exists only if its charge succeeds: void it
+                invoicing.undo_balances(w, inv)
+                D.transition(inv, "voided")
+        TRANSACTIONS.save(w.tx, w.site_id, txn, w.now)
+        INVOICES.update(w.tx, w.site_id, inv, w.now, columns=dunning_columns)
+        if first and (purpose == "close" or (purpose == "create" and result.ok)):
+            w.emit("invoice_generated", {"invoice": inv})
+        elif purpose == "create" and not first and not result.ok:  # announced at the timeout, now voided
+            w.emit("invoice_updated", {"invoice": inv})
+        if first:
+            w.emit("transaction_created", {"transaction": txn})
+        else:
+            w.emit("transaction_updated", {"transaction": txn})
+        content = {"transaction": txn, "invoice": inv, **content_extra}
+        w.emit("payment_succeeded" if result.ok else "payment_failed", content)
     return inv
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import os
 import queue
@@ -104,6 +105,20 @@ class Tx:
     def is_postgres(self) -> bool:
         return self.dialect == "postgresql"
 
+    @property
+    def pipelined(self) -> bool:
+        """Inside ``pipeline()`` on PostgreSQL: results (rowcount) arrive only when it ends."""
+        return self.dialect == "postgresql" and self.conn._pipeline is not None
+
+    def pipeline(self) -> Any:
+        """``with tx.pipeline():`` - on PostgreSQL, statements inside are sent without waiting
+        for each answer (one round trip for the lot); errors surface when the block ends.
+        Inside, do not rely on a statement's result (rowcount) before the block ends. On SQLite
+        (in-process) there is nothing to save and the block runs as usual."""
+        if self.dialect == "postgresql" and not self.conn._pipeline:
+            return self.conn.pipeline()
+        return contextlib.nullcontext()
+
     def savepoint(self) -> "_Savepoint":
         """``with tx.savepoint():`` - a failure inside rolls back only what the block did."""
         return _Savepoint(self)
@@ -188,6 +203,8 @@ class Database:
         else:
             self.conninfo = _pg_conninfo(u)
             self.synchronous = synchronous
+            self._lane_queue: queue.SimpleQueue | None = None
+            self._lane_thread: threading.Thread | None = None
             self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="billhive-pg")
 
     # ---- connections -------------------------------------------------------------------
@@ -293,12 +310,14 @@ class Database:
         live = [j for j in batch if j.start()]
         if not live:
             return
+        sqlite = self.dialect == "sqlite"
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            if sqlite:
+                conn.execute("BEGIN IMMEDIATE")
         except BaseException as exc:
             self._answer([(j, False, exc) for j in live])
             return
-        tx = Tx(conn, "sqlite", self.url)
+        tx = Tx(conn, self.dialect, self.url)
         single = len(live) == 1
         outcomes: list[tuple[_Job, bool, Any]] = []
         for j in live:
@@ -308,7 +327,7 @@ class Database:
                 result = j.fn(tx)
             except BaseException as exc:  # the unit fails alone
                 if single:
-                    conn.execute("ROLLBACK")
+                    conn.execute("ROLLBACK") if sqlite else conn.rollback()
                     self._answer([(j, False, exc)])
                     return
                 conn.execute("ROLLBACK TO unit")
@@ -320,11 +339,11 @@ class Database:
                 outcomes.append((j, True, result))
         failpoints.hit("db.before_commit")
         try:
-            conn.execute("COMMIT")
+            conn.execute("COMMIT") if sqlite else conn.commit()
         except BaseException as exc:
             try:
-                conn.execute("ROLLBACK")
-            except sqlite3.Error:
+                conn.execute("ROLLBACK") if sqlite else conn.rollback()
+            except Exception:
                 pass
             self._answer([(j, False, exc) for j in live])
             return
@@ -347,6 +366,40 @@ class Database:
             except RuntimeError:  # the loop is closed: nobody is waiting any more
                 pass
 
+    # ---- PostgreSQL lane: group commit for units that serialize on one row -------------------
+
+    def _lane_loop(self) -> None:
+        """Like the SQLite writer, on one PostgreSQL connection: units that all lock the same
+        hot row (a site's invoice number sequence) run in batches, each in a savepoint, and
+        share one commit - the row is locked once per batch instead of once per unit."""
+        conn = self._pg_connect()
+        q = self._lane_queue
+        while True:
+            job = q.get()
+            if job is None:
+                break
+            batch = [job]
+            while len(batch) < self.MAX_BATCH:
+                try:
+                    nxt = q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    q.put(None)
+                    break
+                batch.append(nxt)
+            if conn.closed or conn.broken:
+                conn = self._pg_connect()
+            self._run_batch(conn, batch)
+
+    def _lane(self) -> queue.SimpleQueue:
+        with self._conns_lock:
+            if self._lane_queue is None:
+                self._lane_queue = queue.SimpleQueue()
+                self._lane_thread = threading.Thread(target=self._lane_loop, name="billhive-pg-lane", daemon=True)
+                self._lane_thread.start()
+        return self._lane_queue
+
     # ---- public API -----------------------------------------------------------------------
 
     def submit_write(self, fn: Callable[[Tx], T]) -> concurrent.futures.Future:
@@ -362,14 +415,26 @@ class Database:
         """Run fn(tx) in one write transaction and return its result once durable."""
         return self.submit_write(fn).result()
 
-    async def write(self, fn: Callable[[Tx], T]) -> T:
-        if self.dialect == "sqlite":
-            if self._closed:
-                raise RuntimeError("database is closed")
+    async def write(self, fn: Callable[[Tx], T], *, lane: bool = False) -> T:
+        """Run fn(tx) in one durable write transaction.
+
+        lane: the unit locks a hot row many units share (a site's invoice number sequence);
+        on PostgreSQL such units are group-committed on one connection (see _lane_loop). On
+        SQLite every write is group-committed anyway.
+        """
+        if self._closed:
+            raise RuntimeError("database is closed")
+        if self.dialect == "sqlite" or lane:
             loop = asyncio.get_running_loop()
             afut = loop.create_future()
-            self._queue.put(_Job(fn, loop=loop, afut=afut))
-            return await afut
+            (self._queue if self.dialect == "sqlite" else self._lane()).put(_Job(fn, loop=loop, afut=afut))
+            try:
+                return await afut
+            except Exception as exc:
+                if self.dialect == "sqlite" or not _lock_conflict(exc):
+                    raise
+                # a deadlock with a unit outside the lane (PostgreSQL chose this one): run it alone
+                log.info("lane unit hit %s; retrying it on its own", type(exc).__name__)
         return await asyncio.wrap_future(self.submit_write(fn))
 
     def read_sync(self, fn: Callable[[Tx], T]) -> T:
@@ -429,6 +494,9 @@ class Database:
                 stop.set()
                 self._checkpoint_thread.join(timeout=10)
         else:
+            if self._lane_queue is not None:
+                self._lane_queue.put(None)
+                self._lane_thread.join(timeout=10)  # type: ignore[union-attr]
             self._pool.shutdown(wait=True)
         with self._conns_lock:
             conns, self._conns = self._conns, []
@@ -437,6 +505,14 @@ class Database:
                 c.close()
             except Exception:  # pragma: no cover
                 pass
+
+
+def _lock_conflict(exc: BaseException) -> bool:
+    try:
+        from psycopg import errors
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(exc, (errors.DeadlockDetected, errors.SerializationFailure, errors.LockNotAvailable))
 
 
 def _pg_conninfo(u: Any) -> str:

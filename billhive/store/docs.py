@@ -124,9 +124,13 @@ class DocTable:
         p.pop("created_at")
         p["old_id"] = old_id if old_id is not None else self.id_of(doc)
         if expect:
+            if tx.pipelined:
+                raise RuntimeError("a conditional update needs its rowcount: do it before tx.pipeline()")
             for k, v in expect.items():
                 p[f"expect_{k}"] = v
-        return tx.rowcount(q, p) == 1
+        n = tx.rowcount(q, p)
+        # pipelined (PostgreSQL): the count comes later; the caller holds the row (loaded for update)
+        return n == 1 or (n < 0 and tx.pipelined)
 
     def save(self, tx: Tx, site_id: int, doc: dict, now: int) -> None:
         """Update an existing row that the caller has already loaded in this transaction."""
