@@ -11,7 +11,6 @@ from typing import Callable
 
 from billhive.domain import catalog as catalog_rules
 from billhive.domain import discounts
-
 from billhive.domain import invoices as D
 from billhive.errors import (
     InvalidRequest,
