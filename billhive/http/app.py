@@ -17,6 +17,7 @@ import contextlib
 import ipaddress
 import logging
 import re
+import time
 from typing import Awaitable, Callable
 
 import orjson
@@ -153,11 +154,21 @@ class ApiEndpoint:
         self.app = app
         self.auth = Authenticator(app.db, app.config.domain)
         self.router = Router()
+        # (operationId, status) -> [requests, seconds]: read by /metrics (plain dict: no
+        # per-request cost beyond two additions)
+        self.request_stats: dict[tuple[str, int], list] = {}
         for r in routes:
             self.router.add(r.op.method, r.op.path, Compiled(r))
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        started = time.perf_counter()
         status, body, extra_headers = await self.handle(scope, receive)
+        key = (scope.get("billhive.op", "unknown"), status)
+        stat = self.request_stats.get(key)
+        if stat is None:
+            stat = self.request_stats[key] = [0, 0.0]
+        stat[0] += 1
+        stat[1] += time.perf_counter() - started
         headers = _JSON_HEADERS + extra_headers
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
@@ -191,6 +202,7 @@ class ApiEndpoint:
                 err = MethodNotAllowed(f"The HTTP method {method} is not supported for this URL")
                 return 405, orjson.dumps(err.to_json()), [(b"allow", allow)]
             raise NotFound("Sorry, we couldn't find that resource (no such API URL)")
+        scope["billhive.op"] = compiled.route.op.operation_id
         headers = dict(scope["headers"])
         body = await _read_body(receive) if method != "GET" else b""
         host = headers.get(b"host")
@@ -315,8 +327,14 @@ def build(app: App, *, background: Callable[[App], Awaitable[None]] | None = Non
 
     from billhive.http import extra_routes
 
+    async def metrics(request: Request) -> Response:
+        from billhive.http.metrics import render
+
+        return Response(render(app, api), media_type="text/plain; version=0.0.4")
+
     starlette = Starlette(
         routes=[StarletteRoute("/health", health), StarletteRoute("/openapi.json", openapi),
+                StarletteRoute("/metrics", metrics),
                 *extra_routes.routes(app)],
         exception_handlers={404: not_found},
         lifespan=lifespan,

@@ -277,3 +277,11 @@ def test_path_ids_are_percent_decoded_exactly_once(api, site):
     ev = _event(site)
     assert api.get("/events/" + ev["id"].replace("_", "%5F"))["event"]["id"] == ev["id"]
     assert api.get("/events/x%2541", expect=404)["message"].endswith("x%41")
+
+
+def test_metrics_count_requests_by_operation(api, server):
+    api.get("/events")
+    api.get("/events/ev_nope", expect=404)
+    text = httpx.get(server.base_url + "/metrics").text
+    assert 'billhive_api_requests_total{operation="list_events",status="200"}' in text
+    assert 'billhive_api_requests_total{operation="retrieve_an_event",status="404"}' in text
