@@ -90,7 +90,7 @@ class Tx:
         if not rows:
             return
         sql, defaults = stmt.sql(self.dialect) if isinstance(stmt, Q) else compile_stmt(stmt, self.dialect)
-        if any(v is not None for v in defaults.values()):  # literals in the statement; bindparams are None
+        if not defaults.keys() <= rows[0].keys():  # values the statement carries itself (literals)
             rows = [{**defaults, **r} for r in rows]
         self.cur.executemany(sql, rows)
 
