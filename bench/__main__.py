@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -68,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                           pg_admin_url=args.pg_url, keep=args.keep,
                           profile_prefix=str(json_path.with_suffix("")) if args.profile else None)
     machine = report.machine(args.pg_url, load.wrk_version(wrk))
+    sha, dirty = report.commit()  # the code being measured: as it is when the run starts
     runs, failed = [], 0
     for store, n in plan:
         try:
@@ -81,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
                           "no access log) with BILLHIVE_BENCH_CEILING=1",
                 "durability": {"sqlite": "synchronous=FULL (WAL)", "postgres": "synchronous_commit as configured "
                                f"({machine.get('postgresql_settings', {}).get('synchronous_commit', '?')})"}}
-    doc = report.document(runs, settings, machine)
+    machine["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    doc = report.document(runs, settings, machine, sha, dirty)
     print()
     print(report.table(doc))
     for r in runs:

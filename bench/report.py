@@ -172,8 +172,7 @@ def table(doc: dict) -> str:
     return "\n".join(lines)
 
 
-def document(runs: list[dict], settings: dict, machine_info: dict) -> dict:
-    sha, dirty = commit()
+def document(runs: list[dict], settings: dict, machine_info: dict, sha: str, dirty: bool) -> dict:
     for r in runs:
         r["targets"] = run_targets(r)
     scale = scale_targets(runs)
