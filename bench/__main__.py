@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -49,6 +50,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    # on SIGTERM unwind like on Ctrl-C: stop the server, drop the database, remove the work directory
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.command == "store-only":
         from bench import store_only
 
