@@ -80,7 +80,7 @@ class Run:
         ids = s.invoice_ids
         n_store = int(len(ids) * STORE_SHARE) if "collect" in self.ops else 0
         store_pool, http_pool = ids[:n_store], ids[n_store:]
-        self.workdir = workdir
+        self.workdir, self.url = workdir, url
         server = Server(url, workdir / "server.log")
         self.base_url = server.base_url
         try:
@@ -118,6 +118,7 @@ class Run:
         n_cal = max(self.opt.threads, min(20_000, int(len(http_pool) * CALIBRATION_SHARE)))
         cal_pool, pool = http_pool[:n_cal], http_pool[n_cal:]
         cal = self._wrk("collect_calibration", method, path, min(2, self.opt.seconds), cal_pool, "once", True)
+        self._quiesce()
         planned = self.opt.seconds
         if cal.rps * planned > HEADROOM * len(pool):
             planned = max(1, int(HEADROOM * len(pool) / max(cal.rps, 1.0)))
@@ -130,6 +131,7 @@ class Run:
             out.parent.mkdir(parents=True, exist_ok=True)
             profiler = Profiler(server.pid, out, planned + 1)
         r = self._wrk("collect", method, path, planned, pool, "once", True)
+        self._quiesce()
         self.rec.update(
             collect_rps=r.rps, ceiling_rps=ceiling.rps, ratio=_ratio(r.rps, ceiling.rps), p50_ms=r.p50_ms,
             p99_ms=r.p99_ms, errors=r.errors, seconds=r.seconds, planned_seconds=planned,
@@ -141,6 +143,21 @@ class Run:
             if path_ is not None:
                 self.rec["profile"] = {"file": str(path_), **profile_summary(path_)}
                 self.log(f"profile: {path_}")
+
+    def _quiesce(self, timeout: float = 60) -> None:
+        """wrk ends a run with requests in flight, and the server finishes them: wait until it has
+        (closed invoices and unsettled payments stop changing), so that they neither overlap the
+        next run nor rename an invoice that retrieve has just drawn."""
+        sql = ("SELECT (SELECT count(*) FROM invoices WHERE site_id = ? AND status <> 'pending'), "
+               "(SELECT count(*) FROM transactions WHERE site_id = ? AND status = 'in_progress')")
+        last, deadline = None, time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            now = seed.query(self.url, sql, (self.site_pk, self.site_pk))[0]
+            if now == last and now[1] == 0:
+                return
+            last = now
+            time.sleep(0.3)
+        self.log(f"the server was still busy {timeout:.0f} s after the run ({last})")
 
     def _pay(self, ids: list[str]) -> None:
         """Collect invoices so that list has paid ones to page through (not measured)."""
