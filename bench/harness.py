@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from bench import load, seed
+from bench import load, noise, seed
 from bench.report import profile_summary
 from bench.server import ROOT, Profiler, Server
 
@@ -82,7 +82,7 @@ class Run:
         store_pool, http_pool = ids[:n_store], ids[n_store:]
         self.workdir, self.url = workdir, url
         server = Server(url, workdir / "server.log")
-        self.base_url = server.base_url
+        self.base_url, self.server_pid = server.base_url, server.pid
         try:
             if "collect" in self.ops:
                 self._collect(http_pool, server)
@@ -107,10 +107,11 @@ class Run:
         prefix = load.write_ids(self.workdir, name, ids, self.opt.threads) if ids else "-"
         r = load.run_wrk(self.wrk, self.base_url, seconds=seconds, connections=self.opt.connections,
                          threads=self.opt.threads, method=method, path=path, auth=self.auth, ids_prefix=prefix,
-                         mode=mode, hook=hook)
+                         mode=mode, hook=hook, server_pid=self.server_pid)
         self.detail[name] = r.as_dict()
-        self.log(f"{name:18} {r.rps:9.1f} req/s  p50 {r.p50_ms:7.2f} ms  p99 {r.p99_ms:7.2f} ms  "
-                 f"errors {r.errors}  ({r.requests:,} requests in {r.seconds:.2f} s)")
+        self.log(f"{name:19} {r.rps:9.1f} req/s  p50 {r.p50_ms:7.2f} ms  p99 {r.p99_ms:7.2f} ms  "
+                 f"errors {r.errors}  ({r.requests:,} requests in {r.seconds:.2f} s; other work "
+                 f"{_pct(r.other_cpu_pct)} of the CPU)")
         return r
 
     def _collect(self, http_pool: list[str], server: Server) -> None:
@@ -124,6 +125,7 @@ class Run:
             planned = max(1, int(HEADROOM * len(pool) / max(cal.rps, 1.0)))
             self.log(f"{len(pool):,} invoices left for the collect run at ~{cal.rps:.0f}/s: "
                      f"{planned} s instead of {self.opt.seconds} s")
+        self._wait_quiet()
         ceiling = self._wrk("collect_ceiling", method, ceiling_path, planned, pool, "cycle", True)
         profiler = None
         if self.opt.profile_prefix is not None:
@@ -137,12 +139,20 @@ class Run:
             p99_ms=r.p99_ms, errors=r.errors, seconds=r.seconds, planned_seconds=planned,
             ids_exhausted=r.threads_exhausted > 0, calibration_rps=cal.rps, calibration_errors=cal.errors,
             ceiling_p50_ms=ceiling.p50_ms, ceiling_p99_ms=ceiling.p99_ms, ceiling_errors=ceiling.errors,
+            other_cpu_pct=r.other_cpu_pct, ceiling_other_cpu_pct=ceiling.other_cpu_pct,
             profiled=profiler is not None)
         if profiler is not None:
             path_ = profiler.wait()
             if path_ is not None:
                 self.rec["profile"] = {"file": str(path_), **profile_summary(path_)}
                 self.log(f"profile: {path_}")
+
+    def _wait_quiet(self) -> None:
+        """Start a measured pair when the shared machine is quiet (or after 30 s of waiting)."""
+        t = time.perf_counter()
+        pct = noise.wait_quiet(self.server_pid)
+        if time.perf_counter() - t > 1.5:
+            self.log(f"waited {time.perf_counter() - t:.0f} s for other work to calm down (now {_pct(pct)})")
 
     def _quiesce(self, timeout: float = 60) -> None:
         """wrk ends a run with requests in flight, and the server finishes them: wait until it has
@@ -190,17 +200,22 @@ class Run:
         cmd = [sys.executable, "-m", "bench", "store-only", "--url", url, "--site-pk", str(self.site_pk),
                "--ids", str(ids_file), "--seconds", str(self.opt.seconds), "--concurrency",
                str(self.opt.connections)]
+        meter = noise.Meter()  # the child's CPU counts as ours once it has exited
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(ROOT),
                               timeout=self.opt.seconds + 300)
+        other = meter.other_pct()
         line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH_JSON ")), None)
         if proc.returncode != 0 or line is None:
             raise RuntimeError(f"store-only run failed: {proc.stdout[-2000:]}{proc.stderr[-3000:]}")
         r = json.loads(line[len("BENCH_JSON "):])
+        r["other_cpu_pct"] = other
         self.detail["store_only"] = r
-        self.log(f"{'store_only':18} {r['rps']:9.1f} req/s  p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms  "
-                 f"errors {r['errors']}  ({r['requests']:,} collects in {r['seconds']:.2f} s)")
+        self.log(f"{'store_only':19} {r['rps']:9.1f} req/s  p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms  "
+                 f"errors {r['errors']}  ({r['requests']:,} collects in {r['seconds']:.2f} s; other work "
+                 f"{_pct(other)} of the CPU)")
         self.rec.update(store_only_rps=r["rps"], store_only_p50_ms=r["p50_ms"], store_only_p99_ms=r["p99_ms"],
                         store_only_errors=r["errors"], store_only_seconds=r["seconds"],
+                        store_only_other_cpu_pct=other,
                         collect_over_store=_ratio(self.rec["collect_rps"], r["rps"]))
 
     # ---- reads ---------------------------------------------------------------------------------
@@ -209,13 +224,15 @@ class Run:
         method, path, ceiling_path = spec
         mode = "random" if ids else "cycle"
         self._wrk(f"{op}_warmup", method, path, 1, ids, mode)
+        self._wait_quiet()
         ceiling = self._wrk(f"{op}_ceiling", method, ceiling_path, self.opt.seconds, ids, mode)
         r = self._wrk(op, method, path, self.opt.seconds, ids, mode)
         self.rec.update({
             f"{op}_rps": r.rps, f"{op}_ceiling_rps": ceiling.rps, f"{op}_ratio": _ratio(r.rps, ceiling.rps),
             f"{op}_p50_ms": r.p50_ms, f"{op}_p99_ms": r.p99_ms, f"{op}_errors": r.errors, f"{op}_seconds": r.seconds,
             f"{op}_ceiling_p50_ms": ceiling.p50_ms, f"{op}_ceiling_p99_ms": ceiling.p99_ms,
-            f"{op}_ceiling_errors": ceiling.errors})
+            f"{op}_ceiling_errors": ceiling.errors, f"{op}_other_cpu_pct": r.other_cpu_pct,
+            f"{op}_ceiling_other_cpu_pct": ceiling.other_cpu_pct})
 
     def _retrieve(self, url: str) -> None:
         existing = [r[0] for r in seed.query(url, "SELECT id FROM invoices WHERE site_id = ?", (self.site_pk,))]
@@ -235,6 +252,10 @@ class Run:
     def _paid(self, url: str) -> int:
         return int(seed.query(url, "SELECT count(*) FROM invoices WHERE site_id = ? AND status = ?",
                               (self.site_pk, "paid"))[0][0])
+
+
+def _pct(x: float | None) -> str:
+    return "?" if x is None else f"{x:.0f} %"
 
 
 def _ratio(a: float, b: float) -> float | None:

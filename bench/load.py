@@ -10,6 +10,8 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from bench.noise import Meter
+
 LUA = Path(__file__).with_name("wrk.lua")
 
 
@@ -59,6 +61,7 @@ class WrkResult:
     p999_ms: float
     max_ms: float
     mean_ms: float
+    other_cpu_pct: float | None  # the machine's CPU taken by other work meanwhile (bench/noise.py)
     errors: int  # HTTP status >= 400 plus socket errors (connect, read, write, timeout)
     status_errors: int
     socket_errors: dict
@@ -71,7 +74,7 @@ class WrkResult:
 
 def run_wrk(wrk: str, base_url: str, *, seconds: int, connections: int, threads: int, method: str, path: str,
             auth: str, ids_prefix: str = "-", mode: str = "cycle", hook: bool = False,
-            timeout_s: int = 5) -> WrkResult:
+            timeout_s: int = 5, server_pid: int | None = None) -> WrkResult:
     """mode: once | cycle | random (see wrk.lua); hook: route every request through delay() (once
     needs it; a run and its ceiling should agree, so that wrk's own work is the same for both)."""
     if mode == "once" and not hook:
@@ -79,7 +82,9 @@ def run_wrk(wrk: str, base_url: str, *, seconds: int, connections: int, threads:
     cmd = [wrk, f"-t{threads}", f"-c{connections}", f"-d{max(1, int(seconds))}s", f"--timeout={timeout_s}s",
            "-s", str(LUA), base_url, "--", method, path, auth, ids_prefix, mode, str(connections // threads),
            "delay" if hook else "none"]
+    meter = Meter(*((server_pid,) if server_pid else ()))
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 120)
+    other = meter.other_pct()
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH_JSON ")), None)
     if proc.returncode != 0 or line is None:
         raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stdout[-2000:]} {proc.stderr[-2000:]}")
@@ -91,5 +96,6 @@ def run_wrk(wrk: str, base_url: str, *, seconds: int, connections: int, threads:
         seconds=round(secs, 3), requests=r["requests"], rps=round(r["requests"] / secs, 1) if secs else 0.0,
         p50_ms=r["p50_us"] / 1000, p90_ms=r["p90_us"] / 1000, p99_ms=r["p99_us"] / 1000,
         p999_ms=r["p999_us"] / 1000, max_ms=r["max_us"] / 1000, mean_ms=round(r["mean_us"] / 1000, 3),
+        other_cpu_pct=other,
         errors=r["status"] + sum(socket_errors.values()), status_errors=r["status"], socket_errors=socket_errors,
         ids_used=r["ids_used"], threads_exhausted=r["threads_exhausted"])

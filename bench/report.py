@@ -131,7 +131,8 @@ def table(doc: dict) -> str:
     lines.append(f"wrk -t{s['threads']} -c{s['connections']}, {s['seconds']} s per run; each figure: billhive "
                  "[its ceiling: the same server answering a constant document without the database]")
     header = (f"{'store':8} {'invoices':>9}  {'op':8} {'secs':>5}  {'req/s [ceiling]':>20}  {'ratio':>5}  "
-              f"{'store-only':>10}  {'/store':>6}  {'p50 ms [ceiling]':>17}  {'p99 ms [ceiling]':>17}  {'err':>3}")
+              f"{'store-only':>10}  {'/store':>6}  {'p50 ms [ceiling]':>17}  {'p99 ms [ceiling]':>17}  {'err':>3}  "
+              f"{'other%':>6}")
     lines += [header, "-" * len(header)]
     for r in doc["runs"]:
         for op in OPS:
@@ -150,7 +151,9 @@ def table(doc: dict) -> str:
                 f"{_n(r[rps_key]):>9} [{_n(ceil):>8}]  {_n(ratio, 2):>5}  {so:>10}  {over:>6}  "
                 f"{_n(r[pre + 'p50_ms'], 1):>6} [{_n(r[pre + 'ceiling_p50_ms'], 1):>7}]  "
                 f"{_n(r[pre + 'p99_ms'], 1):>6} [{_n(r[pre + 'ceiling_p99_ms'], 1):>7}]  "
-                f"{r[pre + 'errors']:>3}")
+                f"{r[pre + 'errors']:>3}  {_n(_other(r, pre), 0):>6}")
+    lines.append("other%: the most of the machine's CPU that other work took during the run or its ceiling "
+                 "(besides billhive, wrk and PostgreSQL)")
     if any(r.get("ids_exhausted") for r in doc["runs"]):
         lines.append("* the collect run ran out of pending invoices before its planned duration (secs is actual)")
     lines.append("")
@@ -170,6 +173,14 @@ def table(doc: dict) -> str:
         if r.get("profile"):
             lines.append(f"profile {r['store']} {r['invoices']:,} collect: {r['profile']['file']}")
     return "\n".join(lines)
+
+
+def _other(r: dict, pre: str) -> float | None:
+    values = [r.get(f"{pre}other_cpu_pct"), r.get(f"{pre}ceiling_other_cpu_pct")]
+    if not pre:
+        values.append(r.get("store_only_other_cpu_pct"))
+    values = [v for v in values if v is not None]
+    return max(values) if values else None
 
 
 def document(runs: list[dict], settings: dict, machine_info: dict, sha: str, dirty: bool) -> dict:
