@@ -25,6 +25,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pg-url", default=harness.DEFAULT_PG,
                    help="PostgreSQL server to create the bench_<random> databases on (any existing database)")
     p.add_argument("--keep", action="store_true", help="keep the seeded database afterwards (its URL is printed)")
+    p.add_argument("--quiet-wait", type=float, default=30.0, metavar="SECONDS",
+                   help="before each measured pair, wait up to this long for other work on the machine to calm "
+                        "down (default 30; 0: don't)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -69,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     wrk = load.ensure_wrk()
     json_path = args.json or report.default_json_path()
     opt = harness.Options(seconds=args.seconds, connections=args.connections, threads=args.threads,
-                          pg_admin_url=args.pg_url, keep=args.keep,
+                          pg_admin_url=args.pg_url, keep=args.keep, quiet_wait=args.quiet_wait,
                           profile_prefix=str(json_path.with_suffix("")) if args.profile else None)
     machine = report.machine(args.pg_url, load.wrk_version(wrk))
     sha, dirty = report.commit()  # the code being measured: as it is when the run starts

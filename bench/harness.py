@@ -42,6 +42,7 @@ class Options:
     profile_prefix: str | None = None  # --profile: py-spy on the server during collect; <prefix>-<store>-<n>-...
     pg_admin_url: str = DEFAULT_PG
     keep: bool = False  # keep the database and the work directory (their paths are printed)
+    quiet_wait: float = 30.0  # longest wait for a quiet machine before each measured pair
     log: Callable[[str], None] = field(default=lambda msg: print(msg, flush=True))
 
 
@@ -149,8 +150,10 @@ class Run:
 
     def _wait_quiet(self) -> None:
         """Start a measured pair when the shared machine is quiet (or after 30 s of waiting)."""
+        if self.opt.quiet_wait <= 0:
+            return
         t = time.perf_counter()
-        pct = noise.wait_quiet(self.server_pid)
+        pct = noise.wait_quiet(self.server_pid, longest_s=self.opt.quiet_wait)
         if time.perf_counter() - t > 1.5:
             self.log(f"waited {time.perf_counter() - t:.0f} s for other work to calm down (now {_pct(pct)})")
 

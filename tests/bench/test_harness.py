@@ -23,7 +23,7 @@ def test_bench_all_runs_end_to_end_and_writes_its_json(tmp_path):
     out = tmp_path / "bench.json"
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run([sys.executable, "-m", "bench", "all", "--stores", "sqlite", "--sizes", "300",
-                           "--seconds", "1", "--json", str(out)],
+                           "--seconds", "1", "--quiet-wait", "0", "--json", str(out)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     doc = json.loads(out.read_text())
