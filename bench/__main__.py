@@ -19,7 +19,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seconds", type=int, default=10, help="length of each measured run (default 10)")
     p.add_argument("--json", type=Path, help="where to write the results (default bench/results/<date>-<commit>.json)")
     p.add_argument("--profile", action="store_true",
-                   help="run py-spy on the server during the collect run; a speedscope file next to the results")
+                   help="run py-spy on the server during each measured run (collect, retrieve, list); speedscope "
+                        "files next to the results")
     p.add_argument("--connections", type=int, default=32)
     p.add_argument("--threads", type=int, default=2, help="wrk threads")
     p.add_argument("--pg-url", default=harness.DEFAULT_PG,
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             failed += 1
             print(f"bench: the {store} {n:,} run failed:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
     settings = {"command": args.command, "seconds": args.seconds, "connections": args.connections,
-                "threads": args.threads, "ops": list(ops), "profile": args.profile,
+                "threads": args.threads, "ops": list(ops), "profile": args.profile, "quiet_wait": args.quiet_wait,
                 "server": "billhive serve (uvicorn, uvloop, httptools; 1 process; background workers on; "
                           "no access log) with BILLHIVE_BENCH_CEILING=1",
                 "durability": {"sqlite": "synchronous=FULL (WAL)", "postgres": "synchronous_commit as configured "
@@ -94,9 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(report.table(doc))
     for r in runs:
-        if r.get("profile"):
-            print(f"\nprofile of the server during collect, {r['store']} {r['invoices']:,}:")
-            print(report.print_profile(r["profile"]))
+        for op, prof in r.get("profiles", {}).items():
+            print(f"\nprofile of the server during {op}, {r['store']} {r['invoices']:,}:")
+            print(report.print_profile(prof))
     report.write(doc, json_path)
     print(f"\nresults: {json_path}")
     return 1 if failed else 0

@@ -39,7 +39,7 @@ class Options:
     seconds: int = 10
     connections: int = 32
     threads: int = 2
-    profile_prefix: str | None = None  # --profile: py-spy on the server during collect; <prefix>-<store>-<n>-...
+    profile_prefix: str | None = None  # --profile: py-spy on the server in each measured run; <prefix>-<store>-<n>-<op>...
     pg_admin_url: str = DEFAULT_PG
     keep: bool = False  # keep the database and the work directory (their paths are printed)
     quiet_wait: float = 30.0  # longest wait for a quiet machine before each measured pair
@@ -51,6 +51,7 @@ class Run:
         self.store, self.n, self.ops, self.opt = store, n, ops, opt
         self.wrk = load.ensure_wrk()
         self.rec: dict = {"store": store, "invoices": n}
+        self.profiler_pids: tuple[int, ...] = ()  # py-spy's CPU is the harness's, not other work
         self.detail: dict = {}
 
     def log(self, msg: str) -> None:
@@ -86,7 +87,7 @@ class Run:
         self.base_url, self.server_pid = server.base_url, server.pid
         try:
             if "collect" in self.ops:
-                self._collect(http_pool, server)
+                self._collect(http_pool)
             if "retrieve" in self.ops:
                 self._retrieve(url)
             if "list" in self.ops:
@@ -108,14 +109,14 @@ class Run:
         prefix = load.write_ids(self.workdir, name, ids, self.opt.threads) if ids else "-"
         r = load.run_wrk(self.wrk, self.base_url, seconds=seconds, connections=self.opt.connections,
                          threads=self.opt.threads, method=method, path=path, auth=self.auth, ids_prefix=prefix,
-                         mode=mode, hook=hook, server_pid=self.server_pid)
+                         mode=mode, hook=hook, our_pids=(self.server_pid, *self.profiler_pids))
         self.detail[name] = r.as_dict()
         self.log(f"{name:19} {r.rps:9.1f} req/s  p50 {r.p50_ms:7.2f} ms  p99 {r.p99_ms:7.2f} ms  "
                  f"errors {r.errors}  ({r.requests:,} requests in {r.seconds:.2f} s; other work "
                  f"{_pct(r.other_cpu_pct)} of the CPU)")
         return r
 
-    def _collect(self, http_pool: list[str], server: Server) -> None:
+    def _collect(self, http_pool: list[str]) -> None:
         method, path, ceiling_path = COLLECT
         n_cal = max(self.opt.threads, min(20_000, int(len(http_pool) * CALIBRATION_SHARE)))
         cal_pool, pool = http_pool[:n_cal], http_pool[n_cal:]
@@ -128,12 +129,9 @@ class Run:
                      f"{planned} s instead of {self.opt.seconds} s")
         self._wait_quiet()
         ceiling = self._wrk("collect_ceiling", method, ceiling_path, planned, pool, "cycle", True)
-        profiler = None
-        if self.opt.profile_prefix is not None:
-            out = Path(f"{self.opt.profile_prefix}-{self.store}-{self.n}-collect.speedscope.json")
-            out.parent.mkdir(parents=True, exist_ok=True)
-            profiler = Profiler(server.pid, out, planned + 1)
+        profiler = self._profiler("collect", planned)
         r = self._wrk("collect", method, path, planned, pool, "once", True)
+        self._profiled("collect", profiler)
         self._quiesce()
         self.rec.update(
             collect_rps=r.rps, ceiling_rps=ceiling.rps, ratio=_ratio(r.rps, ceiling.rps), p50_ms=r.p50_ms,
@@ -142,11 +140,23 @@ class Run:
             ceiling_p50_ms=ceiling.p50_ms, ceiling_p99_ms=ceiling.p99_ms, ceiling_errors=ceiling.errors,
             other_cpu_pct=r.other_cpu_pct, ceiling_other_cpu_pct=ceiling.other_cpu_pct,
             profiled=profiler is not None)
-        if profiler is not None:
-            path_ = profiler.wait()
-            if path_ is not None:
-                self.rec["profile"] = {"file": str(path_), **profile_summary(path_)}
-                self.log(f"profile: {path_}")
+
+    def _profiler(self, op: str, seconds: int) -> Profiler | None:
+        """--profile: py-spy on the server for the measured run of op."""
+        if self.opt.profile_prefix is None:
+            return None
+        out = Path(f"{self.opt.profile_prefix}-{self.store}-{self.n}-{op}.speedscope.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        profiler = Profiler(self.server_pid, out, seconds + 1)
+        self.profiler_pids = (profiler.proc.pid,)
+        return profiler
+
+    def _profiled(self, op: str, profiler: Profiler | None) -> None:
+        path = profiler.wait() if profiler is not None else None
+        self.profiler_pids = ()
+        if path is not None:
+            self.rec.setdefault("profiles", {})[op] = {"file": str(path), **profile_summary(path)}
+            self.log(f"profile of {op}: {path}")
 
     def _wait_quiet(self) -> None:
         """Start a measured pair when the shared machine is quiet (or after 30 s of waiting)."""
@@ -229,13 +239,15 @@ class Run:
         self._wrk(f"{op}_warmup", method, path, 1, ids, mode)
         self._wait_quiet()
         ceiling = self._wrk(f"{op}_ceiling", method, ceiling_path, self.opt.seconds, ids, mode)
+        profiler = self._profiler(op, self.opt.seconds)
         r = self._wrk(op, method, path, self.opt.seconds, ids, mode)
+        self._profiled(op, profiler)
         self.rec.update({
             f"{op}_rps": r.rps, f"{op}_ceiling_rps": ceiling.rps, f"{op}_ratio": _ratio(r.rps, ceiling.rps),
             f"{op}_p50_ms": r.p50_ms, f"{op}_p99_ms": r.p99_ms, f"{op}_errors": r.errors, f"{op}_seconds": r.seconds,
             f"{op}_ceiling_p50_ms": ceiling.p50_ms, f"{op}_ceiling_p99_ms": ceiling.p99_ms,
             f"{op}_ceiling_errors": ceiling.errors, f"{op}_other_cpu_pct": r.other_cpu_pct,
-            f"{op}_ceiling_other_cpu_pct": ceiling.other_cpu_pct})
+            f"{op}_ceiling_other_cpu_pct": ceiling.other_cpu_pct, f"{op}_profiled": profiler is not None})
 
     def _retrieve(self, url: str) -> None:
         existing = [r[0] for r in seed.query(url, "SELECT id FROM invoices WHERE site_id = ?", (self.site_pk,))]

@@ -74,7 +74,7 @@ class WrkResult:
 
 def run_wrk(wrk: str, base_url: str, *, seconds: int, connections: int, threads: int, method: str, path: str,
             auth: str, ids_prefix: str = "-", mode: str = "cycle", hook: bool = False,
-            timeout_s: int = 5, server_pid: int | None = None) -> WrkResult:
+            timeout_s: int = 5, our_pids: tuple[int, ...] = ()) -> WrkResult:
     """mode: once | cycle | random (see wrk.lua); hook: route every request through delay() (once
     needs it; a run and its ceiling should agree, so that wrk's own work is the same for both)."""
     if mode == "once" and not hook:
@@ -82,7 +82,7 @@ def run_wrk(wrk: str, base_url: str, *, seconds: int, connections: int, threads:
     cmd = [wrk, f"-t{threads}", f"-c{connections}", f"-d{max(1, int(seconds))}s", f"--timeout={timeout_s}s",
            "-s", str(LUA), base_url, "--", method, path, auth, ids_prefix, mode, str(connections // threads),
            "delay" if hook else "none"]
-    meter = Meter(*((server_pid,) if server_pid else ()))
+    meter = Meter(*our_pids)  # the server (and py-spy): not other work
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 120)
     other = meter.other_pct()
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH_JSON ")), None)

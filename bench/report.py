@@ -170,8 +170,8 @@ def table(doc: dict) -> str:
             lines.append(f"seeding {r['store']} {r['invoices']:,}: {r['seed_seconds']:.1f} s")
         if r.get("server_log_errors"):
             lines.append(f"{r['store']} {r['invoices']:,}: the server logged {r['server_log_errors']} error(s)")
-        if r.get("profile"):
-            lines.append(f"profile {r['store']} {r['invoices']:,} collect: {r['profile']['file']}")
+        for op, prof in r.get("profiles", {}).items():
+            lines.append(f"profile {r['store']} {r['invoices']:,} {op}: {prof['file']}")
     return "\n".join(lines)
 
 
