@@ -62,6 +62,7 @@ class WrkResult:
     max_ms: float
     mean_ms: float
     other_cpu_pct: float | None  # the machine's CPU taken by other work meanwhile (bench/noise.py)
+    bytes_per_response: int  # headers included: is the ceiling's document the size of the real one?
     errors: int  # HTTP status >= 400 plus socket errors (connect, read, write, timeout)
     status_errors: int
     socket_errors: dict
@@ -96,6 +97,6 @@ def run_wrk(wrk: str, base_url: str, *, seconds: int, connections: int, threads:
         seconds=round(secs, 3), requests=r["requests"], rps=round(r["requests"] / secs, 1) if secs else 0.0,
         p50_ms=r["p50_us"] / 1000, p90_ms=r["p90_us"] / 1000, p99_ms=r["p99_us"] / 1000,
         p999_ms=r["p999_us"] / 1000, max_ms=r["max_us"] / 1000, mean_ms=round(r["mean_us"] / 1000, 3),
-        other_cpu_pct=other,
+        other_cpu_pct=other, bytes_per_response=r["bytes"] // r["requests"] if r["requests"] else 0,
         errors=r["status"] + sum(socket_errors.values()), status_errors=r["status"], socket_errors=socket_errors,
         ids_used=r["ids_used"], threads_exhausted=r["threads_exhausted"])
