@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                           profile_prefix=str(json_path.with_suffix("")) if args.profile else None)
     machine = report.machine(args.pg_url, load.wrk_version(wrk))
     sha, dirty = report.commit()  # the code being measured: as it is when the run starts
+    started = report.now()
     runs, failed = [], 0
     for store, n in plan:
         try:
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                 "durability": {"sqlite": "synchronous=FULL (WAL)", "postgres": "synchronous_commit as configured "
                                f"({machine.get('postgresql_settings', {}).get('synchronous_commit', '?')})"}}
     machine["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
-    doc = report.document(runs, settings, machine, sha, dirty)
+    doc = report.document(runs, settings, machine, sha, dirty, started)
     print()
     print(report.table(doc))
     for r in runs:

@@ -183,15 +183,19 @@ def _other(r: dict, pre: str) -> float | None:
     return max(values) if values else None
 
 
-def document(runs: list[dict], settings: dict, machine_info: dict, sha: str, dirty: bool) -> dict:
+def document(runs: list[dict], settings: dict, machine_info: dict, sha: str, dirty: bool, started: str) -> dict:
     for r in runs:
         r["targets"] = run_targets(r)
     scale = scale_targets(runs)
     return {
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "commit": sha, "dirty": dirty,
+        "date": started, "commit": sha, "dirty": dirty,
         "machine": machine_info, "settings": settings, "runs": runs, "scale": scale,
         "targets_met": all(t["pass"] for r in runs for t in r["targets"]) and all(t["pass"] for t in scale),
     }
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def default_json_path() -> Path:
