@@ -4,7 +4,7 @@ reference. Returns the run's record (flat keys; see bench/README.md)."""
 
 from __future__ import annotations
 
-import json
+import asyncio
 import os
 import random
 import subprocess
@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+
+import httpx
 
 from bench import load, noise, seed
 from bench.report import profile_summary
@@ -89,9 +91,9 @@ class Run:
             if "collect" in self.ops:
                 self._collect(http_pool)
             if "retrieve" in self.ops:
-                self._retrieve(url)
+                self._retrieve()
             if "list" in self.ops:
-                self._list(url, http_pool)
+                self._list(http_pool)
         finally:
             code = server.stop()
             log_text = (workdir / "server.log").read_text(errors="replace")
@@ -99,7 +101,7 @@ class Run:
             if self.rec["server_log_errors"]:
                 self.log(f"the server logged errors (exit {code}):\n{server.log_tail()}")
         if "collect" in self.ops:
-            self._store_only(url, store_pool)
+            self._store_only(store_pool)
         self.rec["db_bytes_after"] = seed.database_bytes(url)
 
     # ---- collect -------------------------------------------------------------------------------
@@ -184,10 +186,6 @@ class Run:
 
     def _pay(self, ids: list[str]) -> None:
         """Collect invoices so that list has paid ones to page through (not measured)."""
-        import asyncio
-
-        import httpx
-
         errors = 0
 
         async def go() -> None:
@@ -206,21 +204,20 @@ class Run:
         self.detail["pay_for_list"] = {"requests": len(ids), "errors": errors}
         self.log(f"paid {len(ids):,} invoices for list in {time.perf_counter() - started:.1f} s ({errors} errors)")
 
-    def _store_only(self, url: str, pool: list[str]) -> None:
+    def _store_only(self, pool: list[str]) -> None:
         ids_file = self.workdir / "store_only_ids.txt"
         ids_file.write_text("\n".join(pool))
         env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        cmd = [sys.executable, "-m", "bench", "store-only", "--url", url, "--site-pk", str(self.site_pk),
+        cmd = [sys.executable, "-m", "bench", "store-only", "--url", self.url, "--site-pk", str(self.site_pk),
                "--ids", str(ids_file), "--seconds", str(self.opt.seconds), "--concurrency",
                str(self.opt.connections)]
         meter = noise.Meter()  # the child's CPU counts as ours once it has exited
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(ROOT),
                               timeout=self.opt.seconds + 300)
         other = meter.other_pct()
-        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH_JSON ")), None)
-        if proc.returncode != 0 or line is None:
+        r = load.bench_json(proc.stdout)
+        if proc.returncode != 0 or r is None:
             raise RuntimeError(f"store-only run failed: {proc.stdout[-2000:]}{proc.stderr[-3000:]}")
-        r = json.loads(line[len("BENCH_JSON "):])
         r["other_cpu_pct"] = other
         self.detail["store_only"] = r
         self.log(f"{'store_only':19} {r['rps']:9.1f} req/s  p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms  "
@@ -249,23 +246,23 @@ class Run:
             f"{op}_ceiling_errors": ceiling.errors, f"{op}_other_cpu_pct": r.other_cpu_pct,
             f"{op}_ceiling_other_cpu_pct": ceiling.other_cpu_pct, f"{op}_profiled": profiler is not None})
 
-    def _retrieve(self, url: str) -> None:
-        existing = [r[0] for r in seed.query(url, "SELECT id FROM invoices WHERE site_id = ?", (self.site_pk,))]
+    def _retrieve(self) -> None:
+        existing = [r[0] for r in seed.query(self.url, "SELECT id FROM invoices WHERE site_id = ?", (self.site_pk,))]
         sample = random.Random(2).sample(existing, min(RETRIEVE_SAMPLE, len(existing)))
         self._reads("retrieve", RETRIEVE, sample)
 
-    def _list(self, url: str, http_pool: list[str]) -> None:
-        paid = self._paid(url)
+    def _list(self, http_pool: list[str]) -> None:
+        paid = self._paid()
         if paid < min(LIST_MIN_PAID, len(http_pool)):
-            pending = {r[0] for r in seed.query(url, "SELECT id FROM invoices WHERE site_id = ? AND status = ?",
+            pending = {r[0] for r in seed.query(self.url, "SELECT id FROM invoices WHERE site_id = ? AND status = ?",
                                                   (self.site_pk, "pending"))}
             self._pay([i for i in http_pool if i in pending][:LIST_MIN_PAID - paid])  # may be none left
-            paid = self._paid(url)
+            paid = self._paid()
         self.rec["list_paid_invoices"] = paid
         self._reads("list", LIST, None)
 
-    def _paid(self, url: str) -> int:
-        return int(seed.query(url, "SELECT count(*) FROM invoices WHERE site_id = ? AND status = ?",
+    def _paid(self) -> int:
+        return int(seed.query(self.url, "SELECT count(*) FROM invoices WHERE site_id = ? AND status = ?",
                               (self.site_pk, "paid"))[0][0])
 
 

@@ -37,6 +37,12 @@ def wrk_version(wrk: str) -> str:
     return out.splitlines()[0].strip() if out else "unknown"
 
 
+def bench_json(stdout: str) -> dict | None:
+    """The "BENCH_JSON {...}" line that wrk.lua and the store-only child print."""
+    line = next((ln for ln in stdout.splitlines() if ln.startswith("BENCH_JSON ")), None)
+    return json.loads(line[len("BENCH_JSON "):]) if line else None
+
+
 def basic_auth(key: str) -> str:
     return "Basic " + base64.b64encode(f"{key}:".encode()).decode()
 
@@ -86,10 +92,9 @@ def run_wrk(wrk: str, base_url: str, *, seconds: int, connections: int, threads:
     meter = Meter(*our_pids)  # the server (and py-spy): not other work
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 120)
     other = meter.other_pct()
-    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH_JSON ")), None)
-    if proc.returncode != 0 or line is None:
+    r = bench_json(proc.stdout)
+    if proc.returncode != 0 or r is None:
         raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stdout[-2000:]} {proc.stderr[-2000:]}")
-    r = json.loads(line[len("BENCH_JSON "):])
     # a run whose threads ran out of ids ends early, but wrk waits out -d: count the active window
     secs = (r["active_us"] if r["threads_exhausted"] and r["active_us"] else r["duration_us"]) / 1e6
     socket_errors = {k: r[k] for k in ("connect", "read", "write", "timeout")}
