@@ -61,7 +61,11 @@ class Run:
 
     def execute(self) -> dict:
         workdir = Path(tempfile.mkdtemp(prefix=f"billhive-bench-{self.store}-"))
-        db = seed.create_database(self.store, workdir, self.opt.pg_admin_url)
+        try:
+            db = seed.create_database(self.store, workdir, self.opt.pg_admin_url)
+        except BaseException:
+            seed.remove_dir(workdir)
+            raise
         try:
             self._execute(db.url, workdir)
         finally:

@@ -67,20 +67,17 @@ def create_database(store: str, workdir: Path, pg_admin_url: str) -> FreshDataba
         return FreshDatabase(store, f"sqlite:///{path}", drop_sqlite)
     u = make_url(pg_admin_url)
     name = f"bench_{uuid.uuid4().hex[:10]}"
-    with _pg_admin(u) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-
-    def drop_pg() -> None:
-        with _pg_admin(u) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    return FreshDatabase(store, u.set(database=name).render_as_string(hide_password=False), drop_pg)
+    _admin(pg_admin_url, f'CREATE DATABASE "{name}"')
+    return FreshDatabase(store, u.set(database=name).render_as_string(hide_password=False),
+                         lambda: _admin(pg_admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-def _pg_admin(u: Any) -> Any:
-    import psycopg
-
-    return psycopg.connect(host=u.host or "127.0.0.1", port=u.port or 5432, user=u.username, password=u.password,
-                           dbname=u.database, autocommit=True, connect_timeout=5)
+def _admin(url: str, sql: str) -> None:
+    conn = connect(url)
+    try:
+        conn.execute(sql)
+    finally:
+        conn.close()
 
 
 def connect(url: str) -> Any:
@@ -92,7 +89,7 @@ def connect(url: str) -> Any:
 
     from billhive.store.db import _pg_conninfo
 
-    return psycopg.connect(_pg_conninfo(u), autocommit=True)
+    return psycopg.connect(_pg_conninfo(u), autocommit=True, connect_timeout=5)
 
 
 def query(url: str, sql: str, params: tuple = ()) -> list[tuple]:
@@ -103,13 +100,6 @@ def query(url: str, sql: str, params: tuple = ()) -> list[tuple]:
         return [tuple(r) for r in conn.execute(sql, params).fetchall()]
     finally:
         conn.close()
-
-
-def pg_version(url: str) -> str | None:
-    try:
-        return query(url, "SHOW server_version")[0][0]
-    except Exception:  # noqa: BLE001 - no server: leave it out of the machine info
-        return None
 
 
 # ---- seeding ----------------------------------------------------------------------------------
