@@ -293,7 +293,7 @@ def build(app: App, *, background: Callable[[App], Awaitable[None]] | None = Non
     if app.config.bench_ceiling:
         from billhive.http import ceiling
 
-        routes.append(ceiling.route())
+        routes += ceiling.routes()
     api = ApiEndpoint(app, routes)
     openapi_bytes: dict[str, bytes] = {}
 

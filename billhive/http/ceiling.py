@@ -1,11 +1,20 @@
-"""The benchmark's reference route: the full HTTP stack (dispatcher, auth, origin headers,
-parameter decoding, JSON encoding) answering a constant invoice-sized document without
-touching the database. Only mounted when BILLHIVE_BENCH_CEILING=1."""
+"""The benchmark's reference routes: the full HTTP stack (dispatcher, auth, origin headers,
+parameter decoding, JSON encoding) answering constant documents without touching the
+database. Only mounted when BILLHIVE_BENCH_CEILING=1.
+
+- ``POST /_bench/ceiling/{invoice-id}``: an invoice, for collect (POST /invoices/{id}/collect);
+- ``GET /_bench/ceiling/{invoice-id}``: an invoice, for retrieve (GET /invoices/{id});
+- ``GET /_bench/ceiling``: a page of 100 invoices, for list (GET /invoices?limit=100&...): it
+  decodes the same query parameters as list_invoices (limit, offset, v2-style filters)."""
 
 from __future__ import annotations
 
+import dataclasses
+
+from billhive import spec
 from billhive.http.routes import Route, _extra
 from billhive.services.context import Ctx
+from billhive.store.resources import INVOICES
 
 INVOICE = {
     "invoice": {
@@ -31,9 +40,24 @@ INVOICE = {
 }
 
 
+# what GET /invoices?limit=100 returns: 100 invoices and the offset of the next page
+LIST = {"list": [{"invoice": dict(INVOICE["invoice"], id=str(1042 - i))} for i in range(100)],
+        "next_offset": "WyJjcmVhdGVkX2F0IiwxLDE3Njk5MDQwMDAsOTQyXQ"}
+
+
 async def ceiling(ctx: Ctx, invoice_id: str, params: dict) -> dict:
     return INVOICE
 
 
-def route() -> Route:
-    return _extra("bench_ceiling", "POST", "/_bench/ceiling/{invoice-id}", ceiling, response="invoice")
+async def ceiling_list(ctx: Ctx, params: dict) -> dict:
+    return LIST
+
+
+def routes() -> list[Route]:
+    list_op = dataclasses.replace(spec.operations()["list_invoices"], operation_id="bench_ceiling_list",
+                                  path="/_bench/ceiling")
+    return [
+        _extra("bench_ceiling", "POST", "/_bench/ceiling/{invoice-id}", ceiling, response="invoice"),
+        _extra("bench_ceiling_retrieve", "GET", "/_bench/ceiling/{invoice-id}", ceiling, response="invoice"),
+        Route(list_op, ceiling_list, INVOICES, in_spec=False),
+    ]

@@ -88,6 +88,15 @@ class Tx:
         cur.execute(sql, defaults)
         return cur
 
+    def executemany(self, stmt: Any, rows: list[dict]) -> None:
+        """One statement over many parameter sets (bulk loads: psycopg pipelines them)."""
+        if not rows:
+            return
+        sql, defaults = stmt.sql(self.dialect) if isinstance(stmt, Q) else compile_stmt(stmt, self.dialect)
+        if not defaults.keys() <= rows[0].keys():  # values the statement carries itself (literals)
+            rows = [{**defaults, **r} for r in rows]
+        self.cur.executemany(sql, rows)
+
     def one(self, stmt: Any, params: dict | None = None) -> tuple | None:
         return self.execute(stmt, params).fetchone()
 

@@ -102,6 +102,10 @@ class DocTable:
         """columns: values for index columns that are not fields of the document."""
         tx.execute(self._insert, self._params(site_id, doc, now, columns))
 
+    def insert_many(self, tx: Tx, site_id: int, docs: Iterable[dict], now: int) -> None:
+        """Insert many documents with one executemany (seeding and bulk loads)."""
+        tx.executemany(self._insert, [self._params(site_id, doc, now) for doc in docs])
+
     def update(self, tx: Tx, site_id: int, doc: dict, now: int, *, old_id: str | None = None,
                expect: dict[str, Any] | None = None, columns: dict | None = None) -> bool:
         """Write doc over the row (renaming it from old_id if given).

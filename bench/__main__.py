@@ -1,0 +1,108 @@
+"""python -m bench collect|retrieve|list|all — see bench/README.md."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import traceback
+from pathlib import Path
+
+from bench import harness, load, report
+
+SIZES = (10_000, 1_000_000)
+STORES = ("sqlite", "postgres")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seconds", type=int, default=10, help="length of each measured run (default 10)")
+    p.add_argument("--json", type=Path, help="where to write the results (default bench/results/<date>-<commit>.json)")
+    p.add_argument("--profile", action="store_true",
+                   help="run py-spy on the server during each measured run (collect, retrieve, list); speedscope "
+                        "files next to the results")
+    p.add_argument("--connections", type=int, default=32)
+    p.add_argument("--threads", type=int, default=2, help="wrk threads")
+    p.add_argument("--pg-url", default=harness.DEFAULT_PG,
+                   help="PostgreSQL server to create the bench_<random> databases on (any existing database)")
+    p.add_argument("--keep", action="store_true", help="keep the seeded database afterwards (its URL is printed)")
+    p.add_argument("--quiet-wait", type=float, default=30.0, metavar="SECONDS",
+                   help="before each measured pair, wait up to this long for other work on the machine to calm "
+                        "down (default 30; 0: don't)")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench", description="billhive benchmarks, each beside its ceiling")
+    sub = p.add_subparsers(dest="command", required=True)
+    for op in harness.OPS:
+        s = sub.add_parser(op, help=f"measure {op} (with its ceiling{' and the store alone' if op == 'collect' else ''})")
+        s.add_argument("--store", choices=STORES, default="sqlite")
+        s.add_argument("--invoices", type=int, default=10_000, help="pending invoices (and customers) seeded")
+        _common(s)
+    a = sub.add_parser("all", help="collect, retrieve and list on SQLite and PostgreSQL at 10 k and 1 M invoices")
+    a.add_argument("--stores", default=",".join(STORES), help="comma-separated (default sqlite,postgres)")
+    a.add_argument("--sizes", default=",".join(str(n) for n in SIZES), help="comma-separated (default 10000,1000000)")
+    _common(a)
+    so = sub.add_parser("store-only", help=argparse.SUPPRESS)  # the harness's child process
+    so.add_argument("--url", required=True)
+    so.add_argument("--site-pk", type=int, required=True)
+    so.add_argument("--ids", type=Path, required=True)
+    so.add_argument("--seconds", type=float, required=True)
+    so.add_argument("--concurrency", type=int, default=32)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    # on SIGTERM unwind like on Ctrl-C: stop the server, drop the database, remove the work directory
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if args.command == "store-only":
+        from bench import store_only
+
+        store_only.main(args.url, args.site_pk, args.ids, args.seconds, args.concurrency)
+        return 0
+    if args.command == "all":
+        stores = [s.strip() for s in args.stores.split(",") if s.strip()]
+        if any(s not in STORES for s in stores):
+            raise SystemExit(f"--stores: choose from {', '.join(STORES)}")
+        plan = [(store, int(n)) for store in stores for n in args.sizes.split(",")]
+        ops = harness.OPS
+    else:
+        plan = [(args.store, args.invoices)]
+        ops = (args.command,)
+    wrk = load.ensure_wrk()
+    json_path = args.json or report.default_json_path()
+    opt = harness.Options(seconds=args.seconds, connections=args.connections, threads=args.threads,
+                          pg_admin_url=args.pg_url, keep=args.keep, quiet_wait=args.quiet_wait,
+                          profile_prefix=str(json_path.with_suffix("")) if args.profile else None)
+    machine = report.machine(args.pg_url, load.wrk_version(wrk))
+    sha, dirty = report.commit()  # the code being measured: as it is when the run starts
+    started = report.now()
+    runs, failed = [], 0
+    for store, n in plan:
+        try:
+            runs.append(harness.run(store, n, ops, opt))
+        except Exception:  # noqa: BLE001 - one failed run does not lose the others' figures
+            failed += 1
+            print(f"bench: the {store} {n:,} run failed:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
+    settings = {"command": args.command, "seconds": args.seconds, "connections": args.connections,
+                "threads": args.threads, "ops": list(ops), "profile": args.profile, "quiet_wait": args.quiet_wait,
+                "server": "billhive serve (uvicorn, uvloop, httptools; 1 process; background workers on; "
+                          "no access log) with BILLHIVE_BENCH_CEILING=1",
+                "durability": {"sqlite": "synchronous=FULL (WAL)", "postgres": "synchronous_commit as configured "
+                               f"({machine.get('postgresql_settings', {}).get('synchronous_commit', '?')})"}}
+    machine["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    doc = report.document(runs, settings, machine, sha, dirty, started)
+    print()
+    print(report.table(doc))
+    for r in runs:
+        for op, prof in r.get("profiles", {}).items():
+            print(f"\nprofile of the server during {op}, {r['store']} {r['invoices']:,}:")
+            print(report.print_profile(prof))
+    report.write(doc, json_path)
+    print(f"\nresults: {json_path}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

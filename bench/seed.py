@@ -1,0 +1,248 @@
+"""A fresh database per run, seeded straight through the store (bulk executemany in large
+transactions): a test site with a known key, N customers with a card on file (every 5th with
+refundable credits) and N pending invoices of two line items, one per customer.
+
+The documents are the ones billhive itself writes: customers and cards shaped as
+tests/support/factories.customer makes them, the card's token in the test gateway's vault
+(behaviour ``success``), credits as ledger rows matching the balance, invoices built by
+``services.invoicing.new_invoice(..., pending=True)``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import sqlite3
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from sqlalchemy import bindparam, insert
+from sqlalchemy.engine import make_url
+
+from billhive import sites
+from billhive.gateway.test_gateway import mask
+from billhive.services import invoicing
+from billhive.services.context import Origin, Work
+from billhive.store import migrate
+from billhive.store import schema as S
+from billhive.store.db import Database, Q, Tx
+from billhive.store.resources import CARDS, CUSTOMERS, INVOICES
+from billhive.util.ids import random_id
+
+SITE = "bench-test"
+KEY = "test_bench_0123456789abcdefghij"
+KEY_NAME = "full_access_key"  # the name sites.create gives the full-access key
+ORIGIN = Origin(source="api", user=KEY_NAME)
+CARD_NUMBER = "4111111111111111"  # the test gateway's Visa success card
+REFUNDABLE_CREDITS = 500  # every 5th customer's balance (less than any invoice: a charge still follows)
+BATCH = 20_000  # customers (and invoices) per transaction
+
+_VAULT = Q(insert(S.gateway_vault).values({c: bindparam(c) for c in
+                                           ("site_id", "token", "behaviour", "brand", "last4", "created_at")}))
+_LEDGER_COLS = ("site_id", "customer_id", "kind", "amount", "balance_after", "reason", "description",
+                "reference_type", "reference_id", "source", "user", "created_at")
+_LEDGER = Q(insert(S.credit_ledger).values({c: bindparam(c) for c in _LEDGER_COLS}))
+
+
+# ---- databases --------------------------------------------------------------------------------
+
+@dataclass
+class FreshDatabase:
+    store: str
+    url: str
+    drop: Callable[[], None] = field(repr=False)
+
+
+def create_database(store: str, workdir: Path, pg_admin_url: str) -> FreshDatabase:
+    if store == "sqlite":
+        path = workdir / "bench.db"
+
+        def drop_sqlite() -> None:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+        return FreshDatabase(store, f"sqlite:///{path}", drop_sqlite)
+    u = make_url(pg_admin_url)
+    name = f"bench_{uuid.uuid4().hex[:10]}"
+    _admin(pg_admin_url, f'CREATE DATABASE "{name}"')
+    return FreshDatabase(store, u.set(database=name).render_as_string(hide_password=False),
+                         lambda: _admin(pg_admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def _admin(url: str, sql: str) -> None:
+    conn = connect(url)
+    try:
+        conn.execute(sql)
+    finally:
+        conn.close()
+
+
+def connect(url: str) -> Any:
+    """A plain autocommit driver connection, for the harness's own look-ups."""
+    u = make_url(url)
+    if u.get_backend_name() == "sqlite":
+        return sqlite3.connect(u.database, isolation_level=None, timeout=30)
+    import psycopg
+
+    from billhive.store.db import _pg_conninfo
+
+    return psycopg.connect(_pg_conninfo(u), autocommit=True, connect_timeout=5)
+
+
+def query(url: str, sql: str, params: tuple = ()) -> list[tuple]:
+    conn = connect(url)
+    try:
+        if not url.startswith("sqlite"):
+            sql = sql.replace("?", "%s")
+        return [tuple(r) for r in conn.execute(sql, params).fetchall()]
+    finally:
+        conn.close()
+
+
+# ---- seeding ----------------------------------------------------------------------------------
+
+@dataclass
+class Seeded:
+    site_pk: int
+    key: str
+    invoice_ids: list[str]  # the pending invoices' draft ids, shuffled
+    insert_seconds: float  # building and inserting the rows
+    finish_seconds: float  # PostgreSQL: VACUUM ANALYZE; SQLite: WAL checkpoint
+    db_bytes: int | None
+
+    @property
+    def seconds(self) -> float:
+        return round(self.insert_seconds + self.finish_seconds, 2)
+
+
+def seed(url: str, n: int, *, log: Callable[[str], None] = print, seed_value: int = 1) -> Seeded:
+    migrate.upgrade(url)
+    started = time.perf_counter()
+    # durability is pointless while seeding: the server later opens the file with its own settings
+    db = Database(url, synchronous="OFF")
+    try:
+        now = int(time.time())
+        site, _ = db.write_sync(lambda tx: sites.create(tx, SITE, now=now, api_key=KEY))
+        rng = random.Random(seed_value)
+        customer_ids = _unique_ids(n, rng)
+        invoice_ids: list[str] = []
+        step = max(1, n // 10)
+        pending = None  # build batch k+1 in this thread while the database inserts batch k
+        for lo in range(0, n, BATCH):
+            hi = min(n, lo + BATCH)
+            rows = _build(site, now, customer_ids, lo, hi)
+            invoice_ids += rows.invoice_ids
+            if pending is not None:
+                pending.result()
+            pending = db.submit_write(rows.insert)
+            if n >= 100_000 and (hi // step) != (lo // step):
+                log(f"  seeding: {hi:,}/{n:,} invoices built ({time.perf_counter() - started:.0f} s)")
+        if pending is not None:
+            pending.result()
+        inserted = time.perf_counter() - started
+    finally:
+        db.close()
+    t = time.perf_counter()
+    _finish(url)
+    finish = time.perf_counter() - t
+    rng.shuffle(invoice_ids)
+    return Seeded(site.pk, KEY, invoice_ids, round(inserted, 2), round(finish, 2), database_bytes(url))
+
+
+def _unique_ids(n: int, rng: random.Random) -> list[str]:
+    """Customer ids shaped like the factories' (cust_ + 12 hex digits), random and distinct."""
+    seen: set[str] = set()
+    out = []
+    while len(out) < n:
+        cid = f"cust_{rng.getrandbits(48):012x}"
+        if cid not in seen:
+            seen.add(cid)
+            out.append(cid)
+    return out
+
+
+@dataclass
+class _Rows:
+    site_pk: int
+    now: int
+    customers: list[dict]
+    cards: list[dict]
+    vault: list[dict]
+    ledger: list[dict]
+    invoices: list[dict]
+
+    @property
+    def invoice_ids(self) -> list[str]:
+        return [inv["id"] for inv in self.invoices]
+
+    def insert(self, tx: Tx) -> None:
+        CUSTOMERS.insert_many(tx, self.site_pk, self.customers, self.now)
+        CARDS.insert_many(tx, self.site_pk, self.cards, self.now)
+        INVOICES.insert_many(tx, self.site_pk, self.invoices, self.now)
+        tx.executemany(_VAULT, self.vault)
+        tx.executemany(_LEDGER, self.ledger)
+
+
+def _build(site: sites.Site, now: int, customer_ids: list[str], lo: int, hi: int) -> _Rows:
+    w = Work(None, None, site, ORIGIN, now)  # type: ignore[arg-type]  # new_invoice reads only the site
+    rows = _Rows(site.pk, now, [], [], [], [], [])
+    start = now - 30 * 86400
+    for i in range(lo, hi):
+        cid = customer_ids[i]
+        token = random_id("tok_", 20)
+        rows.cards.append({"object": "card", "status": "valid", "gateway": "chargebee", "reference_id": token,
+                           "iin": CARD_NUMBER[:6], "last4": CARD_NUMBER[-4:], "card_type": "visa",
+                           "expiry_month": 12, "expiry_year": 2099, "masked_number": mask(CARD_NUMBER),
+                           "customer_id": cid, "id": cid})
+        rows.vault.append({"site_id": site.pk, "token": token, "behaviour": "success", "brand": "visa",
+                           "last4": CARD_NUMBER[-4:], "created_at": now})
+        customer = {"id": cid, "object": "customer", "email": f"{cid}@example.com", "auto_collection": "on",
+                    "allow_direct_debit": False, "created_at": now, "taxability": "taxable",
+                    "account_credits": 0, "refundable_credits": 0, "excess_payments": 0,
+                    "payment_method": {"type": "card", "gateway": "chargebee", "status": "valid",
+                                       "reference_id": token}}
+        if i % 5 == 0:
+            customer["refundable_credits"] = REFUNDABLE_CREDITS
+            rows.ledger.append({"site_id": site.pk, "customer_id": cid, "kind": "refundable",
+                                "amount": REFUNDABLE_CREDITS, "balance_after": REFUNDABLE_CREDITS, "reason": "add",
+                                "description": "bench seed", "reference_type": None, "reference_id": None,
+                                "source": ORIGIN.source, "user": ORIGIN.user, "created_at": now})
+        rows.customers.append(customer)
+        items = [invoicing.line_item(date_from=start, date_to=now, unit_amount=2900, description="Basic plan",
+                                     entity_type="adhoc"),
+                 invoicing.line_item(date_from=now, date_to=now, unit_amount=1000 + i % 1000,
+                                     description="API calls (usage)", entity_type="adhoc")]
+        rows.invoices.append(invoicing.new_invoice(w, customer=customer, start_date=start, line_items=items,
+                                                   recurring=True, pending=True))
+    return rows
+
+
+def _finish(url: str) -> None:
+    """What a settled production database looks like after a bulk load: PostgreSQL vacuumed and
+    analysed (autovacuum would get there, at a random moment during the run); SQLite with its
+    write-ahead log checkpointed. SQLite gets no ANALYZE: billhive does not run one."""
+    conn = connect(url)
+    try:
+        if url.startswith("sqlite"):
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        else:
+            conn.execute("VACUUM ANALYZE")
+    finally:
+        conn.close()
+
+
+def database_bytes(url: str) -> int | None:
+    try:
+        if url.startswith("sqlite"):
+            path = make_url(url).database
+            return sum(os.path.getsize(p) for p in (path, f"{path}-wal") if os.path.exists(p))
+        return int(query(url, "SELECT pg_database_size(current_database())")[0][0])
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def remove_dir(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,108 @@
+"""``billhive serve`` as a child process with its production settings (SQLite synchronous=FULL,
+PostgreSQL synchronous_commit as the server has it (on), no access log, background workers on)
+plus BILLHIVE_BENCH_CEILING=1; and py-spy attached to it on request."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, database_url: str, log_path: Path):
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        env["BILLHIVE_BENCH_CEILING"] = "1"
+        for name in ("BILLHIVE_FAILPOINTS", "BILLHIVE_DATABASE_URL", "BILLHIVE_BACKGROUND"):
+            env.pop(name, None)
+        self.command = [sys.executable, "-m", "billhive", "serve", "--port", str(self.port),
+                        "--database-url", database_url]
+        self._log = open(log_path, "ab")
+        self.proc = subprocess.Popen(self.command, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                                     cwd=str(ROOT))
+        self._wait_ready()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def _wait_ready(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"billhive serve exited with {self.proc.returncode}; see {self.log_path}:\n"
+                                   + self.log_tail())
+            try:
+                with urllib.request.urlopen(self.base_url + "/health", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"billhive serve did not become ready; see {self.log_path}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=30)
+        self._log.close()
+        return self.proc.returncode
+
+
+def py_spy() -> str:
+    found = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(found).exists():
+        raise SystemExit("bench: --profile needs py-spy: pip install py-spy (or pip install -e '.[bench]')")
+    return found
+
+
+class Profiler:
+    """py-spy sampling a running process for a while; writes a speedscope file."""
+
+    def __init__(self, pid: int, out: Path, seconds: int):
+        self.out = out
+        self.proc = subprocess.Popen(
+            [py_spy(), "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "200", "--nonblocking",
+             "--threads", "--format", "speedscope", "--output", str(out)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        time.sleep(0.5)  # py-spy attaches before the load starts
+
+    def wait(self) -> Path | None:
+        try:
+            output, _ = self.proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            output, _ = self.proc.communicate()
+        if self.proc.returncode != 0 or not self.out.exists():
+            print(f"bench: py-spy failed: {output.decode(errors='replace')[-1000:]}", file=sys.stderr)
+            return None
+        return self.out
