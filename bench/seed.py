@@ -18,13 +18,14 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable
 
 from sqlalchemy import bindparam, insert
 from sqlalchemy.engine import make_url
 
 from billhive import sites
-from billhive.gateway.test_gateway import mask
+from billhive.gateway.test_gateway import books_for, mask
 from billhive.services import invoicing
 from billhive.services.context import Origin, Work
 from billhive.store import migrate
@@ -62,8 +63,9 @@ def create_database(store: str, workdir: Path, pg_admin_url: str) -> FreshDataba
         path = workdir / "bench.db"
 
         def drop_sqlite() -> None:
-            for suffix in ("", "-wal", "-shm"):
-                Path(f"{path}{suffix}").unlink(missing_ok=True)
+            for base in (path, path.with_name(path.stem + "-gateway" + path.suffix)):
+                for suffix in ("", "-wal", "-shm"):
+                    Path(f"{base}{suffix}").unlink(missing_ok=True)
         return FreshDatabase(store, f"sqlite:///{path}", drop_sqlite)
     u = make_url(pg_admin_url)
     name = f"bench_{uuid.uuid4().hex[:10]}"
@@ -123,6 +125,7 @@ def seed(url: str, n: int, *, log: Callable[[str], None] = print, seed_value: in
     started = time.perf_counter()
     # durability is pointless while seeding: the server later opens the file with its own settings
     db = Database(url, synchronous="OFF")
+    books = books_for(SimpleNamespace(db=db))  # type: ignore[arg-type]  # the test gateway's books
     try:
         now = int(time.time())
         site, _ = db.write_sync(lambda tx: sites.create(tx, SITE, now=now, api_key=KEY))
@@ -137,6 +140,7 @@ def seed(url: str, n: int, *, log: Callable[[str], None] = print, seed_value: in
             invoice_ids += rows.invoice_ids
             if pending is not None:
                 pending.result()
+            books.write_sync(rows.insert_vault)
             pending = db.submit_write(rows.insert)
             if n >= 100_000 and (hi // step) != (lo // step):
                 log(f"  seeding: {hi:,}/{n:,} invoices built ({time.perf_counter() - started:.0f} s)")
@@ -144,6 +148,8 @@ def seed(url: str, n: int, *, log: Callable[[str], None] = print, seed_value: in
             pending.result()
         inserted = time.perf_counter() - started
     finally:
+        if books is not db:
+            books.close()
         db.close()
     t = time.perf_counter()
     _finish(url)
@@ -182,8 +188,11 @@ class _Rows:
         CUSTOMERS.insert_many(tx, self.site_pk, self.customers, self.now)
         CARDS.insert_many(tx, self.site_pk, self.cards, self.now)
         INVOICES.insert_many(tx, self.site_pk, self.invoices, self.now)
-        tx.executemany(_VAULT, self.vault)
         tx.executemany(_LEDGER, self.ledger)
+
+    def insert_vault(self, tx: Tx) -> None:
+        """Into the test gateway's books (their own SQLite file, or tables on PostgreSQL)."""
+        tx.executemany(_VAULT, self.vault)
 
 
 def _build(site: sites.Site, now: int, customer_ids: list[str], lo: int, hi: int) -> _Rows:
@@ -196,7 +205,7 @@ def _build(site: sites.Site, now: int, customer_ids: list[str], lo: int, hi: int
         rows.cards.append({"object": "card", "status": "valid", "gateway": "chargebee", "reference_id": token,
                            "iin": CARD_NUMBER[:6], "last4": CARD_NUMBER[-4:], "card_type": "visa",
                            "expiry_month": 12, "expiry_year": 2099, "masked_number": mask(CARD_NUMBER),
-                           "customer_id": cid, "id": cid})
+                           "customer_id": cid})
         rows.vault.append({"site_id": site.pk, "token": token, "behaviour": "success", "brand": "visa",
                            "last4": CARD_NUMBER[-4:], "created_at": now})
         customer = {"id": cid, "object": "customer", "email": f"{cid}@example.com", "auto_collection": "on",

@@ -51,23 +51,42 @@ SYSTEM = Origin(source="system", user="billhive")
 
 
 class Work:
-    """One transaction's context. Created inside the transaction; never outlives it."""
+    """One transaction's context. Created inside the transaction; never outlives it.
 
-    __slots__ = ("tx", "app", "site", "now", "origin", "_cache", "emitted", "after")
+    The site (settings, clock) is loaded when first used: many reads never need it, and on
+    PostgreSQL that saves a round trip.
+    """
 
-    def __init__(self, tx: Tx, app: "App", site: sites.Site, origin: Origin, now: int | None = None):
+    __slots__ = ("tx", "app", "_site", "_site_pk", "_now", "origin", "_cache", "emitted", "after")
+
+    def __init__(self, tx: Tx, app: "App", site: sites.Site | None, origin: Origin, now: int | None = None, *,
+                 site_pk: int | None = None):
         self.tx = tx
         self.app = app
-        self.site = site
-        self.now = now if now is not None else site.now(app.wall)
+        self._site = site
+        self._site_pk = site.pk if site is not None else site_pk
+        self._now = now
         self.origin = origin
         self._cache: dict[str, Any] = {}
         self.emitted: list[dict] = []
         self.after: list[Callable[[], Awaitable[Any]]] = []
 
     @property
+    def site(self) -> sites.Site:
+        if self._site is None:
+            self._site = sites.load(self.tx, self._site_pk)  # type: ignore[arg-type]
+        return self._site
+
+    @property
+    def now(self) -> int:
+        """The site clock (the time machine's time on test sites that use it)."""
+        if self._now is None:
+            self._now = self.site.now(self.app.wall)
+        return self._now
+
+    @property
     def site_id(self) -> int:
-        return self.site.pk
+        return self._site_pk  # type: ignore[return-value]
 
     def cached(self, key: str, load: Callable[[], T]) -> T:
         """Per-transaction memo (e.g. the site's webhook endpoints)."""
@@ -103,7 +122,7 @@ class Ctx:
         app, site_id, origin = self.app, self.site_id, self.origin
 
         def unit(tx: Tx) -> tuple[T, list]:
-            w = Work(tx, app, sites.load(tx, site_id), origin, now)
+            w = Work(tx, app, None, origin, now, site_pk=site_id)
             return fn(w, *args), w.after
         return unit
 

@@ -107,7 +107,7 @@ async def list_events(ctx: Ctx, params: dict) -> dict:
     req = ListRequest(req.limit, req.offset, tuple(filters), req.sort)
 
     def run(w: Work) -> dict:
-        page = fetch_page(w.tx, EVENTS, w.site_id, req, default_sort=("occurred_at", True))
+        page = fetch_page(w.tx, EVENTS, w.site_id, req, default_sort=("occurred_at", True), raw=True)
         return page.response("event")
 
     return await ctx.read(run)

@@ -81,7 +81,12 @@ close = collect  # POST /invoices/{id}/close — the v2 name (comment, invoice_d
 # ---- reads -----------------------------------------------------------------------------------
 
 async def retrieve(ctx: Ctx, invoice_id: str, params: dict) -> dict:
-    return await ctx.read(lambda w: {"invoice": _require_invoice(w, invoice_id)})
+    def run(w: Work) -> dict:
+        doc = INVOICES.get_raw(w.tx, w.site_id, invoice_id)  # sent as stored: no parse, no re-encode
+        if doc is None:
+            raise not_found("invoice", invoice_id)
+        return {"invoice": doc}
+    return await ctx.read(run)
 
 
 def _list(ctx: Ctx, req: ListRequest, *where, sort=("created_at", True), parent=None):  # type: ignore[no-untyped-def]
@@ -89,7 +94,8 @@ def _list(ctx: Ctx, req: ListRequest, *where, sort=("created_at", True), parent=
     def run(w: Work) -> dict:
         if parent is not None:
             parent[0].require(w.tx, w.site_id, parent[1])
-        return fetch_page(w.tx, INVOICES, w.site_id, req, where=where, default_sort=sort).response("invoice")
+        return fetch_page(w.tx, INVOICES, w.site_id, req, where=where, default_sort=sort,
+                          raw=True).response("invoice")
     return ctx.read(run)
 
 

@@ -35,7 +35,8 @@ def _list(ctx: Ctx, req: ListRequest, *where, parent=None):  # type: ignore[no-u
     def run(w: Work) -> dict:
         if parent is not None:
             parent[0].require(w.tx, w.site_id, parent[1])
-        return fetch_page(w.tx, TRANSACTIONS, w.site_id, req, where=where, default_sort=_SORT).response("transaction")
+        return fetch_page(w.tx, TRANSACTIONS, w.site_id, req, where=where, default_sort=_SORT,
+                          raw=True).response("transaction")
     return ctx.read(run)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable
 
+import orjson
 from sqlalchemy import Table, and_, bindparam, delete, insert, select, update
 
 from billhive.errors import not_found
@@ -58,6 +59,11 @@ class DocTable:
     def get(self, tx: Tx, site_id: int, id: str, *, for_update: bool = False) -> dict | None:
         row = tx.one(self._get_lock if for_update else self._get, {"site_id": site_id, "id": id})
         return loads(row[0]) if row else None
+
+    def get_raw(self, tx: Tx, site_id: int, id: str) -> Any:
+        """The stored JSON as an ``orjson.Fragment`` (spliced into a response unparsed), or None."""
+        row = tx.one(self._get, {"site_id": site_id, "id": id})
+        return orjson.Fragment(row[0]) if row else None
 
     def require(self, tx: Tx, site_id: int, id: str, *, for_update: bool = False,
                 param: str | None = None) -> dict:

@@ -62,7 +62,7 @@ class ListRequest:
 
 @dataclass
 class Page:
-    items: list[dict]
+    items: list[Any]  # dicts, or orjson.Fragments (raw)
     next_offset: str | None
 
     def response(self, resource: str, extra: Any = None) -> dict:
@@ -207,8 +207,11 @@ def decode_offset(token: str, sort_col: str, desc: bool) -> tuple[Any, int]:
 
 
 def fetch_page(tx: Tx, table: DocTable, site_id: int, req: ListRequest, *, where: Iterable[Any] = (),
-               default_sort: tuple[str, bool] = ("created_at", True)) -> Page:
-    """One page of a site's rows, newest first unless sorted otherwise."""
+               default_sort: tuple[str, bool] = ("created_at", True), raw: bool = False) -> Page:
+    """One page of a site's rows, newest first unless sorted otherwise.
+
+    raw: items are the stored JSON as ``orjson.Fragment``s, spliced into the response as they
+    are (no parsing and re-encoding) - for lists whose items go out unchanged."""
     t = table.t
     sort_col, desc = req.sort or default_sort
     col = t.c[sort_col]
@@ -231,6 +234,8 @@ def fetch_page(tx: Tx, table: DocTable, site_id: int, req: ListRequest, *, where
         rows = rows[: req.limit]
         last = rows[-1]
         next_offset = encode_offset(sort_col, desc, last[1], last[0])
+    if raw:
+        return Page([orjson.Fragment(r[2]) for r in rows], next_offset)
     return Page([loads(r[2]) for r in rows], next_offset)
 
 

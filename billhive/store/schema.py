@@ -360,7 +360,7 @@ subscriptions = doc_table(
     # JSON, not part of the resource: billing anchor, scheduled changes and cancellation,
     # charges waiting for the term end (services.subscriptions.State)
     Column("internal", Text, nullable=True),
-    indexes=(("customer_id",), ("status",), ("plan_id",), ("current_term_end",)),
+    indexes=(("customer_id", "created_at"), ("status", "created_at"), ("plan_id",), ("current_term_end",)),
 )
 
 invoices = doc_table(
@@ -376,7 +376,9 @@ invoices = doc_table(
     Column("draft_id", String(100), nullable=True),  # the draft_inv_ id a closed invoice had while pending
     Column("dunning_attempts", Integer, nullable=True),  # failed automatic charges so far
     Column("dunning_started_at", BigInteger, nullable=True),  # site time of the first failure
-    indexes=(("customer_id",), ("subscription_id",), ("status",), ("paid_on",), ("draft_id",)),
+    # lists filter by one column and page newest first: (site_id, column, created_at, pk)
+    indexes=(("customer_id", "created_at"), ("subscription_id", "created_at"), ("status", "created_at"),
+             ("paid_on",), ("draft_id",)),
 )
 
 transactions = doc_table(
@@ -390,7 +392,8 @@ transactions = doc_table(
     Column("unused_amount", BigInteger, nullable=False),  # excess payment still available
     Column("idempotency_key", String(100), nullable=True),  # gateway idempotency key
     Column("purpose", String(20), nullable=True),  # close | collect_payment | dunning (settlement needs it)
-    indexes=(("customer_id",), ("subscription_id",), ("status",)),
+    # transaction lists page by date, newest first
+    indexes=(("date",), ("customer_id", "date"), ("subscription_id", "date"), ("status", "date")),
 )
 
 invoice_transactions = Table(  # which transactions touched which invoices

@@ -358,11 +358,11 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('invoices', schema=None) as batch_op:
         batch_op.create_index('ix_invoices_site_created', ['site_id', 'created_at', 'pk'], unique=False)
-        batch_op.create_index('ix_invoices_site_customer_id', ['site_id', 'customer_id', 'pk'], unique=False)
+        batch_op.create_index('ix_invoices_site_customer_id_created_at', ['site_id', 'customer_id', 'created_at', 'pk'], unique=False)
         batch_op.create_index('ix_invoices_site_draft_id', ['site_id', 'draft_id', 'pk'], unique=False)
         batch_op.create_index('ix_invoices_site_paid_on', ['site_id', 'paid_on', 'pk'], unique=False)
-        batch_op.create_index('ix_invoices_site_status', ['site_id', 'status', 'pk'], unique=False)
-        batch_op.create_index('ix_invoices_site_subscription_id', ['site_id', 'subscription_id', 'pk'], unique=False)
+        batch_op.create_index('ix_invoices_site_status_created_at', ['site_id', 'status', 'created_at', 'pk'], unique=False)
+        batch_op.create_index('ix_invoices_site_subscription_id_created_at', ['site_id', 'subscription_id', 'created_at', 'pk'], unique=False)
         batch_op.create_index('ix_invoices_site_updated', ['site_id', 'updated_at', 'pk'], unique=False)
 
     op.create_table('jobs',
@@ -499,9 +499,9 @@ def upgrade() -> None:
     with op.batch_alter_table('subscriptions', schema=None) as batch_op:
         batch_op.create_index('ix_subscriptions_site_created', ['site_id', 'created_at', 'pk'], unique=False)
         batch_op.create_index('ix_subscriptions_site_current_term_end', ['site_id', 'current_term_end', 'pk'], unique=False)
-        batch_op.create_index('ix_subscriptions_site_customer_id', ['site_id', 'customer_id', 'pk'], unique=False)
+        batch_op.create_index('ix_subscriptions_site_customer_id_created_at', ['site_id', 'customer_id', 'created_at', 'pk'], unique=False)
         batch_op.create_index('ix_subscriptions_site_plan_id', ['site_id', 'plan_id', 'pk'], unique=False)
-        batch_op.create_index('ix_subscriptions_site_status', ['site_id', 'status', 'pk'], unique=False)
+        batch_op.create_index('ix_subscriptions_site_status_created_at', ['site_id', 'status', 'created_at', 'pk'], unique=False)
         batch_op.create_index('ix_subscriptions_site_updated', ['site_id', 'updated_at', 'pk'], unique=False)
 
     op.create_table('transactions',
@@ -525,9 +525,10 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('transactions', schema=None) as batch_op:
         batch_op.create_index('ix_transactions_site_created', ['site_id', 'created_at', 'pk'], unique=False)
-        batch_op.create_index('ix_transactions_site_customer_id', ['site_id', 'customer_id', 'pk'], unique=False)
-        batch_op.create_index('ix_transactions_site_status', ['site_id', 'status', 'pk'], unique=False)
-        batch_op.create_index('ix_transactions_site_subscription_id', ['site_id', 'subscription_id', 'pk'], unique=False)
+        batch_op.create_index('ix_transactions_site_customer_id_date', ['site_id', 'customer_id', 'date', 'pk'], unique=False)
+        batch_op.create_index('ix_transactions_site_date', ['site_id', 'date', 'pk'], unique=False)
+        batch_op.create_index('ix_transactions_site_status_date', ['site_id', 'status', 'date', 'pk'], unique=False)
+        batch_op.create_index('ix_transactions_site_subscription_id_date', ['site_id', 'subscription_id', 'date', 'pk'], unique=False)
         batch_op.create_index('ix_transactions_site_updated', ['site_id', 'updated_at', 'pk'], unique=False)
 
     op.create_table('webhook_attempts',
@@ -594,17 +595,18 @@ def downgrade() -> None:
     op.drop_table('webhook_attempts')
     with op.batch_alter_table('transactions', schema=None) as batch_op:
         batch_op.drop_index('ix_transactions_site_updated')
-        batch_op.drop_index('ix_transactions_site_subscription_id')
-        batch_op.drop_index('ix_transactions_site_status')
-        batch_op.drop_index('ix_transactions_site_customer_id')
+        batch_op.drop_index('ix_transactions_site_subscription_id_date')
+        batch_op.drop_index('ix_transactions_site_status_date')
+        batch_op.drop_index('ix_transactions_site_date')
+        batch_op.drop_index('ix_transactions_site_customer_id_date')
         batch_op.drop_index('ix_transactions_site_created')
 
     op.drop_table('transactions')
     with op.batch_alter_table('subscriptions', schema=None) as batch_op:
         batch_op.drop_index('ix_subscriptions_site_updated')
-        batch_op.drop_index('ix_subscriptions_site_status')
+        batch_op.drop_index('ix_subscriptions_site_status_created_at')
         batch_op.drop_index('ix_subscriptions_site_plan_id')
-        batch_op.drop_index('ix_subscriptions_site_customer_id')
+        batch_op.drop_index('ix_subscriptions_site_customer_id_created_at')
         batch_op.drop_index('ix_subscriptions_site_current_term_end')
         batch_op.drop_index('ix_subscriptions_site_created')
 
@@ -643,11 +645,11 @@ def downgrade() -> None:
     op.drop_table('jobs')
     with op.batch_alter_table('invoices', schema=None) as batch_op:
         batch_op.drop_index('ix_invoices_site_updated')
-        batch_op.drop_index('ix_invoices_site_subscription_id')
-        batch_op.drop_index('ix_invoices_site_status')
+        batch_op.drop_index('ix_invoices_site_subscription_id_created_at')
+        batch_op.drop_index('ix_invoices_site_status_created_at')
         batch_op.drop_index('ix_invoices_site_paid_on')
         batch_op.drop_index('ix_invoices_site_draft_id')
-        batch_op.drop_index('ix_invoices_site_customer_id')
+        batch_op.drop_index('ix_invoices_site_customer_id_created_at')
         batch_op.drop_index('ix_invoices_site_created')
 
     op.drop_table('invoices')
