@@ -27,6 +27,7 @@ from pathlib import Path
 
 from sqlalchemy import bindparam, create_engine, func, insert, pool, select
 
+from billhive.domain.customers import luhn_ok
 from billhive.errors import ParamError, PaymentMethodVerificationFailed
 from billhive.gateway import CardDetails, GatewayResult, StoredCard
 from billhive.store import schema as S
@@ -65,20 +66,6 @@ def books_for(app: "App") -> Database:
     finally:
         engine.dispose()
     return Database(f"sqlite:///{path}", synchronous=app.db.synchronous)
-
-
-def luhn_ok(number: str) -> bool:
-    if not number.isdigit() or not 12 <= len(number) <= 19:
-        return False
-    total = 0
-    for i, ch in enumerate(reversed(number)):
-        d = int(ch)
-        if i % 2 == 1:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return total % 10 == 0
 
 
 def brand_of(number: str) -> str:

@@ -278,26 +278,27 @@ class Database:
             self._checkpoint_thread = threading.Thread(target=self._checkpointer, name="billhive-sqlite-checkpoint",
                                                        daemon=True)
             self._checkpoint_thread.start()
-        q = self._queue
-        while True:
-            job = q.get()
-            if job is None:
-                break
-            batch = [job]
-            stop = False
-            while len(batch) < self.MAX_BATCH:
-                try:
-                    nxt = q.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    stop = True
-                    break
-                batch.append(nxt)
+        while (batch := self._take_batch(self._queue)) is not None:
             self._run_batch(conn, batch)
-            if stop:
-                break
         conn.close()
+
+    def _take_batch(self, q: queue.SimpleQueue) -> list[_Job] | None:
+        """Wait for a unit, then take whatever else is queued (up to MAX_BATCH). None: stop
+        (the stop mark is put back for the next call when it ends a batch)."""
+        job = q.get()
+        if job is None:
+            return None
+        batch = [job]
+        while len(batch) < self.MAX_BATCH:
+            try:
+                nxt = q.get_nowait()
+            except queue.Empty:
+                break
+            if nxt is None:
+                q.put(None)
+                break
+            batch.append(nxt)
+        return batch
 
     def _checkpointer(self) -> None:
         # owns its connection: closing it from another thread mid-call would crash sqlite3
@@ -382,21 +383,7 @@ class Database:
         hot row (a site's invoice number sequence) run in batches, each in a savepoint, and
         share one commit - the row is locked once per batch instead of once per unit."""
         conn = self._pg_connect()
-        q = self._lane_queue
-        while True:
-            job = q.get()
-            if job is None:
-                break
-            batch = [job]
-            while len(batch) < self.MAX_BATCH:
-                try:
-                    nxt = q.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    q.put(None)
-                    break
-                batch.append(nxt)
+        while (batch := self._take_batch(self._lane_queue)) is not None:  # type: ignore[arg-type]
             if conn.closed or conn.broken:
                 conn = self._pg_connect()
             self._run_batch(conn, batch)
