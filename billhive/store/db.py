@@ -224,6 +224,8 @@ class Database:
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         conn.execute("PRAGMA busy_timeout=30000")
         conn.execute("PRAGMA cache_size=-65536")
+        # reads of a large database go through the OS page cache without a copy per page
+        conn.execute(f"PRAGMA mmap_size={int(os.environ.get('BILLHIVE_SQLITE_MMAP', 1 << 30))}")
         conn.execute("PRAGMA temp_store=MEMORY")
         conn.execute("PRAGMA journal_size_limit=67108864")
         conn.execute("PRAGMA foreign_keys=OFF")
