@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from sqlalchemy import bindparam, delete, insert, select, update
 
-from billhive.errors import InvalidRequest, NotFound
+from billhive.errors import NotFound
 from billhive.store import schema as S
 from billhive.store.db import Q, Tx
 from billhive.util.jsonutil import dumps, loads

@@ -21,13 +21,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from sqlalchemy import and_, bindparam, delete, insert, select, update
 
 from billhive.store import schema as S
 from billhive.store.db import Q, Tx
 from billhive.util.jsonutil import dumps, loads
+
+if TYPE_CHECKING:
+    from billhive.services.context import Work
 
 log = logging.getLogger("billhive.scheduler")
 J = S.jobs
@@ -44,7 +47,7 @@ class Job:
     attempts: int
 
 
-Handler = Callable[["Work", Job], None]  # type: ignore[name-defined]  # noqa: F821
+Handler = Callable[["Work", Job], None]
 HANDLERS: dict[str, Handler] = {}
 MAX_ATTEMPTS = 8
 
@@ -78,7 +81,7 @@ def _job(row: tuple) -> Job:
     return Job(row[0], row[1], row[2], row[3], row[4], loads(row[5]) if row[5] else None, row[6])
 
 
-def schedule(w: "Work", kind: str, ref_id: str, due_at: int, *, key: str | None = None,  # noqa: F821
+def schedule(w: "Work", kind: str, ref_id: str, due_at: int, *, key: str | None = None,
              payload: dict | None = None) -> None:
     """Create or move the job with this key (default ``kind:ref_id``) to due_at."""
     key = key or f"{kind}:{ref_id}"
@@ -92,11 +95,11 @@ def schedule(w: "Work", kind: str, ref_id: str, due_at: int, *, key: str | None 
                                  attempts=0, created_at=w.now))
 
 
-def cancel(w: "Work", key: str) -> None:  # noqa: F821
+def cancel(w: "Work", key: str) -> None:
     w.tx.execute(_CANCEL, {"site_id": w.site_id, "key": key})
 
 
-def cancel_prefix(w: "Work", prefix: str) -> None:  # noqa: F821
+def cancel_prefix(w: "Work", prefix: str) -> None:
     """Cancel every job whose key starts with prefix (e.g. all of one subscription's jobs)."""
     escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     w.tx.execute(delete(J).where(J.c.site_id == w.site_id, J.c.key.like(escaped + "%", escape="\\")))

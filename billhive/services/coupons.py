@@ -22,7 +22,6 @@ from billhive.services import plans as plans_service
 from billhive.services.context import Ctx, Work
 from billhive.store import resources
 from billhive.store import schema as S
-from billhive.store.docs import DocTable
 from billhive.store.lists import Filter, ListRequest, fetch_page
 
 COUPONS = resources.COUPONS

@@ -90,12 +90,9 @@ async def retrieve(ctx: Ctx, invoice_id: str, params: dict) -> dict:
 
 
 def _list(ctx: Ctx, req: ListRequest, *where, sort=("created_at", True), parent=None):  # type: ignore[no-untyped-def]
-    """parent: (table, id) that must exist on this site (lists under /customers/{id}/... 404 otherwise)."""
     def run(w: Work) -> dict:
-        if parent is not None:
-            parent[0].require(w.tx, w.site_id, parent[1])
-        return fetch_page(w.tx, INVOICES, w.site_id, req, where=where, default_sort=sort,
-                          raw=True).response("invoice")
+        return fetch_page(w.tx, INVOICES, w.site_id, req, where=where, default_sort=sort, raw=True,
+                          parent=parent).response("invoice")
     return ctx.read(run)
 
 

@@ -113,8 +113,6 @@ async def list_for_invoice(ctx: Ctx, invoice_id: str, params: dict) -> dict:
     req: ListRequest = params["_list"]
 
     def run(w: Work) -> dict:
-        if not INVOICES.exists(w.tx, w.site_id, invoice_id):
-            raise not_found("invoice", invoice_id)
-        return fetch_page(w.tx, ORDERS, w.site_id, req, where=(ORDERS.t.c.invoice_id == invoice_id,)
-                          ).response("order")
+        return fetch_page(w.tx, ORDERS, w.site_id, req, where=(ORDERS.t.c.invoice_id == invoice_id,),
+                          parent=(INVOICES, invoice_id)).response("order")
     return await ctx.read(run)

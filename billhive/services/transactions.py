@@ -31,12 +31,9 @@ async def retrieve(ctx: Ctx, transaction_id: str, params: dict) -> dict:
 
 
 def _list(ctx: Ctx, req: ListRequest, *where, parent=None):  # type: ignore[no-untyped-def]
-    """parent: (table, id) that must exist on this site (404 otherwise)."""
     def run(w: Work) -> dict:
-        if parent is not None:
-            parent[0].require(w.tx, w.site_id, parent[1])
-        return fetch_page(w.tx, TRANSACTIONS, w.site_id, req, where=where, default_sort=_SORT,
-                          raw=True).response("transaction")
+        return fetch_page(w.tx, TRANSACTIONS, w.site_id, req, where=where, default_sort=_SORT, raw=True,
+                          parent=parent).response("transaction")
     return ctx.read(run)
 
 

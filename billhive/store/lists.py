@@ -207,11 +207,16 @@ def decode_offset(token: str, sort_col: str, desc: bool) -> tuple[Any, int]:
 
 
 def fetch_page(tx: Tx, table: DocTable, site_id: int, req: ListRequest, *, where: Iterable[Any] = (),
-               default_sort: tuple[str, bool] = ("created_at", True), raw: bool = False) -> Page:
+               default_sort: tuple[str, bool] = ("created_at", True), raw: bool = False,
+               parent: tuple[DocTable, str] | None = None) -> Page:
     """One page of a site's rows, newest first unless sorted otherwise.
 
     raw: items are the stored JSON as ``orjson.Fragment``s, spliced into the response as they
-    are (no parsing and re-encoding) - for lists whose items go out unchanged."""
+    are (no parsing and re-encoding) - for lists whose items go out unchanged.
+    parent: (table, id) the list belongs to (``/customers/{id}/invoices``): it must exist on this
+    site, else 404 - another site's id must not answer with an empty list."""
+    if parent is not None:
+        parent[0].require(tx, site_id, parent[1])
     t = table.t
     sort_col, desc = req.sort or default_sort
     col = t.c[sort_col]
