@@ -39,6 +39,21 @@ async def every(app: App, interval: float, step: Callable[[App], Awaitable[objec
         await asyncio.sleep(interval)
 
 
+async def drain(app: App, interval: float, step: Callable[[App], Awaitable[object]], name: str) -> None:
+    """Run step again at once while it finds work (a truthy result); pause interval seconds
+    when it finds none or fails (errors are logged, not fatal)."""
+    while True:
+        try:
+            done = await step(app)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s pass failed", name)
+            done = 0
+        if not done:
+            await asyncio.sleep(interval)
+
+
 @loop
 async def scheduler_loop(app: App) -> None:
     await every(app, app.config.scheduler_interval, runner.run_all_sites, "scheduler")

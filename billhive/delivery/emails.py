@@ -280,13 +280,5 @@ async def run_once(app: App) -> int:
 
 @worker.loop
 async def email_loop(app: App) -> None:
-    while True:
-        try:
-            done = await run_once(app)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # claims of a failed pass expire and are retried
-            log.exception("email delivery pass failed")
-            done = 0
-        if not done:
-            await asyncio.sleep(app.config.delivery_interval)
+    # claims of a failed pass expire and are retried
+    await worker.drain(app, app.config.delivery_interval, run_once, "email delivery")

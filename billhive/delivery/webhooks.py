@@ -217,13 +217,5 @@ def _client() -> httpx.AsyncClient:
 @worker.loop
 async def webhook_loop(app: App) -> None:
     async with _client() as client:
-        while True:
-            try:
-                done = await run_once(app, client)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # claims of a failed pass expire and are retried
-                log.exception("webhook delivery pass failed")
-                done = 0
-            if not done:
-                await asyncio.sleep(app.config.delivery_interval)
+        # claims of a failed pass expire and are retried
+        await worker.drain(app, app.config.delivery_interval, lambda a: run_once(a, client), "webhook delivery")

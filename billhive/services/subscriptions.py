@@ -682,16 +682,22 @@ def _with_scheduled(w: Work, sub: dict, st: State) -> dict:
     """The subscription as it will be once its scheduled changes apply (only plan, quantity,
     remaining cycles, addons and coupons change)."""
     out = copy.deepcopy(sub)
-    sc = st.scheduled
-    if sc:
-        out["plan_id"] = sc["plan_id"]
-        out["plan_quantity"] = sc["plan_quantity"]
-        out["addons"] = sc.get("addons") or []
-        if "coupons" in sc:
-            out["coupons"] = sc["coupons"]
-        if "remaining_billing_cycles" in sc:
-            out["remaining_billing_cycles"] = sc["remaining_billing_cycles"]
+    if st.scheduled:
+        _take_scheduled(out, st.scheduled)
     return _document(out)
+
+
+def _take_scheduled(sub: dict, sc: dict) -> None:
+    """Put a scheduled change's plan, quantity, addons, coupons and billing cycles on sub."""
+    sub["plan_id"] = sc["plan_id"]
+    sub["plan_quantity"] = sc["plan_quantity"]
+    sub["addons"] = sc.get("addons") or []
+    if "coupons" in sc:
+        sub["coupons"] = sc["coupons"]
+    if "remaining_billing_cycles" in sc:
+        sub["remaining_billing_cycles"] = sc["remaining_billing_cycles"]
+        if sc["remaining_billing_cycles"] is None:
+            sub.pop("remaining_billing_cycles", None)
 
 
 async def retrieve_with_scheduled_changes(ctx: Ctx, subscription_id: str, params: dict) -> dict:
@@ -732,18 +738,9 @@ async def list_for_customer(ctx: Ctx, customer_id: str, params: dict) -> dict:
 
 def _apply_scheduled(w: Work, sub: dict, st: State) -> bool:
     """Scheduled changes take effect (at a term end). Returns whether there were any."""
-    sc = st.scheduled
-    if not sc:
+    if not st.scheduled:
         return False
-    sub["plan_id"] = sc["plan_id"]
-    sub["plan_quantity"] = sc["plan_quantity"]
-    sub["addons"] = sc.get("addons") or []
-    if "coupons" in sc:
-        sub["coupons"] = sc["coupons"]
-    if "remaining_billing_cycles" in sc:
-        sub["remaining_billing_cycles"] = sc["remaining_billing_cycles"]
-        if sc["remaining_billing_cycles"] is None:
-            sub.pop("remaining_billing_cycles", None)
+    _take_scheduled(sub, st.scheduled)
     st.scheduled = None
     sub["has_scheduled_changes"] = False
     return True
