@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from billhive import spec
+from billhive.http.routes import extension_routes, implemented_operation_ids
 
 PACKAGE = Path(__file__).resolve().parent
 ROOT = PACKAGE.parent
@@ -182,8 +183,6 @@ def _mark(done: bool) -> str:
 
 
 def render(scan: EmitScan | None = None) -> str:
-    from billhive.http.routes import extension_routes, implemented_operation_ids
-
     scan = scan or scan_emitted()
     implemented = implemented_operation_ids()
     ops = spec_operations()
@@ -228,7 +227,8 @@ def render(scan: EmitScan | None = None) -> str:
     extras = extension_routes()
     if extras:
         out += ["", "## Beyond v1", "",
-                "Extensions billhive serves (see the README); not in the served `/openapi.json`.", "",
+                "Extensions billhive serves (see the README), documented in its `/openapi.json` "
+                "(`billhive/spec/extensions.py`).", "",
                 "| method | path | operationId |", "|---|---|---|"]
         for r in sorted(extras, key=lambda r: (r.op.path, r.op.method)):
             out.append(f"| {r.op.method} | `{r.op.path}` | `{r.op.operation_id}` |")

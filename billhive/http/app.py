@@ -270,21 +270,10 @@ async def _read_body(receive: Callable) -> bytes:
     return b"".join(chunks)
 
 
-def served_openapi(base_url: str) -> dict:
-    """The v1 spec restricted to the operations billhive implements, with our server URL."""
-    from billhive.http.routes import implemented_operation_ids
-
-    raw = spec.raw()
-    implemented = implemented_operation_ids()
-    paths = {}
-    for path, item in raw["paths"].items():
-        kept = {m: op for m, op in item.items() if isinstance(op, dict) and op.get("operationId") in implemented}
-        if kept:
-            paths[path] = kept
-    doc = {k: v for k, v in raw.items() if k not in ("paths", "servers")}
-    doc["paths"] = paths
-    doc["servers"] = [{"url": base_url.rstrip("/") + PREFIX}]
-    return doc
+def served_openapi(base_url: str, routes: list[Route] = ROUTES) -> dict:
+    """billhive's /openapi.json: the v1 spec and billhive's extensions, restricted to the
+    operations these routes serve."""
+    return spec.served(base_url, {r.op.operation_id for r in routes})
 
 
 def build(app: App, *, background: Callable[[App], Awaitable[None]] | None = None) -> Callable:
@@ -307,7 +296,7 @@ def build(app: App, *, background: Callable[[App], Awaitable[None]] | None = Non
     async def openapi(request: Request) -> Response:
         base = app.config.public_url or f"{request.url.scheme}://{request.url.netloc}"
         if base not in openapi_bytes:
-            openapi_bytes[base] = orjson.dumps(served_openapi(base))
+            openapi_bytes[base] = orjson.dumps(served_openapi(base, routes))
         return Response(openapi_bytes[base], media_type="application/json")
 
     async def not_found(request: Request, exc: Exception) -> Response:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 
 from billhive import spec
-from billhive.http.routes import Route, _extra
+from billhive.http.routes import Route, unlisted
 from billhive.services.context import Ctx
 from billhive.store.resources import INVOICES
 
@@ -57,7 +57,7 @@ def routes() -> list[Route]:
     list_op = dataclasses.replace(spec.operations()["list_invoices"], operation_id="bench_ceiling_list",
                                   path="/_bench/ceiling")
     return [
-        _extra("bench_ceiling", "POST", "/_bench/ceiling/{invoice-id}", ceiling, response="invoice"),
-        _extra("bench_ceiling_retrieve", "GET", "/_bench/ceiling/{invoice-id}", ceiling, response="invoice"),
-        Route(list_op, ceiling_list, INVOICES, in_spec=False),
+        unlisted("bench_ceiling", "POST", "/_bench/ceiling/{invoice-id}", ceiling, response="invoice"),
+        unlisted("bench_ceiling_retrieve", "GET", "/_bench/ceiling/{invoice-id}", ceiling, response="invoice"),
+        Route(dataclasses.replace(list_op, extension=True), ceiling_list, INVOICES),
     ]

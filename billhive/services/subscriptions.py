@@ -708,9 +708,13 @@ async def retrieve_with_scheduled_changes(ctx: Ctx, subscription_id: str, params
 
 
 def _page(ctx: Ctx, req: ListRequest, *where: Any, customer_id: str | None = None):  # type: ignore[no-untyped-def]
+    """A page of subscriptions; list_subscriptions gives each its customer and card (the spec),
+    a customer's list (list_subscriptions_for_a_customer) only the subscriptions."""
     def run(w: Work) -> dict:
         page = fetch_page(w.tx, SUBSCRIPTIONS, w.site_id, req, where=where,
                           parent=(CUSTOMERS, customer_id) if customer_id is not None else None)
+        if customer_id is not None:
+            return page.response("subscription")
         ids = list({s["customer_id"] for s in page.items})
         customers = {c["id"]: c for c in CUSTOMERS.find(w.tx, w.site_id, CUSTOMERS.t.c.id.in_(ids))} if ids else {}
         cards = {c["customer_id"]: c for c in CARDS.find(w.tx, w.site_id, CARDS.t.c.id.in_(ids))} if ids else {}

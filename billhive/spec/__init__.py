@@ -8,11 +8,14 @@ about the wire contract is hand-copied.
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from billhive.spec import extensions
 
 SPEC_PATH = Path(__file__).with_name("openapi.json")
 
@@ -24,6 +27,7 @@ REQUEST_ORIGIN_HEADERS = (
     "chargebee-request-origin-ip",
     "chargebee-request-origin-device",
 )
+API_PREFIX = "/api/v1"
 EVENT_SKIP_HEADERS = ("chargebee-event-actions", "chargebee-event-webhook", "chargebee-event-email")
 
 
@@ -40,6 +44,7 @@ class Operation:
     header_params: tuple[str, ...] = field(default=())
     summary: str = ""
     required_query: tuple[str, ...] = ()  # query parameters the operation requires
+    extension: bool = False  # a billhive operation beyond the v1 spec (spec/extensions.py)
 
     @property
     def is_list(self) -> bool:
@@ -91,13 +96,25 @@ def resolve(node: Any, root: dict | None = None) -> Any:
 
 @functools.lru_cache(maxsize=1)
 def operations() -> dict[str, Operation]:
-    spec = raw()
+    """The v1 spec's operations, by operationId."""
+    return _operations(raw(), extension=False)
+
+
+@functools.lru_cache(maxsize=1)
+def extension_operations() -> dict[str, Operation]:
+    """billhive's operations beyond the v1 spec (spec/extensions.py), by operationId."""
+    return _operations(extended(), extension=True)
+
+
+def _operations(doc: dict, *, extension: bool) -> dict[str, Operation]:
     ops: dict[str, Operation] = {}
-    for path, item in spec["paths"].items():
+    for path, item in doc["paths"].items():
         for method, op in item.items():
             if method not in ("get", "post", "put", "delete", "patch"):
                 continue
-            params = [resolve(p) for p in op.get("parameters", [])]
+            if bool(op.get("x-billhive-extension")) != extension:
+                continue  # the extended document holds the v1 operations too
+            params = [resolve(p, doc) for p in op.get("parameters", [])]
             query = {}
             for p in params:
                 if p.get("in") == "query":
@@ -112,13 +129,13 @@ def operations() -> dict[str, Operation]:
             rb = op.get("requestBody")
             if rb:
                 form = rb["content"]["application/x-www-form-urlencoded"]
-                body = resolve(form["schema"])
+                body = resolve(form["schema"], doc)
                 encoding = form.get("encoding", {})
             responses = {}
             for status, resp in op.get("responses", {}).items():
                 content = (resp.get("content") or {}).get("application/json")
                 if content:
-                    responses[status] = resolve(content["schema"])
+                    responses[status] = resolve(content["schema"], doc)
             ops[op["operationId"]] = Operation(
                 operation_id=op["operationId"],
                 method=method.upper(),
@@ -131,8 +148,57 @@ def operations() -> dict[str, Operation]:
                 header_params=headers,
                 summary=op.get("summary", ""),
                 required_query=required_query,
+                extension=extension,
             )
     return ops
+
+
+@functools.lru_cache(maxsize=1)
+def extended() -> dict:
+    """The v1 spec with billhive's extensions (spec/extensions.py): its operations added, its
+    resource fields and error fields in the component schemas, ``object`` on every object a
+    resource holds. What billhive serves as /openapi.json (restricted to what it implements)."""
+    doc = copy.deepcopy(raw())
+    schemas = doc["components"]["schemas"]
+    for name, schema in schemas.items():
+        if name.isdigit():  # the error bodies: 400, 401, ...
+            schema.setdefault("properties", {}).update(copy.deepcopy(extensions.ERROR_FIELDS))
+        elif schema.get("type") == "object" and "properties" in schema:
+            _add_object_field(schema)
+    for name, fields in extensions.FIELDS.items():
+        schemas[name]["properties"].update(copy.deepcopy(fields))
+    for name, schema in extensions.SCHEMAS.items():
+        schemas[name] = copy.deepcopy(schema)
+    for path, item in extensions.OPERATIONS.items():
+        doc["paths"].setdefault(path, {}).update(copy.deepcopy(item))
+    return doc
+
+
+def _add_object_field(schema: dict) -> None:
+    """``object`` on the schema and every object (or array of objects) it holds."""
+    props = schema.get("properties")
+    if props is None:
+        return
+    props.setdefault("object", dict(extensions.OBJECT_FIELD))
+    for prop in props.values():
+        target = prop.get("items") if prop.get("type") == "array" else prop
+        if isinstance(target, dict) and target.get("type") == "object":
+            _add_object_field(target)
+
+
+def served(base_url: str, implemented: set[str]) -> dict:
+    """billhive's /openapi.json: the extended spec restricted to the ``implemented`` operations,
+    with billhive's URL as the server."""
+    doc = extended()
+    paths = {}
+    for path, item in doc["paths"].items():
+        kept = {m: op for m, op in item.items() if isinstance(op, dict) and op.get("operationId") in implemented}
+        if kept:
+            paths[path] = kept
+    out = {k: v for k, v in doc.items() if k not in ("paths", "servers")}
+    out["paths"] = paths
+    out["servers"] = [{"url": base_url.rstrip("/") + API_PREFIX}]
+    return out
 
 
 @functools.lru_cache(maxsize=None)

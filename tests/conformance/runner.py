@@ -7,8 +7,8 @@ For each backend (a fresh SQLite file; a fresh PostgreSQL database):
 3. seed the site: for every path parameter of an implemented operation, a few objects made by the
    factory registered for it in ``tests/support/factories.py`` (the registry the tenant-isolation
    test also uses) - so each implemented operation is exercised on real ids as well as random ones;
-4. ``st run`` over every operation in the served spec (the v1 operations billhive implements;
-   the time-machine extension is not in it), with HTTP Basic auth, a fixed seed and a bounded
+4. ``st run`` over every operation in the served spec (the v1 operations billhive implements and
+   its documented extensions, billhive/spec/extensions.py), with HTTP Basic auth, a fixed seed and a bounded
    number of examples per operation; the seeded ids go in as a fuzzing dictionary bound to their
    path parameters (used in half the cases), and so do real ``next_offset`` values of the lists;
 5. stop the server. The run fails on any Schemathesis failure, and on any error the server logged.

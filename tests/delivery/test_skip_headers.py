@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from billhive.http.app import ApiEndpoint
-from billhive.http.routes import _extra
+from billhive.http.routes import unlisted
 from billhive.services.context import Ctx, Work
 from tests.support.delivery import CUSTOMER, add_endpoint, email_deliveries, no_deliveries, wait_until
 
@@ -26,7 +26,7 @@ async def _record_payment(ctx: Ctx, params: dict) -> dict:
     return await ctx.write(run)
 
 
-_ROUTE = _extra("test_record_payment", "POST", "/test_record_payment", _record_payment, response="event")
+_ROUTE = unlisted("test_record_payment", "POST", "/test_record_payment", _record_payment, response="event")
 
 
 def post(site, headers: dict[str, str]) -> dict:

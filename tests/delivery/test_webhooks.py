@@ -9,6 +9,7 @@ import threading
 import time
 
 from billhive.delivery import webhooks
+from tests.support import documents
 from tests.support.delivery import (
     GENESIS,
     add_endpoint,
@@ -152,7 +153,7 @@ def test_event_type_filter_per_endpoint(tm_site, receiver):
     only = add_endpoint(tm_site, receiver.url + "/invoices", event_types=["invoice_generated"])
     every = add_endpoint(tm_site, receiver.url + "/all")
     (created,) = emit(tm_site, "customer_created")
-    (generated,) = emit(tm_site, "invoice_generated", {"invoice": {"id": "inv_1", "customer_id": "cust_1"}})
+    (generated,) = emit(tm_site, "invoice_generated", {"invoice": documents.INVOICE})
     assert created["webhooks"] == [{"id": every.id, "webhook_status": "scheduled"}]
     assert [w["id"] for w in generated["webhooks"]] == [only.id, every.id]
     delivered(tm_site, created["id"])

@@ -9,6 +9,7 @@ import httpx
 
 from billhive import sites
 from billhive.services.context import Origin
+from tests.support import documents
 from tests.support.server import Api
 
 
@@ -18,7 +19,7 @@ def _event(site, event_type: str = "customer_created", **origin) -> dict:
 
     def unit(tx):
         w = Work(tx, site.app, sites.load(tx, site.pk), Origin(user="test", **origin))
-        return w.emit(event_type, {"customer": {"id": "c1", "email": "a@example.com"}})
+        return w.emit(event_type, {"customer": {**documents.CUSTOMER, "id": "c1"}})
     return site.app.db.write_sync(unit)
 
 
@@ -244,6 +245,11 @@ def test_health_and_openapi(server):
     assert "/events" in doc["paths"]
     ops = {op["operationId"] for item in doc["paths"].values() for op in item.values()}
     assert "list_events" in ops
+    # billhive's extensions are documented beside the v1 operations, with real schemas
+    tm = doc["paths"]["/time_machines/{time-machine-name}"]["get"]
+    assert tm["operationId"] == "retrieve_a_time_machine" and tm["x-billhive-extension"] is True
+    assert doc["components"]["schemas"]["TimeMachine"]["properties"]["time_travel_status"]["enum"]
+    assert "customer_id" in doc["components"]["schemas"]["Subscription"]["properties"]
 
 
 def test_idempotency_key_replays_and_rejects_other_params(api):

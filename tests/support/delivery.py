@@ -38,6 +38,7 @@ from billhive import sites, webhook_endpoints
 from billhive.services.context import Origin, Work
 from billhive.store import schema as S
 from billhive.util.jsonutil import loads
+from tests.support import documents
 from tests.support.server import TestSite
 
 
@@ -257,8 +258,7 @@ def self_signed_cert(directory: Path) -> tuple[Path, Path]:
 
 # ---- producing events and inspecting the outbox ----------------------------------------------
 
-CUSTOMER = {"id": "cust_1", "first_name": "Ada", "last_name": "Lovelace", "email": "ada@example.com",
-            "object": "customer"}
+CUSTOMER = documents.CUSTOMER
 
 
 def add_customer(site: TestSite, **fields: Any) -> dict:

@@ -93,7 +93,7 @@ class Api:
             body = r.json()
         except ValueError:
             raise AssertionError(f"{method} {path}: response is not JSON: {r.status_code} {r.text[:500]}") from None
-        contract.check(method, httpx.URL(url).path, r.status_code, body)
+        contract.check(method, httpx.URL(url).raw_path.decode("ascii"), r.status_code, body)
         if expect is not None and r.status_code != expect:
             raise AssertionError(f"{method} {path}: expected {expect}, got {r.status_code}: {body}")
         return Response(r.status_code, body, r.headers)

@@ -1,0 +1,138 @@
+"""What billhive serves beyond the Chargebee API v1 spec, written as OpenAPI so that billhive's own
+``/openapi.json`` documents it and the tests hold every response to it.
+
+- ``OPERATIONS``: operations that are not in the v1 spec (v2's invoice close and time machine on
+  v1 URLs, event resend, the test gateway's payment-intent authorization). Each is an OpenAPI path
+  item; parameters and bodies are decoded from it exactly like the v1 operations'.
+- ``SCHEMAS``: component schemas those operations answer with.
+- ``FIELDS``: fields billhive's resources carry that the v1 spec's schemas leave out, each with the
+  reason it is there. Together with the spec these are *all* the fields a response may hold: the
+  contract check in the tests forbids anything else.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_UNIX_TIME = {"type": "integer", "format": "unix-time", "minimum": 0}
+_ERRORS = ("400", "401", "403", "404", "405", "409", "422", "429", "500", "503")
+
+# every Chargebee resource, and every object nested in one, names its kind: "object": "invoice",
+# "line_item", "billing_address"... (Chargebee's v1 sample payloads; the v1 spec's schemas omit it)
+OBJECT_FIELD = {"type": "string", "description": "The kind of object (Chargebee's v1 payloads carry it)."}
+
+# the legacy pair (and its param) that v1 clients older than 1.1.48, and the 1.x Python SDK, read
+ERROR_FIELDS: dict[str, Any] = {
+    "http_status_code": {"type": "integer", "description": "The HTTP status, repeated in the body."},
+    "error_code": {"type": "string", "description": "Legacy v1 error code (read by old v1 clients)."},
+    "error_msg": {"type": "string", "description": "Legacy v1 error message."},
+    "error_param": {"type": "string", "description": "Legacy v1 name of the parameter in error."},
+}
+
+FIELDS: dict[str, dict[str, Any]] = {
+    "Subscription": {
+        # a v1 field (Chargebee's v1 API reference and payloads); the spec's schema lacks it and
+        # the official SDKs' Subscription models read it
+        "customer_id": {"type": "string", "maxLength": 50,
+                        "description": "Identifier of the customer with whom this subscription is associated."},
+    },
+    "Invoice": {
+        "voided_at": {**_UNIX_TIME, "description": "When the invoice was voided (Chargebee's v2 field)."},
+    },
+    "Event": {
+        # v1 events carry webhook_status (Chargebee's v1 events API and payloads)
+        "webhook_status": {"type": "string",
+                           "enum": ["not_configured", "scheduled", "succeeded", "re_scheduled", "failed",
+                                    "skipped", "not_applicable", "disabled"],
+                           "description": "The summary status of the event's webhook deliveries."},
+        "origin": {"type": "object", "additionalProperties": False,
+                   "properties": {"user": {"type": "string"}, "ip": {"type": "string"},
+                                  "device": {"type": "string"}},
+                   "description": "billhive: the chargebee-request-origin-* headers of the request that caused "
+                                  "the event."},
+    },
+}
+
+SCHEMAS: dict[str, Any] = {
+    "TimeMachine": {
+        "type": "object",
+        "description": "A test site's clock (Chargebee API v2's time machine, served on v1 URLs).",
+        "properties": {
+            "name": {"type": "string", "description": "Always delorean."},
+            "time_travel_status": {"type": "string", "enum": ["not_enabled", "in_progress", "succeeded", "failed"]},
+            "genesis_time": _UNIX_TIME,
+            "destination_time": _UNIX_TIME,
+            "failure_code": {"type": "string"},
+            "failure_reason": {"type": "string"},
+            "error_json": {"type": "string"},
+            "object": OBJECT_FIELD,
+        },
+        "required": ["name", "time_travel_status", "genesis_time", "destination_time"],
+    },
+}
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _answers(resource: str, schema: str) -> dict:
+    out: dict[str, Any] = {"200": {"description": "OK", "content": {"application/json": {"schema": {
+        "type": "object", "properties": {resource: _ref(schema)}, "required": [resource]}}}}}
+    for status in _ERRORS:
+        out[status] = {"description": "on error", "content": {"application/json": {"schema": _ref(status)}}}
+    return out
+
+
+def _path_param(name: str) -> dict:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _form(properties: dict, required: tuple[str, ...] = ()) -> dict:
+    schema: dict[str, Any] = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = list(required)
+    return {"content": {"application/x-www-form-urlencoded": {"schema": schema}}}
+
+
+def _op(operation_id: str, summary: str, params: list[dict], answers: dict, body: dict | None = None) -> dict:
+    op: dict[str, Any] = {"operationId": operation_id, "summary": summary, "parameters": params,
+                          "responses": answers, "x-billhive-extension": True}
+    if body is not None:
+        op["requestBody"] = body
+    return op
+
+
+_CARD_FIELD = {"type": "string", "maxLength": 50}
+_TM = _path_param("time-machine-name")
+
+OPERATIONS: dict[str, dict[str, Any]] = {
+    "/invoices/{invoice-id}/close": {"post": _op(
+        "close_an_invoice", "Close a pending invoice (Chargebee v2's name for collect)",
+        [_path_param("invoice-id")], _answers("invoice", "Invoice"),
+        _form({"comment": {"type": "string", "maxLength": 300},
+               "invoice_date": {"type": "integer", "format": "unix-time"},
+               "invoice_note": {"type": "string", "maxLength": 2000}}))},
+    "/events/{event-id}/resend": {"post": _op(
+        "resend_an_event", "Deliver an event again to every enabled webhook endpoint that wants it",
+        [_path_param("event-id")], _answers("event", "Event"))},
+    "/time_machines/{time-machine-name}": {"get": _op(
+        "retrieve_a_time_machine", "Retrieve a test site's time machine", [_TM],
+        _answers("time_machine", "TimeMachine"))},
+    "/time_machines/{time-machine-name}/start_afresh": {"post": _op(
+        "start_afresh_a_time_machine", "Wipe the test site's data and set its clock to genesis_time", [_TM],
+        _answers("time_machine", "TimeMachine"), _form({"genesis_time": _UNIX_TIME}))},
+    "/time_machines/{time-machine-name}/travel_forward": {"post": _op(
+        "travel_forward_a_time_machine", "Move the test site's clock forward, running everything due", [_TM],
+        _answers("time_machine", "TimeMachine"), _form({"destination_time": _UNIX_TIME}, ("destination_time",)))},
+    "/payment_intents/{payment-intent-id}/authorize": {"post": _op(
+        "authorize_a_payment_intent", "Authorize a payment intent with a test card (test sites; what "
+        "Chargebee.js and the 3DS challenge do)", [_path_param("payment-intent-id")],
+        _answers("payment_intent", "PaymentIntent"),
+        _form({"number": {"type": "string", "maxLength": 1500},
+               "expiry_month": {"type": "integer", "format": "int32", "minimum": 1, "maximum": 12},
+               "expiry_year": {"type": "integer", "format": "int32"},
+               "cvv": {"type": "string", "maxLength": 520},
+               "first_name": _CARD_FIELD, "last_name": _CARD_FIELD},
+              ("number", "expiry_month", "expiry_year")))},
+}
