@@ -30,7 +30,7 @@ class Config:
     webhook_concurrency: int = 128
     webhook_concurrency_per_endpoint: int = 16
     email_concurrency: int = 32
-    email_concurrency_per_site: int = 4
+    email_concurrency_per_site: int = 8
     public_url: str | None = None  # base URL for download links (PDFs); default http://host:port
     bench_ceiling: bool = False  # expose the benchmark's no-database reference route
 
