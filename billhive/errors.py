@@ -94,6 +94,13 @@ class PaymentMethodNotPresent(BillhiveError):
     error_type = "payment"
 
 
+class ConfigurationIncompatible(BillhiveError):
+    """The request needs configuration the site lacks, e.g. a payment gateway (400; the spec's
+    "not compatible with the configuration for the site or the configuration is incomplete")."""
+
+    api_error_code = "configuration_incompatible"
+
+
 class DuplicateEntry(BillhiveError):
     api_error_code = "duplicate_entry"
 

@@ -25,6 +25,12 @@ class Config:
     # a delivery claim lasts the site's timeout plus this; a worker that dies mid-delivery
     # holds its claims this much longer before another worker retries them
     delivery_lease_grace: float = 30.0
+    # deliveries in flight per process (billhive.delivery.lanes): over all destinations, and per
+    # destination (a webhook endpoint; a site's SMTP server), so a slow one slows only itself
+    webhook_concurrency: int = 128
+    webhook_concurrency_per_endpoint: int = 16
+    email_concurrency: int = 32
+    email_concurrency_per_site: int = 8
     public_url: str | None = None  # base URL for download links (PDFs); default http://host:port
     bench_ceiling: bool = False  # expose the benchmark's no-database reference route
 
@@ -39,6 +45,11 @@ class Config:
             raw = os.environ.get("BILLHIVE_" + name.upper())
             if raw:
                 setattr(cfg, name, float(raw))
+        for name in ("webhook_concurrency", "webhook_concurrency_per_endpoint", "email_concurrency",
+                     "email_concurrency_per_site"):
+            raw = os.environ.get("BILLHIVE_" + name.upper())
+            if raw:
+                setattr(cfg, name, max(1, int(raw)))
         for k, v in overrides.items():
             if v is not None:
                 setattr(cfg, k, v)

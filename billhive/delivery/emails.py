@@ -10,6 +10,11 @@ Retries: +5 min, +30 min, +2 h, +6 h, +1 day after the previous attempt (site cl
 ``failed``. A permanent SMTP refusal (5xx for the sender, the recipient or the message) fails
 at once; connection problems, timeouts, 4xx and authentication errors are retried.
 
+Sites are served side by side, one lane each (``billhive.delivery.lanes``): at most
+``email_concurrency_per_site`` messages in flight to a site's SMTP server (each attempt is its
+own SMTP connection) and ``email_concurrency`` in all (per process), so one site's hanging SMTP
+server delays only that site's emails.
+
 Templates are plain text files, ``<event_type>.txt``: a ``Subject:`` line, a blank line, the
 body. ``$name`` / ``${name}`` placeholders (``string.Template``) are filled from the event
 (see ``variables``); unknown names render empty. The site setting ``email_templates_dir``
@@ -36,6 +41,7 @@ import aiosmtplib
 from sqlalchemy import select, update
 
 from billhive import sites, worker
+from billhive.delivery import lanes
 from billhive.delivery.outbox import Batch, Claim, Outbox, Outcome, lock_event
 from billhive.runtime import App
 from billhive.store import schema as S
@@ -45,8 +51,6 @@ from billhive.util.jsonutil import loads
 log = logging.getLogger("billhive.emails")
 
 RETRY_DELAYS = (5 * 60, 30 * 60, 2 * 3600, 6 * 3600, 86400)
-BATCH = 16
-MAX_BATCHES_PER_SITE = 8
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "email"
 _NAME = re.compile(r"^[a-z0-9_]+$")
 
@@ -237,14 +241,16 @@ def _with_customer(event: dict, customers: dict[str, dict]) -> dict:
     return event
 
 
-async def deliver_batch(app: App, site_id: int) -> int:
-    def claim(tx: Tx) -> Batch:
-        return OUTBOX.claim(tx, site_id, wall=app.wall(), limit=BATCH,
+def _claim(app: App, site_id: int, limit: int):
+    def unit(tx: Tx) -> Batch:
+        return OUTBOX.claim(tx, site_id, wall=app.wall(), limit=limit,
                             lease=lambda site: site.setting("smtp_timeout") + app.config.delivery_lease_grace)
+    return unit
 
-    batch = await app.db.write(claim)
-    if not batch.claims:
-        return 0
+
+async def _deliver(app: App, batch: Batch) -> None:
+    """Send a claimed batch (one site's emails) concurrently and record the answers."""
+    site_id = batch.site.pk
     events = {eid: loads(data) for eid, data in batch.events.items()}
     wanted = sorted({r.get("customer_id") for e in events.values() if "customer" not in (e.get("content") or {})
                      for r in (e.get("content") or {}).values() if isinstance(r, dict) and r.get("customer_id")})
@@ -262,23 +268,33 @@ async def deliver_batch(app: App, site_id: int) -> int:
 
     outcomes = await asyncio.gather(*(one(c) for c in batch.claims))
     await app.db.write(_record(batch, {c.pk: o for c, o in zip(batch.claims, outcomes)}))
-    return len(batch.claims)
+
+
+def dispatcher(app: App) -> lanes.Dispatcher:
+    """Email lanes: one per site, whose SMTP server it is (see billhive.delivery.lanes)."""
+    async def due(a: App) -> list:
+        return await a.db.read(lambda tx: OUTBOX.due_lanes(tx, int(a.wall())))
+
+    async def claim(a: App, site_id: int, limit: int) -> Batch:
+        return await a.db.write(_claim(a, site_id, limit))
+
+    return lanes.Dispatcher(lanes.Channel("email delivery", due, claim, _deliver,
+                                          per_lane=app.config.email_concurrency_per_site,
+                                          total=app.config.email_concurrency))
 
 
 async def run_once(app: App) -> int:
-    """One pass over every site with due emails; returns how many were handled."""
-    site_ids = await app.db.read(lambda tx: OUTBOX.due_sites(tx, int(app.wall())))
-    total = 0
-    for site_id in site_ids:
-        for _ in range(MAX_BATCHES_PER_SITE):
-            n = await deliver_batch(app, site_id)
-            total += n
-            if n < BATCH:
-                break
-    return total
+    """Send what is due now, every site side by side, and wait for it; returns how many
+    deliveries were handled."""
+    return await dispatcher(app).run_once(app)
 
 
 @worker.loop
 async def email_loop(app: App) -> None:
-    # claims of a failed pass expire and are retried
-    await worker.drain(app, app.config.delivery_interval, run_once, "email delivery")
+    d = dispatcher(app)
+    interval = app.config.delivery_interval
+    try:
+        # claims of a failed pass expire and are retried
+        await worker.drain(app, interval, lambda a: d.step(a, interval), "email delivery")
+    finally:
+        await d.close()

@@ -72,36 +72,44 @@ class Outbox:
     retry_delays: tuple[int, ...]  # seconds after the previous attempt, one per retry
     done_status: str  # succeeded | sent
     columns: tuple[str, ...]  # channel-specific delivery columns handed to the deliverer
+    # the column that splits a site's deliveries into lanes (destinations delivered side by side,
+    # see billhive.delivery.lanes): endpoint_id for webhooks; None: one lane per site
+    lane: str | None = None
     _q: dict[str, Q] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         d, s = self.deliveries, S.sites
         # literal values, as in the partial "due" index, so both databases use that index
         pending = text(f"{d.name}.{S.PENDING_DELIVERY}")
-        self._q["due_sites"] = Q(
-            select(d.c.site_id).select_from(d.join(s, s.c.pk == d.c.site_id))
+        lane = (d.c[self.lane],) if self.lane else ()
+        self._q["due_lanes"] = Q(
+            select(d.c.site_id, *lane).select_from(d.join(s, s.c.pk == d.c.site_id))
             .where(pending,
                    # the site clock, as sites.Site.now computes it
                    d.c.next_attempt_at <= func.coalesce(s.c.tm_now, bindparam("wall")),
                    or_(d.c.claimed_until.is_(None), d.c.claimed_until <= bindparam("wall")))
-            .group_by(d.c.site_id))
-        self._q["claim"] = Q(
-            select(d.c.pk, d.c.event_id, d.c.attempts, d.c.round_start, *(d.c[c] for c in self.columns))
-            .where(d.c.site_id == bindparam("site_id"), pending, d.c.next_attempt_at <= bindparam("now"),
-                   or_(d.c.claimed_until.is_(None), d.c.claimed_until <= bindparam("wall")))
-            .order_by(d.c.next_attempt_at, d.c.pk).limit(bindparam("limit"))
-            .with_for_update(skip_locked=True))
+            .group_by(d.c.site_id, *lane))
+        claim = (select(d.c.pk, d.c.event_id, d.c.attempts, d.c.round_start, *(d.c[c] for c in self.columns))
+                 .where(d.c.site_id == bindparam("site_id"), pending, d.c.next_attempt_at <= bindparam("now"),
+                        or_(d.c.claimed_until.is_(None), d.c.claimed_until <= bindparam("wall"))))
+        if self.lane:
+            claim = claim.where(d.c[self.lane] == bindparam("lane"))
+        self._q["claim"] = Q(claim.order_by(d.c.next_attempt_at, d.c.pk).limit(bindparam("limit"))
+                             .with_for_update(skip_locked=True))
 
     # ---- finding and claiming due work ------------------------------------------------------
 
-    def due_sites(self, tx: Tx, wall: int) -> list[int]:
-        """Sites with at least one due, unclaimed delivery (one query over the partial index)."""
-        return [r[0] for r in tx.all(self._q["due_sites"], {"wall": wall})]
+    def due_lanes(self, tx: Tx, wall: int) -> list:
+        """Lanes with at least one due, unclaimed delivery (one query over the partial index):
+        ``(site_id, lane value)`` pairs, or site ids when the outbox has no lane column."""
+        rows = tx.all(self._q["due_lanes"], {"wall": wall})
+        return [(r[0], r[1]) for r in rows] if self.lane else [r[0] for r in rows]
 
     def claim(self, tx: Tx, site_id: int, *, wall: float, limit: int, lease: Callable[[sites.Site], float],
               load: Callable[[Tx, sites.Site], Any] | None = None,
-              skip: Callable[[Any, dict], str | None] | None = None) -> Batch:
-        """Claim up to ``limit`` due deliveries of one site (run inside a write transaction).
+              skip: Callable[[Any, dict], str | None] | None = None, lane: Any = None) -> Batch:
+        """Claim up to ``limit`` due deliveries of one site (run inside a write transaction), of
+        one lane when the outbox has a lane column (``lane``: its value).
 
         ``load(tx, site)`` loads what the channel needs (its endpoints); ``skip(context, row)``
         names a reason not to deliver a row (no attempt is counted for it).
@@ -110,7 +118,10 @@ class Outbox:
         site = sites.load(tx, site_id)
         now = site.now(lambda: wall)
         wall_s = int(wall)
-        rows = tx.all(self._q["claim"], {"site_id": site_id, "now": now, "wall": wall_s, "limit": limit})
+        args = {"site_id": site_id, "now": now, "wall": wall_s, "limit": limit}
+        if self.lane:
+            args["lane"] = lane
+        rows = tx.all(self._q["claim"], args)
         if not rows:
             return Batch(site, [], {})
         context = load(tx, site) if load else None

@@ -14,6 +14,10 @@ then the delivery has ``failed``. Every attempt is a ``webhook_attempts`` row.
 The event's ``webhooks[]`` lists one entry per endpoint delivery with that delivery's
 status; ``webhook_status`` aggregates them (see ``aggregate``). The claim/lease/fence
 mechanics are in ``billhive.delivery.outbox``.
+
+Endpoints are served side by side, one lane each (``billhive.delivery.lanes``): at most
+``webhook_concurrency_per_endpoint`` deliveries in flight to one endpoint and
+``webhook_concurrency`` in all (per process), so an endpoint that hangs delays only itself.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import httpx
 from sqlalchemy import insert, select, update
 
 from billhive import webhook_endpoints, worker
+from billhive.delivery import lanes
 from billhive.delivery.outbox import Batch, Claim, Outbox, Outcome, lock_event
 from billhive.errors import InvalidRequest
 from billhive.runtime import App
@@ -42,11 +47,10 @@ log = logging.getLogger("billhive.webhooks")
 RETRY_DELAYS = (2 * 60, 6 * 60, 30 * 60, 3600, 5 * 3600, 86400, 2 * 86400)
 SIGNATURE_HEADER = "X-Billhive-Signature"
 USER_AGENT = "billhive-webhooks/1"
-BATCH = 32  # deliveries claimed (and POSTed concurrently) at once
-MAX_BATCHES_PER_SITE = 8  # per pass, so one busy site cannot starve the others
 ERROR_EXCERPT = 300
 
-OUTBOX = Outbox(S.webhook_deliveries, S.webhook_attempts, RETRY_DELAYS, "succeeded", ("endpoint_id",))
+OUTBOX = Outbox(S.webhook_deliveries, S.webhook_attempts, RETRY_DELAYS, "succeeded", ("endpoint_id",),
+                lane="endpoint_id")
 
 
 def sign(secret: str, body: bytes, timestamp: int) -> str:
@@ -170,16 +174,18 @@ def _record(batch: Batch, results: dict[int, Outcome]):
     return unit
 
 
-async def deliver_batch(app: App, client: httpx.AsyncClient, site_id: int) -> int:
-    """Claim, POST and record one batch of a site's due deliveries; returns the batch size."""
-    def claim(tx: Tx) -> Batch:
-        return OUTBOX.claim(tx, site_id, wall=app.wall(), limit=BATCH,
+def _claim(app: App, lane: tuple[int, str], limit: int):
+    site_id, endpoint_id = lane
+
+    def unit(tx: Tx) -> Batch:
+        return OUTBOX.claim(tx, site_id, wall=app.wall(), limit=limit, lane=endpoint_id,
                             lease=lambda site: site.setting("webhook_timeout") + app.config.delivery_lease_grace,
                             load=_endpoints, skip=_skip)
+    return unit
 
-    batch = await app.db.write(claim)
-    if not batch.claims:
-        return 0
+
+async def _deliver(app: App, client: httpx.AsyncClient, batch: Batch) -> None:
+    """POST a claimed batch (one endpoint's deliveries) concurrently and record the answers."""
     timeout = float(batch.site.setting("webhook_timeout"))
     live = [c for c in batch.claims if c.skip is None]
     outcomes = await asyncio.gather(*(
@@ -187,35 +193,50 @@ async def deliver_batch(app: App, client: httpx.AsyncClient, site_id: int) -> in
         if c.event_id in batch.events else _missing()
         for c in live))
     await app.db.write(_record(batch, {c.pk: o for c, o in zip(live, outcomes)}))
-    return len(batch.claims)
 
 
 async def _missing() -> Outcome:
     return Outcome(False, None, "event not found", 0, permanent=True)
 
 
+def dispatcher(app: App, client: httpx.AsyncClient) -> lanes.Dispatcher:
+    """Webhook lanes: one per endpoint (see billhive.delivery.lanes)."""
+    async def due(a: App) -> list:
+        return await a.db.read(lambda tx: OUTBOX.due_lanes(tx, int(a.wall())))
+
+    async def claim(a: App, lane: tuple[int, str], limit: int) -> Batch:
+        return await a.db.write(_claim(a, lane, limit))
+
+    async def deliver(a: App, batch: Batch) -> None:
+        await _deliver(a, client, batch)
+
+    return lanes.Dispatcher(lanes.Channel("webhook delivery", due, claim, deliver,
+                                          per_lane=app.config.webhook_concurrency_per_endpoint,
+                                          total=app.config.webhook_concurrency))
+
+
 async def run_once(app: App, client: httpx.AsyncClient | None = None) -> int:
-    """One pass over every site with due deliveries; returns how many were handled."""
+    """Deliver what is due now, every endpoint side by side, and wait for it; returns how many
+    deliveries were handled."""
     if client is None:
-        async with _client() as c:
+        async with _client(app) as c:
             return await run_once(app, c)
-    site_ids = await app.db.read(lambda tx: OUTBOX.due_sites(tx, int(app.wall())))
-    total = 0
-    for site_id in site_ids:
-        for _ in range(MAX_BATCHES_PER_SITE):
-            n = await deliver_batch(app, client, site_id)
-            total += n
-            if n < BATCH:
-                break
-    return total
+    return await dispatcher(app, client).run_once(app)
 
 
-def _client() -> httpx.AsyncClient:
-    return httpx.AsyncClient(follow_redirects=False, limits=httpx.Limits(max_connections=4 * BATCH))
+def _client(app: App) -> httpx.AsyncClient:
+    # a connection per delivery in flight: the pool never makes one endpoint wait for another's
+    limits = httpx.Limits(max_connections=app.config.webhook_concurrency)
+    return httpx.AsyncClient(follow_redirects=False, limits=limits)
 
 
 @worker.loop
 async def webhook_loop(app: App) -> None:
-    async with _client() as client:
-        # claims of a failed pass expire and are retried
-        await worker.drain(app, app.config.delivery_interval, lambda a: run_once(a, client), "webhook delivery")
+    async with _client(app) as client:
+        d = dispatcher(app, client)
+        interval = app.config.delivery_interval
+        try:
+            # claims of a failed pass expire and are retried
+            await worker.drain(app, interval, lambda a: d.step(a, interval), "webhook delivery")
+        finally:
+            await d.close()

@@ -3,6 +3,11 @@
 Every call carries the caller's idempotency key; a gateway must treat a repeated key as
 the same operation and answer with its original result (never a second charge). That is
 what lets billhive settle an interrupted charge after a crash: ask again with the key.
+
+Which gateway serves a site is decided in one place, ``for_site``: a test site uses the test
+gateway; a live site uses the real gateway configured for it - and until one is, it has none
+and refuses to store cards or charge them (``ConfigurationIncompatible``). The test gateway
+never serves a live site: it takes any Luhn-valid number.
 """
 
 from __future__ import annotations
@@ -10,8 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from billhive.errors import ConfigurationIncompatible
+
 if TYPE_CHECKING:
     from billhive.runtime import App
+    from billhive.sites import Site
+
+TEST_GATEWAY = "chargebee"  # Chargebee's name for its test gateway (billhive.gateway.test_gateway)
 
 
 @dataclass(frozen=True)
@@ -69,3 +79,26 @@ def default_gateways(app: "App") -> dict[str, Gateway]:
     except ImportError:  # pragma: no cover - the test gateway ships with billhive
         return {}
     return {"chargebee": TestGateway(app)}
+
+
+def gateway_name(site: "Site") -> str | None:
+    """The name of the gateway that stores cards and charges for ``site``, or None.
+
+    Test sites use the test gateway. A live site uses the real gateway configured for it; billhive
+    has no real gateway yet, so a live site has none. (A real gateway plugs in here: a per-site
+    setting such as ``gateway=stripe`` naming a gateway registered in ``App.gateways``.)"""
+    return TEST_GATEWAY if site.is_test else None
+
+
+def for_site(app: "App", site: "Site") -> Gateway:
+    """The gateway that stores cards and charges for ``site``. A site without one refuses:
+    ``ConfigurationIncompatible`` (400), raised before anything is stored or charged."""
+    name = gateway_name(site)
+    gateway = app.gateways.get(name) if name else None
+    if gateway is not None:
+        return gateway
+    if name is None:
+        raise ConfigurationIncompatible(
+            f"No payment gateway is configured for the live site {site.name}: cards cannot be stored or charged "
+            f"until a real gateway is configured for it (the {TEST_GATEWAY} test gateway serves test sites only)")
+    raise ConfigurationIncompatible(f"The {name} payment gateway of site {site.name} is not configured")

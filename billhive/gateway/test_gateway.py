@@ -1,4 +1,5 @@
-"""The deterministic test gateway (``gateway = chargebee`` on test sites).
+"""The deterministic test gateway (``gateway = chargebee``), for test sites only
+(``billhive.gateway.for_site`` never hands it to a live site).
 
 Behaves like Chargebee's test gateway for its published test cards:
 - success cards: 4111111111111111 (Visa), 5555555555554444 (Mastercard), 378282246310005 (Amex),
@@ -182,6 +183,10 @@ class TestGateway:
         """Every charge on the books: idempotency key -> status (tests: 'never charge twice')."""
         return dict(self.db.read_sync(lambda tx: tx.all(
             select(O.c.idempotency_key, O.c.status).where(O.c.site_id == site_pk, O.c.kind == "charge"))))
+
+    def card_count(self, site_pk: int) -> int:
+        """Cards in the vault (tests: what a refused request must not have stored)."""
+        return int(self.db.read_sync(lambda tx: tx.scalar(select(func.count()).where(V.c.site_id == site_pk))))
 
     def charge_count(self, site_pk: int) -> int:
         return int(self.db.read_sync(lambda tx: tx.scalar(

@@ -24,9 +24,11 @@ import functools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from billhive import gateway as gateways
 from billhive.domain import customers as rules
 from billhive.errors import (
     BillhiveError,
+    ConfigurationIncompatible,
     InvalidRequest,
     ParamError,
     ParamRequired,
@@ -41,7 +43,7 @@ from billhive.store.resources import CARDS, CUSTOMERS, card_expires_at
 if TYPE_CHECKING:
     from billhive.runtime import App
 
-DEFAULT_GATEWAY = "chargebee"
+DEFAULT_GATEWAY = gateways.TEST_GATEWAY
 # Card fields copied from the request onto the card document as given.
 COPIED_FIELDS = ("first_name", "last_name", "billing_addr1", "billing_addr2", "billing_city", "billing_state_code",
                  "billing_state", "billing_zip", "billing_country", "ip_address")
@@ -53,13 +55,25 @@ def param_name(prefix: str, name: str) -> str:
 
 
 def gateway_for(app: "App", name: str | None, param: str) -> Gateway:
-    """The configured gateway of that name (default: the chargebee test gateway)."""
+    """The configured gateway of that name (default: the chargebee test gateway), whichever site
+    asks; ``site_gateway`` is the one a site may store cards with."""
     name = name or DEFAULT_GATEWAY
     gw = app.gateways.get(name)
     if gw is None:
         configured = ", ".join(sorted(app.gateways)) or "none"
-        raise InvalidRequest(f"{param} : the {name} gateway is not configured on this site (configured: "
-                             f"{configured})", param=param, api_error_code="configuration_incompatible")
+        raise ConfigurationIncompatible(f"{param} : the {name} gateway is not configured on this site (configured: "
+                                        f"{configured})", param=param)
+    return gw
+
+
+async def site_gateway(ctx: Ctx, name: str | None, param: str) -> Gateway:
+    """The gateway to store a request's card with: the site's (``billhive.gateway.for_site``; a
+    live site without one is refused here, before the card goes anywhere). ``name`` (the
+    request's ``card[gateway]``), when given, must be that gateway."""
+    gw = await ctx.read(lambda w: gateways.for_site(w.app, w.site))
+    if name is not None and name != gw.name:
+        raise ConfigurationIncompatible(f"{param} : the {name} gateway is not configured on this site (its gateway "
+                                        f"is {gw.name})", param=param)
     return gw
 
 
@@ -193,6 +207,7 @@ def attach(w: Work, customer: dict, card: dict) -> bool:
     """Make ``card`` the customer's card (replacing any) and payment method; schedules its expiry
     jobs. The caller saves the customer and records events. Returns True if the card is new
     (card_added), False if it replaced one (card_updated)."""
+    gateways.for_site(w.app, w.site)  # a site without a gateway keeps no cards (checked before, too)
     existing = get_card(w, customer["id"], for_update=True)
     card["status"] = status_at(w, card)
     if existing is None:
@@ -256,7 +271,7 @@ def _customer_now(w: Work, customer_id: str) -> int:
 
 async def update_card(ctx: Ctx, customer_id: str, params: dict) -> dict:
     """POST /customers/{id}/credit_card: add or replace the customer's card."""
-    gateway = gateway_for(ctx.app, params.get("gateway"), "gateway")
+    gateway = await site_gateway(ctx, params.get("gateway"), "gateway")
     now = await ctx.read(_customer_now, customer_id)
     card = check_card(params, "", now)
     stored = await store_at_gateway(ctx, gateway, card)

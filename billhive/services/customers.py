@@ -114,7 +114,7 @@ async def create(ctx: Ctx, params: dict) -> dict:
         if params.get("payment_method") else None
     card_input = stored = None
     if params.get("card"):
-        gateway = cards.gateway_for(ctx.app, params["card"].get("gateway"), "card[gateway]")
+        gateway = await cards.site_gateway(ctx, params["card"].get("gateway"), "card[gateway]")
         now = await ctx.read(_precheck_create, customer_id)
         card_input = cards.check_card(params["card"], "card", now)
         stored = await cards.store_at_gateway(ctx, gateway, card_input)

@@ -36,6 +36,7 @@ import secrets
 from dataclasses import dataclass, field
 from sqlalchemy import select
 
+from billhive import gateway as gateways
 from billhive.errors import (
     BillhiveError,
     DuplicateEntry,
@@ -117,7 +118,7 @@ def _origin_json(origin: Origin) -> dict:
 async def _create_page(ctx: Ctx, page_type: str, params: dict, checkout: dict) -> dict:
     """Store a checked checkout and answer its page (state ``created``)."""
     gateway = (params.get("card") or {}).get("gateway")
-    cards.gateway_for(ctx.app, gateway, "card[gateway]")
+    await cards.site_gateway(ctx, gateway, "card[gateway]")  # a checkout takes a card: the site needs a gateway
     checkout.update({"gateway": gateway, "redirect_url": _check_url(params, "redirect_url"),
                      "cancel_url": _check_url(params, "cancel_url"),
                      "iframe_messaging": bool(params.get("iframe_messaging")), "origin": _origin_json(ctx.origin)})
@@ -559,6 +560,7 @@ def _view(w: Work, page: dict, checkout: dict) -> PageView:
         view.prefill = {k: c[k] for k in ("email", "first_name", "last_name") if c.get(k)}
     if view.open:
         try:
+            gateways.for_site(w.app, w.site)  # no card form on a site that cannot take cards
             view.estimate = _estimate(w, page, checkout)
         except BillhiveError as exc:  # e.g. the plan was archived since: say so instead of a form
             view.error = exc.message

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from typing import Callable
 
+from billhive import gateway as gateways
 from billhive.domain import catalog as catalog_rules
 from billhive.domain import discounts
 from billhive.domain import invoices as D
 from billhive.errors import (
+    ConfigurationIncompatible,
     InvalidRequest,
     InvalidState,
     ParamError,
@@ -345,13 +347,16 @@ async def refund(ctx: Ctx, invoice_id: str, params: dict) -> dict:
         original = next((p for p in reversed(card_payments) if _unrefunded(p) >= amount), None)
         if original is None:
             raise ParamError("refund_amount : must fit within one card payment", param="refund_amount")
+        gateway = gateways.for_site(w.app, w.site)  # a site without a gateway refunds nothing through one
+        if gateway.name != original["gateway"]:
+            raise ConfigurationIncompatible(f"The payment was made through the {original['gateway']} gateway, "
+                                            f"which no longer serves this site")
         r = _new_refund(w, inv, original, amount, status="in_progress", payment_method="card",
                         gateway=original["gateway"], date=w.now)
         _record_refund(w, inv, original, r)
-        return r["id"], original["gateway"], original.get("id_at_gateway", ""), amount, inv["currency_code"]
+        return r["id"], gateway, original.get("id_at_gateway", ""), amount, inv["currency_code"]
 
-    refund_id, gateway_name, charge_ref, amount, currency = await ctx.write(start)
-    gateway = ctx.app.gateways[gateway_name]
+    refund_id, gateway, charge_ref, amount, currency = await ctx.write(start)
     try:
         result = await gateway.refund(ctx.site_id, refund_id, charge_ref, amount, currency)
     except Exception as exc:

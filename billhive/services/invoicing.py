@@ -15,19 +15,22 @@ Closing (``close``) does, in the caller's transaction:
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from sqlalchemy import bindparam, insert, update
 
+from billhive import gateway as gateways
 from billhive.domain import invoices as D
-from billhive.errors import InvalidState
+from billhive.errors import ConfigurationIncompatible, InvalidState
 from billhive.services import cards, credits
-from billhive.services.context import Work
+from billhive.services.context import SCHEDULER, Work
 from billhive.store import schema as S
 from billhive.store.db import Q
 from billhive.store.resources import CUSTOMERS, INVOICES, SUBSCRIPTIONS, TRANSACTIONS
 from billhive.util.ids import draft_invoice_id, txn_id
 
+log = logging.getLogger("billhive.invoicing")
 _LINK = Q(insert(S.invoice_transactions).values(
     {c: bindparam(c) for c in ("site_id", "invoice_id", "txn_id", "applied_amount", "applied_at")}))
 _SET_APPLIED = Q(update(S.invoice_transactions).where(
@@ -129,8 +132,26 @@ def effective_auto_collection(w: Work, inv: dict, customer: dict) -> str:
 
 
 def usable_card(w: Work, customer: dict) -> dict | None:
-    """The customer's card if it can be charged now (their payment method, not expired)."""
-    return cards.usable_card(w, customer)
+    """The customer's card if it can be charged now (their payment method, not expired) - every
+    charge starts here.
+
+    On a site without a payment gateway (a live site until a real one is configured for it) a
+    card on file cannot be charged: a request that would charge it is refused
+    (``ConfigurationIncompatible``; its transaction leaves nothing behind), while scheduled work
+    (renewals, dunning retries, trial ends), which has nobody to answer, goes on as if the customer
+    had no card."""
+    card = cards.usable_card(w, customer)
+    if card is None:
+        return None
+    try:
+        gateways.for_site(w.app, w.site)
+    except ConfigurationIncompatible:
+        if w.origin.source == SCHEDULER.source:
+            log.warning("site %s has no payment gateway: customer %s's card is not charged", w.site.name,
+                        customer["id"])
+            return None
+        raise
+    return card
 
 
 def snapshot(w: Work, customer_id: str, subscription_id: str | None = None) -> dict:

@@ -10,13 +10,18 @@ form would take them), which stores the card at the gateway and authorizes the i
 An intent created without ``customer_id`` gets a generated one and can be used for any
 customer; with ``customer_id`` it is that customer's only. Intents expire 30 minutes after
 creation if not consumed (shown as ``expired`` from then on).
+
+Intents need the site's gateway (``billhive.gateway.for_site``): a live site without one refuses
+to create them, and the raw-card ``authorize`` extension serves test sites only.
 """
 
 from __future__ import annotations
 
 from sqlalchemy import select
 
+from billhive import gateway as gateways
 from billhive.errors import (
+    ConfigurationIncompatible,
     InvalidRequest,
     InvalidState,
     ParamError,
@@ -24,7 +29,7 @@ from billhive.errors import (
     PaymentMethodVerificationFailed,
     not_found,
 )
-from billhive.gateway import StoredCard
+from billhive.gateway import Gateway, StoredCard
 from billhive.services import cards
 from billhive.services.context import Ctx, Work
 from billhive.store import schema as S
@@ -75,6 +80,7 @@ def _expire(w: Work, doc: dict) -> bool:
 
 async def create(ctx: Ctx, params: dict) -> dict:
     def run(w: Work) -> dict:
+        gateways.for_site(w.app, w.site)  # an intent is for the site's gateway: it needs one
         _check_params(w, params)
         doc: dict = {"id": random_id(), "status": "inited", "currency_code": params["currency_code"],
                      "amount": params["amount"], "gateway_account_id": GATEWAY_ACCOUNT_ID,
@@ -122,12 +128,22 @@ def _authorizable(w: Work, intent_id: str) -> int:
     return w.now
 
 
+def _raw_card_gateway(w: Work) -> Gateway:
+    gateway = gateways.for_site(w.app, w.site)  # a live site without a gateway is refused here
+    if not w.site.is_test:
+        raise ConfigurationIncompatible("POST /payment_intents/{id}/authorize takes raw card numbers and serves test "
+                                        "sites only; on a live site the payment gateway collects the card")
+    return gateway
+
+
 async def authorize(ctx: Ctx, intent_id: str, params: dict) -> dict:
     """Stands in for Chargebee.js and the 3DS challenge: the card goes to the gateway and the
-    intent becomes ``authorized``. A card the gateway refuses answers 400 and leaves the intent."""
+    intent becomes ``authorized``. A card the gateway refuses answers 400 and leaves the intent.
+    Test sites only (raw card numbers): on a live site the real gateway's own page takes the card."""
+    gateway = await ctx.read(_raw_card_gateway)
     now = await ctx.read(_authorizable, intent_id)
     card = cards.check_card(params, "", now)
-    stored = await cards.store_at_gateway(ctx, cards.gateway_for(ctx.app, None, "gateway"), card)
+    stored = await cards.store_at_gateway(ctx, gateway, card)
 
     def run(w: Work) -> dict:
         doc, internal = _load(w, intent_id, for_update=True)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import bindparam, select
 
+from billhive import gateway as gateways
 from billhive import sites
 from billhive.domain import invoices as D
 from billhive.errors import PaymentProcessingFailed
@@ -151,13 +152,17 @@ async def recover_site(app: "App", site_pk: int) -> int:
                 done += 1
             continue
         if result is None:
-            # the gateway never saw it: charge now, with the same key (the customer's current card)
-            def card_of(tx: Tx, customer_id: str = txn["customer_id"]) -> str | None:
+            # the gateway never saw it: charge now, with the same key (the customer's current card),
+            # if that gateway still serves the site (a live site without a gateway: never charged, failed)
+            def card_of(tx: Tx, customer_id: str = txn["customer_id"]) -> tuple[str | None, bool]:
                 c = CUSTOMERS.get(tx, site_pk, customer_id)
                 pm = (c or {}).get("payment_method") or {}
-                return pm.get("reference_id")
-            token = await app.db.read(card_of)
-            if not token:
+                return pm.get("reference_id"), gateways.gateway_name(sites.load(tx, site_pk)) == gateway.name
+            token, serves_site = await app.db.read(card_of)
+            if not serves_site:
+                result = GatewayResult("failure", "", "gateway_not_configured",
+                                       "The site has no payment gateway to complete the charge")
+            elif not token:
                 result = GatewayResult("failure", "", "no_payment_method", "No card on file to complete the charge")
             else:
                 result = await gateway.charge(site_pk, txn["id"], token, int(txn["amount"]), txn["currency_code"])

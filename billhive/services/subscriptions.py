@@ -205,7 +205,7 @@ async def prepare_payment(ctx: Ctx, params: dict) -> PaymentIn:
     if len(given) > 1:
         raise InvalidRequest(f"{given[1]} : cannot be given together with {given[0]}", param=given[1])
     if params.get("card"):
-        gateway = cards.gateway_for(ctx.app, params["card"].get("gateway"), "card[gateway]")
+        gateway = await cards.site_gateway(ctx, params["card"].get("gateway"), "card[gateway]")
         now = await ctx.read(lambda w: w.now)
         card = cards.check_card(params["card"], "card", now)
         return PaymentIn(card=card, stored=await cards.store_at_gateway(ctx, gateway, card))

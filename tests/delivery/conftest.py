@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.delivery import GENESIS, receiver, smtp  # noqa: F401 (fixtures)
+from tests.support.delivery import GENESIS, receiver, silent, smtp  # noqa: F401 (fixtures)
 
 
 @pytest.fixture
