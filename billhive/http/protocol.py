@@ -99,6 +99,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._in_body = False  # the current request's headers are in, its body is not
         self._refused = False  # over the connection limit: answer 503 to the request
         self._lingering = False  # answered and half-closed: drop what still comes
+        self._close_after_response = False  # timed out while answering an earlier request
 
     # -- connection --------------------------------------------------------------------------
 
@@ -137,6 +138,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 self._start_timer(self.limits.header_timeout)
 
     # -- parser callbacks --------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._received = self._received or 1  # a request has begun (perhaps mid-packet, pipelined)
 
     def on_headers_complete(self) -> None:
         self._cancel_timer()
@@ -180,19 +185,27 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()
             return
         cycle = self.cycle
-        if cycle is not None and not cycle.response_complete and cycle.response_started:
-            cycle.keep_alive = False  # the answer is on its way: close after it
-        elif self._in_body and cycle is not None and not cycle.response_complete:
-            # the route is still waiting for the body: it gets a disconnect and does nothing
+        busy = bool(self.pipeline) or (cycle is not None and not cycle.response_complete)
+        if busy and self._in_body and not cycle.response_started and not self.pipeline:
+            # the route waits for a body that is not coming: it gets a disconnect and does nothing
             cycle.disconnected = True
             cycle.message_event.set()
             self._refuse(RequestTimeout(f"The request body did not arrive within {self.limits.body_timeout:g} "
                                         "seconds"))
+        elif busy:  # an earlier request is being answered: close after its answer
+            self.pipeline.clear()
+            self._close_after_response = True
         elif self._received and not self._refused:
             self._refuse(RequestTimeout(f"The request headers did not arrive within "
                                         f"{self.limits.header_timeout:g} seconds"))
         else:  # nothing asked (or already answered, or refused anyway): nothing to say
             self.transport.close()
+
+    def on_response_complete(self) -> None:
+        if self._close_after_response:
+            self.transport.close()
+        else:
+            super().on_response_complete()
 
     def _refuse(self, error: BillhiveError, *headers: tuple[bytes, bytes]) -> None:
         """Answer ``error`` without running the app, then half-close and drop what still comes."""
