@@ -11,7 +11,7 @@ import sys
 import time
 from typing import Any
 
-from billhive.runtime import DEFAULT_DATABASE_URL, App, Config
+from billhive.runtime import DEFAULT_DATABASE_URL, HTTP_LIMITS, App, Config, http_limit
 
 
 def _db_url(args: argparse.Namespace) -> str:
@@ -30,6 +30,29 @@ def _open(args: argparse.Namespace) -> App:
     return App.open(Config.from_env(database_url=url))
 
 
+_HTTP_LIMIT_HELP = {
+    "max_header_bytes": "largest request line and headers, in bytes (431 beyond)",
+    "max_body_bytes": "largest API request body, in bytes (413 beyond)",
+    "header_timeout": "seconds a request's line and headers may take to arrive (408, then closed)",
+    "body_timeout": "seconds a request's body may take to arrive after its headers (408, then closed)",
+    "keep_alive_timeout": "seconds an idle keep-alive connection is kept open",
+    "max_connections": "connections served at once, lowered to fit the open file limit (503 beyond)",
+}
+
+
+def _add_http_limits(p: argparse.ArgumentParser) -> None:
+    for name in HTTP_LIMITS:
+        def parse(raw: str, name: str = name) -> float | int:
+            try:
+                return http_limit(name, raw)
+            except ValueError as exc:
+                raise argparse.ArgumentTypeError(str(exc)) from None
+
+        p.add_argument("--" + name.replace("_", "-"), type=parse, metavar="N",
+                       help=f"{_HTTP_LIMIT_HELP[name]}; default ${'BILLHIVE_' + name.upper()} or "
+                            f"{getattr(Config, name)}")
+
+
 def _fail(msg: str) -> int:
     print(f"billhive: {msg}", file=sys.stderr)
     return 2
@@ -42,6 +65,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from billhive import sites
     from billhive.http.app import build
+    from billhive.http.protocol import uvicorn_options
     from billhive.worker import run_background
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -53,6 +77,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app.config.host, app.config.port, app.config.domain = args.host, args.port, args.domain
     app.config.public_url = args.public_url or app.config.public_url
     app.config.background = not args.no_background
+    for name in HTTP_LIMITS:
+        if getattr(args, name) is not None:
+            setattr(app.config, name, getattr(args, name))
     if app.db.dialect == "sqlite" and args.workers > 1:
         return _fail("SQLite serves one process (one writer); use PostgreSQL for --workers > 1")
     now = int(time.time())
@@ -76,15 +103,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         os.environ["BILLHIVE_DOMAIN"] = args.domain
         os.environ["BILLHIVE_PUBLIC_URL"] = app.config.base_url  # the workers' own host/port are not ours
         os.environ["BILLHIVE_BACKGROUND"] = "0" if args.no_background else "1"
+        for name in HTTP_LIMITS:  # each worker process reads its limits from the environment
+            os.environ["BILLHIVE_" + name.upper()] = str(getattr(app.config, name))
         uvicorn.run("billhive.http.asgi:create_app", factory=True, host=args.host, port=args.port,
                     workers=args.workers, access_log=args.access_log, log_level="info",
-                    loop="uvloop", http="httptools")
+                    loop="uvloop", **uvicorn_options(app.config))
         return 0
     asgi = build(app, background=background)
     _tune_gc()
     try:
         uvicorn.run(asgi, host=args.host, port=args.port, access_log=args.access_log, log_level="info",
-                    loop="uvloop", http="httptools", lifespan="on")
+                    loop="uvloop", lifespan="on", **uvicorn_options(app.config))
     finally:
         app.close()
     return 0
@@ -285,6 +314,7 @@ def parser() -> argparse.ArgumentParser:
                    help="base URL clients reach this server at, for download links such as invoice PDFs "
                         "(default http://HOST:PORT; $BILLHIVE_PUBLIC_URL)")
     _add_db(s)
+    _add_http_limits(s)
     s.set_defaults(fn=cmd_serve)
 
     w = sub.add_parser("worker", help="run the scheduler and delivery workers without the API")

@@ -137,6 +137,13 @@ class MethodNotAllowed(BillhiveError):
     api_error_code = "http_method_not_supported"
 
 
+class RequestTimeout(BillhiveError):
+    """The client took too long to send its request (408; not in the spec: HTTP's own answer)."""
+
+    http_status = 408
+    api_error_code = "invalid_request"
+
+
 class InvalidState(BillhiveError):
     http_status = 409
     api_error_code = "invalid_state_for_request"
@@ -145,6 +152,20 @@ class InvalidState(BillhiveError):
 class UnableToProcess(BillhiveError):
     http_status = 422
     api_error_code = "unable_to_process_request"
+
+
+class PayloadTooLarge(BillhiveError):
+    """The request body is larger than the limit (413; not in the spec: HTTP's own answer)."""
+
+    http_status = 413
+    api_error_code = "invalid_request"
+
+
+class HeadersTooLarge(BillhiveError):
+    """The request line and headers are larger than the limit (431; not in the spec: HTTP's own answer)."""
+
+    http_status = 431
+    api_error_code = "invalid_request"
 
 
 class RateLimited(BillhiveError):
@@ -157,6 +178,15 @@ class InternalError(BillhiveError):
     http_status = 500
     error_type = "operation_failed"
     api_error_code = "internal_error"
+
+
+class Overloaded(BillhiveError):
+    """The server is at its connection limit; the client may retry shortly (503, as Chargebee's
+    ``internal_temporary_error``: "the request can be re-tried, with exponential backoff")."""
+
+    http_status = 503
+    error_type = "operation_failed"
+    api_error_code = "internal_temporary_error"
 
 
 def not_found(resource: str, ident: str | None = None, *, param: str | None = None) -> NotFound:

@@ -11,6 +11,9 @@ from typing import Callable
 from billhive.store.db import Database
 
 DEFAULT_DATABASE_URL = "sqlite:///billhive.db"
+# the Config fields that limit HTTP requests and connections (env BILLHIVE_<NAME>, serve --<name>)
+HTTP_LIMITS = ("max_header_bytes", "max_body_bytes", "header_timeout", "body_timeout", "keep_alive_timeout",
+               "max_connections")
 
 
 @dataclass
@@ -33,6 +36,14 @@ class Config:
     email_concurrency_per_site: int = 8
     public_url: str | None = None  # base URL for download links (PDFs); default http://host:port
     bench_ceiling: bool = False  # expose the benchmark's no-database reference route
+    # HTTP limits (billhive/http/protocol.py for connections and heads, http/bodies.py for bodies);
+    # each is also BILLHIVE_<NAME> in the environment and a `billhive serve --<name>` flag
+    max_header_bytes: int = 16 * 1024  # a request's line and headers; beyond: 431
+    max_body_bytes: int = 1 << 20  # an API request's body; beyond: 413
+    header_timeout: float = 10.0  # seconds for a request's line and headers to arrive; then closed (408)
+    body_timeout: float = 30.0  # seconds for its body to arrive once the headers are in; then 408, closed
+    keep_alive_timeout: float = 5.0  # an idle keep-alive connection is closed after this many seconds
+    max_connections: int = 4096  # open at once (lowered to fit RLIMIT_NOFILE); beyond: 503, closed
 
     @classmethod
     def from_env(cls, **overrides: object) -> "Config":
@@ -50,6 +61,10 @@ class Config:
             raw = os.environ.get("BILLHIVE_" + name.upper())
             if raw:
                 setattr(cfg, name, max(1, int(raw)))
+        for name in HTTP_LIMITS:
+            raw = os.environ.get("BILLHIVE_" + name.upper())
+            if raw:
+                setattr(cfg, name, http_limit(name, raw))
         for k, v in overrides.items():
             if v is not None:
                 setattr(cfg, k, v)
@@ -59,6 +74,18 @@ class Config:
     def base_url(self) -> str:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host  # a bind-all address is no URL
         return self.public_url or f"http://{host}:{self.port}"
+
+
+def http_limit(name: str, raw: object) -> float | int:
+    """One of HTTP_LIMITS parsed (from the environment or a flag): a positive number of its type."""
+    kind = type(getattr(Config, name))
+    try:
+        value = kind(raw)
+    except (TypeError, ValueError):
+        value = 0
+    if not value > 0:
+        raise ValueError(f"{name} must be a positive {'whole ' if kind is int else ''}number, not {raw!r}")
+    return value
 
 
 @dataclass

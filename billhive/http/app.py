@@ -39,6 +39,7 @@ from billhive.errors import (
 )
 from billhive.http import idempotency
 from billhive.http.auth import Authenticator
+from billhive.http.bodies import ClientDisconnected, read_body
 from billhive.http.params import Decoder, parse_pairs
 from billhive.http.router import Router
 from billhive.http.routes import ROUTES, Route
@@ -49,7 +50,7 @@ from billhive.store.lists import ALL_OPS, ListRequest, filter_fields, parse_filt
 
 log = logging.getLogger("billhive.http")
 PREFIX = "/api/v1"
-MAX_BODY = 1 << 20
+CLIENT_CLOSED = 499
 _JSON_HEADERS = [(b"content-type", b"application/json;charset=utf-8")]
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 _SELECT_ONE = Q(select(literal(1)))
@@ -153,6 +154,7 @@ class ApiEndpoint:
     def __init__(self, app: App, routes: list[Route]):
         self.app = app
         self.auth = Authenticator(app.db, app.config.domain)
+        self.max_body = app.config.max_body_bytes
         self.router = Router()
         # (operationId, status) -> [requests, seconds]: read by /metrics (plain dict: no
         # per-request cost beyond two additions)
@@ -178,6 +180,9 @@ class ApiEndpoint:
             return await self._handle(scope, receive)
         except BillhiveError as exc:
             return exc.http_status, orjson.dumps(exc.to_json()), []
+        except ClientDisconnected:
+            # nobody to answer, and nothing was done; counted as nginx's 499 "client closed request"
+            return CLIENT_CLOSED, b"", []
         except Exception as exc:
             if _unique_violation(exc):
                 # two requests created the same id at once: the loser gets what a sequential one would
@@ -204,7 +209,7 @@ class ApiEndpoint:
             raise NotFound("Sorry, we couldn't find that resource (no such API URL)")
         scope["billhive.op"] = compiled.route.op.operation_id
         headers = dict(scope["headers"])
-        body = await _read_body(receive) if method != "GET" else b""
+        body = await read_body(receive, self.max_body, headers.get(b"content-length")) if method != "GET" else b""
         host = headers.get(b"host")
         authz = headers.get(b"authorization")
         principal = await self.auth.authenticate(host.decode("latin-1") if host else None,
@@ -251,23 +256,6 @@ def _unique_violation(exc: Exception) -> bool:
     except ImportError:  # pragma: no cover
         return False
     return isinstance(exc, pg_errors.UniqueViolation)
-
-
-async def _read_body(receive: Callable) -> bytes:
-    chunks = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise ParamError("request body too large")
-        chunks.append(chunk)
-        if not message.get("more_body"):
-            break
-    return b"".join(chunks)
 
 
 def served_openapi(base_url: str, routes: list[Route] = ROUTES) -> dict:

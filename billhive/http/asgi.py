@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from billhive.http import protocol
 from billhive.http.app import build
 from billhive.runtime import App, Config
 from billhive.worker import run_background
@@ -11,6 +12,7 @@ from billhive.worker import run_background
 
 def create_app():
     config = Config.from_env(domain=os.environ.get("BILLHIVE_DOMAIN"))
+    protocol.configure(config)  # this worker's connection limits (uvicorn runs http.protocol's class)
     app = App.open(config)
     background = run_background if os.environ.get("BILLHIVE_BACKGROUND", "1") == "1" else None
     return build(app, background=background)

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -25,7 +26,8 @@ def free_port() -> int:
 
 class ServerProcess:
     def __init__(self, database_url: str, *, port: int | None = None, failpoints: str | None = None,
-                 log_path: Path | None = None, extra_env: dict | None = None):
+                 log_path: Path | None = None, extra_env: dict | None = None,
+                 preexec_fn: Callable[[], None] | None = None):
         self.port = port or free_port()
         env = dict(os.environ)
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
@@ -36,7 +38,7 @@ class ServerProcess:
         self.log = open(log_path, "ab") if log_path else subprocess.DEVNULL
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "billhive", "serve", "--port", str(self.port), "--database-url", database_url],
-            env=env, stdout=self.log, stderr=self.log, cwd=str(ROOT))
+            env=env, stdout=self.log, stderr=self.log, cwd=str(ROOT), preexec_fn=preexec_fn)
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.wait_ready()
 
