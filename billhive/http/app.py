@@ -46,7 +46,7 @@ from billhive.http.routes import ROUTES, Route
 from billhive.runtime import App
 from billhive.services.context import Ctx, Origin
 from billhive.store.db import Q
-from billhive.store.lists import ALL_OPS, ListRequest, filter_fields, parse_filter
+from billhive.store.lists import ALL_OPS, MAX_FILTERS, ListRequest, filter_fields, parse_filter
 
 log = logging.getLogger("billhive.http")
 PREFIX = "/api/v1"
@@ -125,10 +125,12 @@ def _origin(headers: dict[bytes, bytes], key_name: str) -> Origin:
 
 
 def _list_request(compiled: Compiled, pairs: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], ListRequest]:
-    """Split list extension params (field[op], sort_by[dir]) from the spec's own."""
+    """Split list extension params (field[op], sort_by[dir]) from the spec's own: each filter at
+    most once, at most MAX_FILTERS of them."""
     table = compiled.route.list_table
     declared = compiled.decoder.fields
     rest, filters = [], []
+    seen: set[str] = set()
     sort = None
     for key, value in pairs:
         if "[" in key and key.endswith("]"):
@@ -144,6 +146,11 @@ def _list_request(compiled: Compiled, pairs: list[tuple[str, str]]) -> tuple[lis
                     sort = (value, op == "desc")
                     continue
                 if op in ALL_OPS:
+                    if key in seen:
+                        raise ParamError(f"{key} : is specified more than once", param=key)
+                    if len(filters) == MAX_FILTERS:
+                        raise ParamError(f"{key} : a list request takes at most {MAX_FILTERS} filters", param=key)
+                    seen.add(key)
                     filters.append(parse_filter(table, top, op, value))
                     continue
         rest.append((key, value))

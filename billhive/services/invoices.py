@@ -11,7 +11,7 @@ from typing import Callable
 
 from billhive import gateway as gateways
 from billhive.domain import catalog as catalog_rules
-from billhive.domain import discounts
+from billhive.domain import discounts, money
 from billhive.domain import invoices as D
 from billhive.errors import (
     ConfigurationIncompatible,
@@ -131,7 +131,7 @@ async def add_charge(ctx: Ctx, invoice_id: str, params: dict) -> dict:
         inv["line_items"].append(invoicing.line_item(
             date_from=w.now, date_to=w.now, unit_amount=params["amount"], description=params["description"],
             entity_type="adhoc"))
-        D.recompute(inv)
+        D.recompute(inv, "amount")
         INVOICES.save(w.tx, w.site_id, inv, w.now)
         w.emit("invoice_updated", {"invoice": inv})
         return {"invoice": inv}
@@ -282,7 +282,7 @@ async def record_payment(ctx: Ctx, invoice_id: str, params: dict) -> dict:
         if excess:
             customer = CUSTOMERS.require(w.tx, w.site_id, inv["customer_id"], for_update=True)
             credits.move(w, customer, "excess", excess, "overpayment", reference_type="transaction",
-                         reference_id=txn["id"], description=f"Over-payment on invoice {inv['id']}")
+                         reference_id=txn["id"], description=f"Over-payment on invoice {inv['id']}", param="amount")
             CUSTOMERS.save(w.tx, w.site_id, customer, w.now)
             w.emit("customer_changed", {"customer": customer})
         return {"invoice": inv, "transaction": txn}
@@ -467,7 +467,7 @@ def _addon_line(w: Work, addon: dict, quantity: int | None, qparam: str) -> dict
         raise ParamError(f"{qparam} : not applicable for the on_off addon {addon['id']}", param=qparam)
     return invoicing.line_item(date_from=w.now, date_to=w.now, unit_amount=int(addon.get("price", 0)),
                                quantity=quantity or 1, description=addon.get("invoice_name") or addon["name"],
-                               entity_type="addon", entity_id=addon["id"])
+                               entity_type="addon", entity_id=addon["id"], param=qparam)
 
 
 def _one_time_coupon(w: Work, value: str, lines: list[dict], *, redeem: bool = True) -> dict:
@@ -613,6 +613,9 @@ def create_lines(params: dict) -> Build:
                              f"addons[quantity][{i}]") for i, a in enumerate(addons)]
         lines += [invoicing.line_item(date_from=w.now, date_to=w.now, unit_amount=c["amount"],
                                       description=c["description"], entity_type="adhoc") for c in charges]
+        blame = [f"addons[quantity][{i}]" for i in range(len(addons))]
+        blame += [f"charges[amount][{i}]" for i in range(len(charges))]
+        money.total_of(zip((li["amount"] for li in lines), blame), "the invoice sub_total")
         return lines
     return build
 
@@ -628,7 +631,7 @@ async def add_addon_charge(ctx: Ctx, invoice_id: str, params: dict) -> dict:
         inv = _pending(w, invoice_id)
         addon = _catalog_addon(w, params["addon_id"], "addon_id")
         inv["line_items"].append(_addon_line(w, addon, params.get("addon_quantity"), "addon_quantity"))
-        D.recompute(inv)
+        D.recompute(inv, "addon_quantity")
         INVOICES.save(w.tx, w.site_id, inv, w.now)
         w.emit("invoice_updated", {"invoice": inv})
         return {"invoice": inv}

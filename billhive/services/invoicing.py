@@ -62,13 +62,16 @@ def next_invoice_number(w: Work) -> str:
 
 
 def line_item(*, date_from: int, date_to: int, unit_amount: int, quantity: int = 1, description: str,
-              entity_type: str, entity_id: str | None = None, type: str = "charge", amount: int | None = None) -> dict:
+              entity_type: str, entity_id: str | None = None, type: str = "charge", amount: int | None = None,
+              param: str | None = None) -> dict:
+    """An invoice line; ``param`` is the request parameter blamed if unit_amount x quantity goes
+    beyond money.MAX_AMOUNT."""
     li = {
         "date_from": date_from,
         "date_to": date_to,
         "unit_amount": unit_amount,
         "quantity": quantity,
-        "amount": D.line_amount(unit_amount, quantity) if amount is None else amount,
+        "amount": D.line_amount(unit_amount, quantity, param) if amount is None else amount,
         "is_taxed": False,
         "tax": 0,
         "description": description,
