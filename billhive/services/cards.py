@@ -175,13 +175,17 @@ def status_at(w: Work, card: dict) -> str:
 
 def usable_card(w: Work, customer: dict) -> dict | None:
     """The customer's card if it is their payment method and not expired at ``w.now``."""
-    pm = customer.get("payment_method")
-    if not pm or pm.get("type") != "card":
-        return None
     card = get_card(w, customer["id"])
-    if card is None or status_at(w, card) == "expired":
-        return None
-    return card
+    return card if is_usable(w, customer, card) else None
+
+
+def is_usable(w: Work, customer: dict, card: dict | None) -> bool:
+    """Whether ``card`` (the customer's card, loaded) can be charged now: it is the customer's
+    payment method and not expired at ``w.now``."""
+    pm = customer.get("payment_method")
+    if not pm or pm.get("type") != "card" or card is None:
+        return False
+    return status_at(w, card) != "expired"
 
 
 def schedule_expiry(w: Work, card: dict) -> None:
