@@ -231,12 +231,13 @@ class ApiEndpoint:
             list_req.limit = params.get("limit", 10)
             list_req.offset = params.get("offset")
             params["_list"] = list_req
-        ctx = Ctx(self.app, principal.site_pk, origin)
-        call = compiled.fn(ctx, *args, params)
         ikey = headers.get(b"chargebee-idempotency-key")
-        if ikey is not None and method == "POST":
-            return await idempotency.run(self.app, principal.site_pk, ikey.decode("latin-1"), method, path,
-                                         pairs, call)
+        claim = idempotency.Claim(principal.site_pk, ikey.decode("latin-1")) if ikey is not None \
+            and method == "POST" else None
+        ctx = Ctx(self.app, principal.site_pk, origin, claim)
+        call = compiled.fn(ctx, *args, params)
+        if claim is not None:
+            return await idempotency.run(self.app, claim, method, path, pairs, call)
         result = await call
         return 200, orjson.dumps(result), []
 

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Column,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -246,6 +247,13 @@ idempotency_keys = Table(
     Column("response", Text, nullable=True),
     Column("created_at", BigInteger, nullable=False),  # wall clock
     Column("expires_at", BigInteger, nullable=False),
+    # the running request's claim token (NULL: nobody runs it - resumable at once) and when it
+    # last showed it is alive (wall clock)
+    Column("owner", String(32), nullable=True),
+    Column("heartbeat_at", BigInteger, nullable=True),
+    # written in the operation's own first committing transaction: what that write returned
+    # (pickled), so a retry after a crash resumes from it instead of running it again
+    Column("committed", LargeBinary, nullable=True),
     UniqueConstraint("site_id", "key"),
     Index("ix_idempotency_keys_expires", "expires_at"),
 )

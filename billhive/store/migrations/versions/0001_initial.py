@@ -316,6 +316,9 @@ def upgrade() -> None:
     sa.Column('response', sa.Text(), nullable=True),
     sa.Column('created_at', sa.BigInteger(), nullable=False),
     sa.Column('expires_at', sa.BigInteger(), nullable=False),
+    sa.Column('owner', sa.String(length=32), nullable=True),
+    sa.Column('heartbeat_at', sa.BigInteger(), nullable=True),
+    sa.Column('committed', sa.LargeBinary(), nullable=True),
     sa.PrimaryKeyConstraint('pk', name=op.f('pk_idempotency_keys')),
     sa.UniqueConstraint('site_id', 'key', name=op.f('uq_idempotency_keys_site_id_key'))
     )
