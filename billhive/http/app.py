@@ -152,7 +152,7 @@ def _list_request(compiled: Compiled, pairs: list[tuple[str, str]]) -> tuple[lis
 class ApiEndpoint:
     def __init__(self, app: App, routes: list[Route]):
         self.app = app
-        self.auth = Authenticator(app.db, app.config.domain)
+        self.auth = Authenticator(app.db, app.config.domain, ttl=app.config.cache_ttl)
         self.router = Router()
         # (operationId, status) -> [requests, seconds]: read by /metrics (plain dict: no
         # per-request cost beyond two additions)

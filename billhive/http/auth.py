@@ -8,7 +8,8 @@
 
 Lookups are cached briefly in memory (keyed by the raw Authorization header, so a hit costs
 one dict lookup: no base64, no hashing). Key changes made by the CLI in another process
-take effect within ``TTL`` seconds.
+(``billhive site key revoke``) take effect within ``ttl`` seconds (``Config.cache_ttl``,
+default ``TTL``).
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ class Principal:
 
 
 class Authenticator:
-    def __init__(self, db: Database, domain: str):
+    def __init__(self, db: Database, domain: str, *, ttl: float = TTL):
         self.db = db
+        self.ttl = ttl  # a revoked key stops working within this many seconds
         self.domain = domain.lower()
         self._suffix = "." + self.domain
         self._keys: dict[str, tuple[float, sites.KeyInfo | None]] = {}
@@ -65,7 +67,7 @@ class Authenticator:
             hit = self._sites.get(site_name)
             if hit is None or hit[0] < now:
                 row = await self.db.read(lambda tx: sites.by_name(tx, site_name))
-                hit = (now + TTL, (row.pk, row.name) if row else None)
+                hit = (now + self.ttl, (row.pk, row.name) if row else None)
                 self._sites[site_name] = hit
             if hit[1] is None:
                 raise SiteNotFound(f"Site {site_name} not found")
@@ -87,14 +89,14 @@ class Authenticator:
         info = await self.db.read(lambda tx: sites.key_info(tx, key)) if key else None
         if len(self._keys) > 10000:
             self._keys.clear()
-        self._keys[authorization] = (now + TTL, info)
+        self._keys[authorization] = (now + self.ttl, info)
         return info
 
     async def _site_name(self, site_pk: int, now: float) -> str:
         hit = self._site_names.get(site_pk)
         if hit is None or hit[0] < now:
             site = await self.db.read(lambda tx: sites.load(tx, site_pk))
-            hit = (now + TTL, site.name)
+            hit = (now + self.ttl, site.name)
             self._site_names[site_pk] = hit
         return hit[1]
 
