@@ -40,6 +40,7 @@ from billhive.errors import (
 from billhive.http import idempotency
 from billhive.http.auth import Authenticator
 from billhive.http.params import Decoder, parse_pairs
+from billhive.http.ratelimit import RateLimiter
 from billhive.http.router import Router
 from billhive.http.routes import ROUTES, Route
 from billhive.runtime import App
@@ -153,6 +154,7 @@ class ApiEndpoint:
     def __init__(self, app: App, routes: list[Route]):
         self.app = app
         self.auth = Authenticator(app.db, app.config.domain, ttl=app.config.cache_ttl)
+        self.rate = RateLimiter(app.db, ttl=app.config.cache_ttl)
         self.router = Router()
         # (operationId, status) -> [requests, seconds]: read by /metrics (plain dict: no
         # per-request cost beyond two additions)
@@ -177,7 +179,7 @@ class ApiEndpoint:
         try:
             return await self._handle(scope, receive)
         except BillhiveError as exc:
-            return exc.http_status, orjson.dumps(exc.to_json()), []
+            return exc.http_status, orjson.dumps(exc.to_json()), list(exc.headers)
         except Exception as exc:
             if _unique_violation(exc):
                 # two requests created the same id at once: the loser gets what a sequential one would
@@ -209,6 +211,8 @@ class ApiEndpoint:
         authz = headers.get(b"authorization")
         principal = await self.auth.authenticate(host.decode("latin-1") if host else None,
                                                  authz.decode("latin-1") if authz else None)
+        if not self.rate.unlimited(principal.site_pk):
+            await self.rate.admit(principal.site_pk)
         route = compiled.route
         if route.op.writes and principal.read_only:
             raise AuthorizationFailed("Sorry, your API key does not have the privilege to perform this operation")

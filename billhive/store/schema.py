@@ -258,6 +258,19 @@ idempotency_keys = Table(
     Index("ix_idempotency_keys_expires", "expires_at"),
 )
 
+# --- API rate limits (site setting rate_limit_per_minute; PostgreSQL keeps the count here) ---
+# One row per limited site: requests admitted in the current minute (window_start, wall clock)
+# and in the minute before it (the sliding-window estimate weighs the two).
+
+rate_limits = Table(
+    "rate_limits",
+    metadata,
+    Column("site_id", Integer, primary_key=True, autoincrement=False),
+    Column("window_start", BigInteger, nullable=False),
+    Column("count", Integer, nullable=False),
+    Column("prev_count", Integer, nullable=False),
+)
+
 # --- catalog ----------------------------------------------------------------------------
 # in_use: set once a subscription or invoice links the plan/addon (services.plans.use_plan);
 # Chargebee then allows only a few fields to change. It is not a field of the document.
