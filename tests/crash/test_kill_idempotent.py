@@ -38,7 +38,7 @@ class Handle:
         return Ctx(self.app, self.pk, Origin(user="crash-test"))
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture
 def crash_db(request, tmp_path):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'crash.db'}"
@@ -86,9 +86,11 @@ POINTS = [
     ("charge.answered", True),  # ... or recovery settled it before the retry came
     ("idempotency.before_store", False),  # settled; the answer was not stored
 ]
+# PostgreSQL at the three points where the store's commit matters (to keep the file's run time down)
+CASES = [("sqlite", *p) for p in POINTS] + [("postgres", *p) for p in POINTS[1:3] + POINTS[4:]]
 
 
-@pytest.mark.parametrize("point,recovery_first", POINTS)
+@pytest.mark.parametrize("crash_db,point,recovery_first", CASES, indirect=["crash_db"])
 def test_retry_after_a_crash_charges_once_and_answers_the_settled_invoice(handle, crash_db, tmp_path, point,
                                                                           recovery_first):
     h = handle
