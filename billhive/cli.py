@@ -249,6 +249,55 @@ def cmd_site_settings(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- site key --------------------------------------------------------------------------------------
+
+def cmd_site_key_add(args: argparse.Namespace) -> int:
+    from billhive import sites
+
+    app = _open(args)
+    try:
+        key = app.db.write_sync(lambda tx: sites.new_api_key(
+            tx, sites.require(tx, args.name), read_only=args.read_only, now=int(time.time()), key=args.key,
+            name=args.key_name))
+    except sites.SettingError as exc:
+        return _fail(str(exc))
+    finally:
+        app.close()
+    print(f"{'read-only' if args.read_only else 'full-access'} key: {key}")
+    print("(shown only now: billhive keeps its SHA-256 hash)")
+    return 0
+
+
+def cmd_site_key_list(args: argparse.Namespace) -> int:
+    from billhive import sites
+
+    app = _open(args)
+    try:
+        keys = app.db.read_sync(lambda tx: sites.list_keys(tx, sites.require(tx, args.name).pk))
+    except sites.SettingError as exc:
+        return _fail(str(exc))
+    finally:
+        app.close()
+    print(json.dumps(keys, indent=2, ensure_ascii=False))
+    return 0
+
+
+def cmd_site_key_revoke(args: argparse.Namespace) -> int:
+    from billhive import sites
+
+    app = _open(args)
+    try:
+        gone = app.db.write_sync(lambda tx: sites.revoke_key(tx, sites.require(tx, args.name).pk, args.key))
+        ttl = app.config.cache_ttl
+    except sites.SettingError as exc:
+        return _fail(str(exc))
+    finally:
+        app.close()
+    print(f"revoked {gone['access']} key {gone['hint']} ({gone['name']}); running servers stop accepting it "
+          f"within {ttl:g} s (their key cache, BILLHIVE_CACHE_TTL)")
+    return 0
+
+
 # ---- webhook -----------------------------------------------------------------------------------
 
 def cmd_webhook_add(args: argparse.Namespace) -> int:
@@ -348,6 +397,24 @@ def parser() -> argparse.ArgumentParser:
     ls.set_defaults(fn=cmd_site_list)
     se = site.add_parser("settings", help="list every setting with its default")
     se.set_defaults(fn=cmd_site_settings)
+    key = site.add_parser("key", help="API keys: add, list, revoke").add_subparsers(dest="key_command",
+                                                                                    required=True)
+    ka = key.add_parser("add", help="add an API key (printed once)")
+    ka.add_argument("name", help="the site")
+    ka.add_argument("--read-only", action="store_true", help="a read-only key (default: full access)")
+    ka.add_argument("--key", help="use this key instead of a generated one")
+    ka.add_argument("--key-name", help="the key's name (shown as the user of the events it causes)")
+    _add_db(ka)
+    ka.set_defaults(fn=cmd_site_key_add)
+    kl = key.add_parser("list", help="list a site's keys (hints only, never the keys)")
+    kl.add_argument("name", help="the site")
+    _add_db(kl)
+    kl.set_defaults(fn=cmd_site_key_list)
+    kr = key.add_parser("revoke", help="revoke a key, given by its hint or the key itself")
+    kr.add_argument("name", help="the site")
+    kr.add_argument("key", metavar="HINT_OR_KEY")
+    _add_db(kr)
+    kr.set_defaults(fn=cmd_site_key_revoke)
 
     wh = sub.add_parser("webhook", help="manage webhook endpoints").add_subparsers(dest="webhook_command",
                                                                                    required=True)

@@ -35,6 +35,7 @@ class BillhiveError(Exception):
     error_type: str | None = "invalid_request"
     api_error_code = "invalid_request"
     legacy_error_code: str | None = None
+    headers: tuple[tuple[bytes, bytes], ...] = ()  # extra response headers (Retry-After)
 
     def __init__(self, message: str, *, param: str | None = None, api_error_code: str | None = None,
                  extra: dict | None = None):
@@ -172,6 +173,10 @@ class RateLimited(BillhiveError):
     http_status = 429
     error_type = "operation_failed"
     api_error_code = "api_request_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: int):
+        super().__init__(message)
+        self.headers = ((b"retry-after", str(retry_after).encode()),)
 
 
 class InternalError(BillhiveError):

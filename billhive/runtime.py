@@ -44,6 +44,12 @@ class Config:
     body_timeout: float = 30.0  # seconds for its body to arrive once the headers are in; then 408, closed
     keep_alive_timeout: float = 5.0  # an idle keep-alive connection is closed after this many seconds
     max_connections: int = 4096  # open at once (lowered to fit RLIMIT_NOFILE); beyond: 503, closed
+    # how long a process keeps API keys and site look-ups (and a site's rate limit) cached: a
+    # revoked key or a changed limit takes effect in every process within this many seconds
+    cache_ttl: float = 5.0
+    # a chargebee-idempotency-key claim whose request shows no sign of life for this long
+    # (its process died) is taken over by a retry with the same key
+    idempotency_stale: float = 120.0
 
     @classmethod
     def from_env(cls, **overrides: object) -> "Config":
@@ -52,7 +58,7 @@ class Config:
             cfg.public_url = os.environ["BILLHIVE_PUBLIC_URL"]
         if os.environ.get("BILLHIVE_BENCH_CEILING") == "1":
             cfg.bench_ceiling = True
-        for name in ("delivery_interval", "delivery_lease_grace"):
+        for name in ("delivery_interval", "delivery_lease_grace", "cache_ttl", "idempotency_stale"):
             raw = os.environ.get("BILLHIVE_" + name.upper())
             if raw:
                 setattr(cfg, name, float(raw))

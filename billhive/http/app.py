@@ -41,6 +41,7 @@ from billhive.http import idempotency
 from billhive.http.auth import Authenticator
 from billhive.http.bodies import ClientDisconnected, read_body
 from billhive.http.params import Decoder, parse_pairs
+from billhive.http.ratelimit import RateLimiter
 from billhive.http.router import Router
 from billhive.http.routes import ROUTES, Route
 from billhive.runtime import App
@@ -160,7 +161,8 @@ def _list_request(compiled: Compiled, pairs: list[tuple[str, str]]) -> tuple[lis
 class ApiEndpoint:
     def __init__(self, app: App, routes: list[Route]):
         self.app = app
-        self.auth = Authenticator(app.db, app.config.domain)
+        self.auth = Authenticator(app.db, app.config.domain, ttl=app.config.cache_ttl)
+        self.rate = RateLimiter(app.db, ttl=app.config.cache_ttl)
         self.max_body = app.config.max_body_bytes
         self.router = Router()
         # (operationId, status) -> [requests, seconds]: read by /metrics (plain dict: no
@@ -186,7 +188,7 @@ class ApiEndpoint:
         try:
             return await self._handle(scope, receive)
         except BillhiveError as exc:
-            return exc.http_status, orjson.dumps(exc.to_json()), []
+            return exc.http_status, orjson.dumps(exc.to_json()), list(exc.headers)
         except ClientDisconnected:
             # nobody to answer, and nothing was done; counted as nginx's 499 "client closed request"
             return CLIENT_CLOSED, b"", []
@@ -221,6 +223,8 @@ class ApiEndpoint:
         authz = headers.get(b"authorization")
         principal = await self.auth.authenticate(host.decode("latin-1") if host else None,
                                                  authz.decode("latin-1") if authz else None)
+        if not self.rate.unlimited(principal.site_pk):
+            await self.rate.admit(principal.site_pk)
         route = compiled.route
         if route.op.writes and principal.read_only:
             raise AuthorizationFailed("Sorry, your API key does not have the privilege to perform this operation")
@@ -243,12 +247,13 @@ class ApiEndpoint:
             list_req.limit = params.get("limit", 10)
             list_req.offset = params.get("offset")
             params["_list"] = list_req
-        ctx = Ctx(self.app, principal.site_pk, origin)
-        call = compiled.fn(ctx, *args, params)
         ikey = headers.get(b"chargebee-idempotency-key")
-        if ikey is not None and method == "POST":
-            return await idempotency.run(self.app, principal.site_pk, ikey.decode("latin-1"), method, path,
-                                         pairs, call)
+        claim = idempotency.Claim(principal.site_pk, ikey.decode("latin-1")) if ikey is not None \
+            and method == "POST" else None
+        ctx = Ctx(self.app, principal.site_pk, origin, claim)
+        call = compiled.fn(ctx, *args, params)
+        if claim is not None:
+            return await idempotency.run(self.app, claim, method, path, pairs, call)
         result = await call
         return 200, orjson.dumps(result), []
 

@@ -8,7 +8,8 @@
 
 Lookups are cached briefly in memory (keyed by the raw Authorization header, so a hit costs
 one dict lookup: no base64, no hashing). Key changes made by the CLI in another process
-take effect within ``TTL`` seconds.
+(``billhive site key revoke``) take effect within ``ttl`` seconds (``Config.cache_ttl``,
+default ``TTL``).
 
 Anyone can send names and keys, so the caches are bounded: a least-recently-used cache of at
 most ``CACHE_ENTRIES`` found sites and keys, and a separate, smaller one of ``MISS_ENTRIES``
@@ -46,14 +47,15 @@ class Principal:
 
 
 class Authenticator:
-    def __init__(self, db: Database, domain: str):
+    def __init__(self, db: Database, domain: str, *, ttl: float = TTL):
         self.db = db
+        self.ttl = ttl  # a revoked key stops working within this many seconds
         self.domain = domain.lower()
         self._suffix = "." + self.domain
-        self._keys: TTLCache[str, sites.KeyInfo] = _cache(CACHE_ENTRIES)  # Authorization header -> key
-        self._sites: TTLCache[str, int] = _cache(CACHE_ENTRIES)  # site name -> pk
-        self._site_names: TTLCache[int, str] = _cache(CACHE_ENTRIES)  # pk -> site name
-        self._missing: TTLCache[str, bool] = _cache(MISS_ENTRIES)  # "key:<header>" / "site:<name>" not found
+        self._keys: TTLCache[str, sites.KeyInfo] = _cache(CACHE_ENTRIES, ttl)  # Authorization header -> key
+        self._sites: TTLCache[str, int] = _cache(CACHE_ENTRIES, ttl)  # site name -> pk
+        self._site_names: TTLCache[int, str] = _cache(CACHE_ENTRIES, ttl)  # pk -> site name
+        self._missing: TTLCache[str, bool] = _cache(MISS_ENTRIES, ttl)  # "key:<header>" / "site:<name>" not found
 
     def clear(self) -> None:
         for cache in (self._keys, self._sites, self._site_names, self._missing):
@@ -120,8 +122,8 @@ class Authenticator:
         return name
 
 
-def _cache(entries: int) -> TTLCache:
-    return TTLCache(maxsize=entries, ttl=TTL, timer=time.monotonic)
+def _cache(entries: int, ttl: float) -> TTLCache:
+    return TTLCache(maxsize=entries, ttl=ttl, timer=time.monotonic)
 
 
 def _basic_user(authorization: str) -> str | None:

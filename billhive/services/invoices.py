@@ -556,6 +556,7 @@ async def _one_off(ctx: Ctx, params: dict, build: Build) -> dict:
     inv, plan = await ctx.write(create_one_off, params, build)
     if plan is not None:
         result = await payments.call_gateway(ctx.app, ctx.site_id, plan)
+        failpoints.hit("charge.answered")
         inv = await ctx.write(payments.settle, plan.txn_id, result, plan.purpose)
         if voided_by_failure(result, plan):
             raise failure_error(result, inv["id"])

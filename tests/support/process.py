@@ -27,7 +27,7 @@ def free_port() -> int:
 class ServerProcess:
     def __init__(self, database_url: str, *, port: int | None = None, failpoints: str | None = None,
                  log_path: Path | None = None, extra_env: dict | None = None,
-                 preexec_fn: Callable[[], None] | None = None):
+                 preexec_fn: Callable[[], None] | None = None, args: tuple[str, ...] = ()):
         self.port = port or free_port()
         env = dict(os.environ)
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
@@ -37,7 +37,8 @@ class ServerProcess:
         env.update(extra_env or {})
         self.log = open(log_path, "ab") if log_path else subprocess.DEVNULL
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "billhive", "serve", "--port", str(self.port), "--database-url", database_url],
+            [sys.executable, "-m", "billhive", "serve", "--port", str(self.port), "--database-url", database_url,
+             *args],
             env=env, stdout=self.log, stderr=self.log, cwd=str(ROOT), preexec_fn=preexec_fn)
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.wait_ready()
