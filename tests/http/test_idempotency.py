@@ -84,3 +84,19 @@ def test_start_afresh_under_a_key_is_replayed(api):
     first = api.post("/time_machines/delorean/start_afresh", {"genesis_time": 1_700_000_000}, headers=h)
     again = api.post("/time_machines/delorean/start_afresh", {"genesis_time": 1_700_000_000}, headers=h)
     assert again.headers.get("chargebee-idempotency-replayed") == "true" and again.body == first.body
+
+
+def test_a_journal_rebuilds_only_plain_data_and_billhive_classes():
+    """A journaled first write is read back from a row: nothing but plain data and billhive's own
+    result classes may come out of it, whoever wrote the row."""
+    import os
+    import pickle
+
+    import pytest
+
+    from billhive.http import idempotency
+
+    plan = idempotency._loads(pickle.dumps(("step", {"a": [1, 2.5, None, (True, "x")]})))
+    assert plan == ("step", {"a": [1, 2.5, None, (True, "x")]})
+    with pytest.raises(pickle.UnpicklingError):
+        idempotency._loads(pickle.dumps(("step", os.system)))
