@@ -28,6 +28,10 @@ _LEGACY_CODES = {
 }
 
 
+class SettingError(ValueError):
+    """A site setting or webhook endpoint that cannot be (the CLI reports it; not an API error)."""
+
+
 class BillhiveError(Exception):
     """Base class: every subclass fixes http_status, type and a default api_error_code."""
 

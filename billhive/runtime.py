@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from billhive.gateway import default_gateways
 from billhive.store.db import Database
 
 DEFAULT_DATABASE_URL = "sqlite:///billhive.db"
@@ -104,12 +105,10 @@ class App:
     @classmethod
     def open(cls, config: Config, *, wall: Callable[[], float] = time.time) -> "App":
         from billhive import plugins
-        from billhive.gateway import default_gateways
-
         plugins.load()
         db = Database(config.database_url)
         app = cls(config=config, db=db, wall=wall)
-        app.gateways = default_gateways(app)
+        app.gateways = default_gateways(db)
         return app
 
     def close(self) -> None:

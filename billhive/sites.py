@@ -14,7 +14,9 @@ from typing import Any, Callable
 
 from sqlalchemy import bindparam, delete, insert, select, update
 
-from billhive.errors import NotFound
+from billhive import spec, webhook_endpoints
+from billhive.errors import NotFound, SettingError
+from billhive.webhook_endpoints import bump_config
 from billhive.store import schema as S
 from billhive.store.db import Q, Tx
 from billhive.util.jsonutil import dumps, loads
@@ -22,8 +24,6 @@ from billhive.util.jsonutil import dumps, loads
 SITE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
-class SettingError(ValueError):
-    pass
 
 
 def _bool(v: str) -> bool:
@@ -81,8 +81,6 @@ def _int_list(v: str) -> list[int]:
 
 
 def _word_list(v: str) -> list[str]:
-    from billhive import spec
-
     items = [x.strip() for x in v.split(",") if x.strip()]
     known = set(spec.event_types())
     bad = [x for x in items if x not in known]
@@ -185,12 +183,6 @@ _BY_NAME = Q(select(*_SITE_COLS).where(S.sites.c.name == bindparam("name")))
 def _row_to_site(row: tuple) -> Site:
     return Site(row[0], row[1], bool(row[2]), row[3], loads(row[4]), row[5], row[6], row[7], row[8], row[9], row[10],
                 row[11])
-
-
-def bump_config(tx: Tx, site_pk: int) -> None:
-    """Note that settings or webhook endpoints changed (invalidates per-process caches)."""
-    tx.execute(update(S.sites).where(S.sites.c.pk == site_pk)
-               .values(config_version=S.sites.c.config_version + 1))
 
 
 def load(tx: Tx, site_pk: int) -> Site:
@@ -345,8 +337,6 @@ def set_settings(tx: Tx, name: str, assignments: dict[str, str], now: int) -> Si
 
 def _set_default_webhook(tx: Tx, site: Site, values: dict[str, str], now: int) -> None:
     """``webhook_url=...`` manages the endpoint named ``default`` (``billhive webhook`` manages all)."""
-    from billhive import webhook_endpoints
-
     existing = webhook_endpoints.get(tx, site.pk, "default")
     if "url" in values and not values["url"]:
         if existing:
@@ -363,8 +353,6 @@ def _set_default_webhook(tx: Tx, site: Site, values: dict[str, str], now: int) -
 
 
 def describe(tx: Tx, site: Site) -> dict[str, Any]:
-    from billhive import webhook_endpoints
-
     keys = [(k["name"], k["access"], k["hint"]) for k in list_keys(tx, site.pk)]
     return {
         "name": site.name,

@@ -347,7 +347,7 @@ async def refund(ctx: Ctx, invoice_id: str, params: dict) -> dict:
         original = next((p for p in reversed(card_payments) if _unrefunded(p) >= amount), None)
         if original is None:
             raise ParamError("refund_amount : must fit within one card payment", param="refund_amount")
-        gateway = gateways.for_site(w.app, w.site)  # a site without a gateway refunds nothing through one
+        gateway = gateways.for_site(w.app.gateways, w.site)  # a site without a gateway refunds nothing through one
         if gateway.name != original["gateway"]:
             raise ConfigurationIncompatible(f"The payment was made through the {original['gateway']} gateway, "
                                             f"which no longer serves this site")

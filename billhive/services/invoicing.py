@@ -148,7 +148,7 @@ def usable_card(w: Work, customer: dict) -> dict | None:
     if card is None:
         return None
     try:
-        gateways.for_site(w.app, w.site)
+        gateways.for_site(w.app.gateways, w.site)
     except ConfigurationIncompatible:
         if w.origin.source == SCHEDULER.source:
             log.warning("site %s has no payment gateway: customer %s's card is not charged", w.site.name,
@@ -294,7 +294,7 @@ def _payer(w: Work, inv: dict, customer: dict, card: dict | None) -> closing.Pay
     """How the invoice can be collected: auto-collection, a chargeable card, a gateway for the site."""
     no_gateway = None
     try:
-        gateways.for_site(w.app, w.site)
+        gateways.for_site(w.app.gateways, w.site)
     except ConfigurationIncompatible as exc:
         no_gateway = exc.message
     # scheduled work has nobody to answer a refusal: it goes on as if the customer had no card
