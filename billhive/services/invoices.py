@@ -11,7 +11,8 @@ from typing import Callable
 
 from billhive import gateway as gateways
 from billhive.domain import catalog as catalog_rules
-from billhive.domain import discounts, money
+from billhive.domain import coupons as coupon_rules
+from billhive.domain import money
 from billhive.domain import invoices as D
 from billhive.errors import (
     ConfigurationIncompatible,
@@ -477,15 +478,15 @@ def _one_time_coupon(w: Work, value: str, lines: list[dict], *, redeem: bool = T
     if coupon.get("duration_type") != "one_time":
         raise ParamError(f"coupon : The coupon {coupon['id']} is {coupon.get('duration_type')}; only one_time "
                          "coupons apply to one-off invoices", param="coupon")
-    amount = discounts.coupon_discount(coupon, lines)
-    if coupon.get("apply_on") == "each_specified_item" and amount == 0:
+    entry = coupon_rules.discount(coupon, lines)
+    if entry is None and coupon.get("apply_on") == "each_specified_item":
         raise ParamError(f"coupon : The coupon {coupon['id']} applies to none of this invoice's items", param="coupon")
     if redeem:
         catalog_coupons.redeem(w, coupon["id"], code, param="coupon")
     else:
         catalog_rules.check_redeemable(coupon, w.now, param="coupon")
-    return {"amount": amount, "description": coupon.get("invoice_name") or coupon.get("name") or coupon["id"],
-            "type": "coupon", "entity_id": coupon["id"]}
+    return entry or {"amount": 0, "description": coupon.get("invoice_name") or coupon.get("name") or coupon["id"],
+                     "type": "coupon", "entity_id": coupon["id"]}
 
 
 def _owner(w: Work, params: dict) -> tuple[dict, str | None]:
