@@ -25,7 +25,7 @@ Failure safety - every unit of work, on both stores:
   Once started, its statements are bounded by ``statement_timeout`` (SQLite: a progress handler
   stops the unit once it has run that long, or past its deadline; PostgreSQL: the session's
   ``statement_timeout``); its commit is never interrupted. A caller waits at most the deadline
-  plus ``COMMIT_GRACE``: a store that has still not answered by then (a hung disk or network)
+  plus the statement timeout plus ``commit_grace``: a store that has still not answered by then (a hung disk or network)
   gets the caller ``StoreTimeout(committed=None)`` - the unit may yet commit; the answer says so.
 - **Errors.** Driver errors that are the store's condition, not the request's, become
   ``billhive.errors.StoreError``s (HTTP 503): ``StoreUnavailable`` (connection lost or refused),
@@ -73,7 +73,6 @@ _DIALECTS = {
     "postgresql": pg_dialects.psycopg.dialect(),
 }
 
-COMMIT_GRACE = 5.0  # seconds a caller waits past its unit's deadline for a running unit's answer
 PROBE_TIMEOUT = 2.0  # deadline of the health probes
 WRITE_ERROR_HOLD = 5.0  # a write that failed for lack of space keeps the store "not writable" this long
 
@@ -86,6 +85,9 @@ class StoreLimits:
     statement_timeout: float = 5.0  # seconds a statement may run (SQLite: the unit's time in SQLite)
     read_threads: int = 4  # SQLite: threads (each with a connection) that serve reads
     inline_read_budget: float = 0.002  # SQLite: seconds a read may run on the event loop (0: never)
+    # seconds a caller waits past its unit's deadline, beyond the statement timeout, for the
+    # answer of a unit that has started (its commit): then it gives up ("outcome unknown")
+    commit_grace: float = 5.0
 
 
 class Q:
@@ -219,7 +221,7 @@ class _Job:
         self.afut = afut
         self.timer: asyncio.TimerHandle | None = None
         self._gate = threading.Lock()
-        self.grace = COMMIT_GRACE  # how long its caller waits past the deadline once it runs
+        self.grace = 0.0  # how long its caller waits past the deadline once the unit runs
 
     def claim(self) -> bool:
         return self._gate.acquire(blocking=False)
@@ -460,7 +462,7 @@ class Database:
         if self._dead:
             raise StoreUnavailable(f"The database is unavailable ({self._dead}). Nothing was changed.")
         job = _Job(fn, time.monotonic() + (timeout or self.limits.unit_timeout), **answer)
-        job.grace = self.limits.statement_timeout + COMMIT_GRACE
+        job.grace = self.limits.statement_timeout + self.limits.commit_grace
         return job
 
     async def _run(self, fn: Callable[[Tx], T], put: Callable[[_Job], None], timeout: float | None = None) -> T:
@@ -585,6 +587,8 @@ class Database:
             self._note_write_error(err)
             _answer([(j, False, err if ok else value) for j, ok, value in outcomes])
             return []
+        if self._write_error is not None and any(ok and j.fn != self._probe_write_unit for j, ok, _ in outcomes):
+            self._write_error = None  # a real write went through: the store writes again
         _answer(outcomes)
         return []
 
@@ -608,12 +612,24 @@ class Database:
         if isinstance(err, StoreNotWritable):
             self._write_error = (time.monotonic(), err.message)
 
-    def _died(self, what: str, exc: BaseException | None) -> None:
-        """A store thread stopped for good: fail everything now and later, and say so."""
+    def _died(self, what: str, exc: BaseException | None, in_flight: list[_Job], q: queue.SimpleQueue) -> None:
+        """A store thread stopped for good: fail its units (the batch it held: outcome unknown;
+        the queued ones: not run), fail every later one at once, and say so."""
         if self._closed:
             return
         self._dead = f"{what} stopped: {_one_line(exc) if exc else 'exited'}"
         log.critical("database %s", self._dead)
+        lost = StoreUnavailable(f"The database is unavailable ({self._dead}). The request may or may not have been "
+                                f"applied.", committed=None)
+        _answer([(j, False, _expired(j) if j.claim() else lost) for j in in_flight])
+        never = StoreUnavailable(f"The database is unavailable ({self._dead}). Nothing was changed.")
+        while True:
+            try:
+                job = q.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None and job.claim():
+                _answer([(job, False, never)])
         if self.on_fatal is not None:
             self.on_fatal(self._dead)
 
@@ -686,6 +702,7 @@ class SqliteDatabase(Database):
         self._readers = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, self.limits.read_threads),
                                                               thread_name_prefix="billhive-sqlite-read")
         self._checkpoint_thread: threading.Thread | None = None
+        self._in_flight: list[_Job] = []  # the batch the writer holds
         self._checkpoint_stop = threading.Event()
         self._writer = threading.Thread(target=self._writer_main, name="billhive-sqlite-writer", daemon=True)
         self._writer_ready = threading.Event()
@@ -843,23 +860,11 @@ class SqliteDatabase(Database):
         exc: BaseException | None = None
         try:
             self._writer_loop()
-        except BaseException as e:  # pragma: no cover - a bug; reported below
+        except BaseException as e:  # a bug; reported below
             exc = e
             log.exception("the SQLite writer stopped")
         finally:
-            if not self._closed:
-                self._died("the SQLite writer thread", exc)
-                self._fail_queued()
-
-    def _fail_queued(self) -> None:
-        err = StoreUnavailable("The database is unavailable (its writer stopped). Nothing was changed.")
-        while True:
-            try:
-                job = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            if job is not None and job.claim():
-                _answer([(job, False, err)])
+            self._died("the SQLite writer thread", exc, self._in_flight, self._queue)
 
     def _writer_loop(self) -> None:
         try:
@@ -872,6 +877,7 @@ class SqliteDatabase(Database):
         backoff = _Backoff()
         try:
             while (batch := self._take_batch(self._queue)) is not None:
+                self._in_flight = batch
                 live = self._start(batch)
                 if not live:
                     continue
@@ -890,6 +896,7 @@ class SqliteDatabase(Database):
                         continue
                     backoff.succeeded()
                 self._run_batch(conn, live)
+                self._in_flight = []
                 if conn.broken:
                     with contextlib.suppress(Exception):
                         conn.close()
@@ -937,7 +944,7 @@ class SqliteDatabase(Database):
                         conn = None
         except BaseException as exc:  # pragma: no cover - a bug
             log.exception("the WAL checkpointer stopped")
-            self._died("the SQLite checkpoint thread", exc)
+            self._died("the SQLite checkpoint thread", exc, [], queue.SimpleQueue())
         finally:
             if conn is not None:
                 conn.close()
@@ -1022,6 +1029,7 @@ class PostgresDatabase(Database):
         self._backoff = _Backoff()
         self._lane_queue: queue.SimpleQueue | None = None
         self._lane_thread: threading.Thread | None = None
+        self._lane_in_flight: list[_Job] = []
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="billhive-pg")
 
     # ---- public API ---------------------------------------------------------------------------
@@ -1138,6 +1146,8 @@ class PostgresDatabase(Database):
                     failpoints.hit("db.before_commit")
                 committing = True
                 conn.commit()
+                if self._write_error is not None and not read_only and fn != self._probe_write_unit:
+                    self._write_error = None  # a real write went through: the store writes again
                 return result
             except BaseException as exc:
                 lost = _pg_lost(conn, exc)
@@ -1173,12 +1183,11 @@ class PostgresDatabase(Database):
         exc: BaseException | None = None
         try:
             self._lane_loop()
-        except BaseException as e:  # pragma: no cover - a bug; reported below
+        except BaseException as e:  # a bug; reported below
             exc = e
             log.exception("the PostgreSQL lane stopped")
         finally:
-            if not self._closed:
-                self._died("the PostgreSQL lane thread", exc)
+            self._died("the PostgreSQL lane thread", exc, self._lane_in_flight, self._lane_queue)  # type: ignore[arg-type]
 
     def _lane_loop(self) -> None:
         """Like the SQLite writer, on one PostgreSQL connection: units that all lock the same
@@ -1191,6 +1200,7 @@ class PostgresDatabase(Database):
         conn = None
         try:
             while (batch := self._take_batch(q)) is not None:
+                self._lane_in_flight = batch
                 live = self._start(batch)
                 if not live:
                     continue
@@ -1205,6 +1215,7 @@ class PostgresDatabase(Database):
                         _answer([(j, False, exc) for j in live])
                         continue
                 self._run_batch(conn, live)
+                self._lane_in_flight = []
         finally:
             if conn is not None:
                 self._forget(conn)
