@@ -700,7 +700,8 @@ class SqliteDatabase(Database):
         self.synchronous = (synchronous or q.get("synchronous") or "FULL").upper()
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._readers = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, self.limits.read_threads),
-                                                              thread_name_prefix="billhive-sqlite-read")
+                                                              thread_name_prefix="billhive-sqlite-read",
+                                                              initializer=_yield_cpu)
         self._checkpoint_thread: threading.Thread | None = None
         self._in_flight: list[_Job] = []  # the batch the writer holds
         self._checkpoint_stop = threading.Event()
@@ -1009,6 +1010,15 @@ class SqliteDatabase(Database):
         if self._checkpoint_thread is not None:
             threads["billhive-sqlite-checkpoint"] = self._checkpoint_thread.is_alive()
         return threads
+
+
+def _yield_cpu() -> None:
+    """Read threads run at a lower CPU priority than the event loop (Linux: per thread): a
+    machine busy with heavy reads still runs the requests that wait for the loop first."""
+    nice = int(os.environ.get("BILLHIVE_READ_NICE", "10"))
+    if nice:
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
 
 
 def _sqlite_busy(exc: BaseException) -> bool:
