@@ -334,6 +334,11 @@ def build(app: App, *, background: Callable[[App], Awaitable[None]] | None = Non
             openapi_bytes[base] = orjson.dumps(served_openapi(base))
         return Response(openapi_bytes[base], media_type="application/json")
 
+    async def store_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StoreError)  # hosted pages, portal, downloads: the same 503 JSON as the API
+        log.warning("%s %s: %s (%s)", request.method, request.url.path, exc.api_error_code, exc.message)
+        return JSONResponse(exc.to_json(), status_code=exc.http_status, headers={"retry-after": "1"})
+
     async def not_found(request: Request, exc: Exception) -> Response:
         err = NotFound("Sorry, we couldn't find that resource (no such URL)")
         return JSONResponse(err.to_json(), status_code=404)
@@ -367,7 +372,7 @@ def build(app: App, *, background: Callable[[App], Awaitable[None]] | None = Non
         routes=[StarletteRoute("/health", health), StarletteRoute("/openapi.json", openapi),
                 StarletteRoute("/metrics", metrics),
                 *extra_routes.routes(app)],
-        exception_handlers={404: not_found},
+        exception_handlers={404: not_found, StoreError: store_error},
         lifespan=lifespan,
     )
 
