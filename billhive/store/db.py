@@ -567,7 +567,7 @@ class Database:
                 if not self._in_transaction(conn):
                     return self._transaction_lost(conn, j, err, outcomes, live[i + 1:])
                 if single:
-                    self._rollback(conn)
+                    self._rollback_quietly(conn)
                     _answer([(j, False, err)])
                     return []
                 conn.execute("ROLLBACK TO unit")
@@ -772,13 +772,13 @@ class SqliteDatabase(Database):
 
     def _sqlite_connect(self, *, shared: bool = True, busy_ms: int | None = None,
                         check_every: int = 20_000) -> _SqliteConnection:
-        busy = int(self.limits.unit_timeout * 1000) if busy_ms is None else busy_ms
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=busy / 1000,
+        wait = int(self.limits.unit_timeout * 1000)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=wait / 1000,
                                factory=_SqliteConnection)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self.synchronous}")
-            conn.execute(f"PRAGMA busy_timeout={busy}")
+            conn.execute(f"PRAGMA busy_timeout={wait if busy_ms is None else busy_ms}")
             conn.execute("PRAGMA cache_size=-65536")
             # reads of a large database go through the OS page cache without a copy per page
             conn.execute(f"PRAGMA mmap_size={int(os.environ.get('BILLHIVE_SQLITE_MMAP', 1 << 30))}")
@@ -833,9 +833,10 @@ class SqliteDatabase(Database):
             _answer([(job, True, result)])
 
     def _read_here(self, fn: Callable[[Tx], T], deadline: float) -> T:
-        conn = self._thread_conn()
-        b: _Budget = conn.budget
+        conn = None
         try:
+            conn = self._thread_conn()
+            b: _Budget = conn.budget
             conn.execute("BEGIN")
             b.arm(deadline)
             try:
@@ -846,7 +847,7 @@ class SqliteDatabase(Database):
                     conn.execute("COMMIT")
         except Exception as exc:
             err = self._error(exc, conn, committed=False)
-            if isinstance(err, StoreUnavailable):
+            if conn is not None and conn.broken:
                 self._drop_thread_conn()  # start over on a new connection next time
             if err is exc:
                 raise

@@ -208,10 +208,10 @@ def test_a_heavy_read_never_stalls_the_event_loop(tmp_path):
     coroutines keep running (the loop never stops for more than a few milliseconds)."""
     db = Database(f"sqlite:///{tmp_path / 'r.db'}")
     try:
-        heavy = ("WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r WHERE i < 3000000) "
+        heavy = ("WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r WHERE i < 6000000) "
                  "SELECT count(*) FROM r")
 
-        async def go() -> float:
+        async def go() -> tuple[float, float]:
             lag = 0.0
             done = False
 
@@ -224,13 +224,16 @@ def test_a_heavy_read_never_stalls_the_event_loop(tmp_path):
             tick = asyncio.ensure_future(ticker())
             await asyncio.sleep(0.02)
             t = time.perf_counter()
-            assert await db.read(lambda tx: tx.cur.execute(heavy).fetchone()[0]) == 3000000
+            assert await db.read(lambda tx: tx.cur.execute(heavy).fetchone()[0]) == 6000000
             took = time.perf_counter() - t
             done = True
             await tick
             assert took > 0.15, "the heavy read is not heavy enough to show a stall"
-            return lag
-        assert asyncio.run(go()) < 0.05
+            return lag, took
+        lag, took = asyncio.run(go())
+        # before, the loop stopped for the whole read; now at most for its inline budget (plus the
+        # scheduling noise of a shared machine)
+        assert lag < min(0.1, took / 5), (lag, took)
     finally:
         db.close()
 
