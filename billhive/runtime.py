@@ -35,6 +35,7 @@ class Config:
     unit_timeout: float = 10.0
     statement_timeout: float = 5.0
     read_threads: int = 4  # SQLite: threads serving reads
+    read_nice: int = 10  # SQLite: the read threads' lower CPU priority (nice; 0: as the event loop)
     inline_read_budget: float = 0.002  # SQLite: seconds a read may run on the event loop first (0: never)
     recovery_interval: float = 30.0  # seconds between passes of interrupted-payment recovery
 
@@ -50,8 +51,10 @@ class Config:
             raw = os.environ.get("BILLHIVE_" + name.upper())
             if raw:
                 setattr(cfg, name, float(raw))
-        if os.environ.get("BILLHIVE_READ_THREADS"):
-            cfg.read_threads = int(os.environ["BILLHIVE_READ_THREADS"])
+        for name in ("read_threads", "read_nice"):
+            raw = os.environ.get("BILLHIVE_" + name.upper())
+            if raw:
+                setattr(cfg, name, int(raw))
         for k, v in overrides.items():
             if v is not None:
                 setattr(cfg, k, v)
@@ -60,7 +63,8 @@ class Config:
     @property
     def store_limits(self) -> StoreLimits:
         return StoreLimits(unit_timeout=self.unit_timeout, statement_timeout=self.statement_timeout,
-                           read_threads=self.read_threads, inline_read_budget=self.inline_read_budget)
+                           read_threads=self.read_threads, read_nice=self.read_nice,
+                           inline_read_budget=self.inline_read_budget)
 
     @property
     def base_url(self) -> str:

@@ -84,10 +84,16 @@ class StoreLimits:
     unit_timeout: float = 10.0  # seconds from submission: waiting for its turn, then running
     statement_timeout: float = 5.0  # seconds a statement may run (SQLite: the unit's time in SQLite)
     read_threads: int = 4  # SQLite: threads (each with a connection) that serve reads
+    read_nice: int = 10  # SQLite: how much lower the read threads' CPU priority is (Linux; 0: the same)
     inline_read_budget: float = 0.002  # SQLite: seconds a read may run on the event loop (0: never)
     # seconds a caller waits past its unit's deadline, beyond the statement timeout, for the
     # answer of a unit that has started (its commit): then it gives up ("outcome unknown")
     commit_grace: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not (self.unit_timeout > 0 and self.statement_timeout > 0 and self.read_threads >= 1
+                and self.inline_read_budget >= 0 and self.commit_grace >= 0):
+            raise ValueError(f"store limits out of range: {self}")
 
 
 class Q:
@@ -701,7 +707,8 @@ class SqliteDatabase(Database):
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._readers = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, self.limits.read_threads),
                                                               thread_name_prefix="billhive-sqlite-read",
-                                                              initializer=_yield_cpu)
+                                                              initializer=_yield_cpu,
+                                                              initargs=(self.limits.read_nice,))
         self._checkpoint_thread: threading.Thread | None = None
         self._in_flight: list[_Job] = []  # the batch the writer holds
         self._checkpoint_stop = threading.Event()
@@ -1013,10 +1020,9 @@ class SqliteDatabase(Database):
         return threads
 
 
-def _yield_cpu() -> None:
+def _yield_cpu(nice: int) -> None:
     """Read threads run at a lower CPU priority than the event loop (Linux: per thread): a
     machine busy with heavy reads still runs the requests that wait for the loop first."""
-    nice = int(os.environ.get("BILLHIVE_READ_NICE", "10"))
     if nice:
         with contextlib.suppress(OSError, AttributeError):
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
