@@ -1338,7 +1338,9 @@ def check_writable(url: str) -> None:
     database can take a write now. For ``billhive serve`` and ``worker`` before they start."""
     u = make_url(url)
     if u.get_backend_name() == "sqlite":
-        path = os.path.abspath(u.database or "")
+        if not u.database or u.database == ":memory:":
+            return  # Database refuses it, with its own message
+        path = os.path.abspath(u.database)
         try:
             conn = sqlite3.connect(path, isolation_level=None, timeout=10)
             try:
