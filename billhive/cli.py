@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -97,7 +98,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config = uvicorn.Config("billhive.http.asgi:create_app", factory=True, host=args.host, port=args.port,
                                 workers=args.workers, access_log=args.access_log, log_level="info",
                                 loop="uvloop", http="httptools")
-        Multiprocess(config, sockets=[sock]).run()
+        with contextlib.suppress(KeyboardInterrupt):
+            Multiprocess(config, sockets=[sock]).run()
         return 0
     background = (lambda a: run_background(a, lock)) if app.config.background else None
     asgi = build(app, background=background)
@@ -107,6 +109,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _tune_gc()
     try:
         server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn re-raises the SIGINT it shut down on, once it has
+        pass
     finally:
         app.close()
         if lock is not None:
