@@ -23,15 +23,16 @@ Failure safety - every unit of work, on both stores:
 - **Deadline.** A unit has ``unit_timeout`` seconds from submission. One still queued at its
   deadline never runs: it is dropped and its caller gets ``StoreTimeout`` (nothing was done).
   Once started, its statements are bounded by ``statement_timeout`` (SQLite: a progress handler
-  stops the unit once it has run that long, or past its deadline; PostgreSQL: the session's
+  stops the unit once it has run that long inside SQLite; PostgreSQL: the session's
   ``statement_timeout``); its commit is never interrupted. A caller waits at most the deadline
-  plus the statement timeout plus ``commit_grace``: a store that has still not answered by then (a hung disk or network)
-  gets the caller ``StoreTimeout(committed=None)`` - the unit may yet commit; the answer says so.
+  plus the statement timeout plus ``commit_grace``: a store that has still not answered by then
+  (a hung disk or network) gets the caller ``StoreTimeout(committed=None)`` - the unit may yet
+  commit; the answer says so.
 - **Errors.** Driver errors that are the store's condition, not the request's, become
   ``billhive.errors.StoreError``s (HTTP 503): ``StoreUnavailable`` (connection lost or refused),
   ``StoreNotWritable`` (disk full, read-only), ``StoreTimeout`` (deadline, statement timeout,
   lock conflicts). Each carries ``committed``: False when the unit certainly left nothing behind,
-  None when the connection was lost during its commit.
+  None when the connection was lost during its commit (or the unit did not answer in time).
 - **Threads survive.** Every thread (SQLite writer, checkpointer and readers; PostgreSQL lane
   and pool) contains its errors per unit or batch, reopens a broken connection (with back-off
   while the server refuses) and goes on; units in flight on a lost connection fail with an
