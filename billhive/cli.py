@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
+import socket
 import sys
 import time
 from typing import Any
 
+from billhive.errors import StoreError
 from billhive.runtime import DEFAULT_DATABASE_URL, HTTP_LIMITS, App, Config, http_limit
+from billhive.store.db import check_writable
 
 
 def _db_url(args: argparse.Namespace) -> str:
@@ -61,27 +65,43 @@ def _fail(msg: str) -> int:
 # ---- serve / worker / migrate ------------------------------------------------------------------
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    """Bind the port, check the database can be written, migrate, then announce and serve:
+    nothing is printed as started, and nothing runs, before each of those has worked."""
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
 
     from billhive import sites
     from billhive.http.app import build
     from billhive.http.protocol import uvicorn_options
-    from billhive.worker import run_background
+    from billhive.worker import BackgroundLock, run_background
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # The database writer thread releases the GIL for every fsync and needs it back quickly;
     # with the default 5 ms switch interval a busy event loop makes it wait (a GIL convoy).
     sys.setswitchinterval(float(os.environ.get("BILLHIVE_SWITCH_INTERVAL", "0.0005")))
     url = _db_url(args)
-    app = _open(args)
+    if url.startswith("sqlite") and args.workers > 1:
+        return _fail("SQLite serves one process (one writer); use PostgreSQL for --workers > 1")
+    try:
+        sock = _listen(args.host, args.port)
+    except OSError as exc:
+        return _fail(f"cannot listen on {_display_host(args.host)}:{args.port}: {exc.strerror or exc}")
+    try:
+        app = _open_service(url)
+    except StoreError as exc:
+        sock.close()
+        return _fail(exc.message)
     app.config.host, app.config.port, app.config.domain = args.host, args.port, args.domain
     app.config.public_url = args.public_url or app.config.public_url
     app.config.background = not args.no_background
     for name in HTTP_LIMITS:
         if getattr(args, name) is not None:
             setattr(app.config, name, getattr(args, name))
-    if app.db.dialect == "sqlite" and args.workers > 1:
-        return _fail("SQLite serves one process (one writer); use PostgreSQL for --workers > 1")
+    lock = BackgroundLock.for_app(app) if app.config.background else None
+    if lock is not None and not lock.acquire():
+        print(f"billhive: another billhive process ({lock.holder() or 'unknown'}) runs the background work "
+              f"(scheduler, webhook and email delivery, payment recovery) on {app.db.path}; this one serves the "  # type: ignore[attr-defined]
+              f"API only, and takes the background work over when that process stops", flush=True)
     now = int(time.time())
     existing = app.db.read_sync(lambda tx: sites.all_sites(tx))
     if not existing:
@@ -96,7 +116,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         names = ", ".join(s.name for s in existing)
         print(f"billhive: serving sites {names} from {_redact(url)}", flush=True)
     print(f"billhive: listening on http://{_display_host(args.host)}:{args.port}  (API under /api/v1)", flush=True)
-    background = run_background if app.config.background else None
     if args.workers > 1:
         app.close()
         os.environ["BILLHIVE_DATABASE_URL"] = url
@@ -105,18 +124,55 @@ def cmd_serve(args: argparse.Namespace) -> int:
         os.environ["BILLHIVE_BACKGROUND"] = "0" if args.no_background else "1"
         for name in HTTP_LIMITS:  # each worker process reads its limits from the environment
             os.environ["BILLHIVE_" + name.upper()] = str(getattr(app.config, name))
-        uvicorn.run("billhive.http.asgi:create_app", factory=True, host=args.host, port=args.port,
-                    workers=args.workers, access_log=args.access_log, log_level="info",
-                    loop="uvloop", **uvicorn_options(app.config))
+        config = uvicorn.Config("billhive.http.asgi:create_app", factory=True, host=args.host, port=args.port,
+                                workers=args.workers, access_log=args.access_log, log_level="info",
+                                loop="uvloop", **uvicorn_options(app.config))
+        with contextlib.suppress(KeyboardInterrupt):
+            Multiprocess(config, sockets=[sock]).run()
         return 0
+    background = (lambda a: run_background(a, lock)) if app.config.background else None
     asgi = build(app, background=background)
+    server = uvicorn.Server(uvicorn.Config(asgi, host=args.host, port=args.port, access_log=args.access_log,
+                                           log_level="info", loop="uvloop", lifespan="on",
+                                           **uvicorn_options(app.config)))
+    app.on_fatal.append(lambda reason: setattr(server, "should_exit", True))
     _tune_gc()
     try:
-        uvicorn.run(asgi, host=args.host, port=args.port, access_log=args.access_log, log_level="info",
-                    loop="uvloop", lifespan="on", **uvicorn_options(app.config))
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn re-raises the SIGINT it shut down on, once it has
+        pass
     finally:
         app.close()
-    return 0
+        if lock is not None:
+            lock.release()
+    if app.fatal_error:
+        return 1  # a supervisor should restart us
+    return 0 if server.started else 3
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything starts (uvicorn serves on it)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)  # --workers: the worker processes serve on it too
+    return sock
+
+
+def _open_service(url: str) -> App:
+    """serve / worker: refuse a database this process cannot write (StoreError, naming it),
+    apply migrations, open the app."""
+    from billhive.store import migrate
+
+    check_writable(url)
+    migrate.upgrade(url)
+    return App.open(Config.from_env(database_url=url))
 
 
 def _tune_gc() -> None:
@@ -146,18 +202,36 @@ def _redact(url: str) -> str:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from billhive.worker import run_background
+    from billhive.worker import BackgroundLock, run_background
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = _open(args)
-    print(f"billhive worker: running background jobs on {_redact(_db_url(args))}", flush=True)
     try:
-        asyncio.run(run_background(app))
-    except KeyboardInterrupt:
+        app = _open_service(_db_url(args))
+    except StoreError as exc:
+        return _fail(exc.message)
+    lock = BackgroundLock.for_app(app)
+    if lock is not None and not lock.acquire():
+        print(f"billhive worker: another billhive process ({lock.holder() or 'unknown'}) runs the background work "
+              f"on {app.db.path}; waiting to take it over when that process stops", flush=True)  # type: ignore[attr-defined]
+    else:
+        print(f"billhive worker: running background jobs on {_redact(_db_url(args))}", flush=True)
+
+    async def main() -> None:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        assert task is not None
+        app.on_fatal.append(lambda reason: loop.call_soon_threadsafe(task.cancel))
+        await run_background(app, lock)
+
+    try:
+        asyncio.run(main())
+    except (KeyboardInterrupt, asyncio.CancelledError):
         pass
+    except Exception as exc:
+        app.fatal(str(exc))
     finally:
         app.close()
-    return 0
+    return 1 if app.fatal_error else 0
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:

@@ -198,6 +198,41 @@ class Overloaded(BillhiveError):
     api_error_code = "internal_temporary_error"
 
 
+class StoreError(BillhiveError):
+    """The database could not do the unit of work (503; the spec's codes for it). ``committed``
+    says what became of the unit: False - it was not applied (retrying is safe); None - the
+    connection was lost while it committed, so it may or may not have been applied (retry only
+    what is safe to repeat: a collect is - the invoice closes once - and an idempotency key
+    makes any POST so)."""
+
+    http_status = 503
+    error_type = "operation_failed"
+    api_error_code = "internal_temporary_error"
+
+    def __init__(self, message: str, *, committed: bool | None = False, **kw: object):
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+        self.committed = committed
+
+
+class StoreUnavailable(StoreError):
+    """The database is unreachable (the connection was lost or cannot be made)."""
+
+    api_error_code = "db_connection_failure"
+
+
+class StoreNotWritable(StoreError):
+    """The database cannot take writes (disk full, read-only file or file system); reads work."""
+
+    api_error_code = "site_read_only_mode"
+
+
+class StoreTimeout(StoreError):
+    """The unit of work ran past its deadline (it waited too long for its turn, or a statement
+    ran longer than the statement timeout) or lost a conflict with a concurrent one."""
+
+    api_error_code = "internal_temporary_error"
+
+
 def not_found(resource: str, ident: str | None = None, *, param: str | None = None) -> NotFound:
     """Chargebee phrases 404s as '<Resource> not found for id <id>' (v1: '... is not present')."""
     label = resource.replace("_", " ").capitalize()

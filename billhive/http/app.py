@@ -21,7 +21,6 @@ import time
 from typing import Awaitable, Callable
 
 import orjson
-from sqlalchemy import literal, select
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -36,6 +35,7 @@ from billhive.errors import (
     MethodNotAllowed,
     NotFound,
     ParamError,
+    StoreError,
 )
 from billhive.http import idempotency
 from billhive.http.auth import Authenticator
@@ -46,7 +46,6 @@ from billhive.http.router import Router
 from billhive.http.routes import ROUTES, Route
 from billhive.runtime import App
 from billhive.services.context import Ctx, Origin
-from billhive.store.db import Q
 from billhive.store.lists import ALL_OPS, MAX_FILTERS, ListRequest, filter_fields, parse_filter
 
 log = logging.getLogger("billhive.http")
@@ -54,7 +53,7 @@ PREFIX = "/api/v1"
 CLIENT_CLOSED = 499
 _JSON_HEADERS = [(b"content-type", b"application/json;charset=utf-8")]
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
-_SELECT_ONE = Q(select(literal(1)))
+LOOP_FAILURES_DOWN = 3  # failed passes in a row after which /health counts a background loop as down
 
 
 class Compiled:
@@ -187,6 +186,9 @@ class ApiEndpoint:
     async def handle(self, scope: dict, receive: Callable) -> tuple[int, bytes, list]:
         try:
             return await self._handle(scope, receive)
+        except StoreError as exc:  # 503: the database's condition, not the request's
+            log.warning("%s %s: %s (%s)", scope.get("method"), scope.get("path"), exc.api_error_code, exc.message)
+            return exc.http_status, orjson.dumps(exc.to_json()), [(b"retry-after", b"1")]
         except BillhiveError as exc:
             return exc.http_status, orjson.dumps(exc.to_json()), list(exc.headers)
         except ClientDisconnected:
@@ -287,11 +289,33 @@ def build(app: App, *, background: Callable[[App], Awaitable[None]] | None = Non
     openapi_bytes: dict[str, bytes] = {}
 
     async def health(request: Request) -> Response:
-        await app.db.read(lambda tx: tx.scalar(_SELECT_ONE))
-        body = {"status": "ok", "database": app.db.dialect}
+        """200 when the store is reachable and writable and every background loop and store
+        thread of this process is alive; else 503 with the same body, "problems" listing why."""
+        store = await app.db.health()
+        now = app.wall()
+        loops = {name: state.report(now) for name, state in app.loops.items()}
+        problems = []
+        if not store["reachable"]:
+            problems.append(f"database unreachable: {store['error']}")
+        elif not store["writable"]:
+            problems.append(f"database not writable: {store['error']}")
+        problems += [f"store thread {name} stopped" for name, alive in store["threads"].items() if not alive]
+        if app.background == "running":
+            for name, state in app.loops.items():
+                if not state.running:
+                    problems.append(f"background loop {name} stopped")
+                elif state.failures >= LOOP_FAILURES_DOWN:
+                    problems.append(f"background loop {name} failing: {state.last_error}")
+        if app.fatal_error:
+            problems.append(f"stopping: {app.fatal_error}")
+        body: dict = {"status": "unavailable" if problems else "ok", "database": app.db.dialect}
         if app.db.dialect == "sqlite":
             body["group_commit"] = dict(app.db.stats)  # batches committed, units in them
-        return JSONResponse(body)
+        body["store"] = store
+        body["background"] = {"state": app.background, "loops": loops}
+        if problems:
+            body["problems"] = problems
+        return JSONResponse(body, status_code=503 if problems else 200)
 
     async def openapi(request: Request) -> Response:
         base = app.config.public_url or f"{request.url.scheme}://{request.url.netloc}"
@@ -299,13 +323,25 @@ def build(app: App, *, background: Callable[[App], Awaitable[None]] | None = Non
             openapi_bytes[base] = orjson.dumps(served_openapi(base, routes))
         return Response(openapi_bytes[base], media_type="application/json")
 
+    async def store_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StoreError)  # hosted pages, portal, downloads: the same 503 JSON as the API
+        log.warning("%s %s: %s (%s)", request.method, request.url.path, exc.api_error_code, exc.message)
+        return JSONResponse(exc.to_json(), status_code=exc.http_status, headers={"retry-after": "1"})
+
     async def not_found(request: Request, exc: Exception) -> Response:
         err = NotFound("Sorry, we couldn't find that resource (no such URL)")
         return JSONResponse(err.to_json(), status_code=404)
 
+    def background_done(task: asyncio.Task) -> None:
+        if not task.cancelled():
+            exc = task.exception()
+            app.fatal(f"background work stopped: {exc}" if exc else "background work stopped")
+
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette):
         task = asyncio.create_task(background(app)) if background else None
+        if task:
+            task.add_done_callback(background_done)
         try:
             yield
         finally:
@@ -325,7 +361,7 @@ def build(app: App, *, background: Callable[[App], Awaitable[None]] | None = Non
         routes=[StarletteRoute("/health", health), StarletteRoute("/openapi.json", openapi),
                 StarletteRoute("/metrics", metrics),
                 *extra_routes.routes(app)],
-        exception_handlers={404: not_found},
+        exception_handlers={404: not_found, StoreError: store_error},
         lifespan=lifespan,
     )
 
