@@ -113,12 +113,15 @@ def parse(name: str, raw: Any) -> Any:
         if str(raw).lower() in ("0", "false", "no", "off"):
             return False
         raise ValueError(f"{name} must be true or false, not {raw!r}")
+    if kind is str:
+        return str(raw)
+    what = f"a {'positive ' if name in _POSITIVE else ''}{'whole ' if kind is int else ''}number"
     try:
         value = kind(raw)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a {'whole ' if kind is int else ''}number, not {raw!r}") from None
+        raise ValueError(f"{name} must be {what}, not {raw!r}") from None
     if name in _POSITIVE and not value > 0:
-        raise ValueError(f"{name} must be a positive {'whole ' if kind is int else ''}number, not {raw!r}")
+        raise ValueError(f"{name} must be {what}, not {raw!r}")
     return value
 
 
