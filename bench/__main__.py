@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = {"command": args.command, "seconds": args.seconds, "connections": args.connections,
                 "threads": args.threads, "ops": list(ops), "profile": args.profile, "quiet_wait": args.quiet_wait,
                 "server": "billhive serve (uvicorn, uvloop, httptools; 1 process; background workers on; "
-                          "no access log) with BILLHIVE_BENCH_CEILING=1",
+                          "no access log) with the ceiling routes (python -m bench.ceiling serve)",
                 "durability": {"sqlite": "synchronous=FULL (WAL)", "postgres": "synchronous_commit as configured "
                                f"({machine.get('postgresql_settings', {}).get('synchronous_commit', '?')})"}}
     machine["load_average_after"] = [round(x, 2) for x in os.getloadavg()]

@@ -26,12 +26,12 @@ from sqlalchemy.engine import make_url
 from billhive import sites
 from billhive.gateway.test_gateway import books_for, mask
 from billhive.services import invoicing
-from billhive.services.context import Origin, Work
 from billhive.store import migrate
 from billhive.store import schema as S
 from billhive.store.db import Database, Q, Tx
 from billhive.store.resources import CARDS, CUSTOMERS, INVOICES
 from billhive.util.ids import random_id
+from billhive.work.context import Origin, Work
 
 SITE = "bench-test"
 KEY = "test_bench_0123456789abcdefghij"

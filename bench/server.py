@@ -1,6 +1,6 @@
 """``billhive serve`` as a child process with its production settings (SQLite synchronous=FULL,
 PostgreSQL synchronous_commit as the server has it (on), no access log, background workers on)
-plus BILLHIVE_BENCH_CEILING=1; and py-spy attached to it on request."""
+plus the ceiling routes (``python -m bench.ceiling serve``, bench/ceiling.py); and py-spy attached to it on request."""
 
 from __future__ import annotations
 
@@ -30,10 +30,10 @@ class Server:
         self.log_path = log_path
         env = dict(os.environ)
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-        env["BILLHIVE_BENCH_CEILING"] = "1"
         for name in ("BILLHIVE_FAILPOINTS", "BILLHIVE_DATABASE_URL", "BILLHIVE_BACKGROUND"):
             env.pop(name, None)
-        self.command = [sys.executable, "-m", "billhive", "serve", "--port", str(self.port),
+        # billhive serve with the ceiling routes mounted (bench/ceiling.py)
+        self.command = [sys.executable, "-m", "bench.ceiling", "serve", "--port", str(self.port),
                         "--database-url", database_url]
         self._log = open(log_path, "ab")
         self.proc = subprocess.Popen(self.command, env=env, stdout=self._log, stderr=subprocess.STDOUT,

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from billhive.runtime import App, Config
 from billhive.services import invoices
-from billhive.services.context import Ctx, Origin
+from billhive.work.context import Ctx, Origin
 
 
 async def _run(app: App, site_pk: int, ids: list[str], seconds: float, concurrency: int) -> dict:

@@ -5,21 +5,32 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
 import socket
 import sys
 import time
-from typing import Any
+from typing import Any, Sequence
 
-from billhive.errors import StoreError
+import uvicorn
+from uvicorn.supervisors import Multiprocess
+
+from billhive import sites, webhook_endpoints
+from billhive.errors import SettingError, StoreError
+from billhive.http.app import build
+from billhive.http.protocol import uvicorn_options
+from billhive.http.routes import Route
 from billhive.runtime import DEFAULT_DATABASE_URL, HTTP_LIMITS, App, Config, http_limit
+from billhive.sites import COLUMN_SETTINGS, SETTINGS, WEBHOOK_SETTINGS
+from billhive.store import migrate
 from billhive.store.db import check_writable
+from billhive.worker import BackgroundLock, run_background
 
 
 def _db_url(args: argparse.Namespace) -> str:
-    return args.database_url or os.environ.get("BILLHIVE_DATABASE_URL") or DEFAULT_DATABASE_URL
+    return args.database_url or Config.from_env().database_url
 
 
 def _add_db(p: argparse.ArgumentParser) -> None:
@@ -27,8 +38,6 @@ def _add_db(p: argparse.ArgumentParser) -> None:
 
 
 def _open(args: argparse.Namespace) -> App:
-    from billhive.store import migrate
-
     url = _db_url(args)
     migrate.upgrade(url)
     return App.open(Config.from_env(database_url=url))
@@ -67,18 +76,10 @@ def _fail(msg: str) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     """Bind the port, check the database can be written, migrate, then announce and serve:
     nothing is printed as started, and nothing runs, before each of those has worked."""
-    import uvicorn
-    from uvicorn.supervisors import Multiprocess
-
-    from billhive import sites
-    from billhive.http.app import build
-    from billhive.http.protocol import uvicorn_options
-    from billhive.worker import BackgroundLock, run_background
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # The database writer thread releases the GIL for every fsync and needs it back quickly;
     # with the default 5 ms switch interval a busy event loop makes it wait (a GIL convoy).
-    sys.setswitchinterval(float(os.environ.get("BILLHIVE_SWITCH_INTERVAL", "0.0005")))
+    sys.setswitchinterval(Config.from_env().switch_interval)
     url = _db_url(args)
     if url.startswith("sqlite") and args.workers > 1:
         return _fail("SQLite serves one process (one writer); use PostgreSQL for --workers > 1")
@@ -118,12 +119,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"billhive: listening on http://{_display_host(args.host)}:{args.port}  (API under /api/v1)", flush=True)
     if args.workers > 1:
         app.close()
-        os.environ["BILLHIVE_DATABASE_URL"] = url
-        os.environ["BILLHIVE_DOMAIN"] = args.domain
-        os.environ["BILLHIVE_PUBLIC_URL"] = app.config.base_url  # the workers' own host/port are not ours
-        os.environ["BILLHIVE_BACKGROUND"] = "0" if args.no_background else "1"
-        for name in HTTP_LIMITS:  # each worker process reads its limits from the environment
-            os.environ["BILLHIVE_" + name.upper()] = str(getattr(app.config, name))
+        # each worker process reads this process's configuration from its environment (the
+        # workers' own host/port are not ours: links are built on this server's base URL)
+        app.config.database_url, app.config.public_url = url, app.config.base_url
+        os.environ.update(app.config.environ())
         config = uvicorn.Config("billhive.http.asgi:create_app", factory=True, host=args.host, port=args.port,
                                 workers=args.workers, access_log=args.access_log, log_level="info",
                                 loop="uvloop", **uvicorn_options(app.config))
@@ -131,7 +130,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             Multiprocess(config, sockets=[sock]).run()
         return 0
     background = (lambda a: run_background(a, lock)) if app.config.background else None
-    asgi = build(app, background=background)
+    asgi = build(app, background=background, extra_routes=getattr(args, "extra_routes", ()))
     server = uvicorn.Server(uvicorn.Config(asgi, host=args.host, port=args.port, access_log=args.access_log,
                                            log_level="info", loop="uvloop", lifespan="on",
                                            **uvicorn_options(app.config)))
@@ -168,7 +167,6 @@ def _listen(host: str, port: int) -> socket.socket:
 def _open_service(url: str) -> App:
     """serve / worker: refuse a database this process cannot write (StoreError, naming it),
     apply migrations, open the app."""
-    from billhive.store import migrate
 
     check_writable(url)
     migrate.upgrade(url)
@@ -179,9 +177,7 @@ def _tune_gc() -> None:
     """Request handling allocates many short-lived dicts; the default GC thresholds make the
     cyclic collector run (and pause every thread) every few hundred requests. Objects made
     at start-up are frozen out of its sight, and young collections happen less often."""
-    import gc
-
-    if os.environ.get("BILLHIVE_GC_DEFAULTS") == "1":
+    if Config.from_env().gc_defaults:
         return
     gc.collect()
     gc.freeze()
@@ -202,8 +198,6 @@ def _redact(url: str) -> str:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from billhive.worker import BackgroundLock, run_background
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         app = _open_service(_db_url(args))
@@ -235,8 +229,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from billhive.store import migrate
-
     migrate.upgrade(_db_url(args))
     print("billhive: database is up to date")
     return 0
@@ -245,14 +237,12 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 # ---- site ------------------------------------------------------------------------------------
 
 def cmd_site_create(args: argparse.Namespace) -> int:
-    from billhive import sites
-
     app = _open(args)
     try:
         site, keys = app.db.write_sync(lambda tx: sites.create(
             tx, args.name, now=int(time.time()), currency=args.currency, metered_billing=args.metered_billing,
             api_key=args.api_key, read_only_key=args.read_only_key))
-    except sites.SettingError as exc:
+    except SettingError as exc:
         return _fail(str(exc))
     finally:
         app.close()
@@ -265,8 +255,6 @@ def cmd_site_create(args: argparse.Namespace) -> int:
 
 
 def cmd_site_set(args: argparse.Namespace) -> int:
-    from billhive import sites
-
     assignments: dict[str, str] = {}
     for item in args.assignments:
         if "=" not in item:
@@ -277,7 +265,7 @@ def cmd_site_set(args: argparse.Namespace) -> int:
     try:
         site = app.db.write_sync(lambda tx: sites.set_settings(tx, args.name, assignments, int(time.time())))
         shown = app.db.read_sync(lambda tx: sites.describe(tx, site))
-    except sites.SettingError as exc:
+    except SettingError as exc:
         return _fail(str(exc))
     finally:
         app.close()
@@ -286,12 +274,10 @@ def cmd_site_set(args: argparse.Namespace) -> int:
 
 
 def cmd_site_show(args: argparse.Namespace) -> int:
-    from billhive import sites
-
     app = _open(args)
     try:
         shown = app.db.read_sync(lambda tx: sites.describe(tx, sites.require(tx, args.name)))
-    except sites.SettingError as exc:
+    except SettingError as exc:
         return _fail(str(exc))
     finally:
         app.close()
@@ -300,8 +286,6 @@ def cmd_site_show(args: argparse.Namespace) -> int:
 
 
 def cmd_site_list(args: argparse.Namespace) -> int:
-    from billhive import sites
-
     app = _open(args)
     try:
         for s in app.db.read_sync(sites.all_sites):
@@ -312,8 +296,6 @@ def cmd_site_list(args: argparse.Namespace) -> int:
 
 
 def cmd_site_settings(args: argparse.Namespace) -> int:
-    from billhive.sites import COLUMN_SETTINGS, SETTINGS, WEBHOOK_SETTINGS
-
     for s in SETTINGS.values():
         print(f"{s.name:30} default {json.dumps(s.default):40} {s.help}")
     for name in COLUMN_SETTINGS:
@@ -326,14 +308,12 @@ def cmd_site_settings(args: argparse.Namespace) -> int:
 # ---- site key --------------------------------------------------------------------------------------
 
 def cmd_site_key_add(args: argparse.Namespace) -> int:
-    from billhive import sites
-
     app = _open(args)
     try:
         key = app.db.write_sync(lambda tx: sites.new_api_key(
             tx, sites.require(tx, args.name), read_only=args.read_only, now=int(time.time()), key=args.key,
             name=args.key_name))
-    except sites.SettingError as exc:
+    except SettingError as exc:
         return _fail(str(exc))
     finally:
         app.close()
@@ -343,12 +323,10 @@ def cmd_site_key_add(args: argparse.Namespace) -> int:
 
 
 def cmd_site_key_list(args: argparse.Namespace) -> int:
-    from billhive import sites
-
     app = _open(args)
     try:
         keys = app.db.read_sync(lambda tx: sites.list_keys(tx, sites.require(tx, args.name).pk))
-    except sites.SettingError as exc:
+    except SettingError as exc:
         return _fail(str(exc))
     finally:
         app.close()
@@ -357,13 +335,11 @@ def cmd_site_key_list(args: argparse.Namespace) -> int:
 
 
 def cmd_site_key_revoke(args: argparse.Namespace) -> int:
-    from billhive import sites
-
     app = _open(args)
     try:
         gone = app.db.write_sync(lambda tx: sites.revoke_key(tx, sites.require(tx, args.name).pk, args.key))
         ttl = app.config.cache_ttl
-    except sites.SettingError as exc:
+    except SettingError as exc:
         return _fail(str(exc))
     finally:
         app.close()
@@ -375,15 +351,13 @@ def cmd_site_key_revoke(args: argparse.Namespace) -> int:
 # ---- webhook -----------------------------------------------------------------------------------
 
 def cmd_webhook_add(args: argparse.Namespace) -> int:
-    from billhive import sites, webhook_endpoints
-
     types = [t.strip() for t in args.event_types.split(",") if t.strip()] if args.event_types else None
     app = _open(args)
     try:
         ep = app.db.write_sync(lambda tx: webhook_endpoints.add(
             tx, sites.require(tx, args.site).pk, args.url, now=int(time.time()), username=args.username,
             password=args.password, secret=args.secret, event_types=types))
-    except sites.SettingError as exc:
+    except SettingError as exc:
         return _fail(str(exc))
     finally:
         app.close()
@@ -392,12 +366,10 @@ def cmd_webhook_add(args: argparse.Namespace) -> int:
 
 
 def cmd_webhook_list(args: argparse.Namespace) -> int:
-    from billhive import sites, webhook_endpoints
-
     app = _open(args)
     try:
         eps = app.db.read_sync(lambda tx: webhook_endpoints.list_all(tx, sites.require(tx, args.site).pk))
-    except sites.SettingError as exc:
+    except SettingError as exc:
         return _fail(str(exc))
     finally:
         app.close()
@@ -406,12 +378,10 @@ def cmd_webhook_list(args: argparse.Namespace) -> int:
 
 
 def cmd_webhook_remove(args: argparse.Namespace) -> int:
-    from billhive import sites, webhook_endpoints
-
     app = _open(args)
     try:
         ok = app.db.write_sync(lambda tx: webhook_endpoints.remove(tx, sites.require(tx, args.site).pk, args.id))
-    except sites.SettingError as exc:
+    except SettingError as exc:
         return _fail(str(exc))
     finally:
         app.close()
@@ -428,12 +398,12 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="run the API server (applies migrations; creates demo-test on an empty database)")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8080)
-    s.add_argument("--domain", default=os.environ.get("BILLHIVE_DOMAIN", "localhost"),
+    s.add_argument("--domain", default=Config.from_env().domain,
                    help="sites are addressed as {site}.DOMAIN (default localhost)")
     s.add_argument("--workers", type=int, default=1, help="API processes (PostgreSQL only)")
     s.add_argument("--no-background", action="store_true", help="do not run the scheduler/delivery workers here")
     s.add_argument("--access-log", action="store_true")
-    s.add_argument("--public-url", default=os.environ.get("BILLHIVE_PUBLIC_URL"),
+    s.add_argument("--public-url", default=Config.from_env().public_url,
                    help="base URL clients reach this server at, for download links such as invoice PDFs "
                         "(default http://HOST:PORT; $BILLHIVE_PUBLIC_URL)")
     _add_db(s)
@@ -513,8 +483,11 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, extra_routes: Sequence[Route] = ()) -> int:
+    """The command. ``extra_routes``: API routes ``serve`` mounts beyond billhive's (the benchmark's
+    ceiling: ``python -m bench.ceiling serve ...``)."""
     args: Any = parser().parse_args(argv)
+    args.extra_routes = tuple(extra_routes)
     return args.fn(args) or 0
 
 

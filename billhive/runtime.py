@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping
 
 from billhive.gateway import default_gateways
 from billhive.store.db import Database, StoreLimits
+from billhive.util import failpoints
 
 log = logging.getLogger("billhive")
 
@@ -48,7 +49,6 @@ class Config:
     email_concurrency: int = 32
     email_concurrency_per_site: int = 8
     public_url: str | None = None  # base URL for download links (PDFs); default http://host:port
-    bench_ceiling: bool = False  # expose the benchmark's no-database reference route
     # HTTP limits (billhive/http/protocol.py for connections and heads, http/bodies.py for bodies);
     # each is also a `billhive serve --<name>` flag
     max_header_bytes: int = 16 * 1024  # a request's line and headers; beyond: 431
@@ -73,6 +73,11 @@ class Config:
     sqlite_mmap: int = 1 << 30  # SQLite: bytes of the database file read through mmap (0: off)
     sqlite_checkpointer: bool = True  # SQLite: WAL checkpoints on their own thread (off: on commit)
     recovery_interval: float = 30.0  # seconds between passes of interrupted-payment recovery
+    # the interpreter's thread switch interval: the SQLite writer thread releases the GIL for every
+    # fsync and needs it back quickly (with the default 5 ms a busy event loop makes it wait)
+    switch_interval: float = 0.0005
+    gc_defaults: bool = False  # keep Python's default GC thresholds (serve tunes them for request churn)
+    failpoints: str = ""  # crash injection for the crash tests (billhive/util/failpoints.py); never in production
     pdf_font_dir: str | None = None  # a directory of TrueType fonts for invoice PDFs (default: built in)
 
     @classmethod
@@ -89,6 +94,15 @@ class Config:
             if v is not None:
                 setattr(cfg, k, v)
         return cfg
+
+    def environ(self) -> dict[str, str]:
+        """This configuration as ``BILLHIVE_<NAME>`` variables (for processes this one starts)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                out["BILLHIVE_" + f.name.upper()] = str(int(value) if isinstance(value, bool) else value)
+        return out
 
     @property
     def store_limits(self) -> StoreLimits:
@@ -163,9 +177,7 @@ class App:
 
     @classmethod
     def open(cls, config: Config, *, wall: Callable[[], float] = time.time) -> App:
-        from billhive import plugins  # TODO(layers): explicit job-handler table
-
-        plugins.load()
+        failpoints.arm(config.failpoints)
         db = Database(config.database_url, limits=config.store_limits)
         app = cls(config=config, db=db, wall=wall)
         db.on_fatal = app.fatal

@@ -16,7 +16,6 @@ from sqlalchemy import bindparam, delete, insert, select, update
 
 from billhive import spec, webhook_endpoints
 from billhive.errors import NotFound, SettingError
-from billhive.webhook_endpoints import bump_config
 from billhive.store import schema as S
 from billhive.store.db import Q, Tx
 from billhive.util.jsonutil import dumps, loads

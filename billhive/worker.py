@@ -2,7 +2,7 @@
 
 Runs inside ``billhive serve`` (default) and alone as ``billhive worker`` (several may run
 against one PostgreSQL database: every claim is a row lock with SKIP LOCKED, so no item is
-processed twice). Each loop is an ``async def loop(app)`` registered in ``LOOPS``.
+processed twice). Each loop is an ``async def loop(app)`` listed in ``LOOPS``.
 
 On SQLite only one process runs the loops: the one holding the background lock, an
 exclusive ``flock`` on ``<database file>-background.lock`` (the kernel releases it when that
@@ -24,91 +24,36 @@ import logging
 import os
 from typing import Awaitable, Callable
 
-from billhive.errors import StoreError
-from billhive.runtime import App, LoopState
-from billhive.scheduler import runner
+from billhive.delivery import emails, webhooks
+from billhive.runtime import App
+from billhive.services import jobs as scheduled
+from billhive.services import payments
+from billhive.work.loops import drain, every
+
+__all__ = ["LOOPS", "BackgroundLock", "drain", "every", "run_background"]
 
 log = logging.getLogger("billhive.worker")
 
 Loop = Callable[[App], Awaitable[None]]
-LOOPS: list[Loop] = []
-MAX_PAUSE = 10.0  # seconds: the longest pause between failing passes of a short-interval loop
 STANDBY_POLL = 2.0  # seconds between attempts of a standby process to take the background lock
 
 
-def loop(fn: Loop) -> Loop:
-    """Register a background loop (it should run forever and survive its own errors)."""
-    if fn not in LOOPS:
-        LOOPS.append(fn)
-    return fn
-
-
-async def every(app: App, interval: float, step: Callable[[App], Awaitable[object]], name: str) -> None:
-    """Run step forever, pausing interval seconds between passes; errors are logged, not fatal."""
-    state = _state(app, name)
-    try:
-        while True:
-            await _pass(app, step, state)
-            await asyncio.sleep(_pause(interval, state))
-    finally:
-        state.running = False
-
-
-async def drain(app: App, interval: float, step: Callable[[App], Awaitable[object]], name: str) -> None:
-    """Run step again at once while it finds work (a truthy result); pause interval seconds
-    when it finds none or fails (errors are logged, not fatal)."""
-    state = _state(app, name)
-    try:
-        while True:
-            if not await _pass(app, step, state):
-                await asyncio.sleep(_pause(interval, state))
-    finally:
-        state.running = False
-
-
-def _state(app: App, name: str) -> LoopState:
-    state = app.loops[name] = LoopState(name)
-    return state
-
-
-async def _pass(app: App, step: Callable[[App], Awaitable[object]], state: LoopState) -> object:
-    """One pass of a loop; its result, or None when it failed."""
-    try:
-        done = await step(app)
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:
-        state.failures += 1
-        state.last_error = f"{type(exc).__name__}: {exc}"[:500]
-        if isinstance(exc, StoreError):  # the store's condition, not a bug: one line, once in a while
-            if state.failures == 1 or state.failures % 30 == 0:
-                log.warning("%s pass failed (%d in a row): %s", state.name, state.failures, exc.message)
-        else:
-            log.exception("%s pass failed", state.name)
-        done = None
-    else:
-        if state.failures:
-            log.info("%s works again after %d failed pass(es)", state.name, state.failures)
-        state.failures = 0
-        state.last_error = None
-    state.passes += 1
-    state.last_pass_at = app.wall()
-    return done
-
-
-def _pause(interval: float, state: LoopState) -> float:
-    if not state.failures:
-        return interval
-    return min(max(interval, MAX_PAUSE), interval * 2 ** state.failures)
-
-
-@loop
 async def scheduler_loop(app: App) -> None:
-    await every(app, app.config.scheduler_interval, runner.run_all_sites, "scheduler")
+    await every(app, app.config.scheduler_interval, scheduled.run_all_sites, "scheduler")
+
+
+async def recovery_loop(app: App) -> None:
+    """Interrupted charges and refunds settled from the gateway's books (at start, then every
+    ``recovery_interval`` seconds)."""
+    await every(app, app.config.recovery_interval, payments.recover, "payment recovery")
+
+
+# every background loop, in the order they start
+LOOPS: list[Loop] = [scheduler_loop, webhooks.webhook_loop, emails.email_loop, recovery_loop]
 
 
 async def run_background(app: App, lock: "BackgroundLock | None" = None) -> None:
-    """Run every registered loop until cancelled (on SQLite once this process holds the
+    """Run every loop of ``LOOPS`` until cancelled (on SQLite once this process holds the
     background lock). Raises if a loop stops by itself."""
     lock = lock or BackgroundLock.for_app(app)
     try:

@@ -64,6 +64,20 @@ def pg_url():
         admin.close()
 
 
+@pytest.fixture
+def fresh_pg_url(pg_url):
+    """A PostgreSQL database of this test's own (for process-level tests whose server must see no
+    other test's sites: its scheduler and recovery run over every site of the database)."""
+    admin, u = _pg_admin()
+    name = f"billhive_own_{uuid.uuid4().hex[:8]}"
+    admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield u.set(database=name).render_as_string(hide_password=False)
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
 @pytest.fixture(scope="session")
 def sqlite_url(tmp_path_factory):
     path = Path(tmp_path_factory.mktemp("db")) / "billhive.db"

@@ -14,6 +14,7 @@ from billhive import worker
 from billhive.errors import StoreUnavailable
 from billhive.runtime import App, Config
 from billhive.store import migrate
+from billhive.work import loops
 from tests.support.server import LiveServer
 
 
@@ -36,7 +37,7 @@ def test_a_loop_survives_store_errors_backs_off_and_reports_them(own_app, monkey
         return 0
 
     async def flaky(app: App) -> None:
-        await worker.every(app, 0.02, step, "flaky")
+        await loops.every(app, 0.02, step, "flaky")
     monkeypatch.setattr(worker, "LOOPS", [flaky])
 
     async def go() -> None:
@@ -59,7 +60,7 @@ def test_a_loop_survives_store_errors_backs_off_and_reports_them(own_app, monkey
 
 def test_a_loop_that_stops_stops_the_background_and_health_says_so(own_app, monkeypatch):
     async def quits(app: App) -> None:
-        await worker.every(app, 0.01, _boom, "quitter")
+        await loops.every(app, 0.01, _boom, "quitter")
     monkeypatch.setattr(worker, "LOOPS", [quits])
     reasons: list[str] = []
     own_app.on_fatal.append(reasons.append)  # billhive serve's hook stops the server: exit status 1
@@ -88,7 +89,7 @@ async def _boom(app: App) -> None:
 
 def test_health_reports_a_failing_loop_as_down(own_app, monkeypatch):
     async def failing(app: App) -> None:
-        await worker.every(app, 0.01, _fails, "failing")
+        await loops.every(app, 0.01, _fails, "failing")
     monkeypatch.setattr(worker, "LOOPS", [failing])
     server = LiveServer(own_app, background=True)
     try:

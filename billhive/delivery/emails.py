@@ -3,7 +3,7 @@
 A row is written with the event when the site has ``email_enabled``, the event type is in
 ``email_events`` and the customer has an email address (``services.events.record``); the
 request headers ``chargebee-event-email`` / ``chargebee-event-actions: all-disabled`` prevent
-it. Delivery uses the same outbox as webhooks (``billhive.delivery.outbox``): claim under a
+it. Delivery uses the same outbox as webhooks (``billhive.work.outbox``): claim under a
 lease, send outside any transaction, record the attempt in ``email_attempts``.
 
 Retries: +5 min, +30 min, +2 h, +6 h, +1 day after the previous attempt (site clock), then
@@ -40,21 +40,22 @@ from typing import Any
 import aiosmtplib
 from sqlalchemy import select, update
 
-from billhive import sites, worker
+from billhive import sites
 from billhive.delivery import lanes
-from billhive.delivery.outbox import Batch, Claim, Outbox, Outcome, lock_event
 from billhive.runtime import App
 from billhive.store import schema as S
 from billhive.store.db import Tx
 from billhive.util.jsonutil import loads
+from billhive.work import loops, outbox
+from billhive.work.outbox import Batch, Claim, Outcome, lock_event
 
 log = logging.getLogger("billhive.emails")
 
-RETRY_DELAYS = (5 * 60, 30 * 60, 2 * 3600, 6 * 3600, 86400)
+RETRY_DELAYS = outbox.EMAIL_RETRY_DELAYS
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "email"
 _NAME = re.compile(r"^[a-z0-9_]+$")
 
-OUTBOX = Outbox(S.email_deliveries, S.email_attempts, RETRY_DELAYS, "sent", ("template", "recipient"))
+OUTBOX = outbox.EMAILS
 
 # integer fields that hold money (minor units) - also rendered as <name>_display ("12.50 USD")
 _MONEY = {"amount", "amount_due", "amount_paid", "amount_adjusted", "amount_unused", "credits_applied", "sub_total",
@@ -289,12 +290,11 @@ async def run_once(app: App) -> int:
     return await dispatcher(app).run_once(app)
 
 
-@worker.loop
 async def email_loop(app: App) -> None:
     d = dispatcher(app)
     interval = app.config.delivery_interval
     try:
         # claims of a failed pass expire and are retried
-        await worker.drain(app, interval, lambda a: d.step(a, interval), "email delivery")
+        await loops.drain(app, interval, lambda a: d.step(a, interval), "email delivery")
     finally:
         await d.close()

@@ -7,12 +7,12 @@ has work. Lanes run side by side, with at most ``total`` deliveries in flight ov
 the process. An endpoint that hangs holds its own ``per_lane`` slots for the site's timeout and
 nothing else: other endpoints and other sites are claimed and sent meanwhile.
 
-The claim/lease/fence rules (``billhive.delivery.outbox``) are unchanged; only rows a lane can
+The claim/lease/fence rules (``billhive.work.outbox``) are unchanged; only rows a lane can
 send at once are claimed, so a lease never runs while a row waits for a slot. The bounds are per
 process: N workers on PostgreSQL may have N × ``per_lane`` deliveries in flight to one endpoint.
 
     dispatcher = Dispatcher(Channel(...))
-    await worker.drain(app, interval, lambda a: dispatcher.step(a, interval), "...")  # the loop
+    await loops.drain(app, interval, lambda a: dispatcher.step(a, interval), "...")  # the loop
     await dispatcher.run_once(app)                                                   # one pass
 """
 
@@ -24,8 +24,8 @@ import random
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Hashable
 
-from billhive.delivery.outbox import Batch
 from billhive.runtime import App
+from billhive.work.outbox import Batch
 
 log = logging.getLogger("billhive.delivery")
 

@@ -13,7 +13,7 @@ then the delivery has ``failed``. Every attempt is a ``webhook_attempts`` row.
 
 The event's ``webhooks[]`` lists one entry per endpoint delivery with that delivery's
 status; ``webhook_status`` aggregates them (see ``aggregate``). The claim/lease/fence
-mechanics are in ``billhive.delivery.outbox``.
+mechanics are in ``billhive.work.outbox``.
 
 Endpoints are served side by side, one lane each (``billhive.delivery.lanes``): at most
 ``webhook_concurrency_per_endpoint`` deliveries in flight to one endpoint and
@@ -30,81 +30,29 @@ import time
 from collections import defaultdict
 
 import httpx
-from sqlalchemy import insert, select, update
 
-from billhive import webhook_endpoints, worker
+from billhive import webhook_endpoints
 from billhive.delivery import lanes
-from billhive.delivery.outbox import Batch, Claim, Outbox, Outcome, lock_event
-from billhive.errors import InvalidRequest
 from billhive.runtime import App
-from billhive.services.context import Work
-from billhive.store import schema as S
 from billhive.store.db import Tx
-from billhive.util.jsonutil import dumps
+from billhive.work import loops, outbox
+from billhive.work.outbox import Batch, Claim, Outcome, lock_event
 
 log = logging.getLogger("billhive.webhooks")
 
-RETRY_DELAYS = (2 * 60, 6 * 60, 30 * 60, 3600, 5 * 3600, 86400, 2 * 86400)
+RETRY_DELAYS = outbox.WEBHOOK_RETRY_DELAYS
 SIGNATURE_HEADER = "X-Billhive-Signature"
 USER_AGENT = "billhive-webhooks/1"
 ERROR_EXCERPT = 300
-
-OUTBOX = Outbox(S.webhook_deliveries, S.webhook_attempts, RETRY_DELAYS, "succeeded", ("endpoint_id",),
-                lane="endpoint_id")
+OUTBOX = outbox.WEBHOOKS
+aggregate = outbox.webhook_status  # the event's webhook_status from its deliveries' statuses
+sync_event = outbox.sync_event
 
 
 def sign(secret: str, body: bytes, timestamp: int) -> str:
     """The X-Billhive-Signature value for body, signed at timestamp (Unix seconds)."""
     mac = hmac.new(secret.encode(), str(timestamp).encode() + b"." + body, hashlib.sha256).hexdigest()
     return f"t={timestamp},v1={mac}"
-
-
-def aggregate(statuses: list[str]) -> str:
-    """The event's webhook_status from its per-endpoint delivery statuses.
-
-    Deliveries to disabled or removed endpoints do not count (all of them: ``disabled``).
-    While any delivery is pending the event is ``re_scheduled`` if some delivery has already
-    failed an attempt, else ``scheduled``. Once all are done: ``failed`` if any failed for
-    good, else ``succeeded``.
-    """
-    live = [s for s in statuses if s != "disabled"]
-    if not live:
-        return "disabled"
-    if any(s in ("scheduled", "re_scheduled") for s in live):
-        return "re_scheduled" if any(s in ("re_scheduled", "failed") for s in live) else "scheduled"
-    return "failed" if "failed" in live else "succeeded"
-
-
-def sync_event(tx: Tx, site_id: int, event: dict, now: int) -> dict:
-    """Rewrite the event's webhooks[] and webhook_status from its delivery rows."""
-    rows = OUTBOX.statuses(tx, site_id, event["id"], "endpoint_id")
-    if not rows:
-        return event
-    event["webhooks"] = [{"id": ep, "webhook_status": status} for ep, status in rows]
-    event["webhook_status"] = aggregate([status for _, status in rows])
-    ev = S.events
-    tx.execute(update(ev).where(ev.c.site_id == site_id, ev.c.id == event["id"])
-               .values(data=dumps(event), webhook_status=event["webhook_status"], updated_at=now))
-    return event
-
-
-def requeue(w: Work, event: dict) -> dict:
-    """Deliver the event again to every enabled endpoint that wants its type (a new round of
-    attempts with a fresh retry schedule). ``event`` must be locked by the caller."""
-    endpoints = [e for e in webhook_endpoints.list_all(w.tx, w.site_id) if e.wants(event["event_type"])]
-    if not endpoints:
-        raise InvalidRequest(f"No enabled webhook endpoint is subscribed to {event['event_type']} events")
-    d = S.webhook_deliveries
-    existing = dict(w.tx.all(select(d.c.endpoint_id, d.c.pk).where(d.c.site_id == w.site_id,
-                                                                    d.c.event_id == event["id"])))
-    for e in endpoints:
-        if e.id in existing:
-            OUTBOX.requeue(w.tx, w.site_id, existing[e.id], w.now)
-        else:
-            w.tx.execute(insert(d).values(
-                site_id=w.site_id, event_id=event["id"], endpoint_id=e.id, status="scheduled", attempts=0,
-                round_start=0, next_attempt_at=w.now, created_at=w.now, updated_at=w.now))
-    return sync_event(w.tx, w.site_id, event, w.now)
 
 
 # ---- the worker ----------------------------------------------------------------------------
@@ -230,13 +178,12 @@ def _client(app: App) -> httpx.AsyncClient:
     return httpx.AsyncClient(follow_redirects=False, limits=limits)
 
 
-@worker.loop
 async def webhook_loop(app: App) -> None:
     async with _client(app) as client:
         d = dispatcher(app, client)
         interval = app.config.delivery_interval
         try:
             # claims of a failed pass expire and are retried
-            await worker.drain(app, interval, lambda a: d.step(a, interval), "webhook delivery")
+            await loops.drain(app, interval, lambda a: d.step(a, interval), "webhook delivery")
         finally:
             await d.close()

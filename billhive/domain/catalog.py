@@ -11,7 +11,12 @@ from __future__ import annotations
 
 from typing import Collection
 
-from billhive.errors import InvalidState, ParamError, ParamRequired, ResourceLimitExhausted
+from billhive.errors import (
+    InvalidState,
+    ParamError,
+    ParamRequired,
+    ResourceLimitExhausted,
+)
 
 # ---- identifiers ---------------------------------------------------------------------------
 

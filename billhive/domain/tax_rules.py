@@ -9,12 +9,11 @@ but does not apply them yet (docs/CHOICES.md).
 
 from __future__ import annotations
 
-from billhive.domain.geo import ISO_COUNTRIES
-
 import hashlib
 import json
 import re
 
+from billhive.domain.geo import ISO_COUNTRIES
 from billhive.errors import ParamError, ParamRequired
 
 MAX_TAXES = 4

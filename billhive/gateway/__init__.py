@@ -15,7 +15,13 @@ from __future__ import annotations
 from typing import Mapping
 
 from billhive.errors import ConfigurationIncompatible
-from billhive.gateway.interface import TEST_GATEWAY, CardDetails, Gateway, GatewayResult, StoredCard
+from billhive.gateway.interface import (
+    TEST_GATEWAY,
+    CardDetails,
+    Gateway,
+    GatewayResult,
+    StoredCard,
+)
 from billhive.gateway.test_gateway import TestGateway
 from billhive.sites import Site
 from billhive.store.db import Database

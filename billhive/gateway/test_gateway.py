@@ -22,7 +22,6 @@ same database (concurrent writers are PostgreSQL's business).
 
 from __future__ import annotations
 
-
 from pathlib import Path
 
 from sqlalchemy import bindparam, create_engine, func, insert, pool, select

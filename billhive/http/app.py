@@ -18,7 +18,7 @@ import ipaddress
 import logging
 import re
 import time
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Sequence
 
 import orjson
 from starlette.applications import Starlette
@@ -37,16 +37,24 @@ from billhive.errors import (
     ParamError,
     StoreError,
 )
+from billhive.http import extra_routes as pages
 from billhive.http import idempotency
 from billhive.http.auth import Authenticator
 from billhive.http.bodies import ClientDisconnected, read_body
+from billhive.http.metrics import render as metrics_text
 from billhive.http.params import Decoder, parse_pairs
 from billhive.http.ratelimit import RateLimiter
 from billhive.http.router import Router
 from billhive.http.routes import ROUTES, Route
 from billhive.runtime import App
-from billhive.services.context import Ctx, Origin
-from billhive.store.lists import ALL_OPS, MAX_FILTERS, ListRequest, filter_fields, parse_filter
+from billhive.store.lists import (
+    ALL_OPS,
+    MAX_FILTERS,
+    ListRequest,
+    filter_fields,
+    parse_filter,
+)
+from billhive.work.context import Ctx, Origin
 
 log = logging.getLogger("billhive.http")
 PREFIX = "/api/v1"
@@ -278,13 +286,11 @@ def served_openapi(base_url: str, routes: list[Route] = ROUTES) -> dict:
     return spec.served(base_url, {r.op.operation_id for r in routes})
 
 
-def build(app: App, *, background: Callable[[App], Awaitable[None]] | None = None) -> Callable:
-    """The ASGI callable for billhive serve (and the tests)."""
-    routes = list(ROUTES)
-    if app.config.bench_ceiling:
-        from billhive.http import ceiling
-
-        routes += ceiling.routes()
+def build(app: App, *, background: Callable[[App], Awaitable[None]] | None = None,
+          extra_routes: Sequence[Route] = ()) -> Callable:
+    """The ASGI callable for billhive serve (and the tests). ``extra_routes``: API routes beyond
+    ROUTES (the benchmark's ceiling, tests' own)."""
+    routes = [*ROUTES, *extra_routes]
     api = ApiEndpoint(app, routes)
     openapi_bytes: dict[str, bytes] = {}
 
@@ -350,17 +356,13 @@ def build(app: App, *, background: Callable[[App], Awaitable[None]] | None = Non
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
 
-    from billhive.http import extra_routes
-
     async def metrics(request: Request) -> Response:
-        from billhive.http.metrics import render
-
-        return Response(render(app, api), media_type="text/plain; version=0.0.4")
+        return Response(metrics_text(app, api), media_type="text/plain; version=0.0.4")
 
     starlette = Starlette(
         routes=[StarletteRoute("/health", health), StarletteRoute("/openapi.json", openapi),
                 StarletteRoute("/metrics", metrics),
-                *extra_routes.routes(app)],
+                *pages.routes(app)],
         exception_handlers={404: not_found, StoreError: store_error},
         lifespan=lifespan,
     )

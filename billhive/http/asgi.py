@@ -12,11 +12,11 @@ from billhive.worker import run_background
 
 
 def create_app():
-    config = Config.from_env(domain=os.environ.get("BILLHIVE_DOMAIN"))
+    config = Config.from_env()  # what billhive serve --workers exported (Config.environ)
     protocol.configure(config)  # this worker's connection limits (uvicorn runs http.protocol's class)
     app = App.open(config)
     # a store thread or background loop died: stop this worker process (exit status 1; the
     # supervisor starts another)
     app.on_fatal.append(lambda reason: os.kill(os.getpid(), signal.SIGTERM))
-    background = run_background if os.environ.get("BILLHIVE_BACKGROUND", "1") == "1" else None
+    background = run_background if config.background else None
     return build(app, background=background)

@@ -25,7 +25,7 @@ from billhive.errors import NotFound, PayloadTooLarge
 from billhive.http.bodies import ClientDisconnected, read_body
 from billhive.runtime import App
 from billhive.services import hosted_pages as H
-from billhive.services.context import Ctx
+from billhive.work.context import Ctx
 
 MAX_FORM_BYTES = 16 * 1024  # the form's seven fields; a larger body is refused (413) unread
 _STYLE = ("body{font-family:system-ui,sans-serif;max-width:34rem;margin:2rem auto;padding:0 1rem;color:#222}"

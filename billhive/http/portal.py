@@ -21,7 +21,7 @@ from billhive.domain.money import format_amount
 from billhive.errors import NotFound
 from billhive.runtime import App
 from billhive.services import portal_sessions
-from billhive.services.context import Ctx
+from billhive.work.context import Ctx
 
 COOKIE = "billhive_portal"
 # the URL carries the session's secret: never cache the page or leak it in a Referer

@@ -34,7 +34,14 @@ from billhive.services import (
 )
 from billhive.spec import Operation
 from billhive.store.docs import DocTable
-from billhive.store.resources import COMMENTS, CUSTOMERS, INVOICES, ORDERS, SUBSCRIPTIONS, TRANSACTIONS
+from billhive.store.resources import (
+    COMMENTS,
+    CUSTOMERS,
+    INVOICES,
+    ORDERS,
+    SUBSCRIPTIONS,
+    TRANSACTIONS,
+)
 
 
 @dataclass(frozen=True)

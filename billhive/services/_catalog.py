@@ -11,10 +11,10 @@ from sqlalchemy import select, update
 from billhive import spec
 from billhive.domain.catalog import check_id
 from billhive.errors import DuplicateEntry, InvalidState, ParamError, not_found
-from billhive.services.context import Work
 from billhive.store.docs import DocTable
 from billhive.store.lists import ListRequest, fetch_page
 from billhive.util.jsonutil import loads
+from billhive.work.context import Work
 
 
 @functools.lru_cache(maxsize=None)

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from billhive.domain.catalog import check_addon_update, normalize_addon
 from billhive.services import _catalog as C
-from billhive.services.context import Ctx, Work
 from billhive.store import resources
+from billhive.work.context import Ctx, Work
 
 ADDONS = resources.ADDONS
 _DEFAULTS = {"type": "on_off", "price": 0}  # where the spec declares no default

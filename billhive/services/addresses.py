@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from billhive.errors import not_found
 from billhive.services import cards
-from billhive.services.context import Ctx, Work
 from billhive.store.resources import ADDRESSES, SUBSCRIPTIONS, address_row_id
+from billhive.work.context import Ctx, Work
 
 FIELDS = ("first_name", "last_name", "email", "company", "phone", "addr", "extended_addr", "extended_addr2", "city",
           "state_code", "state", "country", "zip")

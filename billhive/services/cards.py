@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from billhive import gateway as gateways
+from billhive import spec
 from billhive.domain import customers as rules
 from billhive.errors import (
     BillhiveError,
@@ -36,9 +37,9 @@ from billhive.errors import (
     not_found,
 )
 from billhive.gateway import CardDetails, Gateway, StoredCard
-from billhive.scheduler import jobs
-from billhive.services.context import Ctx, Work
 from billhive.store.resources import CARDS, CUSTOMERS, card_expires_at
+from billhive.work import jobs
+from billhive.work.context import Ctx, Work
 
 if TYPE_CHECKING:
     from billhive.runtime import App
@@ -188,19 +189,23 @@ def is_usable(w: Work, customer: dict, card: dict | None) -> bool:
     return status_at(w, card) != "expired"
 
 
+JOB_EXPIRING = "card_expiring"  # the job kinds (billhive/services/jobs.py)
+JOB_EXPIRED = "card_expired"
+
+
 def schedule_expiry(w: Work, card: dict) -> None:
     cid = card["customer_id"]
     expires_at = card_expires_at(card)
     assert expires_at is not None
     payload = {"reference_id": card["reference_id"]}
     expiring = rules.expiring_from(expires_at, w.site.setting("card_expiring_days"))
-    jobs.schedule(w, "card_expiring", cid, due_at=max(w.now, expiring), payload=payload)
-    jobs.schedule(w, "card_expired", cid, due_at=max(w.now, expires_at + 1), payload=payload)
+    jobs.schedule(w, JOB_EXPIRING, cid, due_at=max(w.now, expiring), payload=payload)
+    jobs.schedule(w, JOB_EXPIRED, cid, due_at=max(w.now, expires_at + 1), payload=payload)
 
 
 def cancel_expiry(w: Work, customer_id: str) -> None:
-    jobs.cancel(w, f"card_expiring:{customer_id}")
-    jobs.cancel(w, f"card_expired:{customer_id}")
+    jobs.cancel(w, f"{JOB_EXPIRING}:{customer_id}")
+    jobs.cancel(w, f"{JOB_EXPIRED}:{customer_id}")
 
 
 def payment_method_of(card: dict) -> dict:
@@ -253,8 +258,6 @@ def save_customer(w: Work, customer: dict) -> None:
 
 @functools.lru_cache(maxsize=1)
 def _customer_order() -> dict[str, int]:
-    from billhive import spec
-
     return {name: i for i, name in enumerate((*spec.resource_fields("Customer"), "object"))}
 
 
@@ -356,7 +359,6 @@ def _set_status(w: Work, card: dict, status: str, event_type: str) -> None:
     w.emit(event_type, {"customer": customer, "card": card})
 
 
-@jobs.handler("card_expiring")
 def on_card_expiring(w: Work, job: jobs.Job) -> None:
     card = _job_card(w, job)
     if card is None:
@@ -369,7 +371,6 @@ def on_card_expiring(w: Work, job: jobs.Job) -> None:
     # expired: the card_expired job reports it
 
 
-@jobs.handler("card_expired")
 def on_card_expired(w: Work, job: jobs.Job) -> None:
     card = _job_card(w, job)
     if card is None:

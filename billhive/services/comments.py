@@ -9,11 +9,19 @@ be deleted (as in Chargebee).
 from __future__ import annotations
 
 from billhive.errors import InvalidRequest, not_found
-from billhive.services.context import Ctx, Work
 from billhive.store.docs import DocTable
 from billhive.store.lists import Filter, ListRequest, fetch_page
-from billhive.store.resources import ADDONS, COMMENTS, CUSTOMERS, ORDERS, PLANS, SUBSCRIPTIONS, TRANSACTIONS
+from billhive.store.resources import (
+    ADDONS,
+    COMMENTS,
+    CUSTOMERS,
+    ORDERS,
+    PLANS,
+    SUBSCRIPTIONS,
+    TRANSACTIONS,
+)
 from billhive.util.ids import random_id
+from billhive.work.context import Ctx, Work
 
 # entity_type -> where such entities live. business_entity has no table: billhive sites have no
 # business entities, so a comment on one is refused like one on any entity that does not exist.

@@ -11,8 +11,8 @@ from __future__ import annotations
 from billhive.domain import catalog as rules
 from billhive.errors import InvalidState, ParamError, ResourceLimitExhausted, not_found
 from billhive.services import _catalog as C
-from billhive.services.context import Ctx, Work
 from billhive.services.coupons import COUPON_CODES, COUPONS
+from billhive.work.context import Ctx, Work
 
 _T = COUPON_CODES.t
 

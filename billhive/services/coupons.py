@@ -19,10 +19,10 @@ from billhive.errors import ParamError, ResourceLimitExhausted, not_found
 from billhive.services import _catalog as C
 from billhive.services import addons as addons_service
 from billhive.services import plans as plans_service
-from billhive.services.context import Ctx, Work
 from billhive.store import resources
 from billhive.store import schema as S
 from billhive.store.lists import Filter, ListRequest, fetch_page
+from billhive.work.context import Ctx, Work
 
 COUPONS = resources.COUPONS
 # The code is the row id; the code's status (enabled | redeemed | archived) is a column only,

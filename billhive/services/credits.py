@@ -15,9 +15,9 @@ from sqlalchemy import bindparam, func, insert, select
 
 from billhive.domain import money
 from billhive.errors import InvalidRequest
-from billhive.services.context import Work
 from billhive.store import schema as S
 from billhive.store.db import Q, Tx
+from billhive.work.context import Work
 
 FIELD = {"promotional": "account_credits", "refundable": "refundable_credits", "excess": "excess_payments"}
 KINDS = tuple(FIELD)

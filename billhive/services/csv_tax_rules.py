@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from billhive.domain import tax_rules as D
 from billhive.errors import DuplicateEntry
-from billhive.services.context import Ctx, Work
 from billhive.store.resources import CSV_TAX_RULES
 from billhive.util.ids import random_id
+from billhive.work.context import Ctx, Work
 
 
 def _public(doc: dict) -> dict:

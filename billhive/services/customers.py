@@ -16,7 +16,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sqlalchemy import delete as sql_delete, or_, select
+from sqlalchemy import delete as sql_delete
+from sqlalchemy import or_, select
 
 from billhive.domain import customers as rules
 from billhive.errors import (
@@ -30,11 +31,11 @@ from billhive.errors import (
 )
 from billhive.services import cards, credits, transactions
 from billhive.services.cards import content, usable_card  # noqa: F401  (re-exported for other services)
-from billhive.services.context import Ctx, Work
 from billhive.store import schema as S
 from billhive.store.lists import ListRequest, fetch_page
 from billhive.store.resources import CARDS, CUSTOMERS, SUBSCRIPTIONS
 from billhive.util.ids import random_id
+from billhive.work.context import Ctx, Work
 
 # Ids travel in URL paths: no whitespace, slashes, or URL metacharacters.
 _ID = re.compile(r"^[^\s/\\?#%]+$")

@@ -15,10 +15,10 @@ from __future__ import annotations
 from sqlalchemy import bindparam, select
 
 from billhive.domain import invoices as D
-from billhive.scheduler import jobs
-from billhive.services.context import Work
 from billhive.store.db import Q
 from billhive.store.resources import INVOICES
+from billhive.work import jobs
+from billhive.work.context import Work
 
 JOB = "dunning_retry"
 DAY = 86400
@@ -106,12 +106,11 @@ def stop(w: Work, inv: dict) -> None:
         D.transition(inv, "not_paid")
 
 
-@jobs.handler(JOB)
 def retry(w: Work, job: jobs.Job) -> None:
     """Due retry: record the in_progress charge now; the gateway is called after commit."""
     from billhive.services import invoicing, payments
-    from billhive.services.context import Ctx
     from billhive.store.resources import CUSTOMERS
+    from billhive.work.context import Ctx
 
     inv = INVOICES.get(w.tx, w.site_id, job.ref_id, for_update=True)
     if inv is None or inv.get("dunning_status") != "in_progress" or inv["status"] not in D.CLOSED_UNPAID \

@@ -16,10 +16,10 @@ from __future__ import annotations
 import copy
 
 from billhive.domain import invoices as D
-from billhive.errors import InvalidState, params_renamed
+from billhive.errors import InvalidState, ParamRequired, params_renamed
 from billhive.services import cards, credits, invoices
 from billhive.services import subscriptions as subs
-from billhive.services.context import Ctx, Work
+from billhive.work.context import Ctx, Work
 
 _LINE_FIELDS = ("date_from", "date_to", "unit_amount", "quantity", "amount", "is_taxed", "tax", "tax_rate",
                 "reference_line_item_id", "description", "type", "entity_type", "entity_id")
@@ -114,8 +114,6 @@ def _create_params(params: dict) -> dict:
         if k in params:
             p[k] = params[k]
     if "plan_id" not in p:
-        from billhive.errors import ParamRequired
-
         raise ParamRequired("subscription[plan_id] : cannot be blank", param="subscription[plan_id]")
     return p
 

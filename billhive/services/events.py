@@ -1,94 +1,14 @@
-"""Events: recorded in the same transaction as the change they describe (the outbox), listed
-and retrieved per the spec, and re-sent on request. Delivery (webhooks, emails: billhive.delivery)
-reads the rows written here."""
+"""Events: listed and retrieved per the spec, and re-sent on request. They are recorded in the
+same transaction as the change they describe by the unit of work (``Work.emit``, into
+billhive/work/outbox.py); delivery (webhooks, emails: billhive.delivery) reads those rows."""
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, insert, select
-
-from billhive import webhook_endpoints
-from billhive.delivery import webhooks
 from billhive.errors import ParamError
-from billhive.services.context import Ctx, Work
-from billhive.store import schema as S
-from billhive.store.db import Q
-from billhive.store.docs import DocTable
 from billhive.store.lists import Filter, ListRequest, fetch_page
-from billhive.util.ids import event_id
-
-EVENTS = DocTable(S.events, "event")
-_WEBHOOK_DELIVERY = Q(insert(S.webhook_deliveries).values(
-    {c: bindparam(c) for c in ("site_id", "event_id", "endpoint_id", "status", "attempts", "round_start",
-                               "next_attempt_at", "created_at", "updated_at")}))
-_EMAIL_DELIVERY = Q(insert(S.email_deliveries).values(
-    {c: bindparam(c) for c in ("site_id", "event_id", "template", "recipient", "status", "attempts",
-                               "round_start", "next_attempt_at", "created_at", "updated_at")}))
-
-
-def _email_recipient(w: Work, content: dict) -> str | None:
-    """The customer's email: from the content, else (invoice_generated carries only the
-    invoice) from the customer the content's resources point to."""
-    customer = content.get("customer")
-    if isinstance(customer, dict):
-        return customer.get("email")
-    for resource in content.values():
-        if isinstance(resource, dict) and resource.get("customer_id"):
-            c = S.customers
-            return w.tx.scalar(select(c.c.email).where(c.c.site_id == w.site_id,
-                                                       c.c.id == resource["customer_id"]))
-    return None
-
-
-def record(w: Work, event_type: str, content: dict) -> dict:
-    o = w.origin
-    now = w.now
-    eid = event_id()
-    endpoints = webhook_endpoints.cached(w.tx, w.site_id, w.site.config_version)
-    wanted = [e for e in endpoints if e.wants(event_type)]
-    if o.skip_actions or o.skip_webhooks:
-        webhook_status = "skipped"
-        per_endpoint = [{"id": e.id, "webhook_status": "skipped"} for e in wanted]
-    elif wanted:
-        webhook_status = "scheduled"
-        per_endpoint = [{"id": e.id, "webhook_status": "scheduled"} for e in wanted]
-    else:
-        webhook_status = "not_configured"
-        per_endpoint = []
-    recipient = None
-    if o.skip_actions or o.skip_emails:
-        email_status = "skipped"
-    elif (w.site.setting("email_enabled") and event_type in w.site.setting("email_events")
-          and (recipient := _email_recipient(w, content))):
-        email_status = "scheduled"
-    else:
-        email_status = "not_applicable"
-    event = {
-        "id": eid,
-        "occurred_at": now,
-        "source": o.source,
-        "object": "event",
-        "api_version": "v1",
-        "event_type": event_type,
-        "webhook_status": webhook_status,
-        "webhooks": per_endpoint,
-        "content": content,
-    }
-    if o.user:
-        event["user"] = o.user
-    origin = o.origin_json
-    if origin:
-        event["origin"] = origin  # billhive extension: the request-origin headers
-    EVENTS.insert(w.tx, w.site_id, event, now, columns={"email_status": email_status})
-    if webhook_status == "scheduled":
-        for e in wanted:
-            w.tx.execute(_WEBHOOK_DELIVERY, dict(
-                site_id=w.site_id, event_id=eid, endpoint_id=e.id, status="scheduled", attempts=0,
-                round_start=0, next_attempt_at=now, created_at=now, updated_at=now))
-    if email_status == "scheduled":
-        w.tx.execute(_EMAIL_DELIVERY, dict(
-            site_id=w.site_id, event_id=eid, template=event_type, recipient=recipient, status="scheduled",
-            attempts=0, round_start=0, next_attempt_at=now, created_at=now, updated_at=now))
-    return event
+from billhive.work import outbox
+from billhive.work.context import Ctx, Work
+from billhive.work.outbox import EVENTS
 
 
 async def list_events(ctx: Ctx, params: dict) -> dict:
@@ -124,6 +44,6 @@ async def resend(ctx: Ctx, event_id: str, params: dict) -> dict:
     """billhive extension: deliver the event again to every enabled endpoint that wants it."""
     def run(w: Work) -> dict:
         event = EVENTS.require(w.tx, w.site_id, event_id, for_update=True)
-        return {"event": webhooks.requeue(w, event)}
+        return {"event": outbox.requeue(w.tx, w.site_id, event, w.now)}
 
     return await ctx.write(run)

@@ -34,6 +34,7 @@ import copy
 import re
 import secrets
 from dataclasses import dataclass, field
+
 from sqlalchemy import select
 
 from billhive import gateway as gateways
@@ -49,9 +50,16 @@ from billhive.errors import (
 from billhive.gateway import GatewayResult
 from billhive.services import cards, estimates, invoices, invoicing, payments
 from billhive.services import subscriptions as subs
-from billhive.services.context import Ctx, Origin, Work
-from billhive.store.resources import CUSTOMERS, HOSTED_PAGES, INVOICES, PLANS, SUBSCRIPTIONS, TRANSACTIONS
+from billhive.store.resources import (
+    CUSTOMERS,
+    HOSTED_PAGES,
+    INVOICES,
+    PLANS,
+    SUBSCRIPTIONS,
+    TRANSACTIONS,
+)
 from billhive.util.jsonutil import dumps, loads
+from billhive.work.context import Ctx, Origin, Work
 
 TTL = 3 * 3600  # Chargebee: checkout pages expire 3 hours after they are created
 OPEN = ("created", "requested")

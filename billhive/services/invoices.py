@@ -12,8 +12,8 @@ from typing import Callable
 from billhive import gateway as gateways
 from billhive.domain import catalog as catalog_rules
 from billhive.domain import coupons as coupon_rules
-from billhive.domain import money
 from billhive.domain import invoices as D
+from billhive.domain import money
 from billhive.errors import (
     ConfigurationIncompatible,
     InvalidRequest,
@@ -28,11 +28,11 @@ from billhive.gateway import GatewayResult
 from billhive.services import addons as catalog_addons
 from billhive.services import coupons as catalog_coupons
 from billhive.services import credits, dunning, invoicing, payments, pdf
-from billhive.services.context import Ctx, Work
 from billhive.store.lists import Filter, ListRequest, fetch_page
 from billhive.store.resources import CUSTOMERS, INVOICES, SUBSCRIPTIONS, TRANSACTIONS
 from billhive.util import failpoints
 from billhive.util.ids import txn_id
+from billhive.work.context import Ctx, Work
 
 
 def _require_invoice(w: Work, invoice_id: str, *, for_update: bool = False) -> dict:

@@ -25,11 +25,11 @@ from billhive.domain import closing
 from billhive.domain import invoices as D
 from billhive.errors import ConfigurationIncompatible, InvalidState
 from billhive.services import cards, credits
-from billhive.services.context import SCHEDULER, Work
 from billhive.store import schema as S
 from billhive.store.db import Q
 from billhive.store.resources import CUSTOMERS, INVOICES, SUBSCRIPTIONS, TRANSACTIONS
 from billhive.util.ids import draft_invoice_id, txn_id
+from billhive.work.context import SCHEDULER, Work
 
 log = logging.getLogger("billhive.invoicing")
 _LINK = Q(insert(S.invoice_transactions).values(

@@ -14,10 +14,10 @@ update changes the status. Other fields (tracking_id, note, ...) can change in a
 from __future__ import annotations
 
 from billhive.errors import DuplicateEntry, InvalidState, ParamError, not_found
-from billhive.services.context import Ctx, Work
 from billhive.store.lists import ListRequest, fetch_page
 from billhive.store.resources import INVOICES, ORDERS
 from billhive.util.ids import random_id
+from billhive.work.context import Ctx, Work
 
 TRANSITIONS: dict[str, frozenset[str]] = {
     "new": frozenset({"processing", "complete", "cancelled", "voided"}),

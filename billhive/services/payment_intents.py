@@ -31,11 +31,11 @@ from billhive.errors import (
 )
 from billhive.gateway import Gateway, StoredCard
 from billhive.services import cards
-from billhive.services.context import Ctx, Work
 from billhive.store import schema as S
 from billhive.store.resources import CUSTOMERS, PAYMENT_INTENTS
 from billhive.util.ids import random_id
 from billhive.util.jsonutil import dumps, loads
+from billhive.work.context import Ctx, Work
 
 LIFETIME = 30 * 60  # seconds an intent stays usable (Chargebee: 30 minutes)
 GATEWAY_ACCOUNT_ID = "gw_chargebee"  # the test gateway's account id

@@ -26,13 +26,12 @@ from billhive.domain import invoices as D
 from billhive.errors import PaymentProcessingFailed
 from billhive.gateway import GatewayResult
 from billhive.services import dunning, invoicing
-from billhive.services.context import SYSTEM, Ctx, Work
 from billhive.services.invoicing import ChargePlan
 from billhive.store import schema as S
 from billhive.store.db import Q, Tx
 from billhive.store.resources import CUSTOMERS, INVOICES, TRANSACTIONS
 from billhive.util import failpoints
-from billhive.worker import every, loop
+from billhive.work.context import SYSTEM, Ctx, Work
 
 if TYPE_CHECKING:
     from billhive.runtime import App
@@ -182,11 +181,6 @@ async def recover(app: "App") -> int:
     if total:
         log.info("recovery settled %d interrupted payment(s)", total)
     return total
-
-
-@loop
-async def recovery_loop(app: "App") -> None:
-    await every(app, app.config.recovery_interval, recover, "payment recovery")
 
 
 async def collect_now(ctx: Ctx, plan: ChargePlan) -> dict:

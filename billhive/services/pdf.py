@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import os
 import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -117,7 +116,8 @@ async def open_link(app: "App", token: str) -> tuple[bytes, str]:
     if found is None:
         raise LinkError(404, "The invoice of this download link no longer exists.")
     inv, customer, site = found
-    data = await asyncio.to_thread(render_invoice, inv, customer, site.name, site.now(app.wall))
+    data = await asyncio.to_thread(render_invoice, inv, customer, site.name, site.now(app.wall),
+                                   app.config.pdf_font_dir)
     return data, inv["id"]
 
 
@@ -128,9 +128,9 @@ _STATUS = {"paid": "Paid", "payment_due": "Payment due", "not_paid": "Not paid",
            "pending": "Pending (draft)"}
 
 
-def _unicode_font() -> tuple[str, str] | None:
-    """DejaVu Sans (regular, bold) when installed: any script prints; else the PDF core font."""
-    extra = os.environ.get("BILLHIVE_PDF_FONT_DIR")
+def _unicode_font(extra: str | None = None) -> tuple[str, str] | None:
+    """DejaVu Sans (regular, bold) when installed (or in ``extra``, Config.pdf_font_dir): any
+    script prints; else the PDF core font."""
     for d in ((extra,) if extra else ()) + _FONT_DIRS:
         regular, bold = Path(d) / "DejaVuSans.ttf", Path(d) / "DejaVuSans-Bold.ttf"
         if regular.is_file() and bold.is_file():
@@ -182,7 +182,7 @@ class _Doc(FPDF):
         self.set_text_color(0)
 
 
-def render_invoice(inv: dict, customer: dict | None, seller: str, now: int) -> bytes:
+def render_invoice(inv: dict, customer: dict | None, seller: str, now: int, font_dir: str | None = None) -> bytes:
     """The invoice as a PDF document: number, dates, status, customer, line items, discounts,
     totals, payments and notes."""
     cur = inv.get("currency_code", "USD")
@@ -190,7 +190,7 @@ def render_invoice(inv: dict, customer: dict | None, seller: str, now: int) -> b
     def money(v: Any) -> str:
         return format_amount(int(v or 0), cur)
 
-    pdf = _Doc(_unicode_font())
+    pdf = _Doc(_unicode_font(font_dir))
     number = inv["id"] if inv["status"] != "pending" else f"Draft {inv['id']}"
     pdf.set_title(f"Invoice {inv['id']}")
     pdf.set_author(seller)

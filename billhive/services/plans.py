@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from billhive.domain.catalog import check_plan_update, normalize_plan
 from billhive.services import _catalog as C
-from billhive.services.context import Ctx, Work
 from billhive.store import resources
+from billhive.work.context import Ctx, Work
 
 PLANS = resources.PLANS
 _DEFAULTS = {"charge_model": "flat_fee", "price": 0}  # where the spec declares no default

@@ -18,10 +18,10 @@ from sqlalchemy import select
 
 from billhive.domain import portal_sessions as D
 from billhive.errors import InvalidState, NotFound, ParamError, ParamRequired
-from billhive.services.context import Ctx, Origin, Work
 from billhive.store.resources import CUSTOMERS, INVOICES, PORTAL_SESSIONS, SUBSCRIPTIONS
 from billhive.util.ids import random_id
 from billhive.util.jsonutil import loads
+from billhive.work.context import Ctx, Origin, Work
 
 PORTAL = Origin(source="portal")  # who acts when the customer uses the portal page
 PORTAL_ITEMS_SHOWN = 50  # newest subscriptions / invoices on the portal page

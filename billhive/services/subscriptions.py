@@ -48,7 +48,6 @@ from billhive.errors import (
     PaymentMethodNotPresent,
     not_found,
 )
-from billhive.scheduler import jobs
 from billhive.services import (
     addons,
     cards,
@@ -62,12 +61,20 @@ from billhive.services import (
     plans,
     transactions,
 )
-from billhive.services.context import Ctx, Work
 from billhive.store import schema as S
 from billhive.store.lists import ListRequest, fetch_page
-from billhive.store.resources import ADDONS, CARDS, COUPONS, CUSTOMERS, PLANS, SUBSCRIPTIONS
+from billhive.store.resources import (
+    ADDONS,
+    CARDS,
+    COUPONS,
+    CUSTOMERS,
+    PLANS,
+    SUBSCRIPTIONS,
+)
 from billhive.util.ids import random_id
 from billhive.util.jsonutil import dumps, loads
+from billhive.work import jobs
+from billhive.work.context import Ctx, Work
 
 _ID = re.compile(r"^[^\s/\\?#%]+$")
 LIVE = R.LIVE
@@ -915,7 +922,6 @@ def _renew(w: Work, sub: dict, st: State, at: int) -> invoicing.ChargePlan | Non
     return charge
 
 
-@jobs.handler(JOB_TERM_END)
 def on_term_end(w: Work, job: jobs.Job) -> None:
     found = _load(w, job.ref_id, for_update=True)
     if found is None:
@@ -936,7 +942,6 @@ def on_term_end(w: Work, job: jobs.Job) -> None:
     _charge_in_job(w, charge)
 
 
-@jobs.handler(JOB_START)
 def on_start(w: Work, job: jobs.Job) -> None:
     found = _load(w, job.ref_id, for_update=True)
     if found is None:
@@ -956,7 +961,6 @@ def on_start(w: Work, job: jobs.Job) -> None:
     _charge_in_job(w, _activate(w, sub, st, at, "subscription_started"))
 
 
-@jobs.handler(JOB_REMINDER)
 def on_reminder(w: Work, job: jobs.Job) -> None:
     found = _load(w, job.ref_id)
     if found is None:
@@ -970,7 +974,6 @@ def on_reminder(w: Work, job: jobs.Job) -> None:
         _emit(w, "subscription_cancelling", sub)
 
 
-@jobs.handler(JOB_TRIAL_ENDING)
 def on_trial_ending(w: Work, job: jobs.Job) -> None:
     found = _load(w, job.ref_id)
     if found is None:

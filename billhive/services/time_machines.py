@@ -18,9 +18,10 @@ from sqlalchemy import update
 
 from billhive import sites
 from billhive.errors import InvalidRequest, InvalidState, ParamError, not_found
-from billhive.scheduler import jobs, runner
-from billhive.services.context import Ctx, Work
+from billhive.services import jobs as scheduled
 from billhive.store import schema as S
+from billhive.work import jobs
+from billhive.work.context import Ctx, Work
 
 log = logging.getLogger("billhive.time_machine")
 NAME = "delorean"
@@ -93,7 +94,7 @@ async def travel_forward(ctx: Ctx, name: str, params: dict) -> dict:
                 if at > (w.site.tm_now or 0):
                     w.tx.execute(update(S.sites).where(S.sites.c.pk == w.site_id).values(tm_now=at))
             await ctx.write(move)
-            ran += await runner.run_due(app, site_pk, at=at)
+            ran += await scheduled.run_due(app, site_pk, at=at)
             if time.monotonic() - last_log > 2:
                 last_log = time.monotonic()
                 log.info("time travel on site %s: at %s of %s (%.0f%%), %d jobs run", site_pk, at, destination,

@@ -6,10 +6,10 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from billhive.errors import not_found
-from billhive.services.context import Ctx, Work
 from billhive.store import schema as S
 from billhive.store.lists import ListRequest, fetch_page
 from billhive.store.resources import CUSTOMERS, INVOICES, SUBSCRIPTIONS, TRANSACTIONS
+from billhive.work.context import Ctx, Work
 
 _SORT = ("date", True)
 

@@ -1,7 +1,8 @@
-"""Crash injection for the crash tests: ``BILLHIVE_FAILPOINTS="collect.closed:3"`` makes the
-process kill itself (SIGKILL: no cleanup, no flush) the 3rd time it reaches that point.
+"""Crash injection for the crash tests: ``BILLHIVE_FAILPOINTS="collect.closed:3"`` (read by
+``Config``, armed by ``App.open``) makes the process kill itself (SIGKILL: no cleanup, no flush)
+the 3rd time it reaches that point.
 
-Off unless the variable is set at start-up; then a hit costs one dict lookup.
+Off unless armed; then a hit costs one dict lookup.
 """
 
 from __future__ import annotations
@@ -12,9 +13,13 @@ import threading
 
 _armed: dict[str, int] = {}
 _lock = threading.Lock()
-for _spec in filter(None, os.environ.get("BILLHIVE_FAILPOINTS", "").split(",")):
-    _name, _, _n = _spec.partition(":")
-    _armed[_name.strip()] = int(_n or 1)
+
+
+def arm(spec: str) -> None:
+    """Arm the failpoints of ``spec``: ``name[:n],...`` (the n-th hit kills the process; default 1)."""
+    for item in filter(None, spec.split(",")):
+        name, _, n = item.partition(":")
+        _armed[name.strip()] = int(n or 1)
 
 
 def hit(name: str) -> None:

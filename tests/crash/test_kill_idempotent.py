@@ -14,9 +14,9 @@ import pytest
 
 from billhive import sites
 from billhive.runtime import App, Config
-from billhive.services.context import Ctx, Origin
 from billhive.store import migrate
 from billhive.store.resources import INVOICES, TRANSACTIONS
+from billhive.work.context import Ctx, Origin
 from tests.support import factories as F
 from tests.support.process import ServerProcess
 
@@ -42,7 +42,7 @@ class Handle:
 def crash_db(request, tmp_path):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'crash.db'}"
-    return request.getfixturevalue("pg_url")
+    return request.getfixturevalue("fresh_pg_url")  # no other test's sites: a failpoint counts this test's commits
 
 
 @pytest.fixture

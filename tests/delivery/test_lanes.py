@@ -8,7 +8,7 @@ import time
 from collections import Counter
 
 from billhive.delivery import lanes
-from billhive.delivery.outbox import Batch, Claim
+from billhive.work.outbox import Batch, Claim
 
 
 class FakeChannel:

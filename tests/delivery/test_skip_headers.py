@@ -16,8 +16,14 @@ import pytest
 
 from billhive.http.app import ApiEndpoint
 from billhive.http.routes import unlisted
-from billhive.services.context import Ctx, Work
-from tests.support.delivery import CUSTOMER, add_endpoint, email_deliveries, no_deliveries, wait_until
+from billhive.work.context import Ctx, Work
+from tests.support.delivery import (
+    CUSTOMER,
+    add_endpoint,
+    email_deliveries,
+    no_deliveries,
+    wait_until,
+)
 
 
 async def _record_payment(ctx: Ctx, params: dict) -> dict:

@@ -223,7 +223,7 @@ def test_resend_delivers_again(tm_site, receiver):
 
 
 def test_resend_of_a_skipped_event_and_without_endpoints(tm_site, receiver):
-    from billhive.services.context import Origin
+    from billhive.work.context import Origin
 
     (ev,) = emit(tm_site, origin=Origin(user="t", skip_webhooks=True))
     r = tm_site.api.post(f"/events/{ev['id']}/resend", expect=400)

@@ -20,9 +20,9 @@ from sqlalchemy.engine import make_url
 
 from billhive import sites, webhook_endpoints
 from billhive.runtime import App, Config
-from billhive.services.context import Origin, Work
 from billhive.store import migrate
 from billhive.store import schema as S
+from billhive.work.context import Origin, Work
 from tests.support.delivery import CUSTOMER, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]

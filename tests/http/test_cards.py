@@ -8,8 +8,8 @@ import datetime as dt
 import pytest
 
 from billhive import sites
-from billhive.scheduler import jobs
-from billhive.services.context import Origin, Work
+from billhive.work import jobs
+from billhive.work.context import Origin, Work
 from tests.support.customers import (
     AMEX,
     DINERS,

@@ -6,10 +6,16 @@ from __future__ import annotations
 import pytest
 
 from billhive import sites
-from billhive.scheduler import jobs
 from billhive.services import credits
 from billhive.store import schema as S
-from tests.support.customers import VISA, card, create_customer, events, seed_subscription
+from billhive.work import jobs
+from tests.support.customers import (
+    VISA,
+    card,
+    create_customer,
+    events,
+    seed_subscription,
+)
 
 
 def test_create_minimal_customer_has_defaults(api):
@@ -321,7 +327,7 @@ def test_site_helpers_for_other_services(site, api):
     """get_customer / snapshot / usable_card, as invoices and subscriptions call them."""
     from billhive.errors import NotFound
     from billhive.services import customers
-    from billhive.services.context import Origin, Work
+    from billhive.work.context import Origin, Work
 
     create_customer(api, id="h1", **card(VISA))
     create_customer(api, id="h2")

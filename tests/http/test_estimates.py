@@ -6,7 +6,18 @@ from __future__ import annotations
 import pytest
 
 from tests.support import factories as F
-from tests.support.subs import DAY, GENESIS, addon, coupon, invoices, plan, start, subscribe, travel, ts
+from tests.support.subs import (
+    DAY,
+    GENESIS,
+    addon,
+    coupon,
+    invoices,
+    plan,
+    start,
+    subscribe,
+    travel,
+    ts,
+)
 
 FEB_1 = ts(2026, 2, 1)
 JAN_16 = ts(2026, 1, 16)

@@ -8,14 +8,14 @@ import time
 import httpx
 
 from billhive import sites
-from billhive.services.context import Origin
+from billhive.work.context import Origin
 from tests.support import documents
 from tests.support.server import Api
 
 
 def _event(site, event_type: str = "customer_created", **origin) -> dict:
     """Record one event directly (as a service would), for list/retrieve tests."""
-    from billhive.services.context import Work
+    from billhive.work.context import Work
 
     def unit(tx):
         w = Work(tx, site.app, sites.load(tx, site.pk), Origin(user="test", **origin))
@@ -143,7 +143,7 @@ def test_skip_headers_accept_only_all_disabled(api):
 def test_skip_flags_mark_events_skipped(site):
     ev = _event(site)
     assert ev["webhook_status"] == "not_configured"
-    from billhive.services.context import Work
+    from billhive.work.context import Work
 
     def unit(tx):
         w = Work(tx, site.app, sites.load(tx, site.pk), Origin(user="t", skip_webhooks=True))

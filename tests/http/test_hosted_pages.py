@@ -13,7 +13,16 @@ from billhive.services import hosted_pages as H
 from billhive.services import payments
 from billhive.services import subscriptions as subs
 from tests.support import factories as F
-from tests.support.subs import DAY, GENESIS, addon, coupon, plan, start, subscribe, travel
+from tests.support.subs import (
+    DAY,
+    GENESIS,
+    addon,
+    coupon,
+    plan,
+    start,
+    subscribe,
+    travel,
+)
 
 TTL = 3 * 3600
 GOOD = {"number": "4111 1111 1111 1111", "expiry_month": "12", "expiry_year": "2030", "cvv": "123",

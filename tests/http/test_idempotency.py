@@ -12,8 +12,8 @@ import pytest
 
 from billhive.errors import InternalError, UnableToProcess
 from billhive.http import idempotency
-from billhive.services.context import Ctx, Work
 from billhive.store.resources import CUSTOMERS
+from billhive.work.context import Ctx, Work
 
 
 def _add_customer(w: Work, cid: str) -> dict:

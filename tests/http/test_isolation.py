@@ -24,7 +24,12 @@ from sqlalchemy import select
 from billhive.http.routes import ROUTES, Route
 from billhive.spec import Operation
 from billhive.store import schema as S
-from tests.support.factories import ID_FACTORIES, ISOLATION_PARAMS, SITE_SINGLETONS, id_factory
+from tests.support.factories import (
+    ID_FACTORIES,
+    ISOLATION_PARAMS,
+    SITE_SINGLETONS,
+    id_factory,
+)
 from tests.support.server import Api, Response
 from tests.support.server import TestSite as Site
 from tests.support.spec_params import form, minimal_params

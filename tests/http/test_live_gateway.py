@@ -18,8 +18,8 @@ from sqlalchemy import func, select, update
 
 from billhive import gateway as gateways
 from billhive import sites
-from billhive.scheduler import runner
 from billhive.services import cards, invoicing, payments
+from billhive.services import jobs as runner
 from billhive.store import schema as S
 from billhive.store.resources import CUSTOMERS, INVOICES
 from tests.support import server

@@ -5,7 +5,17 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.customers import GENESIS, MASTERCARD, REFUSED, VISA, card, create_customer, events, start_afresh, travel
+from tests.support.customers import (
+    GENESIS,
+    MASTERCARD,
+    REFUSED,
+    VISA,
+    card,
+    create_customer,
+    events,
+    start_afresh,
+    travel,
+)
 
 
 def new_intent(api, **params) -> dict:

@@ -263,8 +263,9 @@ def test_transaction_lists(tsite):
 # ---- outcomes the gateway does not report at once (the timeout card) --------------------------------
 
 def test_timed_out_charge_is_initiated_then_settled_by_recovery(tsite):
-    from billhive.services import payments
     import asyncio
+
+    from billhive.services import payments
 
     cust = F.customer(tsite, card=F.TIMEOUT_CARD)
     inv = tsite.api.post(f"/invoices/{F.pending_invoice(tsite, cust['id'])['id']}/collect")["invoice"]
@@ -282,8 +283,9 @@ def test_timed_out_charge_is_initiated_then_settled_by_recovery(tsite):
 
 
 def test_timed_out_refund_is_initiated_then_settled_by_recovery(tsite):
-    from billhive.services import payments
     import asyncio
+
+    from billhive.services import payments
 
     cust = F.customer(tsite, card=F.TIMEOUT_CARD)
     inv = tsite.api.post(f"/invoices/{F.pending_invoice(tsite, cust['id'])['id']}/collect")["invoice"]

@@ -6,7 +6,20 @@ from __future__ import annotations
 import pytest
 
 from tests.support import factories as F
-from tests.support.subs import DAY, GENESIS, addon, coupon, events, invoices, plan, start, subscribe, travel, ts, types
+from tests.support.subs import (
+    DAY,
+    GENESIS,
+    addon,
+    coupon,
+    events,
+    invoices,
+    plan,
+    start,
+    subscribe,
+    travel,
+    ts,
+    types,
+)
 
 FEB_1, MAR_1, APR_1 = ts(2026, 2, 1), ts(2026, 3, 1), ts(2026, 4, 1)
 JAN_16 = ts(2026, 1, 16)  # 15 of January's 31 days used, 16 left

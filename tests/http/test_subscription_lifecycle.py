@@ -6,7 +6,18 @@ from __future__ import annotations
 import pytest
 
 from tests.support import factories as F
-from tests.support.subs import DAY, GENESIS, events, invoices, plan, start, subscribe, travel, ts, types
+from tests.support.subs import (
+    DAY,
+    GENESIS,
+    events,
+    invoices,
+    plan,
+    start,
+    subscribe,
+    travel,
+    ts,
+    types,
+)
 
 FEB_1, MAR_1, APR_1 = ts(2026, 2, 1), ts(2026, 3, 1), ts(2026, 4, 1)
 
@@ -314,7 +325,7 @@ def test_a_due_renewal_runs_once_with_several_workers(tsite):
     import asyncio
     import concurrent.futures
 
-    from billhive.scheduler import runner
+    from billhive.services import jobs as runner
 
     subs = [subscribe(tsite, F.customer(tsite)["id"])["subscription"] for _ in range(3)]
 

@@ -5,7 +5,18 @@ from __future__ import annotations
 import pytest
 
 from tests.support import factories as F
-from tests.support.subs import GENESIS, addon, coupon, events, invoices, plan, start, subscribe, ts, types
+from tests.support.subs import (
+    GENESIS,
+    addon,
+    coupon,
+    events,
+    invoices,
+    plan,
+    start,
+    subscribe,
+    ts,
+    types,
+)
 
 FEB_1 = ts(2026, 2, 1)
 

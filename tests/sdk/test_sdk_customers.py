@@ -5,10 +5,18 @@ from __future__ import annotations
 
 import chargebee
 import pytest
-from chargebee.models.payment_intent import PaymentIntent  # 1.6.6 does not export it from the package
+from chargebee.models.payment_intent import (
+    PaymentIntent,  # 1.6.6 does not export it from the package
+)
 
 from tests.support import sdk
-from tests.support.customers import FUTURE_YEAR, MASTERCARD, REFUSED, VISA, seed_subscription
+from tests.support.customers import (
+    FUTURE_YEAR,
+    MASTERCARD,
+    REFUSED,
+    VISA,
+    seed_subscription,
+)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from billhive.errors import BillhiveError
 from billhive.services import credits, customers
-from billhive.services.context import Work
+from billhive.work.context import Work
 
 AMOUNTS = st.integers(min_value=0, max_value=5_000)
 OPS = st.tuples(st.sampled_from(credits.KINDS), st.sampled_from(("add", "deduct", "set")), AMOUNTS)

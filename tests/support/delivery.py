@@ -35,12 +35,11 @@ import pytest
 from sqlalchemy import func, select
 
 from billhive import sites, webhook_endpoints
-from billhive.services.context import Origin, Work
 from billhive.store import schema as S
 from billhive.util.jsonutil import loads
+from billhive.work.context import Origin, Work
 from tests.support import documents
 from tests.support.server import TestSite
-
 
 GENESIS = 1_700_000_000  # where tm_site's clock starts
 

@@ -17,15 +17,19 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-
 from typing import Any, Callable
 
-from billhive import sites
 from billhive.gateway import CardDetails
 from billhive.services import credits, invoicing
-from billhive.services.context import Origin, Work
-from billhive.store.resources import CARDS, CUSTOMERS, ORDERS, SUBSCRIPTIONS, TRANSACTIONS
+from billhive.store.resources import (
+    CARDS,
+    CUSTOMERS,
+    ORDERS,
+    SUBSCRIPTIONS,
+    TRANSACTIONS,
+)
 from billhive.util.ids import txn_id
+from billhive.work.context import Work
 from tests.support.server import TestSite
 
 SUCCESS_CARD = "4111111111111111"

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import uuid
 
-from billhive.services.context import Work
 from billhive.store.resources import COUPONS, SUBSCRIPTIONS
+from billhive.work.context import Work
 from tests.support.server import TestSite
 
 

@@ -19,7 +19,7 @@ import uvicorn
 from billhive import sites
 from billhive.http.app import build
 from billhive.runtime import App
-from billhive.services.context import Ctx, Origin
+from billhive.work.context import Ctx, Origin
 from billhive.worker import run_background
 from tests.support import contract
 

@@ -20,35 +20,15 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol, TypeVar
 from billhive import sites
 from billhive.store.db import Tx
 from billhive.util import failpoints
+from billhive.work import outbox
+from billhive.work.origin import SCHEDULER, SYSTEM, Origin
+
+__all__ = ["SCHEDULER", "SYSTEM", "Claim", "Ctx", "Origin", "Work"]
 
 if TYPE_CHECKING:
     from billhive.runtime import App
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Origin:
-    """Who caused a change: stored on every event the request causes."""
-
-    source: str = "api"  # api | scheduled_job | system | admin_console
-    user: str | None = None  # the API key's name for API requests
-    origin_user: str | None = None  # chargebee-request-origin-user(-encoded)
-    origin_ip: str | None = None
-    origin_device: str | None = None
-    skip_actions: bool = False  # chargebee-event-actions: all-disabled
-    skip_webhooks: bool = False  # chargebee-event-webhook: all-disabled
-    skip_emails: bool = False  # chargebee-event-email: all-disabled
-
-    @property
-    def origin_json(self) -> dict | None:
-        out = {k: v for k, v in (("user", self.origin_user), ("ip", self.origin_ip),
-                                 ("device", self.origin_device)) if v}
-        return out or None
-
-
-SCHEDULER = Origin(source="scheduled_job", user="billhive-scheduler")
-SYSTEM = Origin(source="system", user="billhive")
 
 
 class Work:
@@ -104,9 +84,7 @@ class Work:
 
     def emit(self, event_type: str, content: dict) -> dict:
         """Record an event in this transaction (the outbox); returns the event as the API shows it."""
-        from billhive.services.events import record
-
-        event = record(self, event_type, content)
+        event = outbox.record(self.tx, self.site, self.origin, self.now, event_type, content)
         self.emitted.append(event)
         return event
 

@@ -1,6 +1,7 @@
 """The benchmark's reference routes: the full HTTP stack (dispatcher, auth, origin headers,
 parameter decoding, JSON encoding) answering constant documents without touching the
-database. Only mounted when BILLHIVE_BENCH_CEILING=1.
+database. ``python -m bench.ceiling serve ...`` is ``billhive serve`` with them mounted (the
+benchmark's server, bench/server.py); billhive itself never serves them.
 
 - ``POST /_bench/ceiling/{invoice-id}``: an invoice, for collect (POST /invoices/{id}/collect);
 - ``GET /_bench/ceiling/{invoice-id}``: an invoice, for retrieve (GET /invoices/{id});
@@ -10,11 +11,12 @@ database. Only mounted when BILLHIVE_BENCH_CEILING=1.
 from __future__ import annotations
 
 import dataclasses
+import sys
 
-from billhive import spec
+from billhive import cli, spec
 from billhive.http.routes import Route, unlisted
-from billhive.services.context import Ctx
 from billhive.store.resources import INVOICES
+from billhive.work.context import Ctx
 
 INVOICE = {
     "invoice": {
@@ -61,3 +63,7 @@ def routes() -> list[Route]:
         unlisted("bench_ceiling_retrieve", "GET", "/_bench/ceiling/{invoice-id}", ceiling, response="invoice"),
         Route(dataclasses.replace(list_op, extension=True), ceiling_list, INVOICES),
     ]
+
+
+if __name__ == "__main__":
+    sys.exit(cli.main(sys.argv[1:], extra_routes=routes()))

@@ -1,4 +1,11 @@
-"""The delivery outbox shared by webhooks and emails: claim, lease, attempt, retry.
+"""The events outbox: events and their deliveries recorded in the change's own transaction
+(``record``), and the delivery rows' life, shared by webhooks and emails: claim, lease, attempt,
+retry.
+
+``record`` writes the event (the API's representation, ``GET /events/{id}``) and, in the same
+transaction, one delivery row per webhook endpoint that wants the event type and one email
+delivery when the site mails that type. ``requeue`` starts a new round of webhook deliveries
+for an event (``POST /events/{id}/resend``).
 
 A delivery row (``webhook_deliveries`` / ``email_deliveries``) is written in the same
 transaction as the event it delivers. A worker then runs three steps, never holding a
@@ -27,9 +34,14 @@ from typing import Any, Callable
 
 from sqlalchemy import Table, bindparam, func, insert, or_, select, text, update
 
-from billhive import sites
+from billhive import sites, webhook_endpoints
+from billhive.errors import InvalidRequest
 from billhive.store import schema as S
 from billhive.store.db import Q, Tx
+from billhive.store.docs import DocTable
+from billhive.util.ids import event_id
+from billhive.util.jsonutil import dumps, loads
+from billhive.work.origin import Origin
 
 PENDING = ("scheduled", "re_scheduled")
 IN_PROGRESS = "in progress"
@@ -200,8 +212,135 @@ class Outbox:
 
 def lock_event(tx: Tx, site_id: int, event_id: str) -> dict | None:
     """Lock the event row (the order every delivery transaction takes: event, then deliveries)."""
-    from billhive.util.jsonutil import loads
-
     ev = S.events
     row = tx.one(select(ev.c.data).where(ev.c.site_id == site_id, ev.c.id == event_id).with_for_update())
     return loads(row[0]) if row else None
+
+
+# ---- the two outboxes ----------------------------------------------------------------------------
+
+EVENTS = DocTable(S.events, "event")
+# Chargebee's webhook retry schedule (7 retries after the first attempt, on the site clock)
+WEBHOOK_RETRY_DELAYS = (2 * 60, 6 * 60, 30 * 60, 3600, 5 * 3600, 86400, 2 * 86400)
+EMAIL_RETRY_DELAYS = (5 * 60, 30 * 60, 2 * 3600, 6 * 3600, 86400)
+WEBHOOKS = Outbox(S.webhook_deliveries, S.webhook_attempts, WEBHOOK_RETRY_DELAYS, "succeeded", ("endpoint_id",),
+                  lane="endpoint_id")
+EMAILS = Outbox(S.email_deliveries, S.email_attempts, EMAIL_RETRY_DELAYS, "sent", ("template", "recipient"))
+
+_WEBHOOK_DELIVERY = Q(insert(S.webhook_deliveries).values(
+    {c: bindparam(c) for c in ("site_id", "event_id", "endpoint_id", "status", "attempts", "round_start",
+                               "next_attempt_at", "created_at", "updated_at")}))
+_EMAIL_DELIVERY = Q(insert(S.email_deliveries).values(
+    {c: bindparam(c) for c in ("site_id", "event_id", "template", "recipient", "status", "attempts",
+                               "round_start", "next_attempt_at", "created_at", "updated_at")}))
+
+
+def record(tx: Tx, site: sites.Site, origin: Origin, now: int, event_type: str, content: dict) -> dict:
+    """Record an event of ``site`` at ``now`` with its deliveries; returns the event as the API shows it."""
+    eid = event_id()
+    endpoints = webhook_endpoints.cached(tx, site.pk, site.config_version)
+    wanted = [e for e in endpoints if e.wants(event_type)]
+    if origin.skip_actions or origin.skip_webhooks:
+        webhook_status = "skipped"
+        per_endpoint = [{"id": e.id, "webhook_status": "skipped"} for e in wanted]
+    elif wanted:
+        webhook_status = "scheduled"
+        per_endpoint = [{"id": e.id, "webhook_status": "scheduled"} for e in wanted]
+    else:
+        webhook_status = "not_configured"
+        per_endpoint = []
+    recipient = None
+    if origin.skip_actions or origin.skip_emails:
+        email_status = "skipped"
+    elif (site.setting("email_enabled") and event_type in site.setting("email_events")
+          and (recipient := _email_recipient(tx, site.pk, content))):
+        email_status = "scheduled"
+    else:
+        email_status = "not_applicable"
+    event = {
+        "id": eid,
+        "occurred_at": now,
+        "source": origin.source,
+        "object": "event",
+        "api_version": "v1",
+        "event_type": event_type,
+        "webhook_status": webhook_status,
+        "webhooks": per_endpoint,
+        "content": content,
+    }
+    if origin.user:
+        event["user"] = origin.user
+    if origin.origin_json:
+        event["origin"] = origin.origin_json  # billhive extension: the request-origin headers
+    EVENTS.insert(tx, site.pk, event, now, columns={"email_status": email_status})
+    if webhook_status == "scheduled":
+        for e in wanted:
+            tx.execute(_WEBHOOK_DELIVERY, {
+                "site_id": site.pk, "event_id": eid, "endpoint_id": e.id, "status": "scheduled", "attempts": 0,
+                "round_start": 0, "next_attempt_at": now, "created_at": now, "updated_at": now})
+    if email_status == "scheduled":
+        tx.execute(_EMAIL_DELIVERY, {
+            "site_id": site.pk, "event_id": eid, "template": event_type, "recipient": recipient,
+            "status": "scheduled", "attempts": 0, "round_start": 0, "next_attempt_at": now, "created_at": now,
+            "updated_at": now})
+    return event
+
+
+def _email_recipient(tx: Tx, site_id: int, content: dict) -> str | None:
+    """The customer's email: from the content, else (invoice_generated carries only the
+    invoice) from the customer the content's resources point to."""
+    customer = content.get("customer")
+    if isinstance(customer, dict):
+        return customer.get("email")
+    for resource in content.values():
+        if isinstance(resource, dict) and resource.get("customer_id"):
+            c = S.customers
+            return tx.scalar(select(c.c.email).where(c.c.site_id == site_id, c.c.id == resource["customer_id"]))
+    return None
+
+
+def webhook_status(statuses: list[str]) -> str:
+    """The event's webhook_status from its per-endpoint delivery statuses.
+
+    Deliveries to disabled or removed endpoints do not count (all of them: ``disabled``).
+    While any delivery is pending the event is ``re_scheduled`` if some delivery has already
+    failed an attempt, else ``scheduled``. Once all are done: ``failed`` if any failed for
+    good, else ``succeeded``.
+    """
+    live = [s for s in statuses if s != "disabled"]
+    if not live:
+        return "disabled"
+    if any(s in ("scheduled", "re_scheduled") for s in live):
+        return "re_scheduled" if any(s in ("re_scheduled", "failed") for s in live) else "scheduled"
+    return "failed" if "failed" in live else "succeeded"
+
+
+def sync_event(tx: Tx, site_id: int, event: dict, now: int) -> dict:
+    """Rewrite the event's webhooks[] and webhook_status from its delivery rows."""
+    rows = WEBHOOKS.statuses(tx, site_id, event["id"], "endpoint_id")
+    if not rows:
+        return event
+    event["webhooks"] = [{"id": ep, "webhook_status": status} for ep, status in rows]
+    event["webhook_status"] = webhook_status([status for _, status in rows])
+    ev = S.events
+    tx.execute(update(ev).where(ev.c.site_id == site_id, ev.c.id == event["id"])
+               .values(data=dumps(event), webhook_status=event["webhook_status"], updated_at=now))
+    return event
+
+
+def requeue(tx: Tx, site_id: int, event: dict, now: int) -> dict:
+    """Deliver the event again to every enabled endpoint that wants its type (a new round of
+    attempts with a fresh retry schedule). ``event`` must be locked by the caller."""
+    endpoints = [e for e in webhook_endpoints.list_all(tx, site_id) if e.wants(event["event_type"])]
+    if not endpoints:
+        raise InvalidRequest(f"No enabled webhook endpoint is subscribed to {event['event_type']} events")
+    d = S.webhook_deliveries
+    existing = dict(tx.all(select(d.c.endpoint_id, d.c.pk).where(d.c.site_id == site_id, d.c.event_id == event["id"])))
+    for e in endpoints:
+        if e.id in existing:
+            WEBHOOKS.requeue(tx, site_id, existing[e.id], now)
+        else:
+            tx.execute(insert(d).values(
+                site_id=site_id, event_id=event["id"], endpoint_id=e.id, status="scheduled", attempts=0,
+                round_start=0, next_attempt_at=now, created_at=now, updated_at=now))
+    return sync_event(tx, site_id, event, now)

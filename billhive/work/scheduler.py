@@ -1,20 +1,17 @@
-"""Runs due jobs: continuously (``billhive serve`` / ``billhive worker``) and in time order
-while the time machine travels."""
+"""Runs due jobs with the handlers it is given (billhive/services/jobs.py): continuously
+(``billhive serve`` / ``billhive worker``) and in time order while the time machine travels."""
 
 from __future__ import annotations
 
 import logging
 import traceback
-from typing import TYPE_CHECKING
 
 from billhive import sites
 from billhive.errors import StoreError
-from billhive.scheduler import jobs
-from billhive.services.context import SCHEDULER, Work
+from billhive.runtime import App
 from billhive.store.db import Tx
-
-if TYPE_CHECKING:
-    from billhive.runtime import App
+from billhive.work import jobs
+from billhive.work.context import SCHEDULER, Work
 
 log = logging.getLogger("billhive.scheduler")
 
@@ -23,7 +20,7 @@ def _retry_delay(attempts: int) -> int:
     return min(60 * 2 ** attempts, 86400)
 
 
-def _run_one_unit(app: "App", site_pk: int, at: int | None):
+def _run_one_unit(app: App, site_pk: int, handlers: jobs.Handlers, at: int | None):
     def unit(tx: Tx) -> tuple[jobs.Job, list] | None:
         site = sites.load(tx, site_pk)
         now = at if at is not None else site.now(app.wall)
@@ -31,7 +28,7 @@ def _run_one_unit(app: "App", site_pk: int, at: int | None):
         if job is None:
             return None
         w = Work(tx, app, site, SCHEDULER, now)
-        handle = jobs.HANDLERS.get(job.kind)
+        handle = handlers.get(job.kind)
         try:
             with tx.savepoint():
                 if handle is None:
@@ -47,12 +44,13 @@ def _run_one_unit(app: "App", site_pk: int, at: int | None):
     return unit
 
 
-async def run_due(app: "App", site_pk: int, at: int | None = None, limit: int | None = None) -> int:
+async def run_due(app: App, site_pk: int, handlers: jobs.Handlers, at: int | None = None,
+                  limit: int | None = None) -> int:
     """Run the site's jobs due at ``at`` (default: the site clock), earliest first, each in its
     own transaction followed by its after-commit work (e.g. a dunning retry's charge)."""
     done = 0
     while limit is None or done < limit:
-        outcome = await app.db.write(_run_one_unit(app, site_pk, at))
+        outcome = await app.db.write(_run_one_unit(app, site_pk, handlers, at))
         if outcome is None:
             break
         _, after = outcome
@@ -67,14 +65,14 @@ async def run_due(app: "App", site_pk: int, at: int | None = None, limit: int | 
     return done
 
 
-async def run_all_sites(app: "App") -> int:
+async def run_all_sites(app: App, handlers: jobs.Handlers) -> int:
     """One pass of the continuous scheduler over every site."""
     site_pks = await app.db.read(lambda tx: [s.pk for s in sites.all_sites(tx)])
     total = 0
     for pk in site_pks:
-        total += await run_due(app, pk, limit=1000)
+        total += await run_due(app, pk, handlers, limit=1000)
     return total
 
 
-def next_due(app: "App", site_pk: int) -> int | None:
+def next_due(app: App, site_pk: int) -> int | None:
     return app.db.read_sync(lambda tx: jobs.next_due(tx, site_pk))

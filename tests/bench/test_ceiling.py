@@ -1,5 +1,5 @@
-"""The benchmark's reference routes (BILLHIVE_BENCH_CEILING=1): the whole HTTP stack, auth and
-parameter decoding included, answering constant documents; absent unless asked for."""
+"""The benchmark's reference routes (bench/ceiling.py): the whole HTTP stack, auth and parameter
+decoding included, answering constant documents; billhive itself never serves them."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 
 import httpx
 
+from bench import ceiling
 from billhive.http.app import build
 
 
@@ -19,11 +20,7 @@ def _requests(asgi, calls):  # type: ignore[no-untyped-def]
 
 
 def test_ceiling_routes_go_through_auth_and_decoding(app, site):
-    app.config.bench_ceiling = True
-    try:
-        asgi = build(app)
-    finally:
-        app.config.bench_ceiling = False
+    asgi = build(app, extra_routes=ceiling.routes())
     auth = (site.key, "")
     collect, retrieve, page, bad_filter, bad_key = _requests(asgi, [
         ("POST", "/api/v1/_bench/ceiling/draft_inv_1", None, auth),

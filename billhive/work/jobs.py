@@ -1,12 +1,9 @@
 """Due work on the site clock: renewals, trial ends, scheduled changes, reminders, dunning
 retries, card expiry...
 
-A job is a row (site, key, kind, ref_id, due_at). Modules register a handler per kind:
-
-    @handler("renewal")
-    def renew(w: Work, job: Job) -> None: ...
-
-and schedule work from inside their own transactions:
+A job is a row (site, key, kind, ref_id, due_at). Each kind has one handler, a function of
+``(w: Work, job: Job)`` listed in the table billhive/services/jobs.py; services schedule work
+from inside their own transactions:
 
     jobs.schedule(w, "renewal", sub_id, due_at=sub["current_term_end"])
 
@@ -21,16 +18,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import Callable, Mapping
 
 from sqlalchemy import and_, bindparam, delete, insert, select, update
 
 from billhive.store import schema as S
 from billhive.store.db import Q, Tx
 from billhive.util.jsonutil import dumps, loads
-
-if TYPE_CHECKING:
-    from billhive.services.context import Work
+from billhive.work.context import Work
 
 log = logging.getLogger("billhive.scheduler")
 J = S.jobs
@@ -47,18 +42,10 @@ class Job:
     attempts: int
 
 
-Handler = Callable[["Work", Job], None]
-HANDLERS: dict[str, Handler] = {}
+# what runs a job of one kind, in the job's own transaction (billhive/services/jobs.py: the table)
+Handler = Callable[[Work, Job], None]
+Handlers = Mapping[str, Handler]
 MAX_ATTEMPTS = 8
-
-
-def handler(kind: str) -> Callable[[Handler], Handler]:
-    def register(fn: Handler) -> Handler:
-        if kind in HANDLERS and HANDLERS[kind] is not fn:
-            raise RuntimeError(f"two handlers for job kind {kind!r}")
-        HANDLERS[kind] = fn
-        return fn
-    return register
 
 
 _COLS = (J.c.pk, J.c.key, J.c.kind, J.c.ref_id, J.c.due_at, J.c.payload, J.c.attempts)
@@ -81,7 +68,7 @@ def _job(row: tuple) -> Job:
     return Job(row[0], row[1], row[2], row[3], row[4], loads(row[5]) if row[5] else None, row[6])
 
 
-def schedule(w: "Work", kind: str, ref_id: str, due_at: int, *, key: str | None = None,
+def schedule(w: Work, kind: str, ref_id: str, due_at: int, *, key: str | None = None,
              payload: dict | None = None) -> None:
     """Create or move the job with this key (default ``kind:ref_id``) to due_at."""
     key = key or f"{kind}:{ref_id}"
@@ -95,11 +82,11 @@ def schedule(w: "Work", kind: str, ref_id: str, due_at: int, *, key: str | None 
                                  attempts=0, created_at=w.now))
 
 
-def cancel(w: "Work", key: str) -> None:
+def cancel(w: Work, key: str) -> None:
     w.tx.execute(_CANCEL, {"site_id": w.site_id, "key": key})
 
 
-def cancel_prefix(w: "Work", prefix: str) -> None:
+def cancel_prefix(w: Work, prefix: str) -> None:
     """Cancel every job whose key starts with prefix (e.g. all of one subscription's jobs)."""
     escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     w.tx.execute(delete(J).where(J.c.site_id == w.site_id, J.c.key.like(escaped + "%", escape="\\")))

@@ -1,0 +1,31 @@
+"""The scheduled jobs: which service function handles each kind (the table the scheduler runs
+with), and running a site's due jobs with it.
+
+A kind's handler runs in the job's own transaction, on the site clock at the job's due time;
+it may schedule the same key again (the next renewal). See billhive/work/jobs.py."""
+
+from __future__ import annotations
+
+from billhive.runtime import App
+from billhive.services import cards, dunning, subscriptions
+from billhive.work import jobs, scheduler
+
+HANDLERS: dict[str, jobs.Handler] = {
+    subscriptions.JOB_START: subscriptions.on_start,
+    subscriptions.JOB_TERM_END: subscriptions.on_term_end,
+    subscriptions.JOB_REMINDER: subscriptions.on_reminder,
+    subscriptions.JOB_TRIAL_ENDING: subscriptions.on_trial_ending,
+    dunning.JOB: dunning.retry,
+    cards.JOB_EXPIRING: cards.on_card_expiring,
+    cards.JOB_EXPIRED: cards.on_card_expired,
+}
+
+
+async def run_due(app: App, site_pk: int, at: int | None = None, limit: int | None = None) -> int:
+    """Run the site's jobs due at ``at`` (default: the site clock), earliest first."""
+    return await scheduler.run_due(app, site_pk, HANDLERS, at=at, limit=limit)
+
+
+async def run_all_sites(app: App) -> int:
+    """One pass of the continuous scheduler over every site."""
+    return await scheduler.run_all_sites(app, HANDLERS)
