@@ -7,6 +7,7 @@ the spec without failing.
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 import time
 import uuid
@@ -23,20 +24,26 @@ from billhive.services.context import Ctx, Origin
 from billhive.worker import run_background
 from tests.support import contract
 
+# One TLS context for every test client: httpx would build (and load the CA store into) a new one per
+# client, ~25 ms of CPU each, and tests make thousands of clients (one per site and key).
+TLS = ssl.create_default_context()
+
 
 class LiveServer:
     def __init__(self, app: App, *, background: bool = True):
         self.app = app
         self.asgi = build(app, background=run_background if background else None)
+        # the server gets the socket already bound: no other process (a parallel test worker) can take
+        # the port between choosing it and listening on it
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
-        sock.close()
         app.config.port = self.port
         config = uvicorn.Config(self.asgi, host="127.0.0.1", port=self.port, log_level="warning",
                                 lifespan="on", loop="asyncio", http="h11")
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name="billhive-test-server", daemon=True)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]},
+                                       name="billhive-test-server", daemon=True)
         self.thread.start()
         deadline = time.time() + 20
         while not self.server.started:
@@ -74,7 +81,7 @@ class Api:
         self.site_name = site_name
         self.key = key
         self.use_host = use_host
-        self.client = httpx.Client(base_url=server.base_url, timeout=60)
+        self.client = httpx.Client(base_url=server.base_url, timeout=60, verify=TLS)
 
     def with_key(self, key: str | None) -> "Api":
         return Api(self.server, self.site_name, key, use_host=self.use_host)
