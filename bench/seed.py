@@ -18,7 +18,6 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Callable
 
 from sqlalchemy import bindparam, insert
@@ -125,7 +124,7 @@ def seed(url: str, n: int, *, log: Callable[[str], None] = print, seed_value: in
     started = time.perf_counter()
     # durability is pointless while seeding: the server later opens the file with its own settings
     db = Database(url, synchronous="OFF")
-    books = books_for(SimpleNamespace(db=db))  # type: ignore[arg-type]  # the test gateway's books
+    books = books_for(db)  # the test gateway's books
     try:
         now = int(time.time())
         site, _ = db.write_sync(lambda tx: sites.create(tx, SITE, now=now, api_key=KEY))

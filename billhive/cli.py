@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
+import socket
 import sys
 import time
 from typing import Any
 
-from billhive.runtime import DEFAULT_DATABASE_URL, App, Config
+from billhive.errors import StoreError
+from billhive.runtime import DEFAULT_DATABASE_URL, HTTP_LIMITS, App, Config, http_limit
+from billhive.store.db import check_writable
 
 
 def _db_url(args: argparse.Namespace) -> str:
@@ -30,6 +34,29 @@ def _open(args: argparse.Namespace) -> App:
     return App.open(Config.from_env(database_url=url))
 
 
+_HTTP_LIMIT_HELP = {
+    "max_header_bytes": "largest request line and headers, in bytes (431 beyond)",
+    "max_body_bytes": "largest API request body, in bytes (413 beyond)",
+    "header_timeout": "seconds a request's line and headers may take to arrive (408, then closed)",
+    "body_timeout": "seconds a request's body may take to arrive after its headers (408, then closed)",
+    "keep_alive_timeout": "seconds an idle keep-alive connection is kept open",
+    "max_connections": "connections served at once, lowered to fit the open file limit (503 beyond)",
+}
+
+
+def _add_http_limits(p: argparse.ArgumentParser) -> None:
+    for name in HTTP_LIMITS:
+        def parse(raw: str, name: str = name) -> float | int:
+            try:
+                return http_limit(name, raw)
+            except ValueError as exc:
+                raise argparse.ArgumentTypeError(str(exc)) from None
+
+        p.add_argument("--" + name.replace("_", "-"), type=parse, metavar="N",
+                       help=f"{_HTTP_LIMIT_HELP[name]}; default ${'BILLHIVE_' + name.upper()} or "
+                            f"{getattr(Config, name)}")
+
+
 def _fail(msg: str) -> int:
     print(f"billhive: {msg}", file=sys.stderr)
     return 2
@@ -38,23 +65,43 @@ def _fail(msg: str) -> int:
 # ---- serve / worker / migrate ------------------------------------------------------------------
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    """Bind the port, check the database can be written, migrate, then announce and serve:
+    nothing is printed as started, and nothing runs, before each of those has worked."""
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
 
     from billhive import sites
     from billhive.http.app import build
-    from billhive.worker import run_background
+    from billhive.http.protocol import uvicorn_options
+    from billhive.worker import BackgroundLock, run_background
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # The database writer thread releases the GIL for every fsync and needs it back quickly;
     # with the default 5 ms switch interval a busy event loop makes it wait (a GIL convoy).
     sys.setswitchinterval(float(os.environ.get("BILLHIVE_SWITCH_INTERVAL", "0.0005")))
     url = _db_url(args)
-    app = _open(args)
+    if url.startswith("sqlite") and args.workers > 1:
+        return _fail("SQLite serves one process (one writer); use PostgreSQL for --workers > 1")
+    try:
+        sock = _listen(args.host, args.port)
+    except OSError as exc:
+        return _fail(f"cannot listen on {_display_host(args.host)}:{args.port}: {exc.strerror or exc}")
+    try:
+        app = _open_service(url)
+    except StoreError as exc:
+        sock.close()
+        return _fail(exc.message)
     app.config.host, app.config.port, app.config.domain = args.host, args.port, args.domain
     app.config.public_url = args.public_url or app.config.public_url
     app.config.background = not args.no_background
-    if app.db.dialect == "sqlite" and args.workers > 1:
-        return _fail("SQLite serves one process (one writer); use PostgreSQL for --workers > 1")
+    for name in HTTP_LIMITS:
+        if getattr(args, name) is not None:
+            setattr(app.config, name, getattr(args, name))
+    lock = BackgroundLock.for_app(app) if app.config.background else None
+    if lock is not None and not lock.acquire():
+        print(f"billhive: another billhive process ({lock.holder() or 'unknown'}) runs the background work "
+              f"(scheduler, webhook and email delivery, payment recovery) on {app.db.path}; this one serves the "  # type: ignore[attr-defined]
+              f"API only, and takes the background work over when that process stops", flush=True)
     now = int(time.time())
     existing = app.db.read_sync(lambda tx: sites.all_sites(tx))
     if not existing:
@@ -69,25 +116,63 @@ def cmd_serve(args: argparse.Namespace) -> int:
         names = ", ".join(s.name for s in existing)
         print(f"billhive: serving sites {names} from {_redact(url)}", flush=True)
     print(f"billhive: listening on http://{_display_host(args.host)}:{args.port}  (API under /api/v1)", flush=True)
-    background = run_background if app.config.background else None
     if args.workers > 1:
         app.close()
         os.environ["BILLHIVE_DATABASE_URL"] = url
         os.environ["BILLHIVE_DOMAIN"] = args.domain
         os.environ["BILLHIVE_PUBLIC_URL"] = app.config.base_url  # the workers' own host/port are not ours
         os.environ["BILLHIVE_BACKGROUND"] = "0" if args.no_background else "1"
-        uvicorn.run("billhive.http.asgi:create_app", factory=True, host=args.host, port=args.port,
-                    workers=args.workers, access_log=args.access_log, log_level="info",
-                    loop="uvloop", http="httptools")
+        for name in HTTP_LIMITS:  # each worker process reads its limits from the environment
+            os.environ["BILLHIVE_" + name.upper()] = str(getattr(app.config, name))
+        config = uvicorn.Config("billhive.http.asgi:create_app", factory=True, host=args.host, port=args.port,
+                                workers=args.workers, access_log=args.access_log, log_level="info",
+                                loop="uvloop", **uvicorn_options(app.config))
+        with contextlib.suppress(KeyboardInterrupt):
+            Multiprocess(config, sockets=[sock]).run()
         return 0
+    background = (lambda a: run_background(a, lock)) if app.config.background else None
     asgi = build(app, background=background)
+    server = uvicorn.Server(uvicorn.Config(asgi, host=args.host, port=args.port, access_log=args.access_log,
+                                           log_level="info", loop="uvloop", lifespan="on",
+                                           **uvicorn_options(app.config)))
+    app.on_fatal.append(lambda reason: setattr(server, "should_exit", True))
     _tune_gc()
     try:
-        uvicorn.run(asgi, host=args.host, port=args.port, access_log=args.access_log, log_level="info",
-                    loop="uvloop", http="httptools", lifespan="on")
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn re-raises the SIGINT it shut down on, once it has
+        pass
     finally:
         app.close()
-    return 0
+        if lock is not None:
+            lock.release()
+    if app.fatal_error:
+        return 1  # a supervisor should restart us
+    return 0 if server.started else 3
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything starts (uvicorn serves on it)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)  # --workers: the worker processes serve on it too
+    return sock
+
+
+def _open_service(url: str) -> App:
+    """serve / worker: refuse a database this process cannot write (StoreError, naming it),
+    apply migrations, open the app."""
+    from billhive.store import migrate
+
+    check_writable(url)
+    migrate.upgrade(url)
+    return App.open(Config.from_env(database_url=url))
 
 
 def _tune_gc() -> None:
@@ -117,18 +202,36 @@ def _redact(url: str) -> str:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from billhive.worker import run_background
+    from billhive.worker import BackgroundLock, run_background
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = _open(args)
-    print(f"billhive worker: running background jobs on {_redact(_db_url(args))}", flush=True)
     try:
-        asyncio.run(run_background(app))
-    except KeyboardInterrupt:
+        app = _open_service(_db_url(args))
+    except StoreError as exc:
+        return _fail(exc.message)
+    lock = BackgroundLock.for_app(app)
+    if lock is not None and not lock.acquire():
+        print(f"billhive worker: another billhive process ({lock.holder() or 'unknown'}) runs the background work "
+              f"on {app.db.path}; waiting to take it over when that process stops", flush=True)  # type: ignore[attr-defined]
+    else:
+        print(f"billhive worker: running background jobs on {_redact(_db_url(args))}", flush=True)
+
+    async def main() -> None:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        assert task is not None
+        app.on_fatal.append(lambda reason: loop.call_soon_threadsafe(task.cancel))
+        await run_background(app, lock)
+
+    try:
+        asyncio.run(main())
+    except (KeyboardInterrupt, asyncio.CancelledError):
         pass
+    except Exception as exc:
+        app.fatal(str(exc))
     finally:
         app.close()
-    return 0
+    return 1 if app.fatal_error else 0
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -220,6 +323,55 @@ def cmd_site_settings(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- site key --------------------------------------------------------------------------------------
+
+def cmd_site_key_add(args: argparse.Namespace) -> int:
+    from billhive import sites
+
+    app = _open(args)
+    try:
+        key = app.db.write_sync(lambda tx: sites.new_api_key(
+            tx, sites.require(tx, args.name), read_only=args.read_only, now=int(time.time()), key=args.key,
+            name=args.key_name))
+    except sites.SettingError as exc:
+        return _fail(str(exc))
+    finally:
+        app.close()
+    print(f"{'read-only' if args.read_only else 'full-access'} key: {key}")
+    print("(shown only now: billhive keeps its SHA-256 hash)")
+    return 0
+
+
+def cmd_site_key_list(args: argparse.Namespace) -> int:
+    from billhive import sites
+
+    app = _open(args)
+    try:
+        keys = app.db.read_sync(lambda tx: sites.list_keys(tx, sites.require(tx, args.name).pk))
+    except sites.SettingError as exc:
+        return _fail(str(exc))
+    finally:
+        app.close()
+    print(json.dumps(keys, indent=2, ensure_ascii=False))
+    return 0
+
+
+def cmd_site_key_revoke(args: argparse.Namespace) -> int:
+    from billhive import sites
+
+    app = _open(args)
+    try:
+        gone = app.db.write_sync(lambda tx: sites.revoke_key(tx, sites.require(tx, args.name).pk, args.key))
+        ttl = app.config.cache_ttl
+    except sites.SettingError as exc:
+        return _fail(str(exc))
+    finally:
+        app.close()
+    print(f"revoked {gone['access']} key {gone['hint']} ({gone['name']}); running servers stop accepting it "
+          f"within {ttl:g} s (their key cache, BILLHIVE_CACHE_TTL)")
+    return 0
+
+
 # ---- webhook -----------------------------------------------------------------------------------
 
 def cmd_webhook_add(args: argparse.Namespace) -> int:
@@ -285,6 +437,7 @@ def parser() -> argparse.ArgumentParser:
                    help="base URL clients reach this server at, for download links such as invoice PDFs "
                         "(default http://HOST:PORT; $BILLHIVE_PUBLIC_URL)")
     _add_db(s)
+    _add_http_limits(s)
     s.set_defaults(fn=cmd_serve)
 
     w = sub.add_parser("worker", help="run the scheduler and delivery workers without the API")
@@ -318,6 +471,24 @@ def parser() -> argparse.ArgumentParser:
     ls.set_defaults(fn=cmd_site_list)
     se = site.add_parser("settings", help="list every setting with its default")
     se.set_defaults(fn=cmd_site_settings)
+    key = site.add_parser("key", help="API keys: add, list, revoke").add_subparsers(dest="key_command",
+                                                                                    required=True)
+    ka = key.add_parser("add", help="add an API key (printed once)")
+    ka.add_argument("name", help="the site")
+    ka.add_argument("--read-only", action="store_true", help="a read-only key (default: full access)")
+    ka.add_argument("--key", help="use this key instead of a generated one")
+    ka.add_argument("--key-name", help="the key's name (shown as the user of the events it causes)")
+    _add_db(ka)
+    ka.set_defaults(fn=cmd_site_key_add)
+    kl = key.add_parser("list", help="list a site's keys (hints only, never the keys)")
+    kl.add_argument("name", help="the site")
+    _add_db(kl)
+    kl.set_defaults(fn=cmd_site_key_list)
+    kr = key.add_parser("revoke", help="revoke a key, given by its hint or the key itself")
+    kr.add_argument("name", help="the site")
+    kr.add_argument("key", metavar="HINT_OR_KEY")
+    _add_db(kr)
+    kr.set_defaults(fn=cmd_site_key_revoke)
 
     wh = sub.add_parser("webhook", help="manage webhook endpoints").add_subparsers(dest="webhook_command",
                                                                                    required=True)

@@ -28,6 +28,10 @@ _LEGACY_CODES = {
 }
 
 
+class SettingError(ValueError):
+    """A site setting or webhook endpoint that cannot be (the CLI reports it; not an API error)."""
+
+
 class BillhiveError(Exception):
     """Base class: every subclass fixes http_status, type and a default api_error_code."""
 
@@ -35,6 +39,7 @@ class BillhiveError(Exception):
     error_type: str | None = "invalid_request"
     api_error_code = "invalid_request"
     legacy_error_code: str | None = None
+    headers: tuple[tuple[bytes, bytes], ...] = ()  # extra response headers (Retry-After)
 
     def __init__(self, message: str, *, param: str | None = None, api_error_code: str | None = None,
                  extra: dict | None = None):
@@ -137,6 +142,13 @@ class MethodNotAllowed(BillhiveError):
     api_error_code = "http_method_not_supported"
 
 
+class RequestTimeout(BillhiveError):
+    """The client took too long to send its request (408; not in the spec: HTTP's own answer)."""
+
+    http_status = 408
+    api_error_code = "invalid_request"
+
+
 class InvalidState(BillhiveError):
     http_status = 409
     api_error_code = "invalid_state_for_request"
@@ -147,16 +159,78 @@ class UnableToProcess(BillhiveError):
     api_error_code = "unable_to_process_request"
 
 
+class PayloadTooLarge(BillhiveError):
+    """The request body is larger than the limit (413; not in the spec: HTTP's own answer)."""
+
+    http_status = 413
+    api_error_code = "invalid_request"
+
+
+class HeadersTooLarge(BillhiveError):
+    """The request line and headers are larger than the limit (431; not in the spec: HTTP's own answer)."""
+
+    http_status = 431
+    api_error_code = "invalid_request"
+
+
 class RateLimited(BillhiveError):
     http_status = 429
     error_type = "operation_failed"
     api_error_code = "api_request_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: int):
+        super().__init__(message)
+        self.headers = ((b"retry-after", str(retry_after).encode()),)
 
 
 class InternalError(BillhiveError):
     http_status = 500
     error_type = "operation_failed"
     api_error_code = "internal_error"
+
+
+class Overloaded(BillhiveError):
+    """The server is at its connection limit; the client may retry shortly (503, as Chargebee's
+    ``internal_temporary_error``: "the request can be re-tried, with exponential backoff")."""
+
+    http_status = 503
+    error_type = "operation_failed"
+    api_error_code = "internal_temporary_error"
+
+
+class StoreError(BillhiveError):
+    """The database could not do the unit of work (503; the spec's codes for it). ``committed``
+    says what became of the unit: False - it was not applied (retrying is safe); None - the
+    connection was lost while it committed, so it may or may not have been applied (retry only
+    what is safe to repeat: a collect is - the invoice closes once - and an idempotency key
+    makes any POST so)."""
+
+    http_status = 503
+    error_type = "operation_failed"
+    api_error_code = "internal_temporary_error"
+
+    def __init__(self, message: str, *, committed: bool | None = False, **kw: object):
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+        self.committed = committed
+
+
+class StoreUnavailable(StoreError):
+    """The database is unreachable (the connection was lost or cannot be made)."""
+
+    api_error_code = "db_connection_failure"
+
+
+class StoreNotWritable(StoreError):
+    """The database cannot take writes (disk full, read-only file or file system); reads work."""
+
+    api_error_code = "site_read_only_mode"
+
+
+class StoreTimeout(StoreError):
+    """The unit of work ran past its deadline (it waited too long for its turn, or a statement
+    ran longer than the statement timeout) or lost a conflict with a concurrent one."""
+
+    api_error_code = "internal_temporary_error"
 
 
 def not_found(resource: str, ident: str | None = None, *, param: str | None = None) -> NotFound:

@@ -14,7 +14,9 @@ from typing import Any, Callable
 
 from sqlalchemy import bindparam, delete, insert, select, update
 
-from billhive.errors import NotFound
+from billhive import spec, webhook_endpoints
+from billhive.errors import NotFound, SettingError
+from billhive.webhook_endpoints import bump_config
 from billhive.store import schema as S
 from billhive.store.db import Q, Tx
 from billhive.util.jsonutil import dumps, loads
@@ -22,8 +24,6 @@ from billhive.util.jsonutil import dumps, loads
 SITE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
-class SettingError(ValueError):
-    pass
 
 
 def _bool(v: str) -> bool:
@@ -81,8 +81,6 @@ def _int_list(v: str) -> list[int]:
 
 
 def _word_list(v: str) -> list[str]:
-    from billhive import spec
-
     items = [x.strip() for x in v.split(",") if x.strip()]
     known = set(spec.event_types())
     bad = [x for x in items if x not in known]
@@ -187,12 +185,6 @@ def _row_to_site(row: tuple) -> Site:
                 row[11])
 
 
-def bump_config(tx: Tx, site_pk: int) -> None:
-    """Note that settings or webhook endpoints changed (invalidates per-process caches)."""
-    tx.execute(update(S.sites).where(S.sites.c.pk == site_pk)
-               .values(config_version=S.sites.c.config_version + 1))
-
-
 def load(tx: Tx, site_pk: int) -> Site:
     row = tx.one(_BY_PK, {"pk": site_pk})
     if row is None:
@@ -253,6 +245,49 @@ def add_key(tx: Tx, site_pk: int, key: str, access: str, name: str, now: int) ->
                                          name=name, access=access, created_at=now))
 
 
+def new_api_key(tx: Tx, site: Site, *, read_only: bool, now: int, key: str | None = None,
+                name: str | None = None) -> str:
+    """Add a key to the site (generated unless given); returns it - the only time it is shown."""
+    key = key or new_key(site.is_test)
+    access = "read_only" if read_only else "full"
+    if name is not None and not 1 <= len(name) <= 100:
+        raise SettingError("key names are 1-100 characters")
+    add_key(tx, site.pk, key, access, name or ("read_only_key" if read_only else "full_access_key"), now)
+    return key
+
+
+_KEY_ROWS = (S.api_keys.c.pk, S.api_keys.c.name, S.api_keys.c.access, S.api_keys.c.key_hint, S.api_keys.c.key_hash,
+             S.api_keys.c.created_at)
+
+
+def list_keys(tx: Tx, site_pk: int) -> list[dict[str, Any]]:
+    """A site's API keys as the CLI shows them: never the key, only its hint."""
+    rows = tx.all(select(*_KEY_ROWS).where(S.api_keys.c.site_id == site_pk).order_by(S.api_keys.c.pk))
+    return [_key_view(r) for r in rows]
+
+
+def _key_view(row: tuple) -> dict[str, Any]:
+    return {"name": row[1], "access": row[2], "hint": row[3], "created_at": row[5]}
+
+
+def revoke_key(tx: Tx, site_pk: int, hint_or_key: str) -> dict[str, Any]:
+    """Delete one of the site's keys, named by the key itself or by its hint (as
+    ``list_keys`` shows it, with or without the trailing "…"). Returns what was revoked.
+    Processes that cached the key stop accepting it within their cache's TTL."""
+    rows = tx.all(select(*_KEY_ROWS).where(S.api_keys.c.site_id == site_pk).order_by(S.api_keys.c.pk))
+    given = hint_or_key.strip()
+    matches = [r for r in rows if r[4] == hash_key(given)]
+    if not matches and given:
+        prefix = given.rstrip("…")
+        matches = [r for r in rows if r[3] == given or r[3].rstrip("…") == prefix]
+    if not matches:
+        raise SettingError(f"no API key of this site matches {given!r} (see `billhive site key list`)")
+    if len(matches) > 1:
+        raise SettingError(f"{len(matches)} keys have the hint {given!r}: give the whole key to revoke one")
+    tx.execute(delete(S.api_keys).where(S.api_keys.c.pk == matches[0][0]))
+    return _key_view(matches[0])
+
+
 def create(tx: Tx, name: str, *, now: int, currency: str = "USD", metered_billing: bool = False,
            api_key: str | None = None, read_only_key: str | None = None) -> tuple[Site, dict[str, str]]:
     """Create a site and its keys; returns the site and {"full": key, "read_only": key?}."""
@@ -302,8 +337,6 @@ def set_settings(tx: Tx, name: str, assignments: dict[str, str], now: int) -> Si
 
 def _set_default_webhook(tx: Tx, site: Site, values: dict[str, str], now: int) -> None:
     """``webhook_url=...`` manages the endpoint named ``default`` (``billhive webhook`` manages all)."""
-    from billhive import webhook_endpoints
-
     existing = webhook_endpoints.get(tx, site.pk, "default")
     if "url" in values and not values["url"]:
         if existing:
@@ -320,10 +353,7 @@ def _set_default_webhook(tx: Tx, site: Site, values: dict[str, str], now: int) -
 
 
 def describe(tx: Tx, site: Site) -> dict[str, Any]:
-    from billhive import webhook_endpoints
-
-    keys = tx.all(select(S.api_keys.c.name, S.api_keys.c.access, S.api_keys.c.key_hint)
-                  .where(S.api_keys.c.site_id == site.pk).order_by(S.api_keys.c.pk))
+    keys = [(k["name"], k["access"], k["hint"]) for k in list_keys(tx, site.pk)]
     return {
         "name": site.name,
         "test_site": site.is_test,

@@ -11,7 +11,7 @@ from sqlalchemy import bindparam, delete, insert, select
 from sqlalchemy import update as sa_update
 
 from billhive import spec
-from billhive.sites import SettingError
+from billhive.errors import SettingError
 from billhive.store import schema as S
 from billhive.store.db import Q, Tx
 from billhive.util.jsonutil import dumps, loads
@@ -105,8 +105,6 @@ def remove(tx: Tx, site_pk: int, endpoint_id: str) -> bool:
 
 
 def _bump(tx: Tx, site_pk: int) -> None:
-    from billhive.sites import bump_config
-
     bump_config(tx, site_pk)
 
 
@@ -128,3 +126,9 @@ def describe(e: Endpoint) -> dict:
     return {"id": e.id, "url": e.url, "username": e.username, "password_set": bool(e.password),
             "secret": e.secret, "event_types": list(e.event_types) if e.event_types else "all",
             "enabled": e.enabled}
+
+
+def bump_config(tx: Tx, site_pk: int) -> None:
+    """Note that a site's settings or webhook endpoints changed (invalidates per-process caches)."""
+    tx.execute(sa_update(S.sites).where(S.sites.c.pk == site_pk)
+               .values(config_version=S.sites.c.config_version + 1))

@@ -105,3 +105,66 @@ def test_migrate_command(capsys, db):
 def test_console_script_entry_point(tmp_path):
     out = subprocess.run([sys.executable, "-m", "billhive", "--help"], capture_output=True, text=True, check=True)
     assert "serve" in out.stdout and "site" in out.stdout
+
+
+def _keys(capsys, db, site="acme-test"):
+    code, out, _ = run(capsys, "site", "key", "list", site, "--database-url", db)
+    assert code == 0
+    return json.loads(out)
+
+
+def _works(db, key):
+    from billhive import sites
+    from billhive.runtime import App, Config
+
+    app = App.open(Config(database_url=db))
+    try:
+        return app.db.read_sync(lambda tx: sites.key_info(tx, key)) is not None
+    finally:
+        app.close()
+
+
+def test_site_key_add_list_revoke(capsys, db):
+    code, out, _ = run(capsys, "site", "create", "acme-test", "--api-key", "test_first_key_1", "--database-url", db)
+    assert code == 0 and "test_first_key_1" in out  # the first key, printed once at creation
+    code, out, _ = run(capsys, "site", "key", "add", "acme-test", "--database-url", db)
+    assert code == 0
+    new = out.split("full-access key: ", 1)[1].split()[0]
+    assert new.startswith("test_") and len(new) > 20 and _works(db, new)
+    code, out, _ = run(capsys, "site", "key", "add", "acme-test", "--read-only", "--key", "test_ro_given_9",
+                       "--database-url", db)
+    assert code == 0 and "read-only key: test_ro_given_9" in out
+    keys = _keys(capsys, db)
+    assert [k["access"] for k in keys] == ["full", "full", "read_only"]
+    listing = json.dumps(keys)
+    assert new not in listing and "test_first_key_1" not in listing and "test_ro_given_9" not in listing
+    assert [k["hint"] for k in keys] == ["test_firs…", new[:9] + "…", "test_ro_g…"]
+    # revoke by hint (with or without the ellipsis) and by the key itself
+    code, out, _ = run(capsys, "site", "key", "revoke", "acme-test", new[:9] + "…", "--database-url", db)
+    assert code == 0 and "revoked" in out and "5 s" in out
+    assert not _works(db, new) and _works(db, "test_first_key_1")
+    assert run(capsys, "site", "key", "revoke", "acme-test", "test_ro_g", "--database-url", db)[0] == 0
+    assert run(capsys, "site", "key", "revoke", "acme-test", "test_first_key_1", "--database-url", db)[0] == 0
+    assert _keys(capsys, db) == []
+    assert not _works(db, "test_first_key_1") and not _works(db, "test_ro_given_9")
+
+
+def test_site_key_errors_change_nothing(capsys, db):
+    run(capsys, "site", "create", "acme-test", "--api-key", "test_same_prefix_1", "--database-url", db)
+    run(capsys, "site", "create", "other-test", "--api-key", "test_other_site_1", "--database-url", db)
+    run(capsys, "site", "key", "add", "acme-test", "--key", "test_same_prefix_2", "--database-url", db)
+    before = _keys(capsys, db)
+    for argv in (("add", "acme-test", "--key", "short"),  # too short
+                 ("add", "acme-test", "--key", "test_other_site_1"),  # another site's key
+                 ("add", "nope-test"),  # no such site
+                 ("revoke", "acme-test", "test_same…"),  # both keys have this hint: ambiguous
+                 ("revoke", "acme-test", "test_other_site_1"),  # not this site's key
+                 ("revoke", "acme-test", "test_nomatch"),
+                 ("list", "nope-test")):
+        code, _, err = run(capsys, "site", "key", *argv, "--database-url", db)
+        assert code == 2 and err.startswith("billhive:"), argv
+    assert _keys(capsys, db) == before
+    assert _works(db, "test_other_site_1")
+    # the whole key tells the two apart
+    assert run(capsys, "site", "key", "revoke", "acme-test", "test_same_prefix_2", "--database-url", db)[0] == 0
+    assert _works(db, "test_same_prefix_1") and not _works(db, "test_same_prefix_2")

@@ -73,13 +73,22 @@ def discounts(coupons: list[dict], lines: list[dict]) -> list[dict]:
             continue
         if coupon["discount_type"] == "percentage":
             d = percent_of(remaining, Fraction(str(coupon["discount_percentage"])))
-        else:
+        elif coupon["discount_type"] == "fixed_amount":
             d = int(coupon.get("discount_amount", 0))
+        else:  # offer_quantity names items: it discounts no invoice amount
+            d = 0
         d = max(0, min(d, remaining))
         if d > 0:
             remaining -= d
             out.append(_entry(coupon, d))
     return out
+
+
+def discount(coupon: dict, lines: list[dict]) -> dict | None:
+    """The ``discounts`` entry one coupon gives these lines (a one-off invoice's coupon), or None
+    when it discounts nothing."""
+    found = discounts([coupon], lines)
+    return found[0] if found else None
 
 
 def _entry(coupon: dict, amount: int) -> dict:

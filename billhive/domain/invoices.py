@@ -8,12 +8,16 @@ machine. Pure: works on invoice documents (API shape) and plain integers.
 
 billhive computes no tax of its own (tax-free by default): line items carry ``tax`` 0 unless
 given; totals add whatever the lines carry.
+
+Every line amount and total stays within ``money.MAX_AMOUNT``: ``recompute`` refuses an invoice
+beyond it (AmountTooLarge, naming the request parameter the caller says added to it).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from billhive.domain import money
 from billhive.errors import InvalidState
 
 STATUSES = ("pending", "paid", "payment_due", "not_paid", "voided")
@@ -40,12 +44,13 @@ def transition(invoice: dict, target: str) -> None:
     invoice["status"] = target
 
 
-def line_amount(unit_amount: int, quantity: int) -> int:
-    return unit_amount * quantity
+def line_amount(unit_amount: int, quantity: int, param: str | None = None) -> int:
+    """unit_amount x quantity, within MAX_AMOUNT (``param``: the request parameter to blame)."""
+    return money.check(unit_amount * quantity, param, "the line amount")
 
 
-def sub_total(invoice: dict) -> int:
-    return sum(int(li["amount"]) for li in invoice.get("line_items", ()))
+def sub_total(invoice: dict, param: str | None = None) -> int:
+    return money.total((int(li["amount"]) for li in invoice.get("line_items", ())), param, "the invoice sub_total")
 
 
 def discount_total(invoice: dict, *, types: tuple[str, ...] | None = None) -> int:
@@ -56,11 +61,14 @@ def tax_total(invoice: dict) -> int:
     return sum(int(li.get("tax", 0) or 0) for li in invoice.get("line_items", ()))
 
 
-def recompute(invoice: dict) -> dict:
-    """Set sub_total, tax, amount and amount_due from the lines, discounts and payments."""
-    st = sub_total(invoice)
-    tax = tax_total(invoice)
-    amount = max(0, st - discount_total(invoice) + tax)
+def recompute(invoice: dict, param: str | None = None) -> dict:
+    """Set sub_total, tax, amount and amount_due from the lines, discounts and payments.
+
+    A total beyond MAX_AMOUNT is AmountTooLarge naming ``param``: the request parameter that
+    added to the invoice (None on paths without one, such as renewals)."""
+    st = sub_total(invoice, param)
+    tax = money.check(tax_total(invoice), param, "the invoice tax")
+    amount = money.check(max(0, st - discount_total(invoice) + tax), param, "the invoice amount")
     invoice["sub_total"] = st
     invoice["tax"] = tax
     invoice["amount"] = amount

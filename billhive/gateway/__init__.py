@@ -12,76 +12,24 @@ never serves a live site: it takes any Luhn-valid number.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Mapping
 
 from billhive.errors import ConfigurationIncompatible
+from billhive.gateway.interface import TEST_GATEWAY, CardDetails, Gateway, GatewayResult, StoredCard
+from billhive.gateway.test_gateway import TestGateway
+from billhive.sites import Site
+from billhive.store.db import Database
 
-if TYPE_CHECKING:
-    from billhive.runtime import App
-    from billhive.sites import Site
-
-TEST_GATEWAY = "chargebee"  # Chargebee's name for its test gateway (billhive.gateway.test_gateway)
-
-
-@dataclass(frozen=True)
-class CardDetails:
-    number: str
-    expiry_month: int
-    expiry_year: int
-    cvv: str | None = None
-    first_name: str | None = None
-    last_name: str | None = None
+__all__ = ["TEST_GATEWAY", "CardDetails", "Gateway", "GatewayResult", "StoredCard", "default_gateways", "for_site",
+           "gateway_name"]
 
 
-@dataclass(frozen=True)
-class StoredCard:
-    token: str  # the gateway's reference for the card (never the number)
-    brand: str  # visa | mastercard | american_express | discover | jcb | diners_club | other
-    last4: str
-    iin: str
-    masked_number: str
+def default_gateways(db: Database) -> dict[str, Gateway]:
+    """The gateways billhive runs with, by name (the test gateway keeps its books beside ``db``)."""
+    return {TEST_GATEWAY: TestGateway(db)}
 
 
-@dataclass(frozen=True)
-class GatewayResult:
-    status: str  # success | failure | timeout
-    reference: str  # the gateway's transaction id (id_at_gateway)
-    error_code: str | None = None
-    error_text: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "success"
-
-
-class Gateway(Protocol):
-    name: str
-
-    async def store_card(self, site_pk: int, card: CardDetails) -> StoredCard: ...
-
-    async def charge(self, site_pk: int, idempotency_key: str, token: str, amount: int,
-                     currency: str) -> GatewayResult: ...
-
-    async def refund(self, site_pk: int, idempotency_key: str, charge_reference: str, amount: int,
-                     currency: str) -> GatewayResult: ...
-
-    async def void(self, site_pk: int, idempotency_key: str, charge_reference: str) -> GatewayResult: ...
-
-    async def lookup(self, site_pk: int, idempotency_key: str) -> GatewayResult | None:
-        """The result of an earlier call with this key, or None if the gateway never saw it."""
-        ...
-
-
-def default_gateways(app: "App") -> dict[str, Gateway]:
-    try:
-        from billhive.gateway.test_gateway import TestGateway
-    except ImportError:  # pragma: no cover - the test gateway ships with billhive
-        return {}
-    return {"chargebee": TestGateway(app)}
-
-
-def gateway_name(site: "Site") -> str | None:
+def gateway_name(site: Site) -> str | None:
     """The name of the gateway that stores cards and charges for ``site``, or None.
 
     Test sites use the test gateway. A live site uses the real gateway configured for it; billhive
@@ -90,11 +38,12 @@ def gateway_name(site: "Site") -> str | None:
     return TEST_GATEWAY if site.is_test else None
 
 
-def for_site(app: "App", site: "Site") -> Gateway:
-    """The gateway that stores cards and charges for ``site``. A site without one refuses:
-    ``ConfigurationIncompatible`` (400), raised before anything is stored or charged."""
+def for_site(gateways: Mapping[str, Gateway], site: Site) -> Gateway:
+    """The gateway (of the running ``gateways``, ``App.gateways``) that stores cards and charges for
+    ``site``. A site without one refuses: ``ConfigurationIncompatible`` (400), raised before anything
+    is stored or charged."""
     name = gateway_name(site)
-    gateway = app.gateways.get(name) if name else None
+    gateway = gateways.get(name) if name else None
     if gateway is not None:
         return gateway
     if name is None:

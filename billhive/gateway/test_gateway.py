@@ -22,7 +22,6 @@ same database (concurrent writers are PostgreSQL's business).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 
 from pathlib import Path
 
@@ -30,13 +29,10 @@ from sqlalchemy import bindparam, create_engine, func, insert, pool, select
 
 from billhive.domain.customers import luhn_ok
 from billhive.errors import ParamError, PaymentMethodVerificationFailed
-from billhive.gateway import CardDetails, GatewayResult, StoredCard
+from billhive.gateway.interface import CardDetails, GatewayResult, StoredCard
 from billhive.store import schema as S
 from billhive.store.db import Database, Q, Tx, wall_clock
 from billhive.util.ids import random_id, secret_id
-
-if TYPE_CHECKING:
-    from billhive.runtime import App
 
 REFUSED_AT_STORE = "4119862760338320"
 INSUFFICIENT_FUNDS = "4005519200000004"
@@ -55,18 +51,19 @@ _CHARGE_BY_REF = Q(select(O.c.status, O.c.amount, O.c.token).where(O.c.site_id =
                                                         O.c.reference == bindparam("ref"), O.c.kind == "charge"))
 
 
-def books_for(app: "App") -> Database:
-    """The database holding the test gateway's books (see the module docstring)."""
-    if app.db.dialect != "sqlite":
-        return app.db
-    main = Path(app.db.path)
+def books_for(db: Database) -> Database:
+    """The database holding the test gateway's books for billhive's database ``db`` (see the
+    module docstring)."""
+    if db.dialect != "sqlite":
+        return db
+    main = Path(db.path)
     path = main.with_name(main.stem + "-gateway" + (main.suffix or ".db"))
     engine = create_engine(f"sqlite:///{path}", poolclass=pool.NullPool)
     try:
         S.metadata.create_all(engine, tables=[V, O])
     finally:
         engine.dispose()
-    return Database(f"sqlite:///{path}", synchronous=app.db.synchronous)
+    return Database(f"sqlite:///{path}", synchronous=db.synchronous)
 
 
 def brand_of(number: str) -> str:
@@ -93,12 +90,12 @@ class TestGateway:
     name = "chargebee"
     __test__ = False  # not a pytest class
 
-    def __init__(self, app: "App"):
-        self.app = app
-        self.db = books_for(app)
+    def __init__(self, db: Database):
+        self.main_db = db
+        self.db = books_for(db)
 
     def close(self) -> None:
-        if self.db is not self.app.db:
+        if self.db is not self.main_db:
             self.db.close()
 
     async def store_card(self, site_pk: int, card: CardDetails) -> StoredCard:

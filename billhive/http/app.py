@@ -21,7 +21,6 @@ import time
 from typing import Awaitable, Callable
 
 import orjson
-from sqlalchemy import literal, select
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -36,23 +35,25 @@ from billhive.errors import (
     MethodNotAllowed,
     NotFound,
     ParamError,
+    StoreError,
 )
 from billhive.http import idempotency
 from billhive.http.auth import Authenticator
+from billhive.http.bodies import ClientDisconnected, read_body
 from billhive.http.params import Decoder, parse_pairs
+from billhive.http.ratelimit import RateLimiter
 from billhive.http.router import Router
 from billhive.http.routes import ROUTES, Route
 from billhive.runtime import App
 from billhive.services.context import Ctx, Origin
-from billhive.store.db import Q
-from billhive.store.lists import ALL_OPS, ListRequest, filter_fields, parse_filter
+from billhive.store.lists import ALL_OPS, MAX_FILTERS, ListRequest, filter_fields, parse_filter
 
 log = logging.getLogger("billhive.http")
 PREFIX = "/api/v1"
-MAX_BODY = 1 << 20
+CLIENT_CLOSED = 499
 _JSON_HEADERS = [(b"content-type", b"application/json;charset=utf-8")]
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
-_SELECT_ONE = Q(select(literal(1)))
+LOOP_FAILURES_DOWN = 3  # failed passes in a row after which /health counts a background loop as down
 
 
 class Compiled:
@@ -124,10 +125,12 @@ def _origin(headers: dict[bytes, bytes], key_name: str) -> Origin:
 
 
 def _list_request(compiled: Compiled, pairs: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], ListRequest]:
-    """Split list extension params (field[op], sort_by[dir]) from the spec's own."""
+    """Split list extension params (field[op], sort_by[dir]) from the spec's own: each filter at
+    most once, at most MAX_FILTERS of them."""
     table = compiled.route.list_table
     declared = compiled.decoder.fields
     rest, filters = [], []
+    seen: set[str] = set()
     sort = None
     for key, value in pairs:
         if "[" in key and key.endswith("]"):
@@ -143,6 +146,11 @@ def _list_request(compiled: Compiled, pairs: list[tuple[str, str]]) -> tuple[lis
                     sort = (value, op == "desc")
                     continue
                 if op in ALL_OPS:
+                    if key in seen:
+                        raise ParamError(f"{key} : is specified more than once", param=key)
+                    if len(filters) == MAX_FILTERS:
+                        raise ParamError(f"{key} : a list request takes at most {MAX_FILTERS} filters", param=key)
+                    seen.add(key)
                     filters.append(parse_filter(table, top, op, value))
                     continue
         rest.append((key, value))
@@ -152,7 +160,9 @@ def _list_request(compiled: Compiled, pairs: list[tuple[str, str]]) -> tuple[lis
 class ApiEndpoint:
     def __init__(self, app: App, routes: list[Route]):
         self.app = app
-        self.auth = Authenticator(app.db, app.config.domain)
+        self.auth = Authenticator(app.db, app.config.domain, ttl=app.config.cache_ttl)
+        self.rate = RateLimiter(app.db, ttl=app.config.cache_ttl)
+        self.max_body = app.config.max_body_bytes
         self.router = Router()
         # (operationId, status) -> [requests, seconds]: read by /metrics (plain dict: no
         # per-request cost beyond two additions)
@@ -176,8 +186,14 @@ class ApiEndpoint:
     async def handle(self, scope: dict, receive: Callable) -> tuple[int, bytes, list]:
         try:
             return await self._handle(scope, receive)
+        except StoreError as exc:  # 503: the database's condition, not the request's
+            log.warning("%s %s: %s (%s)", scope.get("method"), scope.get("path"), exc.api_error_code, exc.message)
+            return exc.http_status, orjson.dumps(exc.to_json()), [(b"retry-after", b"1")]
         except BillhiveError as exc:
-            return exc.http_status, orjson.dumps(exc.to_json()), []
+            return exc.http_status, orjson.dumps(exc.to_json()), list(exc.headers)
+        except ClientDisconnected:
+            # nobody to answer, and nothing was done; counted as nginx's 499 "client closed request"
+            return CLIENT_CLOSED, b"", []
         except Exception as exc:
             if _unique_violation(exc):
                 # two requests created the same id at once: the loser gets what a sequential one would
@@ -204,11 +220,13 @@ class ApiEndpoint:
             raise NotFound("Sorry, we couldn't find that resource (no such API URL)")
         scope["billhive.op"] = compiled.route.op.operation_id
         headers = dict(scope["headers"])
-        body = await _read_body(receive) if method != "GET" else b""
+        body = await read_body(receive, self.max_body, headers.get(b"content-length")) if method != "GET" else b""
         host = headers.get(b"host")
         authz = headers.get(b"authorization")
         principal = await self.auth.authenticate(host.decode("latin-1") if host else None,
                                                  authz.decode("latin-1") if authz else None)
+        if not self.rate.unlimited(principal.site_pk):
+            await self.rate.admit(principal.site_pk)
         route = compiled.route
         if route.op.writes and principal.read_only:
             raise AuthorizationFailed("Sorry, your API key does not have the privilege to perform this operation")
@@ -231,12 +249,13 @@ class ApiEndpoint:
             list_req.limit = params.get("limit", 10)
             list_req.offset = params.get("offset")
             params["_list"] = list_req
-        ctx = Ctx(self.app, principal.site_pk, origin)
-        call = compiled.fn(ctx, *args, params)
         ikey = headers.get(b"chargebee-idempotency-key")
-        if ikey is not None and method == "POST":
-            return await idempotency.run(self.app, principal.site_pk, ikey.decode("latin-1"), method, path,
-                                         pairs, call)
+        claim = idempotency.Claim(principal.site_pk, ikey.decode("latin-1")) if ikey is not None \
+            and method == "POST" else None
+        ctx = Ctx(self.app, principal.site_pk, origin, claim)
+        call = compiled.fn(ctx, *args, params)
+        if claim is not None:
+            return await idempotency.run(self.app, claim, method, path, pairs, call)
         result = await call
         return 200, orjson.dumps(result), []
 
@@ -251,23 +270,6 @@ def _unique_violation(exc: Exception) -> bool:
     except ImportError:  # pragma: no cover
         return False
     return isinstance(exc, pg_errors.UniqueViolation)
-
-
-async def _read_body(receive: Callable) -> bytes:
-    chunks = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise ParamError("request body too large")
-        chunks.append(chunk)
-        if not message.get("more_body"):
-            break
-    return b"".join(chunks)
 
 
 def served_openapi(base_url: str, routes: list[Route] = ROUTES) -> dict:
@@ -287,11 +289,33 @@ def build(app: App, *, background: Callable[[App], Awaitable[None]] | None = Non
     openapi_bytes: dict[str, bytes] = {}
 
     async def health(request: Request) -> Response:
-        await app.db.read(lambda tx: tx.scalar(_SELECT_ONE))
-        body = {"status": "ok", "database": app.db.dialect}
+        """200 when the store is reachable and writable and every background loop and store
+        thread of this process is alive; else 503 with the same body, "problems" listing why."""
+        store = await app.db.health()
+        now = app.wall()
+        loops = {name: state.report(now) for name, state in app.loops.items()}
+        problems = []
+        if not store["reachable"]:
+            problems.append(f"database unreachable: {store['error']}")
+        elif not store["writable"]:
+            problems.append(f"database not writable: {store['error']}")
+        problems += [f"store thread {name} stopped" for name, alive in store["threads"].items() if not alive]
+        if app.background == "running":
+            for name, state in app.loops.items():
+                if not state.running:
+                    problems.append(f"background loop {name} stopped")
+                elif state.failures >= LOOP_FAILURES_DOWN:
+                    problems.append(f"background loop {name} failing: {state.last_error}")
+        if app.fatal_error:
+            problems.append(f"stopping: {app.fatal_error}")
+        body: dict = {"status": "unavailable" if problems else "ok", "database": app.db.dialect}
         if app.db.dialect == "sqlite":
             body["group_commit"] = dict(app.db.stats)  # batches committed, units in them
-        return JSONResponse(body)
+        body["store"] = store
+        body["background"] = {"state": app.background, "loops": loops}
+        if problems:
+            body["problems"] = problems
+        return JSONResponse(body, status_code=503 if problems else 200)
 
     async def openapi(request: Request) -> Response:
         base = app.config.public_url or f"{request.url.scheme}://{request.url.netloc}"
@@ -299,13 +323,25 @@ def build(app: App, *, background: Callable[[App], Awaitable[None]] | None = Non
             openapi_bytes[base] = orjson.dumps(served_openapi(base, routes))
         return Response(openapi_bytes[base], media_type="application/json")
 
+    async def store_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StoreError)  # hosted pages, portal, downloads: the same 503 JSON as the API
+        log.warning("%s %s: %s (%s)", request.method, request.url.path, exc.api_error_code, exc.message)
+        return JSONResponse(exc.to_json(), status_code=exc.http_status, headers={"retry-after": "1"})
+
     async def not_found(request: Request, exc: Exception) -> Response:
         err = NotFound("Sorry, we couldn't find that resource (no such URL)")
         return JSONResponse(err.to_json(), status_code=404)
 
+    def background_done(task: asyncio.Task) -> None:
+        if not task.cancelled():
+            exc = task.exception()
+            app.fatal(f"background work stopped: {exc}" if exc else "background work stopped")
+
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette):
         task = asyncio.create_task(background(app)) if background else None
+        if task:
+            task.add_done_callback(background_done)
         try:
             yield
         finally:
@@ -325,7 +361,7 @@ def build(app: App, *, background: Callable[[App], Awaitable[None]] | None = Non
         routes=[StarletteRoute("/health", health), StarletteRoute("/openapi.json", openapi),
                 StarletteRoute("/metrics", metrics),
                 *extra_routes.routes(app)],
-        exception_handlers={404: not_found},
+        exception_handlers={404: not_found, StoreError: store_error},
         lifespan=lifespan,
     )
 

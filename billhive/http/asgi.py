@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 
+from billhive.http import protocol
 from billhive.http.app import build
 from billhive.runtime import App, Config
 from billhive.worker import run_background
@@ -11,6 +13,10 @@ from billhive.worker import run_background
 
 def create_app():
     config = Config.from_env(domain=os.environ.get("BILLHIVE_DOMAIN"))
+    protocol.configure(config)  # this worker's connection limits (uvicorn runs http.protocol's class)
     app = App.open(config)
+    # a store thread or background loop died: stop this worker process (exit status 1; the
+    # supervisor starts another)
+    app.on_fatal.append(lambda reason: os.kill(os.getpid(), signal.SIGTERM))
     background = run_background if os.environ.get("BILLHIVE_BACKGROUND", "1") == "1" else None
     return build(app, background=background)

@@ -21,12 +21,13 @@ from starlette.routing import BaseRoute, Route
 
 from billhive import sites
 from billhive.domain.money import format_amount
-from billhive.errors import NotFound
+from billhive.errors import NotFound, PayloadTooLarge
+from billhive.http.bodies import ClientDisconnected, read_body
 from billhive.runtime import App
 from billhive.services import hosted_pages as H
 from billhive.services.context import Ctx
 
-MAX_FORM_BYTES = 16 * 1024
+MAX_FORM_BYTES = 16 * 1024  # the form's seven fields; a larger body is refused (413) unread
 _STYLE = ("body{font-family:system-ui,sans-serif;max-width:34rem;margin:2rem auto;padding:0 1rem;color:#222}"
           "table{border-collapse:collapse;width:100%;margin-bottom:1.5rem}"
           "td{padding:.35rem .5rem;border-bottom:1px solid #ddd}td.amount{text-align:right}"
@@ -179,8 +180,6 @@ async def _ctx(app: App, site_name: str) -> Ctx | None:
 
 
 def _form(body: bytes) -> H.CheckoutForm:
-    if len(body) > MAX_FORM_BYTES:
-        return H.CheckoutForm()
     fields = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
     names = ("number", "expiry_month", "expiry_year", "cvv", "first_name", "last_name", "email")
     return H.CheckoutForm(**{k: fields.get(k, "")[:200] for k in names})
@@ -215,7 +214,13 @@ def routes(app: App) -> list[BaseRoute]:
         if ctx is None:
             return _not_found()
         path = f"/hosted_pages/{site_name}/{page_id}"
-        form = _form(await request.body())
+        try:
+            form = _form(await read_body(request.receive, MAX_FORM_BYTES, request.headers.get("content-length")))
+        except PayloadTooLarge:
+            return _page("Form too large", "<h1>The form sent was too large</h1>"
+                         "<p>Please go back and submit the checkout form again.</p>", 413)
+        except ClientDisconnected:
+            return Response(status_code=400)  # the browser went away: nobody to answer, nothing done
         try:
             done = await H.submit(ctx, page_id, form, ip=request.client.host if request.client else None)
         except NotFound:

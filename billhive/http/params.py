@@ -11,6 +11,10 @@ Wire shapes (all that the v1 spec uses):
 
 Each operation's decoder is compiled once from its schema. Errors name the parameter in
 bracket form (``addons[quantity][0]``), as Chargebee does.
+
+Bounds beyond the spec's own (docs/CHOICES.md, "Limits"): amounts (the spec's int64 integers,
+which have no maximum) at most ``money.MAX_AMOUNT``; timestamps (unix-time) within years
+1970-9999; free-form JSON (``meta_data``) at most ``MAX_JSON_DEPTH`` levels deep.
 """
 
 from __future__ import annotations
@@ -22,17 +26,17 @@ from urllib.parse import unquote_plus
 
 import orjson
 
+from billhive.domain.money import MAX_AMOUNT
 from billhive.errors import ParamError, ParamRequired
+from billhive.util.bounds import INT32, INT64, UNIX_TIME, parse_int
 
 _KEY = re.compile(r"^([A-Za-z0-9_.\-]+)(?:\[([A-Za-z0-9_.\-]+)\])?(?:\[(\d+)\])?$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_INT = re.compile(r"^[+-]?\d+$")
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
-_NUM = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+_NUM = re.compile(r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$")
 
-INT32 = (-(2**31), 2**31 - 1)
-INT64 = (-(2**63), 2**63 - 1)
 MAX_LIST_INDEX = 250  # Chargebee caps list params far below this
+MAX_JSON_DEPTH = 32  # objects/arrays nested in a free-form JSON parameter (meta_data)
 
 
 @dataclass(frozen=True)
@@ -49,13 +53,19 @@ class Scalar:
 
     @classmethod
     def from_schema(cls, s: dict) -> "Scalar":
+        fmt, minimum, maximum = s.get("format"), s.get("minimum"), s.get("maximum")
+        if s.get("type") == "integer" and fmt == "int64" and maximum is None:
+            maximum = MAX_AMOUNT  # the v1 spec's int64 parameters are amounts in minor units
+        if fmt == "unix-time":
+            minimum = UNIX_TIME[0] if minimum is None else minimum
+            maximum = UNIX_TIME[1] if maximum is None else maximum
         return cls(
             type=s.get("type", "string"),
             enum=tuple(s["enum"]) if s.get("enum") else None,
             max_length=s.get("maxLength"),
-            minimum=s.get("minimum"),
-            maximum=s.get("maximum"),
-            fmt=s.get("format"),
+            minimum=minimum,
+            maximum=maximum,
+            fmt=fmt,
             default=s.get("default"),
         )
 
@@ -71,12 +81,7 @@ class Scalar:
                 raise ParamError(f"{param} : invalid email address", param=param)
             return value
         if t == "integer":
-            if not _INT.match(raw):
-                raise ParamError(f"{param} : invalid integer value {raw!r}", param=param)
-            value = int(raw)
-            lo, hi = INT32 if self.fmt == "int32" else INT64
-            if not lo <= value <= hi:
-                raise ParamError(f"{param} : value out of range", param=param)
+            value = parse_int(raw, param, INT32 if self.fmt == "int32" else INT64)
         elif t == "number":
             if not _NUM.match(raw):
                 raise ParamError(f"{param} : invalid number {raw!r}", param=param)
@@ -91,12 +96,30 @@ class Scalar:
         else:  # pragma: no cover - the spec has no other leaf types
             raise ParamError(f"{param} : unsupported parameter type", param=param)
         if self.minimum is not None and value < self.minimum:
-            raise ParamError(f"{param} : cannot be less than {self.minimum:g}", param=param)
+            raise ParamError(f"{param} : cannot be less than {_num(self.minimum)}", param=param)
         if self.maximum is not None and value > self.maximum:
-            raise ParamError(f"{param} : cannot be more than {self.maximum:g}", param=param)
+            raise ParamError(f"{param} : cannot be more than {_num(self.maximum)}", param=param)
         if self.enum is not None and value not in self.enum:
             raise ParamError(f"{param} : invalid value", param=param)
         return value
+
+
+def _num(bound: float) -> str:
+    return str(int(bound)) if float(bound).is_integer() else f"{bound:g}"
+
+
+def json_depth_ok(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether objects/arrays in ``value`` nest at most ``limit`` levels (iteratively: no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return False
+        stack.extend((child, depth + 1) for child in children)
+    return True
 
 
 @dataclass
@@ -184,6 +207,8 @@ class Decoder:
                         raise ParamError(f"{key} : must be a JSON object", param=key) from None
                     if not isinstance(value, dict):
                         raise ParamError(f"{key} : must be a JSON object", param=key)
+                    if not json_depth_ok(value):
+                        raise ParamError(f"{key} : JSON nested more than {MAX_JSON_DEPTH} levels deep", param=key)
                     out[top] = value
                 elif sub is not None and idx is None:
                     out.setdefault(top, {})[sub] = raw

@@ -8,6 +8,7 @@ import traceback
 from typing import TYPE_CHECKING
 
 from billhive import sites
+from billhive.errors import StoreError
 from billhive.scheduler import jobs
 from billhive.services.context import SCHEDULER, Work
 from billhive.store.db import Tx
@@ -58,6 +59,8 @@ async def run_due(app: "App", site_pk: int, at: int | None = None, limit: int | 
         for hook in after:
             try:
                 await hook()
+            except StoreError as exc:  # e.g. a charge's settlement: payment recovery finishes it later
+                log.warning("after-commit work of a job failed on site %s: %s", site_pk, exc.message)
             except Exception:
                 log.exception("after-commit work of a job failed on site %s", site_pk)
         done += 1

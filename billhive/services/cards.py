@@ -70,7 +70,7 @@ async def site_gateway(ctx: Ctx, name: str | None, param: str) -> Gateway:
     """The gateway to store a request's card with: the site's (``billhive.gateway.for_site``; a
     live site without one is refused here, before the card goes anywhere). ``name`` (the
     request's ``card[gateway]``), when given, must be that gateway."""
-    gw = await ctx.read(lambda w: gateways.for_site(w.app, w.site))
+    gw = await ctx.read(lambda w: gateways.for_site(w.app.gateways, w.site))
     if name is not None and name != gw.name:
         raise ConfigurationIncompatible(f"{param} : the {name} gateway is not configured on this site (its gateway "
                                         f"is {gw.name})", param=param)
@@ -175,13 +175,17 @@ def status_at(w: Work, card: dict) -> str:
 
 def usable_card(w: Work, customer: dict) -> dict | None:
     """The customer's card if it is their payment method and not expired at ``w.now``."""
-    pm = customer.get("payment_method")
-    if not pm or pm.get("type") != "card":
-        return None
     card = get_card(w, customer["id"])
-    if card is None or status_at(w, card) == "expired":
-        return None
-    return card
+    return card if is_usable(w, customer, card) else None
+
+
+def is_usable(w: Work, customer: dict, card: dict | None) -> bool:
+    """Whether ``card`` (the customer's card, loaded) can be charged now: it is the customer's
+    payment method and not expired at ``w.now``."""
+    pm = customer.get("payment_method")
+    if not pm or pm.get("type") != "card" or card is None:
+        return False
+    return status_at(w, card) != "expired"
 
 
 def schedule_expiry(w: Work, card: dict) -> None:
@@ -207,7 +211,7 @@ def attach(w: Work, customer: dict, card: dict) -> bool:
     """Make ``card`` the customer's card (replacing any) and payment method; schedules its expiry
     jobs. The caller saves the customer and records events. Returns True if the card is new
     (card_added), False if it replaced one (card_updated)."""
-    gateways.for_site(w.app, w.site)  # a site without a gateway keeps no cards (checked before, too)
+    gateways.for_site(w.app.gateways, w.site)  # a site without a gateway keeps no cards (checked before, too)
     existing = get_card(w, customer["id"], for_update=True)
     card["status"] = status_at(w, card)
     if existing is None:

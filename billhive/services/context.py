@@ -15,10 +15,11 @@ Service shape (one function per API operation):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol, TypeVar
 
 from billhive import sites
 from billhive.store.db import Tx
+from billhive.util import failpoints
 
 if TYPE_CHECKING:
     from billhive.runtime import App
@@ -110,6 +111,17 @@ class Work:
         return event
 
 
+class Claim(Protocol):
+    """A request's chargebee-idempotency-key claim (billhive.http.idempotency.Claim)."""
+
+    committed: bool  # the operation's first write is durable
+    resumed: bytes | None  # an interrupted earlier attempt committed the first write already
+
+    def journal(self, tx: Tx, fn: Callable, result: Any) -> None: ...
+
+    def replay(self, fn: Callable) -> Any: ...
+
+
 @dataclass
 class Ctx:
     """A request's (or a scheduler run's) handle on one site."""
@@ -117,19 +129,39 @@ class Ctx:
     app: "App"
     site_id: int
     origin: Origin = field(default_factory=Origin)
+    claim: Claim | None = None  # set for a POST with chargebee-idempotency-key
 
-    def _unit(self, fn: Callable[..., T], args: tuple, now: int | None) -> Callable[[Tx], tuple[T, list]]:
+    def _unit(self, fn: Callable[..., T], args: tuple, now: int | None,
+              claim: Claim | None = None) -> Callable[[Tx], tuple[T, list]]:
         app, site_id, origin = self.app, self.site_id, self.origin
 
         def unit(tx: Tx) -> tuple[T, list]:
             w = Work(tx, app, None, origin, now, site_pk=site_id)
-            return fn(w, *args), w.after
+            result = fn(w, *args)
+            if claim is not None:
+                claim.journal(tx, fn, result)  # in the same transaction: committed means journaled
+            return result, w.after
         return unit
 
     async def write(self, fn: Callable[..., T], *args: Any, now: int | None = None, lane: bool = False) -> T:
         """Run fn(work, *args) in one durable write transaction, then its after-commit work.
-        lane: fn takes an invoice number (see Database.write)."""
-        result, after = await self.app.db.write(self._unit(fn, args, now), lane=lane)
+        lane: fn takes an invoice number (see Database.write).
+
+        Under an idempotency key the operation's first write is its commit point: it records
+        the claim's outcome in its own transaction, and a retry resuming an interrupted attempt
+        gets that write's journaled result instead of running it again (its after-commit work
+        is not repeated either: committed state must be enough to finish it, see after_commit).
+        Later writes of the operation run on a retry again, so they must be safe to repeat
+        (settling a recorded charge is). See billhive/http/idempotency.py."""
+        claim = self.claim
+        if claim is not None and not claim.committed:
+            if claim.resumed is not None:
+                return claim.replay(fn)
+            result, after = await self.app.db.write(self._unit(fn, args, now, claim), lane=lane)
+            claim.committed = True
+            failpoints.hit("idempotency.committed")
+        else:
+            result, after = await self.app.db.write(self._unit(fn, args, now), lane=lane)
         for hook in after:
             await hook()
         return result

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from sqlalchemy import bindparam, func, insert, select
 
+from billhive.domain import money
 from billhive.errors import InvalidRequest
 from billhive.services.context import Work
 from billhive.store import schema as S
@@ -37,12 +38,19 @@ def balance(customer: dict, kind: str) -> int:
 def move(w: Work, customer: dict, kind: str, amount: int, reason: str, *, description: str | None = None,
          reference_type: str | None = None, reference_id: str | None = None, param: str | None = None) -> int:
     """Add (amount > 0) or remove (amount < 0) credits; updates the customer document (the caller
-    saves it in this transaction) and appends the ledger row. Returns the new balance."""
+    saves it in this transaction) and appends the ledger row. Returns the new balance.
+
+    ``param``: the request parameter the amount comes from. Such a move may not take the balance
+    beyond money.MAX_AMOUNT (AmountTooLarge naming it). Moves without one - credits applied to
+    an invoice, or given back by a void or a failed charge - always go through: settling a
+    charge must never fail."""
     if kind not in FIELD:
         raise ValueError(kind)
     if amount == 0:
         return balance(customer, kind)
     new = balance(customer, kind) + amount
+    if param is not None:
+        money.check(new, param, f"the customer's {FIELD[kind].replace('_', ' ')}")
     if new < 0:
         raise InsufficientCredits(
             f"{param + ' : ' if param else ''}cannot deduct {-amount}; the customer has {balance(customer, kind)} "

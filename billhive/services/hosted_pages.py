@@ -560,7 +560,7 @@ def _view(w: Work, page: dict, checkout: dict) -> PageView:
         view.prefill = {k: c[k] for k in ("email", "first_name", "last_name") if c.get(k)}
     if view.open:
         try:
-            gateways.for_site(w.app, w.site)  # no card form on a site that cannot take cards
+            gateways.for_site(w.app.gateways, w.site)  # no card form on a site that cannot take cards
             view.estimate = _estimate(w, page, checkout)
         except BillhiveError as exc:  # e.g. the plan was archived since: say so instead of a form
             view.error = exc.message

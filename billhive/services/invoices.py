@@ -11,7 +11,8 @@ from typing import Callable
 
 from billhive import gateway as gateways
 from billhive.domain import catalog as catalog_rules
-from billhive.domain import discounts
+from billhive.domain import coupons as coupon_rules
+from billhive.domain import money
 from billhive.domain import invoices as D
 from billhive.errors import (
     ConfigurationIncompatible,
@@ -131,7 +132,7 @@ async def add_charge(ctx: Ctx, invoice_id: str, params: dict) -> dict:
         inv["line_items"].append(invoicing.line_item(
             date_from=w.now, date_to=w.now, unit_amount=params["amount"], description=params["description"],
             entity_type="adhoc"))
-        D.recompute(inv)
+        D.recompute(inv, "amount")
         INVOICES.save(w.tx, w.site_id, inv, w.now)
         w.emit("invoice_updated", {"invoice": inv})
         return {"invoice": inv}
@@ -282,7 +283,7 @@ async def record_payment(ctx: Ctx, invoice_id: str, params: dict) -> dict:
         if excess:
             customer = CUSTOMERS.require(w.tx, w.site_id, inv["customer_id"], for_update=True)
             credits.move(w, customer, "excess", excess, "overpayment", reference_type="transaction",
-                         reference_id=txn["id"], description=f"Over-payment on invoice {inv['id']}")
+                         reference_id=txn["id"], description=f"Over-payment on invoice {inv['id']}", param="amount")
             CUSTOMERS.save(w.tx, w.site_id, customer, w.now)
             w.emit("customer_changed", {"customer": customer})
         return {"invoice": inv, "transaction": txn}
@@ -347,7 +348,7 @@ async def refund(ctx: Ctx, invoice_id: str, params: dict) -> dict:
         original = next((p for p in reversed(card_payments) if _unrefunded(p) >= amount), None)
         if original is None:
             raise ParamError("refund_amount : must fit within one card payment", param="refund_amount")
-        gateway = gateways.for_site(w.app, w.site)  # a site without a gateway refunds nothing through one
+        gateway = gateways.for_site(w.app.gateways, w.site)  # a site without a gateway refunds nothing through one
         if gateway.name != original["gateway"]:
             raise ConfigurationIncompatible(f"The payment was made through the {original['gateway']} gateway, "
                                             f"which no longer serves this site")
@@ -467,7 +468,7 @@ def _addon_line(w: Work, addon: dict, quantity: int | None, qparam: str) -> dict
         raise ParamError(f"{qparam} : not applicable for the on_off addon {addon['id']}", param=qparam)
     return invoicing.line_item(date_from=w.now, date_to=w.now, unit_amount=int(addon.get("price", 0)),
                                quantity=quantity or 1, description=addon.get("invoice_name") or addon["name"],
-                               entity_type="addon", entity_id=addon["id"])
+                               entity_type="addon", entity_id=addon["id"], param=qparam)
 
 
 def _one_time_coupon(w: Work, value: str, lines: list[dict], *, redeem: bool = True) -> dict:
@@ -477,15 +478,15 @@ def _one_time_coupon(w: Work, value: str, lines: list[dict], *, redeem: bool = T
     if coupon.get("duration_type") != "one_time":
         raise ParamError(f"coupon : The coupon {coupon['id']} is {coupon.get('duration_type')}; only one_time "
                          "coupons apply to one-off invoices", param="coupon")
-    amount = discounts.coupon_discount(coupon, lines)
-    if coupon.get("apply_on") == "each_specified_item" and amount == 0:
+    entry = coupon_rules.discount(coupon, lines)
+    if entry is None and coupon.get("apply_on") == "each_specified_item":
         raise ParamError(f"coupon : The coupon {coupon['id']} applies to none of this invoice's items", param="coupon")
     if redeem:
         catalog_coupons.redeem(w, coupon["id"], code, param="coupon")
     else:
         catalog_rules.check_redeemable(coupon, w.now, param="coupon")
-    return {"amount": amount, "description": coupon.get("invoice_name") or coupon.get("name") or coupon["id"],
-            "type": "coupon", "entity_id": coupon["id"]}
+    return entry or {"amount": 0, "description": coupon.get("invoice_name") or coupon.get("name") or coupon["id"],
+                     "type": "coupon", "entity_id": coupon["id"]}
 
 
 def _owner(w: Work, params: dict) -> tuple[dict, str | None]:
@@ -556,6 +557,7 @@ async def _one_off(ctx: Ctx, params: dict, build: Build) -> dict:
     inv, plan = await ctx.write(create_one_off, params, build)
     if plan is not None:
         result = await payments.call_gateway(ctx.app, ctx.site_id, plan)
+        failpoints.hit("charge.answered")
         inv = await ctx.write(payments.settle, plan.txn_id, result, plan.purpose)
         if voided_by_failure(result, plan):
             raise failure_error(result, inv["id"])
@@ -613,6 +615,9 @@ def create_lines(params: dict) -> Build:
                              f"addons[quantity][{i}]") for i, a in enumerate(addons)]
         lines += [invoicing.line_item(date_from=w.now, date_to=w.now, unit_amount=c["amount"],
                                       description=c["description"], entity_type="adhoc") for c in charges]
+        blame = [f"addons[quantity][{i}]" for i in range(len(addons))]
+        blame += [f"charges[amount][{i}]" for i in range(len(charges))]
+        money.total_of(zip((li["amount"] for li in lines), blame), "the invoice sub_total")
         return lines
     return build
 
@@ -628,7 +633,7 @@ async def add_addon_charge(ctx: Ctx, invoice_id: str, params: dict) -> dict:
         inv = _pending(w, invoice_id)
         addon = _catalog_addon(w, params["addon_id"], "addon_id")
         inv["line_items"].append(_addon_line(w, addon, params.get("addon_quantity"), "addon_quantity"))
-        D.recompute(inv)
+        D.recompute(inv, "addon_quantity")
         INVOICES.save(w.tx, w.site_id, inv, w.now)
         w.emit("invoice_updated", {"invoice": inv})
         return {"invoice": inv}

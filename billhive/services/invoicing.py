@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from sqlalchemy import bindparam, insert, update
 
 from billhive import gateway as gateways
+from billhive.domain import closing
 from billhive.domain import invoices as D
 from billhive.errors import ConfigurationIncompatible, InvalidState
 from billhive.services import cards, credits
@@ -62,13 +63,16 @@ def next_invoice_number(w: Work) -> str:
 
 
 def line_item(*, date_from: int, date_to: int, unit_amount: int, quantity: int = 1, description: str,
-              entity_type: str, entity_id: str | None = None, type: str = "charge", amount: int | None = None) -> dict:
+              entity_type: str, entity_id: str | None = None, type: str = "charge", amount: int | None = None,
+              param: str | None = None) -> dict:
+    """An invoice line; ``param`` is the request parameter blamed if unit_amount x quantity goes
+    beyond money.MAX_AMOUNT."""
     li = {
         "date_from": date_from,
         "date_to": date_to,
         "unit_amount": unit_amount,
         "quantity": quantity,
-        "amount": D.line_amount(unit_amount, quantity) if amount is None else amount,
+        "amount": D.line_amount(unit_amount, quantity, param) if amount is None else amount,
         "is_taxed": False,
         "tax": 0,
         "description": description,
@@ -144,7 +148,7 @@ def usable_card(w: Work, customer: dict) -> dict | None:
     if card is None:
         return None
     try:
-        gateways.for_site(w.app, w.site)
+        gateways.for_site(w.app.gateways, w.site)
     except ConfigurationIncompatible:
         if w.origin.source == SCHEDULER.source:
             log.warning("site %s has no payment gateway: customer %s's card is not charged", w.site.name,
@@ -165,22 +169,16 @@ def snapshot(w: Work, customer_id: str, subscription_id: str | None = None) -> d
     return out
 
 
-def _excess_sources(w: Work, customer: dict, amount: int) -> list[tuple[dict, int]]:
-    """The earlier payments (oldest first, locked) that the excess amount is taken from."""
+def _unused_payments(w: Work, customer: dict) -> list[dict]:
+    """The customer's earlier payments with an unused amount, oldest first, locked."""
     t = TRANSACTIONS.t
-    payments = TRANSACTIONS.find(w.tx, w.site_id, t.c.customer_id == customer["id"], t.c.unused_amount > 0,
-                                 t.c.type == "payment", order_by=[t.c.pk], for_update=True)
-    taken = D.split_excess(amount, [(p["id"], int(p.get("amount_unused", 0))) for p in payments])
-    by_id = {p["id"]: p for p in payments}
-    return [(by_id[tid], take) for tid, take in taken]
+    return TRANSACTIONS.find(w.tx, w.site_id, t.c.customer_id == customer["id"], t.c.unused_amount > 0,
+                             t.c.type == "payment", order_by=[t.c.pk], for_update=True)
 
 
 def _apply_excess_payment(w: Work, inv: dict, customer: dict, txn: dict, take: int) -> None:
     """Use ``take`` of an earlier payment's unused amount for inv (already counted in amount_paid)."""
-    txn["amount_unused"] = int(txn["amount_unused"]) - take
-    txn.setdefault("linked_invoices", []).append({
-        "invoice_id": inv["id"], "applied_amount": take, "applied_at": w.now,
-        "invoice_date": inv["start_date"], "invoice_amount": inv["amount"]})
+    txn = closing.use_excess(txn, inv, take, w.now)
     TRANSACTIONS.save(w.tx, w.site_id, txn, w.now)
     link_transaction(w, inv, txn, take)
     credits.move(w, customer, "excess", -take, "applied", reference_type="invoice", reference_id=inv["id"],
@@ -193,9 +191,7 @@ def link_transaction(w: Work, inv: dict, txn: dict, applied: int, *, row_exists:
 
     row_exists: a charge recorded its link (0 applied) when it started; settling it sets the amount."""
     if applied > 0:
-        inv.setdefault("linked_transactions", []).append({
-            "txn_id": txn["id"], "applied_amount": applied, "applied_at": w.now, "txn_type": txn["type"],
-            "txn_status": txn["status"], "txn_date": txn["date"], "txn_amount": txn["amount"]})
+        inv.setdefault("linked_transactions", []).append(closing.transaction_link(txn, applied, w.now))
     params = dict(site_id=w.site_id, invoice_id=inv["id"], txn_id=txn["id"], applied_amount=applied,
                   applied_at=w.now)
     w.tx.execute(_SET_APPLIED if row_exists else _LINK, params)
@@ -215,8 +211,7 @@ def new_payment(w: Work, *, inv: dict, customer: dict, card: dict, amount: int) 
         "status": "in_progress",
         "initiator_type": "merchant",
         "amount_unused": 0,
-        "linked_invoices": [{"invoice_id": inv["id"], "applied_amount": 0, "applied_at": w.now,
-                             "invoice_date": inv["start_date"], "invoice_amount": inv["amount"]}],
+        "linked_invoices": [closing.invoice_link(inv, 0, w.now)],
     }
     if inv.get("subscription_id"):
         doc["subscription_id"] = inv["subscription_id"]
@@ -236,7 +231,8 @@ def start_charge(w: Work, inv: dict, customer: dict, card: dict, purpose: str) -
 
 def close(w: Work, inv: dict, *, old_id: str | None = None, expect_status: str | None = "pending",
           insert: bool = False, purpose: str = "close") -> ChargePlan | None:
-    """Close ``inv`` (see the module docstring). Saves the invoice, customer and transactions.
+    """Close ``inv``: load what the decision needs, decide (``domain.closing.close``), save.
+    ``inv`` is updated in place to the closed, numbered invoice.
 
     ``insert``: the invoice is new (closed at creation, e.g. a renewal without metered billing);
     otherwise it is renamed from ``old_id`` with a conditional update on ``expect_status`` — a
@@ -246,39 +242,23 @@ def close(w: Work, inv: dict, *, old_id: str | None = None, expect_status: str |
     Returns the charge to make after commit, or None. invoice_generated is emitted here when no
     charge follows, else by the settlement (so the event shows the invoice's outcome).
     """
-    if not inv.get("line_items"):
-        raise InvalidState("The invoice has no line items and cannot be closed; delete it instead",
-                           api_error_code="invalid_state_for_request")
-    # 1. read and decide (row locks on the customer and the excess payments it will use)
+    # 1. load (row locks on the customer and the earlier payments whose unused amounts it may take)
     customer = CUSTOMERS.get(w.tx, w.site_id, inv["customer_id"], for_update=True)
     if customer is None:
         raise InvalidState(f"The invoice's customer {inv['customer_id']} no longer exists")
-    old_id = old_id or inv["id"]
-    if w.site.setting("close_date") == "renewal_date" and inv.get("end_date"):
-        pass  # keep the renewal date
-    else:
-        inv["end_date"] = w.now
-    D.recompute(inv)
-    alloc = D.allocate(inv, promotional=credits.balance(customer, "promotional"),
-                       refundable=credits.balance(customer, "refundable"),
-                       excess=credits.balance(customer, "excess"))
-    if alloc.promotional:
-        inv.setdefault("discounts", []).append({"amount": alloc.promotional, "description": "Promotional Credits",
-                                                "type": "account_credits"})
-    inv["credits_applied"] = int(inv.get("credits_applied", 0)) + alloc.refundable
-    excess_taken = _excess_sources(w, customer, alloc.excess) if alloc.excess else []
-    inv["amount_paid"] = int(inv.get("amount_paid", 0)) + alloc.excess
-    D.recompute(inv)
-    card = None
-    if inv["amount_due"] == 0:
-        inv["status"] = "paid"
-        inv["paid_on"] = w.now
-    else:
-        inv["status"] = "payment_due"
-        if effective_auto_collection(w, inv, customer) == "on":
-            card = usable_card(w, customer)
-    # 2. take the number - the site's sequence row stays locked until commit, so everything
+    unused = _unused_payments(w, customer) if credits.balance(customer, "excess") else []
+    card = cards.get_card(w, customer["id"])
+    # 2. decide
+    decided = closing.close(
+        inv, now=w.now, keep_end_date=w.site.setting("close_date") == "renewal_date",
+        balances=closing.Balances(credits.balance(customer, "promotional"), credits.balance(customer, "refundable"),
+                                  tuple((p["id"], int(p.get("amount_unused", 0))) for p in unused)),
+        payer=_payer(w, inv, customer, card))
+    # 3. save: take the number - the site's sequence row stays locked until commit, so everything
     #    after this is writes only (pipelined on PostgreSQL: one round trip)
+    old_id = old_id or inv["id"]
+    inv.clear()
+    inv.update(decided.invoice)
     inv["id"] = next_invoice_number(w)
     if insert:
         INVOICES.insert(w.tx, w.site_id, inv, w.now)
@@ -288,24 +268,40 @@ def close(w: Work, inv: dict, *, old_id: str | None = None, expect_status: str |
         raise InvalidState(f"Invoice {old_id} is no longer {expect_status}")
     plan = None
     with w.tx.pipeline():
-        if alloc.promotional:
-            credits.move(w, customer, "promotional", -alloc.promotional, "applied", reference_type="invoice",
+        if decided.promotional:
+            credits.move(w, customer, "promotional", -decided.promotional, "applied", reference_type="invoice",
                          reference_id=inv["id"], description="Promotional credits applied")
-        if alloc.refundable:
-            credits.move(w, customer, "refundable", -alloc.refundable, "applied", reference_type="invoice",
+        if decided.refundable:
+            credits.move(w, customer, "refundable", -decided.refundable, "applied", reference_type="invoice",
                          reference_id=inv["id"], description="Refundable credits applied")
-        for txn, take in excess_taken:
-            _apply_excess_payment(w, inv, customer, txn, take)
-        if excess_taken:  # the links above changed the invoice document after its save
+        by_id = {p["id"]: p for p in unused}
+        for txn_id_, take in decided.excess:
+            _apply_excess_payment(w, inv, customer, by_id[txn_id_], take)
+        if decided.excess:  # the links above changed the invoice document after its save
             INVOICES.save(w.tx, w.site_id, inv, w.now)
-        if card is not None:
+        if decided.charge:
+            assert card is not None
             plan = start_charge(w, inv, customer, card, purpose)
-        if alloc.promotional or alloc.refundable or alloc.excess:
+        if decided.balances_moved:
             CUSTOMERS.save(w.tx, w.site_id, customer, w.now)
-            w.emit("customer_changed", cards.content(customer, cards.get_card(w, customer["id"])))
+            w.emit("customer_changed", cards.content(customer, card))
         if plan is None:
             w.emit("invoice_generated", {"invoice": inv})
     return plan
+
+
+def _payer(w: Work, inv: dict, customer: dict, card: dict | None) -> closing.Payer:
+    """How the invoice can be collected: auto-collection, a chargeable card, a gateway for the site."""
+    no_gateway = None
+    try:
+        gateways.for_site(w.app.gateways, w.site)
+    except ConfigurationIncompatible as exc:
+        no_gateway = exc.message
+    # scheduled work has nobody to answer a refusal: it goes on as if the customer had no card
+    without_gateway = "skip" if w.origin.source == SCHEDULER.source else "refuse"
+    return closing.Payer(auto_collection=effective_auto_collection(w, inv, customer) == "on",
+                         card_usable=cards.is_usable(w, customer, card), no_gateway=no_gateway,
+                         without_gateway=without_gateway)
 
 
 # ---- one-off invoices whose charge failed (purpose "create") --------------------------------------

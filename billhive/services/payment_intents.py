@@ -80,7 +80,7 @@ def _expire(w: Work, doc: dict) -> bool:
 
 async def create(ctx: Ctx, params: dict) -> dict:
     def run(w: Work) -> dict:
-        gateways.for_site(w.app, w.site)  # an intent is for the site's gateway: it needs one
+        gateways.for_site(w.app.gateways, w.site)  # an intent is for the site's gateway: it needs one
         _check_params(w, params)
         doc: dict = {"id": random_id(), "status": "inited", "currency_code": params["currency_code"],
                      "amount": params["amount"], "gateway_account_id": GATEWAY_ACCOUNT_ID,
@@ -129,7 +129,7 @@ def _authorizable(w: Work, intent_id: str) -> int:
 
 
 def _raw_card_gateway(w: Work) -> Gateway:
-    gateway = gateways.for_site(w.app, w.site)  # a live site without a gateway is refused here
+    gateway = gateways.for_site(w.app.gateways, w.site)  # a live site without a gateway is refused here
     if not w.site.is_test:
         raise ConfigurationIncompatible("POST /payment_intents/{id}/authorize takes raw card numbers and serves test "
                                         "sites only; on a live site the payment gateway collects the card")

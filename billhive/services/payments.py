@@ -6,7 +6,7 @@ A charge is always three steps:
   2. (no transaction) the gateway is asked to charge with that key;
   3. (``settle``, one transaction) the transaction and its invoice take the gateway's answer,
      with the events.
-If the process dies between 1 and 3, ``recover`` (on start and every ``RECOVERY_INTERVAL``)
+If the process dies between 1 and 3, ``recover`` (on start and every ``Config.recovery_interval``)
 asks the gateway about the key: a charge it knows is settled from its record; one it never
 saw is made now with the same key (the gateway would answer a repeat with the original).
 Settlement is conditional on the transaction still being unsettled, so racing settlers are
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
     from billhive.runtime import App
 
 log = logging.getLogger("billhive.payments")
-RECOVERY_INTERVAL = 30.0
 UNSETTLED = ("in_progress", "timeout")
 T = S.transactions
 _PURPOSE = Q(select(T.c.purpose).where(T.c.site_id == bindparam("site_id"), T.c.id == bindparam("id")))
@@ -187,7 +186,7 @@ async def recover(app: "App") -> int:
 
 @loop
 async def recovery_loop(app: "App") -> None:
-    await every(app, RECOVERY_INTERVAL, recover, "payment recovery")
+    await every(app, app.config.recovery_interval, recover, "payment recovery")
 
 
 async def collect_now(ctx: Ctx, plan: ChargePlan) -> dict:

@@ -36,6 +36,7 @@ from sqlalchemy import or_, select
 from billhive import spec
 from billhive.domain import catalog as catalog_rules
 from billhive.domain import coupons as CR
+from billhive.domain import money
 from billhive.domain import periods as P
 from billhive.domain import subscriptions as R
 from billhive.errors import (
@@ -318,6 +319,41 @@ def _delayed_items(w: Work, st: State) -> list[R.Item]:
     return out
 
 
+def _check_total(existing: list[R.Item], added: list[tuple[R.Item, str]]) -> None:
+    """A term's charges - the ``existing`` items and those this request ``added``, each with the
+    parameter it comes from - stay within money.MAX_AMOUNT, so no invoice of the subscription
+    (renewals included) goes beyond it. The error names the parameter of the added item that takes
+    the sum over (existing items count first). A request that adds nothing is not held to it."""
+    if not added:
+        return
+    parts = [*((i.amount, None) for i in existing), *((i.amount, param) for i, param in added)]
+    money.total_of(parts, "the charges of a term")
+
+
+def _plan_param(params: dict) -> str | None:
+    """The parameter a plan's line comes from in this request (None: unchanged by it)."""
+    return next((k for k in ("plan_quantity", "plan_id") if params.get(k) is not None), None)
+
+
+def _split_given(items: list[R.Item], params: dict) -> tuple[list[R.Item], list[tuple[R.Item, str]]]:
+    """(items this request does not touch, [(item, parameter)] for those it gives): the plan by
+    plan_quantity / plan_id, addons by addons[quantity][i] / addons[id][i]."""
+    given = {row.get("id"): i for i, row in enumerate(params.get("addons") or ())}
+    existing, added = [], []
+    for item in items:
+        param: str | None = None
+        if item.entity_type == "plan":
+            param = _plan_param(params)
+        elif item.entity_type == "addon" and item.entity_id in given:
+            i = given[item.entity_id]
+            param = f"addons[quantity][{i}]" if "quantity" in params["addons"][i] else f"addons[id][{i}]"
+        if param is None:
+            existing.append(item)
+        else:
+            added.append((item, param))
+    return existing, added
+
+
 def _coupons_in_effect(w: Work, sub: dict, at: int) -> list[tuple[dict, dict]]:
     out = []
     for entry in sub.get("coupons") or []:
@@ -533,6 +569,9 @@ def compose_create(w: Work, params: dict, customer: dict, *, use: bool = True) -
     plan = _plan(w, params["plan_id"], "plan_id", use=use)
     quantity = params.get("plan_quantity", 1)
     recurring, once = _check_addons(w, plan, params.get("addons") or [], use=use)
+    setup = R.setup_charge(plan, now)
+    _check_total(*_split_given([*_items(w, plan, quantity, recurring), *once, *([setup.item] if setup else [])],
+                               {**params, "plan_id": plan["id"]}))
     period, unit = int(plan.get("period", 1)), plan.get("period_unit", "month")
 
     start = params.get("start_date")
@@ -1007,6 +1046,8 @@ def compose_update(w: Work, sub: dict, st: State, params: dict, *, use: bool = T
     quantity = params.get("plan_quantity", sub["plan_quantity"])
     recurring, once = _check_addons(w, plan, params.get("addons") or [], use=use)
     addons = _merge_addons(_addon_rows(sub), recurring, bool(params.get("replace_addon_list")))
+    existing, added = _split_given([*_items(w, plan, quantity, addons), *once], params)
+    _check_total([*existing, *_delayed_items(w, st)], added)
     if plan_changed:
         _check_period(plan, addons, w)
     cycles_given = "billing_cycles" in params
@@ -1386,6 +1427,13 @@ async def update_scheduled_changes(ctx: Ctx, subscription_id: str, params: dict)
 
 # ==== charges at term end ==================================================================================
 
+def _renewal_items(w: Work, sub: dict, st: State) -> list[R.Item]:
+    """What the next renewal charges before discounts: the plan and addons (after scheduled
+    changes) and the charges waiting for the term end."""
+    nxt = _with_scheduled(w, sub, st)
+    return [*_items(w, _plan_any(w, nxt["plan_id"]), nxt["plan_quantity"], _addon_rows(nxt)), *_delayed_items(w, st)]
+
+
 def _delayed_charge_target(w: Work, subscription_id: str) -> tuple[dict, State]:
     sub, st = _require(w, subscription_id, for_update=True)
     R.require_status(sub, ("in_trial", "active", "non_renewing"), "add charges for the end of its term")
@@ -1398,6 +1446,7 @@ async def add_charge_at_term_end(ctx: Ctx, subscription_id: str, params: dict) -
         sub, st = _delayed_charge_target(w, subscription_id)
         if params.get("amount") is None:
             raise ParamError("amount : cannot be blank", param="amount")
+        _check_total(_renewal_items(w, sub, st), [(R.adhoc_item(params["amount"], params["description"]), "amount")])
         st.charges.append({"amount": params["amount"], "description": params["description"]})
         _save(w, sub, st)
         from billhive.services import estimates
@@ -1420,6 +1469,7 @@ async def charge_addon_at_term_end(ctx: Ctx, subscription_id: str, params: dict)
                 raise ParamError("addon_quantity : cannot be blank for quantity type addons", param="addon_quantity")
         elif qty not in (None, 1):
             raise ParamError("addon_quantity : applicable only for quantity type addons", param="addon_quantity")
+        _check_total(_renewal_items(w, sub, st), [(R.addon_item(addon, qty or 1), "addon_quantity")])
         st.charges.append({"addon_id": addon["id"], "quantity": qty or 1})
         _save(w, sub, st)
         from billhive.services import estimates

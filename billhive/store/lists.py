@@ -7,13 +7,17 @@ Filters are the v2-style extension billhive accepts on v1 list operations
 (``status[is]=pending``, ``amount[gte]=100``, ``created_at[between]=[a,b]``...). Each
 filterable field is a column of the resource's table; its type comes from the column and
 the resource schema in the spec (enums are checked against the spec's enum).
+
+Limits (docs/CHOICES.md, "Lists"): at most ``MAX_FILTERS`` filters in one request and
+``MAX_FILTER_VALUES`` values in one ``[in]``/``[not_in]`` list; integer values within int64,
+timestamps within the unix-time range parameters take (years 1970-9999). A forged
+``next_offset`` is refused unless its values have the sort column's type.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -24,6 +28,7 @@ from billhive import spec
 from billhive.errors import ParamError
 from billhive.store.db import Tx
 from billhive.store.docs import DocTable
+from billhive.util.bounds import INT64, UNIX_TIME, parse_int
 from billhive.util.jsonutil import loads
 
 STRING_OPS = ("is", "is_not", "in", "not_in", "starts_with", "is_present")
@@ -32,6 +37,11 @@ TIME_OPS = ("after", "before", "on", "between", "is_present")
 ALL_OPS = frozenset(STRING_OPS + NUMBER_OPS + TIME_OPS)
 TIMESTAMP_COLUMNS = frozenset({"created_at", "updated_at", "occurred_at", "date", "paid_on", "next_retry",
                                "expires_at", "due_at"})
+# Chargebee's v2 lists take a handful of filters each; 50 is room for any real query, and keeps a
+# statement's expression tree far from SQLite's depth limit (1,000) and its parse cheap.
+MAX_FILTERS = 50
+# values in one [in] / [not_in] list (as many as MAX_LIST_INDEX items in a form list parameter)
+MAX_FILTER_VALUES = 250
 
 
 @dataclass(frozen=True)
@@ -123,6 +133,8 @@ def parse_filter(table: DocTable, field: str, op: str, raw: str) -> Filter:
             raise ParamError(f"{param} : between takes exactly two values", param=param)
         if not values:
             raise ParamError(f"{param} : cannot be empty", param=param)
+        if len(values) > MAX_FILTER_VALUES:
+            raise ParamError(f"{param} : takes at most {MAX_FILTER_VALUES} values", param=param)
         return Filter(field, op, tuple(_typed(ff, v, param) for v in values))
     if op == "starts_with":
         return Filter(field, op, raw)
@@ -141,16 +153,17 @@ def _parse_list(raw: str, param: str) -> list[str]:
             values = [v.strip().strip('"') for v in inner.split(",") if v.strip()]
         if not isinstance(values, list):
             raise ParamError(f"{param} : expected a list like [a,b]", param=param)
+        if not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in values):
+            raise ParamError(f"{param} : list items must be strings or integers", param=param)
         return [str(v) for v in values]
     return [v.strip() for v in text.split(",") if v.strip()]
 
 
 def _typed(ff: FilterField, raw: str, param: str) -> Any:
-    if ff.kind in ("integer", "timestamp"):
-        try:
-            return int(raw)
-        except ValueError:
-            raise ParamError(f"{param} : invalid integer value {raw!r}", param=param) from None
+    if ff.kind == "integer":
+        return parse_int(raw, param, INT64)
+    if ff.kind == "timestamp":
+        return parse_int(raw, param, UNIX_TIME)
     if ff.enum and raw not in ff.enum:
         raise ParamError(f"{param} : invalid value {raw!r}; allowed: {', '.join(ff.enum)}", param=param)
     return raw
@@ -181,9 +194,8 @@ def _condition(table: DocTable, f: Filter) -> Any:
     if op == "between":
         lo, hi = v
         return and_(col >= lo, col <= hi)
-    if op == "on":
-        day = dt.datetime.fromtimestamp(v, dt.timezone.utc).date()
-        start = int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc).timestamp())
+    if op == "on":  # the UTC day of v (unix time has no leap seconds: every day is 86,400 s)
+        start = v - v % 86400
         return and_(col >= start, col < start + 86400)
     if op == "is_present":
         return col.is_not(None) if v else col.is_(None)
@@ -196,14 +208,22 @@ def encode_offset(sort_col: str, desc: bool, value: Any, pk: int) -> str:
 
 
 def decode_offset(token: str, sort_col: str, desc: bool) -> tuple[Any, int]:
+    """(last sort value, last pk) of a ``next_offset``; anything but what encode_offset makes for
+    this sort order (an integer sort value and pk within int64) is a 400 naming ``offset``."""
     try:
         pad = "=" * (-len(token) % 4)
         col, d, value, pk = orjson.loads(base64.urlsafe_b64decode(token + pad))
     except (ValueError, binascii.Error, TypeError, orjson.JSONDecodeError):
         raise ParamError("offset : invalid value", param="offset") from None
-    if col != sort_col or bool(d) != desc or not isinstance(pk, int):
+    if col != sort_col or d not in (0, 1) or bool(d) != desc:
         raise ParamError("offset : does not belong to this list (sorting changed)", param="offset")
+    if not (_is_int64(value) and _is_int64(pk)):  # every sort column is an integer (filter_fields)
+        raise ParamError("offset : invalid value", param="offset")
     return value, pk
+
+
+def _is_int64(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and INT64[0] <= v <= INT64[1]
 
 
 def fetch_page(tx: Tx, table: DocTable, site_id: int, req: ListRequest, *, where: Iterable[Any] = (),

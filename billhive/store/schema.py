@@ -19,6 +19,7 @@ from sqlalchemy import (
     Column,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -246,8 +247,28 @@ idempotency_keys = Table(
     Column("response", Text, nullable=True),
     Column("created_at", BigInteger, nullable=False),  # wall clock
     Column("expires_at", BigInteger, nullable=False),
+    # the running request's claim token (NULL: nobody runs it - resumable at once) and when it
+    # last showed it is alive (wall clock)
+    Column("owner", String(32), nullable=True),
+    Column("heartbeat_at", BigInteger, nullable=True),
+    # written in the operation's own first committing transaction: what that write returned
+    # (pickled), so a retry after a crash resumes from it instead of running it again
+    Column("committed", LargeBinary, nullable=True),
     UniqueConstraint("site_id", "key"),
     Index("ix_idempotency_keys_expires", "expires_at"),
+)
+
+# --- API rate limits (site setting rate_limit_per_minute; PostgreSQL keeps the count here) ---
+# One row per limited site: requests admitted in the current minute (window_start, wall clock)
+# and in the minute before it (the sliding-window estimate weighs the two).
+
+rate_limits = Table(
+    "rate_limits",
+    metadata,
+    Column("site_id", Integer, primary_key=True, autoincrement=False),
+    Column("window_start", BigInteger, nullable=False),
+    Column("count", Integer, nullable=False),
+    Column("prev_count", Integer, nullable=False),
 )
 
 # --- catalog ----------------------------------------------------------------------------

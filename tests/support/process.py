@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -36,7 +37,8 @@ def _taken(port: int) -> bool:
 
 class ServerProcess:
     def __init__(self, database_url: str, *, port: int | None = None, failpoints: str | None = None,
-                 log_path: Path | None = None, extra_env: dict | None = None):
+                 log_path: Path | None = None, extra_env: dict | None = None,
+                 preexec_fn: Callable[[], None] | None = None, args: tuple[str, ...] = ()):
         env = dict(os.environ)
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         env.pop("BILLHIVE_FAILPOINTS", None)
@@ -50,8 +52,9 @@ class ServerProcess:
             self.port = port or free_port()
             self.base_url = f"http://127.0.0.1:{self.port}"
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "billhive", "serve", "--port", str(self.port), "--database-url", database_url],
-                env=env, stdout=self.log, stderr=self.log, cwd=str(ROOT))
+                [sys.executable, "-m", "billhive", "serve", "--port", str(self.port), "--database-url", database_url,
+                 *args],
+                env=env, stdout=self.log, stderr=self.log, cwd=str(ROOT), preexec_fn=preexec_fn)
             try:
                 self.wait_ready()
                 return

@@ -316,6 +316,9 @@ def upgrade() -> None:
     sa.Column('response', sa.Text(), nullable=True),
     sa.Column('created_at', sa.BigInteger(), nullable=False),
     sa.Column('expires_at', sa.BigInteger(), nullable=False),
+    sa.Column('owner', sa.String(length=32), nullable=True),
+    sa.Column('heartbeat_at', sa.BigInteger(), nullable=True),
+    sa.Column('committed', sa.LargeBinary(), nullable=True),
     sa.PrimaryKeyConstraint('pk', name=op.f('pk_idempotency_keys')),
     sa.UniqueConstraint('site_id', 'key', name=op.f('uq_idempotency_keys_site_id_key'))
     )
@@ -464,6 +467,13 @@ def upgrade() -> None:
         batch_op.create_index('ix_portal_sessions_site_customer_id', ['site_id', 'customer_id', 'pk'], unique=False)
         batch_op.create_index('ix_portal_sessions_site_updated', ['site_id', 'updated_at', 'pk'], unique=False)
 
+    op.create_table('rate_limits',
+    sa.Column('site_id', sa.Integer(), autoincrement=False, nullable=False),
+    sa.Column('window_start', sa.BigInteger(), nullable=False),
+    sa.Column('count', sa.Integer(), nullable=False),
+    sa.Column('prev_count', sa.Integer(), nullable=False),
+    sa.PrimaryKeyConstraint('site_id', name=op.f('pk_rate_limits'))
+    )
     op.create_table('sites',
     sa.Column('pk', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('name', sa.String(length=100), nullable=False),
@@ -612,6 +622,7 @@ def downgrade() -> None:
 
     op.drop_table('subscriptions')
     op.drop_table('sites')
+    op.drop_table('rate_limits')
     with op.batch_alter_table('portal_sessions', schema=None) as batch_op:
         batch_op.drop_index('ix_portal_sessions_site_updated')
         batch_op.drop_index('ix_portal_sessions_site_customer_id')

@@ -1,0 +1,125 @@
+"""One site's heavy reads do not stall another site's requests, and a statement that runs too
+long is stopped with a clear 503 (a real ``billhive serve``, on both stores)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import httpx
+import pytest
+from sqlalchemy.engine import make_url
+
+from billhive import sites
+from billhive.store import migrate
+from billhive.store.db import Database
+from billhive.store.resources import CUSTOMERS
+from tests.support.process import ServerProcess
+
+pytestmark = pytest.mark.slow
+ROWS = 60_000  # site A's customers: a scan of them takes tens of milliseconds
+HEAVY = "/api/v1/customers?limit=100&first_name[starts_with]=zz&last_name[starts_with]=zz"
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def seeded(request, tmp_path_factory):
+    """Site A with many customers, site B with one; (url, key A, key B)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('heavy') / 'heavy.db'}"
+        admin = name = None
+    else:
+        request.applymarker(pytest.mark.postgres)
+        import psycopg
+
+        u = make_url(request.getfixturevalue("pg_url"))
+        admin = psycopg.connect(host=u.host, port=u.port or 5432, user=u.username, password=u.password,
+                                dbname=u.database, autocommit=True)
+        name = f"billhive_heavy_{uuid.uuid4().hex[:8]}"
+        admin.execute(f'CREATE DATABASE "{name}"')
+        url = u.set(database=name).render_as_string(hide_password=False)
+    migrate.upgrade(url)
+    db = Database(url, synchronous="OFF")
+    try:
+        now = int(time.time())
+        key_a, key_b = "test_" + uuid.uuid4().hex, "test_" + uuid.uuid4().hex
+        a, _ = db.write_sync(lambda tx: sites.create(tx, "heavy-a-test", now=now, api_key=key_a))
+        b, _ = db.write_sync(lambda tx: sites.create(tx, "light-b-test", now=now, api_key=key_b))
+        for lo in range(0, ROWS, 20_000):
+            docs = [customer(f"cust_{i:07d}", now) for i in range(lo, min(ROWS, lo + 20_000))]
+            db.write_sync(lambda tx, docs=docs: CUSTOMERS.insert_many(tx, a.pk, docs, now))
+        db.write_sync(lambda tx: CUSTOMERS.insert_many(tx, b.pk, [customer("cust_b", now)], now))
+    finally:
+        db.close()
+    yield url, key_a, key_b
+    if admin is not None:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+def customer(cid: str, now: int) -> dict:
+    return {"id": cid, "object": "customer", "first_name": "Ann", "last_name": "Lee", "email": f"{cid}@example.com",
+            "auto_collection": "on", "allow_direct_debit": False, "created_at": now, "taxability": "taxable",
+            "account_credits": 0, "refundable_credits": 0, "excess_payments": 0}
+
+
+def test_heavy_reads_on_one_site_leave_another_sites_retrieve_fast(seeded, tmp_path):
+    """Four clients list site A's customers with filters that match nothing (each a scan of
+    60,000 rows) without pause; site B's retrieve stays under 50 ms at the 99th percentile.
+    (Best of three rounds of 200: the machine running the tests is shared; a stalled event
+    loop fails every round - before reads moved off it, B's p99 was 250-500 ms.)"""
+    url, key_a, key_b = seeded
+    server = ServerProcess(url, log_path=tmp_path / "server.log")
+    stop = threading.Event()
+    heavy_times: list[float] = []
+
+    def hammer() -> None:
+        with httpx.Client(base_url=server.base_url, auth=(key_a, ""), timeout=30) as c:
+            while not stop.is_set():
+                t = time.perf_counter()
+                r = c.get(HEAVY)
+                assert r.status_code == 200, r.text
+                heavy_times.append(time.perf_counter() - t)
+    hammers = [threading.Thread(target=hammer) for _ in range(4)]
+    try:
+        rounds = []
+        with httpx.Client(base_url=server.base_url, auth=(key_b, ""), timeout=30) as b:
+            for _ in range(20):  # warm up: connections, key caches
+                assert b.get("/api/v1/customers/cust_b").status_code == 200
+            for h in hammers:
+                h.start()
+            time.sleep(0.5)
+            for _ in range(3):
+                latencies = []
+                for _ in range(200):
+                    t = time.perf_counter()
+                    r = b.get("/api/v1/customers/cust_b")
+                    latencies.append(time.perf_counter() - t)
+                    assert r.status_code == 200
+                latencies.sort()
+                rounds.append(latencies[int(len(latencies) * 0.99) - 1])
+                if rounds[-1] < 0.050:
+                    break
+        stop.set()
+        for h in hammers:
+            h.join()
+        assert len(heavy_times) >= 3 and sorted(heavy_times)[len(heavy_times) // 2] > 0.02, heavy_times[:5]  # heavy
+        assert min(rounds) < 0.050, f"site B's retrieve p99 per round (ms): {[round(p * 1000, 1) for p in rounds]}"
+    finally:
+        stop.set()
+        server.stop()
+
+
+def test_a_statement_over_the_timeout_is_stopped_with_a_503(seeded, tmp_path):
+    url, key_a, key_b = seeded
+    server = ServerProcess(url, log_path=tmp_path / "server.log", extra_env={"BILLHIVE_STATEMENT_TIMEOUT": "0.002"})
+    try:
+        r = httpx.get(server.base_url + HEAVY, auth=(key_a, ""), timeout=30)
+        assert r.status_code == 503, r.text
+        body = r.json()
+        assert body["api_error_code"] == "internal_temporary_error" and body["type"] == "operation_failed"
+        assert "statement timeout" in body["message"] and body["http_status_code"] == 503
+        assert httpx.get(server.base_url + "/api/v1/customers/cust_b", auth=(key_b, ""), timeout=30).status_code == 200
+        assert httpx.get(server.base_url + "/health", timeout=30).status_code == 200  # the store itself is fine
+    finally:
+        server.stop()
