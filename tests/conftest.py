@@ -26,6 +26,7 @@ from hypothesis import settings
 
 from billhive.runtime import App, Config
 from billhive.store import migrate
+from tests.support import alone
 from tests.support.server import LiveServer, TestSite, new_site
 
 PG_URL = os.environ.get("BILLHIVE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -55,6 +56,25 @@ MAX_AUTO_WORKERS = 4  # each worker holds its own PostgreSQL connections (pools 
 def pytest_xdist_auto_num_workers(config):  # type: ignore[no-untyped-def]
     """``-n auto``: one worker per CPU the process may use, at most MAX_AUTO_WORKERS."""
     return max(1, min(len(os.sched_getaffinity(0)), MAX_AUTO_WORKERS))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):  # type: ignore[no-untyped-def]
+    """Tests not marked ``alone`` share the CPU with each other, not with an ``alone`` one."""
+    directory = alone.lock_dir(item.config)
+    if directory is None or item.get_closest_marker("alone"):
+        return (yield)
+    with alone.held(directory, exclusive=False):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):  # type: ignore[no-untyped-def]
+    directory = alone.lock_dir(item.config)
+    if directory is None or not item.get_closest_marker("alone"):
+        return (yield)
+    with alone.held(directory, exclusive=True):
+        return (yield)
 
 
 def _pg_admin():
