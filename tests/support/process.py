@@ -13,8 +13,6 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.server import TLS
-
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -64,7 +62,7 @@ class ServerProcess:
 
     def wait_ready(self, timeout: float = 30) -> None:
         deadline = time.time() + timeout
-        with httpx.Client(timeout=1, verify=TLS) as client:
+        with httpx.Client(timeout=1) as client:
             while time.time() < deadline:
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"server exited with {self.proc.returncode}")

@@ -6,8 +6,8 @@ the spec without failing.
 
 from __future__ import annotations
 
+import functools
 import socket
-import ssl
 import threading
 import time
 import uuid
@@ -24,9 +24,22 @@ from billhive.services.context import Ctx, Origin
 from billhive.worker import run_background
 from tests.support import contract
 
-# One TLS context for every test client: httpx would build (and load the CA store into) a new one per
-# client, ~25 ms of CPU each, and tests make thousands of clients (one per site and key).
-TLS = ssl.create_default_context()
+# One TLS context for every synchronous httpx client in the test process: httpx builds one (loading the
+# CA bundle) per client, ~25 ms of CPU, and tests make thousands (one per site and key; httpx.get() is a
+# client per call). Same settings as httpx's default; billhive's own (async) clients are left alone.
+TLS = httpx.create_ssl_context()
+_transport_init = httpx.HTTPTransport.__init__
+
+
+@functools.wraps(_transport_init)
+def _shared_tls_init(self: httpx.HTTPTransport, verify: Any = True, cert: Any = None, trust_env: bool = True,
+                     **kwargs: Any) -> None:
+    if verify is True and cert is None and trust_env:
+        verify = TLS
+    _transport_init(self, verify, cert, trust_env, **kwargs)
+
+
+httpx.HTTPTransport.__init__ = _shared_tls_init  # type: ignore[method-assign]
 
 
 class LiveServer:
@@ -83,7 +96,7 @@ class Api:
         self.site_name = site_name
         self.key = key
         self.use_host = use_host
-        self.client = httpx.Client(base_url=server.base_url, timeout=60, verify=TLS)
+        self.client = httpx.Client(base_url=server.base_url, timeout=60)
 
     def with_key(self, key: str | None) -> "Api":
         return Api(self.server, self.site_name, key, use_host=self.use_host)
