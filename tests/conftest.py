@@ -6,6 +6,11 @@ the PostgreSQL variants are skipped - unless BILLHIVE_REQUIRE_PG=1 (CI), then th
 
 Isolation between tests comes from sites: each test makes its own site(s) (random names),
 so tests never see each other's rows, on either backend.
+
+The suite runs in parallel (pytest-xdist, ``-n auto`` in pyproject's addopts; ``-n0`` for one
+process): session fixtures exist once per worker process - each worker has its own SQLite file
+(under its own tmp_path), its own PostgreSQL database and its own live server on a port it bound
+itself. See docs/DEVELOPING.md, "Running tests", for the rules a test follows to stay parallel-safe.
 """
 
 from __future__ import annotations
@@ -13,12 +18,15 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from billhive.runtime import App, Config
 from billhive.store import migrate
+from tests.support import alone
 from tests.support.server import LiveServer, TestSite, new_site
 
 PG_URL = os.environ.get("BILLHIVE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -35,6 +43,38 @@ def _getaddrinfo(host, *args, **kwargs):  # type: ignore[no-untyped-def]
 
 
 socket.getaddrinfo = _getaddrinfo
+
+# Hypothesis fails an example that takes over 200 ms by default; on a machine whose cores the other
+# test workers (and other processes) keep busy a pure rule can be descheduled that long. A rule that
+# takes a whole second for one example is still reported.
+settings.register_profile("billhive", deadline=timedelta(seconds=1))
+settings.load_profile("billhive")
+
+MAX_AUTO_WORKERS = 4  # each worker holds its own PostgreSQL connections (pools of 16, servers it starts)
+
+
+def pytest_xdist_auto_num_workers(config):  # type: ignore[no-untyped-def]
+    """``-n auto``: one worker per CPU the process may use, at most MAX_AUTO_WORKERS."""
+    return max(1, min(len(os.sched_getaffinity(0)), MAX_AUTO_WORKERS))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):  # type: ignore[no-untyped-def]
+    """Tests not marked ``alone`` share the CPU with each other, not with an ``alone`` one."""
+    directory = alone.lock_dir(item.config)
+    if directory is None or item.get_closest_marker("alone"):
+        return (yield)
+    with alone.held(directory, exclusive=False):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):  # type: ignore[no-untyped-def]
+    directory = alone.lock_dir(item.config)
+    if directory is None or not item.get_closest_marker("alone"):
+        return (yield)
+    with alone.held(directory, exclusive=True):
+        return (yield)
 
 
 def _pg_admin():

@@ -11,6 +11,10 @@ object instead: those calls must succeed, and A must still be untouched.
 Objects of A come from ``tests/support/factories.py``: ``ID_FACTORIES`` keyed by the spec's path
 parameter name. An implemented operation whose path parameter has no factory FAILS here; add the
 factory (see that module's docstring).
+
+Site A, with one object of every kind to watch, is made once per module and backend (``site_a``):
+B's calls only read it, and every case snapshots A's rows again right before and after them. The
+object in each case's path is made fresh for the case, since A's own key (last) may change it.
 """
 
 from __future__ import annotations
@@ -19,35 +23,30 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from billhive.http.routes import ROUTES, Route
 from billhive.spec import Operation
 from billhive.store import schema as S
-from tests.support.factories import (
-    ID_FACTORIES,
-    ISOLATION_PARAMS,
-    SITE_SINGLETONS,
-    id_factory,
-)
-from tests.support.server import Api, Response
+from billhive.store.db import Q
+from tests.support.factories import ID_FACTORIES, ISOLATION_PARAMS, SITE_SINGLETONS, id_factory
+from tests.support.server import Api, LiveServer, Response, new_site
 from tests.support.server import TestSite as Site
 from tests.support.spec_params import form, minimal_params
 
 ID_ROUTES = [r for r in ROUTES if r.op.path_params]
 
 
+# every row of a site: its sites row and its rows in every table keyed by site_id (compiled once)
+SITE_ROWS = {t.name: Q(select(t).where(t.c.pk == bindparam("site")) if t.name == "sites" else
+                       select(t).where(t.c.site_id == bindparam("site")).order_by(*t.primary_key.columns))
+             for t in S.metadata.sorted_tables}
+
+
 def snapshot(site: Site) -> dict[str, list[tuple]]:
-    """Every row of the site: its sites row and its rows in every table keyed by site_id."""
+    """Every row of the site, by table."""
     def read(tx: Any) -> dict[str, list[tuple]]:
-        out = {}
-        for t in S.metadata.sorted_tables:
-            if t.name == "sites":
-                stmt = select(t).where(t.c.pk == site.pk)
-            else:
-                stmt = select(t).where(t.c.site_id == site.pk).order_by(*t.primary_key.columns)
-            out[t.name] = [tuple(row) for row in tx.all(stmt)]
-        return out
+        return {name: [tuple(row) for row in tx.all(q, {"site": site.pk})] for name, q in SITE_ROWS.items()}
     return site.app.db.read_sync(read)
 
 
@@ -77,17 +76,25 @@ def test_id_taking_operations_are_found():
     assert {"retrieve_an_event", "retrieve_a_time_machine"} <= {r.op.operation_id for r in ID_ROUTES}
 
 
+@pytest.fixture(scope="module")
+def site_a(server: LiveServer) -> Site:
+    """Site A with one object of every kind, so that there is something to watch (once per module and
+    backend; the cases add their own objects to it)."""
+    a = new_site(server)
+    for factory in ID_FACTORIES.values():
+        factory(a)
+    return a
+
+
 @pytest.mark.parametrize("route", ID_ROUTES, ids=lambda r: r.op.operation_id)
-def test_another_sites_key_neither_reaches_nor_changes_an_object(route: Route, server, make_site):
+def test_another_sites_key_neither_reaches_nor_changes_an_object(route: Route, server, site_a, make_site):
     op = route.op
     missing = [p for p in op.path_params if id_factory(op.operation_id, p) is None and p not in SITE_SINGLETONS]
     if missing:
         pytest.fail(f"{op.operation_id} ({op.method} {op.path}) takes {', '.join('{%s}' % p for p in missing)}, "
                     f"and tests/support/factories.py has no factory for it: add a function that creates one "
                     f"on a site (through its API) and returns the id, and register it in ID_FACTORIES")
-    a, b = make_site(), make_site()
-    for factory in ID_FACTORIES.values():  # give A one object of every kind, so there is something to watch
-        factory(a)
+    a, b = site_a, make_site()
     path = op.path
     for p in op.path_params:
         factory = id_factory(op.operation_id, p)

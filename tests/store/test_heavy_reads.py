@@ -17,7 +17,7 @@ from billhive.store.db import Database
 from billhive.store.resources import CUSTOMERS
 from tests.support.process import ServerProcess
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.alone]  # latency percentiles, a 2 ms statement timeout
 ROWS = 60_000  # site A's customers: a scan of them takes tens of milliseconds
 HEAVY = "/api/v1/customers?limit=100&first_name[starts_with]=zz&last_name[starts_with]=zz"
 

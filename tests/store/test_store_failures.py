@@ -203,6 +203,7 @@ def test_disk_full_is_a_clear_503_and_writes_resume_when_space_returns(tmp_path)
         db.close()
 
 
+@pytest.mark.alone  # measures the event loop's lag; its read thread runs at a lower CPU priority
 def test_a_heavy_read_never_stalls_the_event_loop(tmp_path):
     """A read that takes a while moves off the event loop within its inline budget: other
     coroutines keep running (the loop never stops for more than a few milliseconds)."""

@@ -95,7 +95,7 @@ class WebhookReceiver:
     ``start()`` brings it back on the same port."""
 
     def __init__(self) -> None:
-        self.port = free_port()
+        self.port = 0  # the first start() binds port 0 and keeps the port it got (no race for a free one)
         self.received: list[Received] = []
         self.status = 200
         self.delay = 0.0
@@ -137,6 +137,7 @@ class WebhookReceiver:
                 pass
 
         self._server = _Server(("127.0.0.1", self.port), Handler)
+        self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         daemon=True)
         self._thread.start()

@@ -24,11 +24,19 @@ def free_port() -> int:
     return port
 
 
+def _taken(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
 class ServerProcess:
     def __init__(self, database_url: str, *, port: int | None = None, failpoints: str | None = None,
                  log_path: Path | None = None, extra_env: dict | None = None,
                  preexec_fn: Callable[[], None] | None = None, args: tuple[str, ...] = ()):
-        self.port = port or free_port()
         env = dict(os.environ)
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         env.pop("BILLHIVE_FAILPOINTS", None)
@@ -36,24 +44,34 @@ class ServerProcess:
             env["BILLHIVE_FAILPOINTS"] = failpoints
         env.update(extra_env or {})
         self.log = open(log_path, "ab") if log_path else subprocess.DEVNULL
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "billhive", "serve", "--port", str(self.port), "--database-url", database_url,
-             *args],
-            env=env, stdout=self.log, stderr=self.log, cwd=str(ROOT), preexec_fn=preexec_fn)
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.wait_ready()
+        for attempt in range(3):
+            # a free port can be taken by another process (a parallel test worker) before the server
+            # binds it: then the server exits at once and, unless the port was given, it gets another
+            self.port = port or free_port()
+            self.base_url = f"http://127.0.0.1:{self.port}"
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "billhive", "serve", "--port", str(self.port), "--database-url", database_url,
+                 *args],
+                env=env, stdout=self.log, stderr=self.log, cwd=str(ROOT), preexec_fn=preexec_fn)
+            try:
+                self.wait_ready()
+                return
+            except RuntimeError:
+                if port or attempt == 2 or self.proc.poll() is None or not _taken(self.port):
+                    raise
 
     def wait_ready(self, timeout: float = 30) -> None:
         deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}")
-            try:
-                if httpx.get(self.base_url + "/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
+        with httpx.Client(timeout=1) as client:
+            while time.time() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"server exited with {self.proc.returncode}")
+                try:
+                    if client.get(self.base_url + "/health").status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.05)
         raise RuntimeError("server did not become ready")
 
     def kill(self) -> None:

@@ -6,6 +6,7 @@ the spec without failing.
 
 from __future__ import annotations
 
+import functools
 import socket
 import threading
 import time
@@ -23,20 +24,41 @@ from billhive.work.context import Ctx, Origin
 from billhive.worker import run_background
 from tests.support import contract
 
+# One TLS context for every synchronous httpx client in the test process: httpx builds one (loading the
+# CA bundle) per client, ~25 ms of CPU, and tests make thousands (one per site and key; httpx.get() is a
+# client per call). Same settings as httpx's default; billhive's own (async) clients are left alone.
+TLS = httpx.create_ssl_context()
+_transport_init = httpx.HTTPTransport.__init__
+
+
+@functools.wraps(_transport_init)
+def _shared_tls_init(self: httpx.HTTPTransport, verify: Any = True, cert: Any = None, trust_env: bool = True,
+                     **kwargs: Any) -> None:
+    if verify is True and cert is None and trust_env:
+        verify = TLS
+    _transport_init(self, verify, cert, trust_env, **kwargs)
+
+
+httpx.HTTPTransport.__init__ = _shared_tls_init  # type: ignore[method-assign]
+
 
 class LiveServer:
     def __init__(self, app: App, *, background: bool = True):
         self.app = app
         self.asgi = build(app, background=run_background if background else None)
-        sock = socket.socket()
+        # the server gets the socket already bound: no other process (a parallel test worker) can take
+        # the port between choosing it and listening on it. IPPROTO_TCP, so that asyncio sets TCP_NODELAY
+        # on its connections as it does on sockets it makes itself (else each response waits ~40 ms on
+        # delayed ACKs)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
-        sock.close()
         app.config.port = self.port
         config = uvicorn.Config(self.asgi, host="127.0.0.1", port=self.port, log_level="warning",
                                 lifespan="on", loop="asyncio", http="h11")
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name="billhive-test-server", daemon=True)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]},
+                                       name="billhive-test-server", daemon=True)
         self.thread.start()
         deadline = time.time() + 20
         while not self.server.started:
