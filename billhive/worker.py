@@ -28,6 +28,7 @@ from billhive.delivery import emails, webhooks
 from billhive.runtime import App
 from billhive.services import jobs as scheduled
 from billhive.services import payments
+from billhive.work import housekeeping
 from billhive.work.loops import drain, every
 
 __all__ = ["LOOPS", "BackgroundLock", "drain", "every", "run_background"]
@@ -35,6 +36,7 @@ __all__ = ["LOOPS", "BackgroundLock", "drain", "every", "run_background"]
 log = logging.getLogger("billhive.worker")
 
 Loop = Callable[[App], Awaitable[None]]
+HOUSEKEEPING_INTERVAL = 60.0  # seconds between housekeeping passes (unless a pass found a full batch)
 STANDBY_POLL = 2.0  # seconds between attempts of a standby process to take the background lock
 
 
@@ -48,8 +50,17 @@ async def recovery_loop(app: App) -> None:
     await every(app, app.config.recovery_interval, payments.recover, "payment recovery")
 
 
+async def housekeeping_loop(app: App) -> None:
+    """Expired idempotency claims deleted, a batch at a time while there are more."""
+    await drain(app, HOUSEKEEPING_INTERVAL, lambda a: _more(housekeeping.purge_idempotency_keys(a)), "housekeeping")
+
+
+async def _more(batch: Awaitable[int]) -> bool:
+    return await batch >= housekeeping.BATCH
+
+
 # every background loop, in the order they start
-LOOPS: list[Loop] = [scheduler_loop, webhooks.webhook_loop, emails.email_loop, recovery_loop]
+LOOPS: list[Loop] = [scheduler_loop, webhooks.webhook_loop, emails.email_loop, recovery_loop, housekeeping_loop]
 
 
 async def run_background(app: App, lock: "BackgroundLock | None" = None) -> None:
