@@ -9,23 +9,6 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator
 
-# Legacy v1 error codes that pre-1.1.48 clients (and the 1.x Python SDK, which reads
-# ``error_code`` unconditionally) still expect beside ``api_error_code``.
-_LEGACY_CODES = {
-    "param_wrong_value": "param_wrong_value",
-    "param_not_allowed": "param_not_allowed",
-    "resource_not_found": "resource_not_found",
-    "referenced_resource_not_found": "referenced_resource_not_found",
-    "invalid_state_for_request": "invalid_state_for_request",
-    "api_authentication_failed": "api_authentication_failed",
-    "api_authorization_failed": "api_authorization_failed",
-    "site_not_found": "site_not_found",
-    "payment_processing_failed": "payment_processing_failed",
-    "payment_method_verification_failed": "payment_method_verification_failed",
-    "payment_method_not_present": "payment_method_not_present",
-    "duplicate_entry": "duplicate_entry",
-    "internal_error": "internal_error",
-}
 
 
 class SettingError(ValueError):
@@ -59,7 +42,9 @@ class BillhiveError(Exception):
             body["param"] = self.param
         body["http_status_code"] = self.http_status
         # legacy pair read by old v1 clients
-        body["error_code"] = self.legacy_error_code or _LEGACY_CODES.get(self.api_error_code, self.api_error_code)
+        # the legacy pair old v1 clients (and the 1.x Python SDK, which reads ``error_code``
+        # unconditionally) read beside ``api_error_code``: the same code, unless a class says otherwise
+        body["error_code"] = self.legacy_error_code or self.api_error_code
         body["error_msg"] = self.message
         if self.param:
             body["error_param"] = self.param

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import unquote_plus
 
 import orjson
@@ -152,13 +152,9 @@ class Decoder:
     def __init__(self, properties: dict[str, dict], required: tuple[str, ...] = ()):
         self.fields = {k: _leaf(k, v, k in required) for k, v in properties.items()}
 
-    def decode(self, pairs: list[tuple[str, str]], *, extra: Callable[[str, str, str | None], bool] | None = None
-               ) -> dict[str, Any]:
-        """pairs: (key, value) from the wire, already percent-decoded.
-
-        ``extra(top, sub, value)`` may claim keys the spec does not declare (list filters);
-        anything unclaimed and undeclared is an error.
-        """
+    def decode(self, pairs: list[tuple[str, str]]) -> dict[str, Any]:
+        """pairs: (key, value) from the wire, already percent-decoded (list filters already taken
+        out: http/app.py ``_list_request``); anything undeclared is an error."""
         out: dict[str, Any] = {}
         seen: set[str] = set()
         lists: dict[str, dict[int, Any]] = {}
@@ -173,8 +169,6 @@ class Decoder:
             top, sub, idx = m.group(1), m.group(2), m.group(3)
             f = self.fields.get(top)
             if f is None:
-                if extra is not None and idx is None and extra(top, sub, raw):
-                    continue
                 raise ParamError(f"{key} : is not a known parameter for this operation", param=key)
             if raw == "":
                 # The SDKs send None as an empty value: treat it as not given.
