@@ -119,7 +119,18 @@ def test_a_statement_over_the_timeout_is_stopped_with_a_503(seeded, tmp_path):
         body = r.json()
         assert body["api_error_code"] == "internal_temporary_error" and body["type"] == "operation_failed"
         assert "statement timeout" in body["message"] and body["http_status_code"] == 503
-        assert httpx.get(server.base_url + "/api/v1/customers/cust_b", auth=(key_b, ""), timeout=30).status_code == 200
+        # A cheap statement still goes through: the timeout stops statements, not the store. On a
+        # shared machine a cold connection's first lookups can themselves pass 2 ms, so a few
+        # tries are allowed - each failure must be the same clean 503, and one must succeed.
+        light = []
+        for _ in range(20):
+            r = httpx.get(server.base_url + "/api/v1/customers/cust_b", auth=(key_b, ""), timeout=30)
+            light.append(r.status_code)
+            if r.status_code == 200:
+                break
+            assert r.status_code == 503 and r.json()["api_error_code"] == "internal_temporary_error", r.text
+            time.sleep(0.05)
+        assert light[-1] == 200, light
         assert httpx.get(server.base_url + "/health", timeout=30).status_code == 200  # the store itself is fine
     finally:
         server.stop()
