@@ -95,6 +95,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app.config.host, app.config.port, app.config.domain = args.host, args.port, args.domain
     app.config.public_url = args.public_url or app.config.public_url
     app.config.background = not args.no_background
+    app.config.admin_token = args.admin_token or app.config.admin_token
     for name in HTTP_LIMITS:
         if getattr(args, name) is not None:
             setattr(app.config, name, getattr(args, name))
@@ -406,6 +407,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--public-url", default=Config.from_env().public_url,
                    help="base URL clients reach this server at, for download links such as invoice PDFs "
                         "(default http://HOST:PORT; $BILLHIVE_PUBLIC_URL)")
+    s.add_argument("--admin-token", default=None,
+                   help="turn on the admin API (/admin/api) and console (/admin), authenticated by this token "
+                        "($BILLHIVE_ADMIN_TOKEN; off when unset)")
     _add_db(s)
     _add_http_limits(s)
     s.set_defaults(fn=cmd_serve)

@@ -79,6 +79,9 @@ class Config:
     gc_defaults: bool = False  # keep Python's default GC thresholds (serve tunes them for request churn)
     failpoints: str = ""  # crash injection for the crash tests (billhive/util/failpoints.py); never in production
     pdf_font_dir: str | None = None  # a directory of TrueType fonts for invoice PDFs (default: built in)
+    # the admin API (/admin/api) and console (/admin) authenticate with this token; both are off
+    # (404) when it is not set. Never a site's API key. `billhive serve --admin-token`
+    admin_token: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Config:
