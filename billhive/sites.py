@@ -94,6 +94,7 @@ class Setting:
     convert: Callable[[str], Any]
     default: Any
     help: str
+    secret: bool = False  # never shown: ``describe`` prints a hint instead (``secret_hint``)
 
 
 # Settings stored in sites.settings (JSON). currency_code and invoice_next_number are
@@ -138,6 +139,13 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting("smtp_ca_file", _str(500), "", "CA bundle to verify the SMTP server's certificate (empty: system CAs)"),
     Setting("smtp_timeout", _int(1, 300), 30, "seconds an SMTP conversation may take"),
     Setting("email_templates_dir", _str(500), "", "directory with template overrides (empty: built-in)"),
+    Setting("gateway", _choice("", "chargebee", "stripe"), "",
+            "payment gateway: stripe (needs stripe_secret_key), chargebee (the test gateway, test sites only) or "
+            "empty (the test gateway on test sites, none on live sites)"),
+    Setting("stripe_secret_key", _str(200, r"^(sk|rk)_[A-Za-z0-9_]+$"), "",
+            "the Stripe account's secret (or restricted) key, sk_test_... or sk_live_... (never shown)", secret=True),
+    Setting("stripe_api_base", _str(500, r"^https?://[^\s]+$"), "",
+            "Stripe API base URL (empty: Stripe's own; tests point it at a Stripe fake)"),
 ]}
 
 COLUMN_SETTINGS = {
@@ -327,11 +335,30 @@ def set_settings(tx: Tx, name: str, assignments: dict[str, str], now: int) -> Si
                 raise SettingError(f"unknown setting; known settings: {', '.join(known)}")
         except SettingError as exc:
             raise SettingError(f"{key}: {exc}") from None
+    _check_gateway(site, settings)
     tx.execute(update(S.sites).where(S.sites.c.pk == site.pk).values(settings=dumps(settings), **columns,
                                                                     config_version=S.sites.c.config_version + 1))
     if webhook:
         _set_default_webhook(tx, site, webhook, now)
     return require(tx, name)
+
+
+def _check_gateway(site: Site, settings: dict[str, Any]) -> None:
+    """A site's gateway settings must make sense together: the test gateway takes any Luhn-valid
+    number, so a live site never uses it; Stripe needs the account's secret key."""
+    gateway = settings.get("gateway", "")
+    if gateway == "chargebee" and not site.is_test:
+        raise SettingError("gateway: the chargebee test gateway serves test sites only")
+    if gateway == "stripe" and not settings.get("stripe_secret_key"):
+        raise SettingError("gateway: stripe needs the account's secret key (stripe_secret_key=sk_...)")
+
+
+def secret_hint(value: str) -> str:
+    """What ``describe`` shows of a secret setting: its kind and last four characters."""
+    if not value:
+        return ""
+    kind = value[: value.index("_", 3) + 1] if value.count("_") >= 2 else ""
+    return f"{kind}…{value[-4:]}" if len(value) >= len(kind) + 12 else f"{kind}…"
 
 
 def _set_default_webhook(tx: Tx, site: Site, values: dict[str, str], now: int) -> None:
@@ -358,7 +385,8 @@ def describe(tx: Tx, site: Site) -> dict[str, Any]:
         "test_site": site.is_test,
         "currency_code": site.currency_code,
         "invoice_next_number": site.invoice_next_number,
-        "settings": {name: site.setting(name) for name in SETTINGS},
+        "settings": {name: (secret_hint(site.setting(name)) if SETTINGS[name].secret else site.setting(name))
+                     for name in SETTINGS},
         "time_machine": ({"now": site.tm_now, "genesis_time": site.tm_genesis_time,
                           "destination_time": site.tm_destination_time, "status": site.tm_status}
                          if site.is_test else None),

@@ -28,6 +28,7 @@ from billhive.runtime import App, Config
 from billhive.store import migrate
 from tests.support import alone
 from tests.support.server import LiveServer, TestSite, new_site
+from tests.support.stripe_fake import StripeFake
 
 PG_URL = os.environ.get("BILLHIVE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REQUIRE_PG = os.environ.get("BILLHIVE_REQUIRE_PG") == "1"
@@ -185,3 +186,17 @@ def pytest_collection_modifyitems(config, items):
             callspec = getattr(item, "callspec", None)
             if callspec and callspec.params.get("backend") == "postgres":
                 item.add_marker(pytest.mark.postgres)
+
+
+@pytest.fixture(scope="session")
+def stripe_fake():
+    """localstripe, a stateful Stripe fake, on a free port (one per test worker; tests.support.stripe_fake)."""
+    fake = StripeFake.start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def stripe_site(server, stripe_fake) -> TestSite:
+    """A fresh test site whose gateway is Stripe (the fake)."""
+    return new_site(server, **stripe_fake.settings())

@@ -4,10 +4,11 @@ Every call carries the caller's idempotency key; a gateway must treat a repeated
 the same operation and answer with its original result (never a second charge). That is
 what lets billhive settle an interrupted charge after a crash: ask again with the key.
 
-Which gateway serves a site is decided in one place, ``for_site``: a test site uses the test
-gateway; a live site uses the real gateway configured for it - and until one is, it has none
-and refuses to store cards or charge them (``ConfigurationIncompatible``). The test gateway
-never serves a live site: it takes any Luhn-valid number.
+Which gateway serves a site is decided in one place, ``for_site``: the site's ``gateway``
+setting (``stripe``, with ``stripe_secret_key``) when set; else a test site uses the test
+gateway and a live site has none and refuses to store cards or charge them
+(``ConfigurationIncompatible``). The test gateway never serves a live site: it takes any
+Luhn-valid number.
 """
 
 from __future__ import annotations
@@ -16,31 +17,37 @@ from typing import Mapping
 
 from billhive.errors import ConfigurationIncompatible
 from billhive.gateway.interface import (
+    STRIPE,
     TEST_GATEWAY,
     CardDetails,
     Gateway,
     GatewayResult,
     StoredCard,
 )
+from billhive.gateway.stripe import StripeGateway
 from billhive.gateway.test_gateway import TestGateway
 from billhive.sites import Site
 from billhive.store.db import Database
 
-__all__ = ["TEST_GATEWAY", "CardDetails", "Gateway", "GatewayResult", "StoredCard", "default_gateways", "for_site",
+__all__ = ["STRIPE", "TEST_GATEWAY", "CardDetails", "Gateway", "GatewayResult", "StoredCard", "default_gateways", "for_site",
            "gateway_name"]
 
 
 def default_gateways(db: Database) -> dict[str, Gateway]:
-    """The gateways billhive runs with, by name (the test gateway keeps its books beside ``db``)."""
-    return {TEST_GATEWAY: TestGateway(db)}
+    """The gateways billhive runs with, by name (the test gateway keeps its books beside ``db``;
+    the Stripe gateway reads each site's key from ``db``)."""
+    return {TEST_GATEWAY: TestGateway(db), STRIPE: StripeGateway(db)}
 
 
 def gateway_name(site: Site) -> str | None:
     """The name of the gateway that stores cards and charges for ``site``, or None.
 
-    Test sites use the test gateway. A live site uses the real gateway configured for it; billhive
-    has no real gateway yet, so a live site has none. (A real gateway plugs in here: a per-site
-    setting such as ``gateway=stripe`` naming a gateway registered in ``App.gateways``.)"""
+    The site's ``gateway`` setting names it (``stripe``; ``sites.set_settings`` refuses the test
+    gateway for a live site and Stripe without its key). Unset, a test site uses the test gateway
+    and a live site has none."""
+    chosen = site.setting("gateway")
+    if chosen == STRIPE:
+        return STRIPE
     return TEST_GATEWAY if site.is_test else None
 
 

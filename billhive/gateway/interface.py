@@ -9,16 +9,20 @@ from dataclasses import dataclass
 from typing import Protocol
 
 TEST_GATEWAY = "chargebee"  # Chargebee's name for its test gateway (billhive.gateway.test_gateway)
+STRIPE = "stripe"  # billhive.gateway.stripe
 
 
 @dataclass(frozen=True)
 class CardDetails:
+    """A card to store: its number and expiry, or (``tmp_token``) a gateway's token for a card the
+    browser already gave the gateway (Stripe's ``tok_...`` / ``pm_...``; then number is "")."""
     number: str
-    expiry_month: int
-    expiry_year: int
+    expiry_month: int | None
+    expiry_year: int | None
     cvv: str | None = None
     first_name: str | None = None
     last_name: str | None = None
+    tmp_token: str | None = None
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,9 @@ class StoredCard:
     last4: str
     iin: str
     masked_number: str
+    expiry_month: int | None = None  # the gateway's, for a card stored from a token
+    expiry_year: int | None = None
+    gateway: str = ""  # the name of the gateway that stored it
 
 
 @dataclass(frozen=True)

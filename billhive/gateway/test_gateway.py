@@ -98,6 +98,9 @@ class TestGateway:
             self.db.close()
 
     async def store_card(self, site_pk: int, card: CardDetails) -> StoredCard:
+        if card.tmp_token is not None:
+            raise ParamError("card[tmp_token] : temporary tokens are not supported by the chargebee gateway; pass the "
+                             "card details", param="card[tmp_token]")
         number = card.number.replace(" ", "").replace("-", "")
         if not luhn_ok(number):
             raise ParamError("card[number] : invalid card number", param="card[number]")
@@ -106,7 +109,7 @@ class TestGateway:
         behaviour = {INSUFFICIENT_FUNDS: "insufficient_funds", TIMES_OUT: "timeout"}.get(number, "success")
         token = secret_id("tok_", 20)
         stored = StoredCard(token=token, brand=brand_of(number), last4=number[-4:], iin=number[:6],
-                            masked_number=mask(number))
+                            masked_number=mask(number), gateway=self.name)
 
         def unit(tx: Tx) -> None:
             tx.execute(_VAULT_INSERT, dict(site_id=site_pk, token=token, behaviour=behaviour, brand=stored.brand,

@@ -83,19 +83,23 @@ class CardInput:
     """A card from a request, checked; ``prefix`` names its parameters in errors."""
 
     number: str
-    expiry_month: int
-    expiry_year: int
+    expiry_month: int | None  # None with tmp_token: the gateway tells (StoredCard)
+    expiry_year: int | None
     prefix: str
     gateway: str = DEFAULT_GATEWAY
     cvv: str | None = None
     copied: dict = field(default_factory=dict)
+    tmp_token: str | None = None
 
     def param(self, name: str) -> str:
         return param_name(self.prefix, name)
 
 
-def check_expiry(expiry_year: int, expiry_month: int, now: int, prefix: str) -> None:
-    """An expired card is refused the way Chargebee refuses it (payment_method_verification_failed)."""
+def check_expiry(expiry_year: int | None, expiry_month: int | None, now: int, prefix: str) -> None:
+    """An expired card is refused the way Chargebee refuses it (payment_method_verification_failed).
+    A card given as a gateway token has no expiry in the request (None): the gateway checked it."""
+    if expiry_year is None or expiry_month is None:
+        return
     if expiry_year > rules.MAX_EXPIRY_YEAR or expiry_year < 1:
         param = param_name(prefix, "expiry_year")
         raise ParamError(f"{param} : invalid value", param=param)
@@ -116,9 +120,11 @@ def check_card(params: dict, prefix: str, now: int) -> CardInput:
     def p(name: str) -> str:
         return param_name(prefix, name)
 
-    if params.get("tmp_token") is not None:
-        raise ParamError(f"{p('tmp_token')} : temporary tokens are not supported by the chargebee gateway; pass the "
-                         "card details", param=p("tmp_token"))
+    copied = {k: params[k] for k in COPIED_FIELDS if params.get(k) is not None}
+    if params.get("tmp_token") is not None:  # a gateway's token (Stripe): the gateway knows the card
+        check_country(params.get("billing_country"), p("billing_country"))
+        return CardInput(number="", expiry_month=None, expiry_year=None, prefix=prefix, cvv=params.get("cvv"),
+                         gateway=params.get("gateway") or DEFAULT_GATEWAY, copied=copied, tmp_token=params["tmp_token"])
     for required in ("number", "expiry_month", "expiry_year"):
         if params.get(required) is None:
             raise ParamRequired(f"{p(required)} : cannot be blank", param=p(required))
@@ -127,7 +133,6 @@ def check_card(params: dict, prefix: str, now: int) -> CardInput:
         raise ParamError(f"{p('number')} : invalid card number", param=p("number"))
     check_expiry(params["expiry_year"], params["expiry_month"], now, prefix)
     check_country(params.get("billing_country"), p("billing_country"))
-    copied = {k: params[k] for k in COPIED_FIELDS if params.get(k) is not None}
     return CardInput(number=number, expiry_month=params["expiry_month"], expiry_year=params["expiry_year"],
                      prefix=prefix, gateway=params.get("gateway") or DEFAULT_GATEWAY, cvv=params.get("cvv"),
                      copied=copied)
@@ -137,7 +142,7 @@ async def store_at_gateway(ctx: Ctx, gateway: Gateway, card: CardInput) -> Store
     """Hand the card to the gateway (outside any transaction); returns its token and details."""
     details = CardDetails(number=card.number, expiry_month=card.expiry_month, expiry_year=card.expiry_year,
                           cvv=card.cvv, first_name=card.copied.get("first_name"),
-                          last_name=card.copied.get("last_name"))
+                          last_name=card.copied.get("last_name"), tmp_token=card.tmp_token)
     try:
         return await gateway.store_card(ctx.site_id, details)
     except BillhiveError as exc:
@@ -148,12 +153,13 @@ async def store_at_gateway(ctx: Ctx, gateway: Gateway, card: CardInput) -> Store
 
 def build_card(customer_id: str, card: CardInput, stored: StoredCard) -> dict:
     """The card document (status is set by ``attach``)."""
-    doc: dict = {"status": "valid", "gateway": card.gateway, "reference_id": stored.token}
+    doc: dict = {"status": "valid", "gateway": stored.gateway or card.gateway, "reference_id": stored.token}
     for k in ("first_name", "last_name"):
         if k in card.copied:
             doc[k] = card.copied[k]
     doc.update({"iin": stored.iin, "last4": stored.last4, "card_type": stored.brand,
-                "expiry_month": card.expiry_month, "expiry_year": card.expiry_year})
+                "expiry_month": stored.expiry_month or card.expiry_month,
+                "expiry_year": stored.expiry_year or card.expiry_year})
     for k in COPIED_FIELDS[2:]:
         if k in card.copied:
             doc[k] = card.copied[k]
