@@ -268,7 +268,8 @@ def _stored(customer_id: str, method_id: str, method: Any, card: CardDetails) ->
     details = raw.get("card") or raw  # a PaymentMethod has .card; a Card (card_...) is the card
     brand = BRANDS.get(str(details.get("brand") or "").lower(), "other")
     last4 = str(details.get("last4") or (card.number[-4:] if card.number else ""))
-    iin = card.number[:6] if card.number else str(details.get("iin") or "")
+    # the card resource's iin is six characters; Stripe does not tell a token's first six digits
+    iin = card.number[:6] if card.number else str(details.get("iin") or "******")
     length = {"american_express": 15, "diners_club": 14}.get(brand, 16)
     return StoredCard(token=f"{customer_id}/{method_id}", brand=brand, last4=last4, iin=iin,
                       masked_number="*" * (len(card.number) - 4 if card.number else length - 4) + last4,

@@ -221,7 +221,7 @@ class Decoder:
                 rows.append(row)
             out[top] = rows
         for name, f in self.fields.items():
-            if f.required and name not in out:
+            if f.required and name not in out and not (name in TOKEN_REPLACES and "tmp_token" in out):
                 raise ParamRequired(f"{name} : cannot be blank", param=name)
             if f.kind == "object":
                 # an object with required fields is itself required (Chargebee: "transaction[date] : cannot be blank");
@@ -230,6 +230,11 @@ class Decoder:
                     if req not in out.get(name, ()):
                         raise ParamRequired(f"{name}[{req}] : cannot be blank", param=f"{name}[{req}]")
         return out
+
+
+# A gateway's card token stands for the card details the spec otherwise requires (update_card_for_a_customer:
+# tmp_token "If this value is specified, there is no need to specify other card details (like number, cvv, etc)")
+TOKEN_REPLACES = frozenset({"number", "expiry_month", "expiry_year"})
 
 
 def _index(idx: str, key: str) -> int:
