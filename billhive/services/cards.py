@@ -324,8 +324,8 @@ async def delete_card(ctx: Ctx, customer_id: str, params: dict) -> dict:
 
 
 async def switch_gateway(ctx: Ctx, customer_id: str, params: dict) -> dict:
-    """Only the chargebee test gateway exists, and the spec does not allow switching to it, so
-    every switch is refused with the reason (no card, or the gateway is not configured)."""
+    """Refused with the reason: no card; the target is not the site's gateway (the spec's enum has
+    no chargebee); or the card would have to move between vaults, which billhive cannot do."""
     def run(w: Work) -> dict:
         CUSTOMERS.require(w.tx, w.site_id, customer_id)
         card = get_card(w, customer_id)
@@ -334,8 +334,13 @@ async def switch_gateway(ctx: Ctx, customer_id: str, params: dict) -> dict:
         target = params["gateway"]
         if target == card["gateway"]:
             raise InvalidRequest(f"gateway : the card is already stored with {target}", param="gateway")
-        gateway_for(w.app, target, "gateway")
-        raise InvalidRequest("gateway : moving a stored card between gateways is not supported", param="gateway")
+        if target != gateways.gateway_name(w.site):
+            raise ConfigurationIncompatible(f"gateway : the {target} gateway is not configured on this site",
+                                            param="gateway")
+        # the target is the site's gateway (a card stored before the site moved to it): card data
+        # cannot be copied between vaults, the customer gives the card again
+        raise InvalidRequest("gateway : moving a stored card between gateways is not supported; store the card again "
+                             "with the site's gateway", param="gateway")
     return await ctx.read(run)
 
 

@@ -218,6 +218,8 @@ async def update_payment_method(ctx: Ctx, customer_id: str, params: dict) -> dic
     pm_params = params.get("payment_method")
     if not pm_params:
         raise ParamRequired("payment_method[type] : cannot be blank", param="payment_method[type]")
+    if pm_params.get("gateway") is not None:  # the site's gateway, or refused as not configured
+        await cards.site_gateway(ctx, pm_params["gateway"], "payment_method[gateway]")
     payment_method = _payment_method(ctx.app, pm_params, "payment_method")
 
     def run(w: Work) -> dict:
