@@ -77,7 +77,7 @@ class StripeGateway:
         client, _ = await self._client(site_pk)
         name = " ".join(x for x in (card.first_name, card.last_name) if x) or None
         try:
-            customer = await client.v1.customers.create_async(params=_drop_none({
+            customer = await client.v1.customers.create_async(params=_drop_none({  # type: ignore[arg-type]
                 "name": name, "metadata": {SITE_FIELD: str(site_pk)},
                 **({"source": card.tmp_token} if card.tmp_token and card.tmp_token.startswith("tok_") else {})}))
             if card.tmp_token and card.tmp_token.startswith("tok_"):
@@ -87,7 +87,7 @@ class StripeGateway:
                 if card.tmp_token:
                     method_id = card.tmp_token
                 else:
-                    created = await client.v1.payment_methods.create_async(params={
+                    created = await client.v1.payment_methods.create_async(params={  # type: ignore[arg-type]
                         "type": "card", "card": _drop_none({"number": card.number, "exp_month": card.expiry_month,
                                                              "exp_year": card.expiry_year, "cvc": card.cvv})})
                     method_id = created.id
