@@ -15,10 +15,11 @@ term length`` rounded once per line (``money.prorate``).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from billhive.domain.money import prorate
-from billhive.errors import InvalidState
+from billhive.errors import InvalidState, ParamError
 
 STATUSES = ("future", "in_trial", "active", "non_renewing", "cancelled")
 LIVE = ("future", "in_trial", "active", "non_renewing")
@@ -42,6 +43,15 @@ def transition(sub: dict, target: str) -> None:
     if not can_transition(current, target):
         raise InvalidState(f"Subscription {sub['id']} is {current}; it cannot become {target}")
     sub["status"] = target
+
+
+_ID = re.compile(r"^[^\s/\\?#%]+$")
+
+
+def check_id(value: str, param: str) -> None:
+    """A subscription's (or its new customer's) id travels in URL paths."""
+    if not _ID.match(value):
+        raise ParamError(f"{param} : may not contain whitespace, '/', '\\', '?', '#' or '%'", param=param)
 
 
 def require_status(sub: dict, allowed: tuple[str, ...], action: str) -> None:

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 
 from billhive import gateway as gateways
+from billhive.domain import subscriptions as R
 from billhive.errors import (
     BillhiveError,
     DuplicateEntry,
@@ -48,7 +49,7 @@ from billhive.errors import (
     params_renamed,
 )
 from billhive.gateway import GatewayResult
-from billhive.services import cards, estimates, invoices, invoicing, payments
+from billhive.services import cards, customers, estimates, invoices, invoicing, payments
 from billhive.services import subscriptions as subs
 from billhive.store.resources import (
     CUSTOMERS,
@@ -169,12 +170,12 @@ def _check_new(w: Work, checkout: dict) -> dict:
     """checkout_new's checks, by create_a_subscription's code: the estimate of the creation."""
     p = checkout["params"]
     if p.get("id"):
-        subs._validate_id(p["id"], "id")
+        R.check_id(p["id"], "id")
         if SUBSCRIPTIONS.exists(w.tx, w.site_id, p["id"]):
             raise DuplicateEntry(f"id : The value {p['id']} is already present.", param="id")
     customer_id, existing = _checkout_customer(w, checkout)
     if customer_id is not None and existing is None:
-        subs._validate_id(customer_id, "customer[id]")
+        R.check_id(customer_id, "customer[id]")
         if not checkout["customer"].get("id") and CUSTOMERS.exists(w.tx, w.site_id, customer_id):
             raise DuplicateEntry(f"customer[id] : The value {customer_id} is already present (a new customer takes "
                                  "subscription[id] as its id; give customer[id] to subscribe an existing customer)",
@@ -435,13 +436,13 @@ def _complete_subscription(w: Work, page_id: str, form: CheckoutForm, pay: subs.
             if customer_id:
                 params["customer"]["id"] = customer_id
             with params_renamed(_NEW_NAMES):
-                done = subs._create_unit(w, params, None, pay)
+                done = subs.create_unit(w, params, None, pay)
         else:
             with params_renamed(_NEW_NAMES):
-                done = subs._create_unit(w, params, existing["id"], pay)
+                done = subs.create_unit(w, params, existing["id"], pay)
     else:
         with params_renamed(_EXISTING_NAMES):
-            done = subs._update_unit(w, checkout["subscription_id"], copy.deepcopy(checkout["params"]), pay)
+            done = subs.update_unit(w, checkout["subscription_id"], copy.deepcopy(checkout["params"]), pay)
     _succeed(w, page, checkout, done.body)
     return Submitted(page, _redirect_target(w, page, checkout, done.body)), done
 
@@ -460,8 +461,8 @@ def _complete_one_off(w: Work, page_id: str, pay: subs.PaymentIn
     page, checkout = _open_for_submit(w, page_id)
     with params_renamed(_ONE_OFF_NAMES):
         p = _one_off_params(w, checkout)
-        customer = subs._customer(w, p["customer_id"], for_update=True)
-        card_events = subs._apply_payment(w, customer, pay)
+        customer = customers.get_customer(w, p["customer_id"], for_update=True)
+        card_events = subs.apply_payment(w, customer, pay)
         if card_events:
             cards.save_customer(w, customer)
             for event, card in card_events:
@@ -495,7 +496,7 @@ async def submit(ctx: Ctx, page_id: str, form: CheckoutForm, *, ip: str | None) 
         if page["type"] in ("checkout_new", "checkout_existing"):
             submitted, done = await op.write(_complete_subscription, page_id, form, pay, ip)
             if done.charges:
-                submitted.page = await op.write(_refresh_content, page_id, await subs._finish(op, done))
+                submitted.page = await op.write(_refresh_content, page_id, await subs.finish(op, done))
             return submitted
         submitted, plan = await op.write(_complete_one_off, page_id, pay)
         if plan is not None:
