@@ -16,7 +16,7 @@ term length`` rounded once per line (``money.prorate``).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from billhive.domain.money import prorate
 from billhive.errors import InvalidState, ParamError
@@ -58,6 +58,29 @@ def require_status(sub: dict, allowed: tuple[str, ...], action: str) -> None:
     """Operation precondition: 409 unless the subscription is in one of ``allowed``."""
     if sub["status"] not in allowed:
         raise InvalidState(f"Subscription {sub['id']} is {sub['status']}; cannot {action}")
+
+
+# ---- what billhive keeps beside the document -----------------------------------------------------
+
+@dataclass
+class State:
+    """What billhive keeps about a subscription beyond its API fields (stored as JSON beside the
+    document: services/subscriptions/state.py)."""
+
+    anchor: int | None = None  # term boundaries are anchor + k periods
+    cancel_scheduled: bool = False  # cancel at the end of the current term (or trial)
+    scheduled: dict | None = None  # changes for the term end: plan_id, plan_quantity, addons, coupons, cycles
+    charges: list[dict] = field(default_factory=list)  # for the term end: {amount, description} | {addon_id, quantity}
+    setup_pending: bool = False  # the plan's setup cost is billed with the first invoice
+
+    def to_dict(self) -> dict:
+        return {"anchor": self.anchor, "cancel_scheduled": self.cancel_scheduled, "scheduled": self.scheduled,
+                "charges": self.charges, "setup_pending": self.setup_pending}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> State:
+        return cls(d.get("anchor"), bool(d.get("cancel_scheduled")), d.get("scheduled"), list(d.get("charges") or []),
+                   bool(d.get("setup_pending")))
 
 
 # ---- recurring items -----------------------------------------------------------------------------
@@ -116,6 +139,15 @@ class Charge:
         return {"date_from": self.date_from, "date_to": self.date_to, "unit_amount": self.item.unit_amount,
                 "quantity": self.item.quantity, "amount": self.amount, "description": self.item.description,
                 "type": self.type, "entity_type": self.item.entity_type, "entity_id": self.item.entity_id}
+
+    def line(self) -> dict:
+        """The invoice line item (untaxed; no entity_id for ad-hoc charges)."""
+        li = {"date_from": self.date_from, "date_to": self.date_to, "unit_amount": self.item.unit_amount,
+              "quantity": self.item.quantity, "amount": self.amount, "is_taxed": False, "tax": 0,
+              "description": self.item.description, "type": self.type, "entity_type": self.item.entity_type}
+        if self.item.entity_id is not None:
+            li["entity_id"] = self.item.entity_id
+        return li
 
 
 def term_charges(items: list[Item], date_from: int, date_to: int) -> list[Charge]:

@@ -7,6 +7,8 @@ while loading; the rules about the loaded documents are in billing.py and domain
 from __future__ import annotations
 
 from billhive.domain import catalog as catalog_rules
+from billhive.domain.subscription_billing import Catalog, Settings
+from billhive.domain.subscriptions import State
 from billhive.errors import InvalidState, ParamError
 from billhive.services import addons, coupons, customers, plans
 from billhive.store.resources import ADDONS, COUPONS, PLANS
@@ -62,3 +64,51 @@ def find_coupon(w: Work, coupon_id: str) -> dict | None:
 
 def get_customer(w: Work, customer_id: str, *, for_update: bool = False, param: str | None = None) -> dict:
     return customers.get_customer(w, customer_id, for_update=for_update, param=param)
+
+
+# ---- a decision's catalog: everything it may read, loaded before it decides ------------------------------
+
+def given_addons(w: Work, given: list[dict], *, use: bool = True) -> list[tuple[dict, dict]]:
+    """addons[id][i]: each row with its addon (it must exist and be active)."""
+    seen: set[str] = set()
+    out = []
+    for i, row in enumerate(given):
+        pid = f"addons[id][{i}]"
+        if "id" not in row:
+            raise ParamError(f"{pid} : cannot be blank", param=pid)
+        if row["id"] in seen:
+            raise ParamError(f"{pid} : {row['id']} is given more than once", param=pid)
+        seen.add(row["id"])
+        out.append((row, usable_addon(w, row["id"], pid, use=use)))
+    return out
+
+
+def load_catalog(w: Work, sub: dict | None = None, st: State | None = None, *, scheduled: bool = False,
+                 plans: tuple[dict, ...] = (), addon_ids: tuple[str, ...] = (),
+                 coupon_ids: tuple[str, ...] = ()) -> Catalog:
+    """The subscription's current plan (and, with ``scheduled``, the plan of its scheduled change:
+    409 if either no longer exists), every addon and coupon it, its scheduled change or its
+    waiting charges refer to (those that still exist), and the given plans, addons and coupons."""
+    plan_docs = {p["id"]: p for p in plans}
+    addons_wanted = list(addon_ids)
+    coupons_wanted = list(coupon_ids)
+    if sub is not None:
+        if sub["plan_id"] not in plan_docs:
+            plan_docs[sub["plan_id"]] = current_plan(w, sub["plan_id"])
+        addons_wanted += [a["id"] for a in sub.get("addons") or ()]
+        coupons_wanted += [c["coupon_id"] for c in sub.get("coupons") or ()]
+    if st is not None:
+        addons_wanted += [c["addon_id"] for c in st.charges if "addon_id" in c]
+        if st.scheduled:
+            addons_wanted += [a["id"] for a in st.scheduled.get("addons") or ()]
+            coupons_wanted += [c["coupon_id"] for c in st.scheduled.get("coupons") or ()]
+            if scheduled and st.scheduled["plan_id"] not in plan_docs:
+                plan_docs[st.scheduled["plan_id"]] = current_plan(w, st.scheduled["plan_id"])
+    addon_docs = {a: doc for a in dict.fromkeys(addons_wanted) if (doc := find_addon(w, a)) is not None}
+    coupon_docs = {c: doc for c in dict.fromkeys(coupons_wanted) if (doc := find_coupon(w, c)) is not None}
+    return Catalog(plan_docs, addon_docs, coupon_docs)
+
+
+def settings(w: Work) -> Settings:
+    return Settings(metered_billing=bool(w.site.setting("metered_billing")),
+                    prorate_changes=bool(w.site.setting("prorate_subscription_changes")))

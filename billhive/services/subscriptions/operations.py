@@ -296,8 +296,7 @@ async def add_charge_at_term_end(ctx: Ctx, subscription_id: str, params: dict) -
         sub, st = _delayed_charge_target(w, subscription_id)
         if params.get("amount") is None:
             raise ParamError("amount : cannot be blank", param="amount")
-        billing.check_total(billing.renewal_items(w, sub, st),
-                            [(R.adhoc_item(params["amount"], params["description"]), "amount")])
+        billing.check_renewal_total(w, sub, st, [(R.adhoc_item(params["amount"], params["description"]), "amount")])
         st.charges.append({"amount": params["amount"], "description": params["description"]})
         save(w, sub, st)
         return {"estimate": billing.renewal_estimate(w, sub, st, include_delayed=True)}
@@ -318,7 +317,7 @@ async def charge_addon_at_term_end(ctx: Ctx, subscription_id: str, params: dict)
                 raise ParamError("addon_quantity : cannot be blank for quantity type addons", param="addon_quantity")
         elif qty not in (None, 1):
             raise ParamError("addon_quantity : applicable only for quantity type addons", param="addon_quantity")
-        billing.check_total(billing.renewal_items(w, sub, st), [(R.addon_item(addon, qty or 1), "addon_quantity")])
+        billing.check_renewal_total(w, sub, st, [(R.addon_item(addon, qty or 1), "addon_quantity")])
         st.charges.append({"addon_id": addon["id"], "quantity": qty or 1})
         save(w, sub, st)
         return {"estimate": billing.renewal_estimate(w, sub, st, include_delayed=True)}
