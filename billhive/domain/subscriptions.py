@@ -15,11 +15,12 @@ term length`` rounded once per line (``money.prorate``).
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass, field
 
 from billhive.domain.money import prorate
-from billhive.errors import InvalidState, ParamError
+from billhive.errors import InvalidRequest, InvalidState, ParamError
 
 STATUSES = ("future", "in_trial", "active", "non_renewing", "cancelled")
 LIVE = ("future", "in_trial", "active", "non_renewing")
@@ -58,6 +59,114 @@ def require_status(sub: dict, allowed: tuple[str, ...], action: str) -> None:
     """Operation precondition: 409 unless the subscription is in one of ``allowed``."""
     if sub["status"] not in allowed:
         raise InvalidState(f"Subscription {sub['id']} is {sub['status']}; cannot {action}")
+
+
+# ---- the lifecycle operations that bill nothing (each returns the changed copies) ------------------
+
+def schedule_cancellation(sub: dict, st: State, *, explicit: bool = True) -> tuple[dict, State]:
+    """cancel_a_subscription with end_of_term (``explicit``), or update_scheduled_changes
+    action_type=cancel (no error when already scheduled): cancelled at the end of the term."""
+    sub, st = copy.deepcopy(sub), copy.deepcopy(st)
+    if explicit:
+        if sub["status"] == "future":
+            raise InvalidState(f"Subscription {sub['id']} has not started; cancel it without end_of_term")
+        if st.cancel_scheduled or sub["status"] == "non_renewing":
+            raise InvalidState(f"Subscription {sub['id']} is already scheduled to cancel at the end of its term")
+    st.cancel_scheduled = True
+    if sub["status"] == "active":
+        transition(sub, "non_renewing")
+    return sub, st
+
+
+def remove_cancellation(sub: dict, st: State, cycles: int | None) -> tuple[dict, State]:
+    """remove_scheduled_cancellation: the subscription goes on after its term end, for ``cycles``
+    more billing cycles (None: forever)."""
+    sub, st = copy.deepcopy(sub), copy.deepcopy(st)
+    if not (sub["status"] == "non_renewing" or (sub["status"] == "in_trial" and st.cancel_scheduled)):
+        raise InvalidState(f"Subscription {sub['id']} has no scheduled cancellation")
+    if cycles is None:
+        sub.pop("remaining_billing_cycles", None)
+    else:
+        sub["remaining_billing_cycles"] = cycles
+    st.cancel_scheduled = False
+    if sub["status"] == "non_renewing":
+        if cycles == 0:
+            raise ParamError("billing_cycles : must be at least 1 to remove the scheduled cancellation",
+                             param="billing_cycles")
+        transition(sub, "active")
+    return sub, st
+
+
+def keep_after_term(sub: dict, st: State) -> tuple[dict, State]:
+    """update_scheduled_changes action_type=reactivate: the scheduled cancellation is removed
+    (a non_renewing subscription renews forever)."""
+    sub, st = copy.deepcopy(sub), copy.deepcopy(st)
+    if not st.cancel_scheduled and sub["status"] != "non_renewing":
+        raise InvalidState(f"Subscription {sub['id']} has no scheduled cancellation")
+    st.cancel_scheduled = False
+    if sub["status"] == "non_renewing":
+        sub.pop("remaining_billing_cycles", None)
+        transition(sub, "active")
+    return sub, st
+
+
+def check_scheduled_action(sub: dict, action: str | None) -> str:
+    """update_scheduled_changes' action_type: cancel or reactivate (pause is not part of v1 billing)."""
+    if action is None:
+        raise ParamError("action_type : cannot be blank", param="action_type")
+    if action == "pause":
+        raise InvalidRequest("action_type : pausing subscriptions is not supported", param="action_type")
+    require_status(sub, ("in_trial", "active", "non_renewing"), "schedule an action")
+    return action
+
+
+def move_term_end(sub: dict, st: State, new_end: int, now: int) -> tuple[dict, State, str]:
+    """change_term_end: the current term ends at ``new_end`` (trial end, next billing or
+    cancellation date), no proration; later terms count from it. Returns the event to record."""
+    require_status(sub, ("in_trial", "active", "non_renewing"), "change its term end")
+    if new_end <= now:
+        raise ParamError("term_ends_at : must be in the future", param="term_ends_at")
+    if new_end <= int(sub["current_term_start"]):
+        raise ParamError("term_ends_at : must be after the current term's start", param="term_ends_at")
+    sub, st = copy.deepcopy(sub), copy.deepcopy(st)
+    old_end = int(sub["current_term_end"])
+    sub["current_term_end"] = new_end
+    if sub["status"] == "in_trial":
+        sub["trial_end"] = new_end
+    else:
+        st.anchor = new_end
+    extended = sub["status"] == "in_trial" and new_end > old_end
+    return sub, st, "subscription_trial_extended" if extended else "subscription_changed"
+
+
+def drop_scheduled_changes(sub: dict, st: State) -> tuple[dict, State]:
+    """remove_scheduled_changes."""
+    if not st.scheduled:
+        raise InvalidState(f"Subscription {sub['id']} has no scheduled changes")
+    sub, st = copy.deepcopy(sub), copy.deepcopy(st)
+    st.scheduled = None
+    sub["has_scheduled_changes"] = False
+    return sub, st
+
+
+def addon_for_term_end(addon: dict, quantity: int | None) -> tuple[Item, dict]:
+    """charge_addon_at_term_end: (the item, the waiting charge) of a non-recurring addon."""
+    if addon.get("charge_type", "recurring") != "non_recurring":
+        raise InvalidRequest(f"addon_id : {addon['id']} is a recurring addon; only non-recurring addons can be "
+                             "charged", param="addon_id")
+    if addon.get("type") == "quantity":
+        if quantity is None:
+            raise ParamError("addon_quantity : cannot be blank for quantity type addons", param="addon_quantity")
+    elif quantity not in (None, 1):
+        raise ParamError("addon_quantity : applicable only for quantity type addons", param="addon_quantity")
+    return addon_item(addon, quantity or 1), {"addon_id": addon["id"], "quantity": quantity or 1}
+
+
+def adhoc_for_term_end(amount: int | None, description: str) -> tuple[Item, dict]:
+    """add_charge_at_term_end: (the item, the waiting charge) of an ad-hoc charge."""
+    if amount is None:
+        raise ParamError("amount : cannot be blank", param="amount")
+    return adhoc_item(amount, description), {"amount": amount, "description": description}
 
 
 # ---- what billhive keeps beside the document -----------------------------------------------------

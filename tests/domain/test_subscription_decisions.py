@@ -273,3 +273,42 @@ def test_a_charge_for_the_term_end_is_held_to_the_maximum_with_the_renewal():
     with pytest.raises(AmountTooLarge) as exc:
         B.check_total(items, [(R.adhoc_item(11, "too much"), "amount")])
     assert exc.value.param == "amount"
+
+
+# ---- lifecycle operations that bill nothing (domain.subscriptions) ---------------------------------------------
+
+def test_a_cancellation_at_the_term_end_makes_an_active_subscription_non_renewing():
+    sub, state = active()
+    after, st2 = R.schedule_cancellation(sub, state)
+    assert after["status"] == "non_renewing" and st2.cancel_scheduled and sub["status"] == "active"
+    with pytest.raises(InvalidState):
+        R.schedule_cancellation(after, st2)  # already scheduled
+    with pytest.raises(InvalidState):
+        R.schedule_cancellation({**sub, "status": "future"}, state)
+
+
+def test_removing_a_scheduled_cancellation_needs_a_billing_cycle_left():
+    sub, state = R.schedule_cancellation(*active())
+    with pytest.raises(ParamError) as exc:
+        R.remove_cancellation(sub, state, 0)
+    assert exc.value.param == "billing_cycles"
+    after, st2 = R.remove_cancellation(sub, state, None)
+    assert after["status"] == "active" and not st2.cancel_scheduled and "remaining_billing_cycles" not in after
+
+
+def test_moving_the_term_end_of_a_trial_later_extends_it():
+    sub, state = active(status="in_trial")
+    after, _, event = R.move_term_end(sub, state, T1 + DAY, T0)
+    assert after["trial_end"] == after["current_term_end"] == T1 + DAY and event == "subscription_trial_extended"
+    after, st2, event = R.move_term_end(active()[0], state, T1 + DAY, T0)
+    assert st2.anchor == T1 + DAY and event == "subscription_changed"
+    with pytest.raises(ParamError):
+        R.move_term_end(sub, state, T0, T0)
+
+
+def test_only_non_recurring_addons_wait_for_the_term_end():
+    with pytest.raises(InvalidRequest):
+        R.addon_for_term_end(SEAT, 1)
+    assert R.addon_for_term_end(SETUP_KIT, None)[1] == {"addon_id": "kit", "quantity": 1}
+    with pytest.raises(ParamError):
+        R.addon_for_term_end(SETUP_KIT, 2)

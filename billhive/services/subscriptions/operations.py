@@ -20,9 +20,6 @@ from sqlalchemy import or_, select
 from billhive.domain import subscriptions as R
 from billhive.errors import (
     DuplicateEntry,
-    InvalidRequest,
-    InvalidState,
-    ParamError,
     not_found,
 )
 from billhive.services import cards, credits, dunning, invoicing, transactions
@@ -117,13 +114,7 @@ async def cancel(ctx: Ctx, subscription_id: str, params: dict) -> dict:
         if not params.get("end_of_term"):
             sub, inv, charge = cancel_now(w, sub, st, w.now)
             return Outcome(content(w, sub, inv), [charge] if charge else [])
-        if sub["status"] == "future":
-            raise InvalidState(f"Subscription {sub['id']} has not started; cancel it without end_of_term")
-        if st.cancel_scheduled or sub["status"] == "non_renewing":
-            raise InvalidState(f"Subscription {sub['id']} is already scheduled to cancel at the end of its term")
-        st.cancel_scheduled = True
-        if sub["status"] == "active":
-            R.transition(sub, "non_renewing")
+        sub, st = R.schedule_cancellation(sub, st)
         save(w, sub, st)
         reschedule(w, sub, st)
         return Outcome(record_event(w, "subscription_cancellation_scheduled", sub))
@@ -133,20 +124,8 @@ async def cancel(ctx: Ctx, subscription_id: str, params: dict) -> dict:
 async def remove_scheduled_cancellation(ctx: Ctx, subscription_id: str, params: dict) -> dict:
     def run(w: Work) -> dict:
         sub, st = require(w, subscription_id, for_update=True)
-        if not (sub["status"] == "non_renewing" or (sub["status"] == "in_trial" and st.cancel_scheduled)):
-            raise InvalidState(f"Subscription {sub['id']} has no scheduled cancellation")
         plan = catalog.current_plan(w, sub["plan_id"])
-        cycles = params.get("billing_cycles", plan.get("billing_cycles"))
-        if cycles is None:
-            sub.pop("remaining_billing_cycles", None)
-        else:
-            sub["remaining_billing_cycles"] = cycles
-        st.cancel_scheduled = False
-        if sub["status"] == "non_renewing":
-            if cycles == 0:
-                raise ParamError("billing_cycles : must be at least 1 to remove the scheduled cancellation",
-                                 param="billing_cycles")
-            R.transition(sub, "active")
+        sub, st = R.remove_cancellation(sub, st, params.get("billing_cycles", plan.get("billing_cycles")))
         save(w, sub, st)
         reschedule(w, sub, st)
         return record_event(w, "subscription_scheduled_cancellation_removed", sub)
@@ -206,22 +185,9 @@ async def change_term_end(ctx: Ctx, subscription_id: str, params: dict) -> dict:
     Later terms are counted from the new date."""
     def run(w: Work) -> dict:
         sub, st = require(w, subscription_id, for_update=True)
-        R.require_status(sub, ("in_trial", "active", "non_renewing"), "change its term end")
-        new_end = params["term_ends_at"]
-        if new_end <= w.now:
-            raise ParamError("term_ends_at : must be in the future", param="term_ends_at")
-        if new_end <= int(sub["current_term_start"]):
-            raise ParamError("term_ends_at : must be after the current term's start", param="term_ends_at")
-        old_end = int(sub["current_term_end"])
-        sub["current_term_end"] = new_end
-        if sub["status"] == "in_trial":
-            sub["trial_end"] = new_end
-        else:
-            st.anchor = new_end
+        sub, st, event = R.move_term_end(sub, st, params["term_ends_at"], w.now)
         save(w, sub, st)
         reschedule(w, sub, st)
-        event = "subscription_trial_extended" if sub["status"] == "in_trial" and new_end > old_end \
-            else "subscription_changed"
         return record_event(w, event, sub)
     return await ctx.write(run)
 
@@ -229,10 +195,7 @@ async def change_term_end(ctx: Ctx, subscription_id: str, params: dict) -> dict:
 async def remove_scheduled_changes(ctx: Ctx, subscription_id: str, params: dict) -> dict:
     def run(w: Work) -> dict:
         sub, st = require(w, subscription_id, for_update=True)
-        if not st.scheduled:
-            raise InvalidState(f"Subscription {sub['id']} has no scheduled changes")
-        st.scheduled = None
-        sub["has_scheduled_changes"] = False
+        sub, st = R.drop_scheduled_changes(sub, st)
         save(w, sub, st)
         return record_event(w, "subscription_changed", sub)
     return await ctx.write(run)
@@ -256,26 +219,14 @@ async def update_scheduled_changes(ctx: Ctx, subscription_id: str, params: dict)
 
     def run(w: Work) -> dict:
         sub, st = require(w, subscription_id, for_update=True)
-        if action is None:
-            raise ParamError("action_type : cannot be blank", param="action_type")
-        if action == "pause":
-            raise InvalidRequest("action_type : pausing subscriptions is not supported", param="action_type")
-        R.require_status(sub, ("in_trial", "active", "non_renewing"), "schedule an action")
-        if action == "cancel":
+        if R.check_scheduled_action(sub, action) == "cancel":
             if not st.cancel_scheduled:
-                st.cancel_scheduled = True
-                if sub["status"] == "active":
-                    R.transition(sub, "non_renewing")
+                sub, st = R.schedule_cancellation(sub, st, explicit=False)
                 save(w, sub, st)
                 reschedule(w, sub, st)
                 record_event(w, "subscription_cancellation_scheduled", sub)
         else:  # reactivate: the subscription goes on after the term end
-            if not st.cancel_scheduled and sub["status"] != "non_renewing":
-                raise InvalidState(f"Subscription {sub['id']} has no scheduled cancellation")
-            st.cancel_scheduled = False
-            if sub["status"] == "non_renewing":
-                sub.pop("remaining_billing_cycles", None)
-                R.transition(sub, "active")
+            sub, st = R.keep_after_term(sub, st)
             save(w, sub, st)
             reschedule(w, sub, st)
             record_event(w, "subscription_scheduled_cancellation_removed", sub)
@@ -294,10 +245,9 @@ async def add_charge_at_term_end(ctx: Ctx, subscription_id: str, params: dict) -
     """A one-time charge billed with the invoice at the end of the current term."""
     def run(w: Work) -> dict:
         sub, st = _delayed_charge_target(w, subscription_id)
-        if params.get("amount") is None:
-            raise ParamError("amount : cannot be blank", param="amount")
-        billing.check_renewal_total(w, sub, st, [(R.adhoc_item(params["amount"], params["description"]), "amount")])
-        st.charges.append({"amount": params["amount"], "description": params["description"]})
+        item, waiting = R.adhoc_for_term_end(params.get("amount"), params["description"])
+        billing.check_renewal_total(w, sub, st, [(item, "amount")])
+        st.charges.append(waiting)
         save(w, sub, st)
         return {"estimate": billing.renewal_estimate(w, sub, st, include_delayed=True)}
     return await ctx.write(run)
@@ -308,17 +258,9 @@ async def charge_addon_at_term_end(ctx: Ctx, subscription_id: str, params: dict)
     def run(w: Work) -> dict:
         sub, st = _delayed_charge_target(w, subscription_id)
         addon = catalog.usable_addon(w, params["addon_id"], "addon_id")
-        if addon.get("charge_type", "recurring") != "non_recurring":
-            raise InvalidRequest(f"addon_id : {addon['id']} is a recurring addon; only non-recurring addons can be "
-                                 "charged", param="addon_id")
-        qty = params.get("addon_quantity")
-        if addon.get("type") == "quantity":
-            if qty is None:
-                raise ParamError("addon_quantity : cannot be blank for quantity type addons", param="addon_quantity")
-        elif qty not in (None, 1):
-            raise ParamError("addon_quantity : applicable only for quantity type addons", param="addon_quantity")
-        billing.check_renewal_total(w, sub, st, [(R.addon_item(addon, qty or 1), "addon_quantity")])
-        st.charges.append({"addon_id": addon["id"], "quantity": qty or 1})
+        item, waiting = R.addon_for_term_end(addon, params.get("addon_quantity"))
+        billing.check_renewal_total(w, sub, st, [(item, "addon_quantity")])
+        st.charges.append(waiting)
         save(w, sub, st)
         return {"estimate": billing.renewal_estimate(w, sub, st, include_delayed=True)}
     return await ctx.write(run)
