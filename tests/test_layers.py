@@ -38,11 +38,10 @@ FUNCTION_LEVEL_ALLOWED: set[tuple[str, str]] = {
     ("billhive.services.dunning", "billhive.store.resources"),
     ("billhive.services.dunning", "billhive.work.context"),
     ("billhive.services.payments", "billhive.services.invoices"),
-    ("billhive.services.subscriptions", "billhive.services.estimates"),
 }
-KNOWN_CYCLES: list[list[str]] = [["billhive.services.dunning", "billhive.services.estimates",
-                                  "billhive.services.invoices", "billhive.services.payments",
-                                  "billhive.services.subscriptions"]]
+KNOWN_CYCLES: list[list[str]] = [["billhive.services.dunning", "billhive.services.invoices", "billhive.services.payments",
+                                  "billhive.services.subscriptions", "billhive.services.subscriptions.commit",
+                                  "billhive.services.subscriptions.jobs", "billhive.services.subscriptions.operations"]]
 
 
 def _module_name(path: Path) -> str:

@@ -15,10 +15,12 @@ term length`` rounded once per line (``money.prorate``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+import re
+from dataclasses import dataclass, field
 
 from billhive.domain.money import prorate
-from billhive.errors import InvalidState
+from billhive.errors import InvalidRequest, InvalidState, ParamError
 
 STATUSES = ("future", "in_trial", "active", "non_renewing", "cancelled")
 LIVE = ("future", "in_trial", "active", "non_renewing")
@@ -44,10 +46,150 @@ def transition(sub: dict, target: str) -> None:
     sub["status"] = target
 
 
+_ID = re.compile(r"^[^\s/\\?#%]+$")
+
+
+def check_id(value: str, param: str) -> None:
+    """A subscription's (or its new customer's) id travels in URL paths."""
+    if not _ID.match(value):
+        raise ParamError(f"{param} : may not contain whitespace, '/', '\\', '?', '#' or '%'", param=param)
+
+
 def require_status(sub: dict, allowed: tuple[str, ...], action: str) -> None:
     """Operation precondition: 409 unless the subscription is in one of ``allowed``."""
     if sub["status"] not in allowed:
         raise InvalidState(f"Subscription {sub['id']} is {sub['status']}; cannot {action}")
+
+
+# ---- the lifecycle operations that bill nothing (each returns the changed copies) ------------------
+
+def schedule_cancellation(sub: dict, st: State, *, explicit: bool = True) -> tuple[dict, State]:
+    """cancel_a_subscription with end_of_term (``explicit``), or update_scheduled_changes
+    action_type=cancel (no error when already scheduled): cancelled at the end of the term."""
+    sub, st = copy.deepcopy(sub), copy.deepcopy(st)
+    if explicit:
+        if sub["status"] == "future":
+            raise InvalidState(f"Subscription {sub['id']} has not started; cancel it without end_of_term")
+        if st.cancel_scheduled or sub["status"] == "non_renewing":
+            raise InvalidState(f"Subscription {sub['id']} is already scheduled to cancel at the end of its term")
+    st.cancel_scheduled = True
+    if sub["status"] == "active":
+        transition(sub, "non_renewing")
+    return sub, st
+
+
+def remove_cancellation(sub: dict, st: State, cycles: int | None) -> tuple[dict, State]:
+    """remove_scheduled_cancellation: the subscription goes on after its term end, for ``cycles``
+    more billing cycles (None: forever)."""
+    sub, st = copy.deepcopy(sub), copy.deepcopy(st)
+    if not (sub["status"] == "non_renewing" or (sub["status"] == "in_trial" and st.cancel_scheduled)):
+        raise InvalidState(f"Subscription {sub['id']} has no scheduled cancellation")
+    if cycles is None:
+        sub.pop("remaining_billing_cycles", None)
+    else:
+        sub["remaining_billing_cycles"] = cycles
+    st.cancel_scheduled = False
+    if sub["status"] == "non_renewing":
+        if cycles == 0:
+            raise ParamError("billing_cycles : must be at least 1 to remove the scheduled cancellation",
+                             param="billing_cycles")
+        transition(sub, "active")
+    return sub, st
+
+
+def keep_after_term(sub: dict, st: State) -> tuple[dict, State]:
+    """update_scheduled_changes action_type=reactivate: the scheduled cancellation is removed
+    (a non_renewing subscription renews forever)."""
+    sub, st = copy.deepcopy(sub), copy.deepcopy(st)
+    if not st.cancel_scheduled and sub["status"] != "non_renewing":
+        raise InvalidState(f"Subscription {sub['id']} has no scheduled cancellation")
+    st.cancel_scheduled = False
+    if sub["status"] == "non_renewing":
+        sub.pop("remaining_billing_cycles", None)
+        transition(sub, "active")
+    return sub, st
+
+
+def check_scheduled_action(sub: dict, action: str | None) -> str:
+    """update_scheduled_changes' action_type: cancel or reactivate (pause is not part of v1 billing)."""
+    if action is None:
+        raise ParamError("action_type : cannot be blank", param="action_type")
+    if action == "pause":
+        raise InvalidRequest("action_type : pausing subscriptions is not supported", param="action_type")
+    require_status(sub, ("in_trial", "active", "non_renewing"), "schedule an action")
+    return action
+
+
+def move_term_end(sub: dict, st: State, new_end: int, now: int) -> tuple[dict, State, str]:
+    """change_term_end: the current term ends at ``new_end`` (trial end, next billing or
+    cancellation date), no proration; later terms count from it. Returns the event to record."""
+    require_status(sub, ("in_trial", "active", "non_renewing"), "change its term end")
+    if new_end <= now:
+        raise ParamError("term_ends_at : must be in the future", param="term_ends_at")
+    if new_end <= int(sub["current_term_start"]):
+        raise ParamError("term_ends_at : must be after the current term's start", param="term_ends_at")
+    sub, st = copy.deepcopy(sub), copy.deepcopy(st)
+    old_end = int(sub["current_term_end"])
+    sub["current_term_end"] = new_end
+    if sub["status"] == "in_trial":
+        sub["trial_end"] = new_end
+    else:
+        st.anchor = new_end
+    extended = sub["status"] == "in_trial" and new_end > old_end
+    return sub, st, "subscription_trial_extended" if extended else "subscription_changed"
+
+
+def drop_scheduled_changes(sub: dict, st: State) -> tuple[dict, State]:
+    """remove_scheduled_changes."""
+    if not st.scheduled:
+        raise InvalidState(f"Subscription {sub['id']} has no scheduled changes")
+    sub, st = copy.deepcopy(sub), copy.deepcopy(st)
+    st.scheduled = None
+    sub["has_scheduled_changes"] = False
+    return sub, st
+
+
+def addon_for_term_end(addon: dict, quantity: int | None) -> tuple[Item, dict]:
+    """charge_addon_at_term_end: (the item, the waiting charge) of a non-recurring addon."""
+    if addon.get("charge_type", "recurring") != "non_recurring":
+        raise InvalidRequest(f"addon_id : {addon['id']} is a recurring addon; only non-recurring addons can be "
+                             "charged", param="addon_id")
+    if addon.get("type") == "quantity":
+        if quantity is None:
+            raise ParamError("addon_quantity : cannot be blank for quantity type addons", param="addon_quantity")
+    elif quantity not in (None, 1):
+        raise ParamError("addon_quantity : applicable only for quantity type addons", param="addon_quantity")
+    return addon_item(addon, quantity or 1), {"addon_id": addon["id"], "quantity": quantity or 1}
+
+
+def adhoc_for_term_end(amount: int | None, description: str) -> tuple[Item, dict]:
+    """add_charge_at_term_end: (the item, the waiting charge) of an ad-hoc charge."""
+    if amount is None:
+        raise ParamError("amount : cannot be blank", param="amount")
+    return adhoc_item(amount, description), {"amount": amount, "description": description}
+
+
+# ---- what billhive keeps beside the document -----------------------------------------------------
+
+@dataclass
+class State:
+    """What billhive keeps about a subscription beyond its API fields (stored as JSON beside the
+    document: services/subscriptions/state.py)."""
+
+    anchor: int | None = None  # term boundaries are anchor + k periods
+    cancel_scheduled: bool = False  # cancel at the end of the current term (or trial)
+    scheduled: dict | None = None  # changes for the term end: plan_id, plan_quantity, addons, coupons, cycles
+    charges: list[dict] = field(default_factory=list)  # for the term end: {amount, description} | {addon_id, quantity}
+    setup_pending: bool = False  # the plan's setup cost is billed with the first invoice
+
+    def to_dict(self) -> dict:
+        return {"anchor": self.anchor, "cancel_scheduled": self.cancel_scheduled, "scheduled": self.scheduled,
+                "charges": self.charges, "setup_pending": self.setup_pending}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> State:
+        return cls(d.get("anchor"), bool(d.get("cancel_scheduled")), d.get("scheduled"), list(d.get("charges") or []),
+                   bool(d.get("setup_pending")))
 
 
 # ---- recurring items -----------------------------------------------------------------------------
@@ -106,6 +248,15 @@ class Charge:
         return {"date_from": self.date_from, "date_to": self.date_to, "unit_amount": self.item.unit_amount,
                 "quantity": self.item.quantity, "amount": self.amount, "description": self.item.description,
                 "type": self.type, "entity_type": self.item.entity_type, "entity_id": self.item.entity_id}
+
+    def line(self) -> dict:
+        """The invoice line item (untaxed; no entity_id for ad-hoc charges)."""
+        li = {"date_from": self.date_from, "date_to": self.date_to, "unit_amount": self.item.unit_amount,
+              "quantity": self.item.quantity, "amount": self.amount, "is_taxed": False, "tax": 0,
+              "description": self.item.description, "type": self.type, "entity_type": self.item.entity_type}
+        if self.item.entity_id is not None:
+            li["entity_id"] = self.item.entity_id
+        return li
 
 
 def term_charges(items: list[Item], date_from: int, date_to: int) -> list[Charge]:

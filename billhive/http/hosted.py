@@ -1,4 +1,4 @@
-"""The checkout page behind a hosted page's ``url`` (services/hosted_pages.py decides everything):
+"""The checkout page behind a hosted page's ``url`` (services/hosted_pages/ decides everything):
 
     GET  /hosted_pages/{site}/{id}          open: what will be billed and a card form (created -> requested)
     POST /hosted_pages/{site}/{id}          submit the form: run the checkout, then go to redirect_url

@@ -78,7 +78,7 @@ def _billing_address(params: dict) -> dict | None:
     return address or None
 
 
-def _payment_method(app: Any, pm: dict, prefix: str) -> dict:
+def check_payment_method(app: Any, pm: dict, prefix: str) -> dict:
     """A non-card payment method from payment_method[...]. Cards need a gateway: only the chargebee
     test gateway exists, and the spec does not let payment_method name it."""
     for required in ("type", "reference_id"):
@@ -111,7 +111,7 @@ async def create(ctx: Ctx, params: dict) -> dict:
     if len(given) > 1:
         raise InvalidRequest(f"{given[1]} : cannot be given together with {given[0]}", param=given[1])
     _billing_address(params)
-    payment_method = _payment_method(ctx.app, params["payment_method"], "payment_method") \
+    payment_method = check_payment_method(ctx.app, params["payment_method"], "payment_method") \
         if params.get("payment_method") else None
     card_input = stored = None
     if params.get("card"):
@@ -125,11 +125,13 @@ async def create(ctx: Ctx, params: dict) -> dict:
         if intent_id is None:
             raise ParamRequired("payment_intent[id] : cannot be blank (the chargebee gateway completes 3DS through "
                              "payment intents)", param="payment_intent[id]")
-    return await ctx.write(_create, customer_id, params, card_input, stored, payment_method, intent_id)
+    return await ctx.write(insert_customer, customer_id, params, card_input, stored, payment_method, intent_id)
 
 
-def _create(w: Work, customer_id: str, params: dict, card_input: cards.CardInput | None,
-            stored: Any, payment_method: dict | None, intent_id: str | None) -> dict:
+def insert_customer(w: Work, customer_id: str, params: dict, card_input: cards.CardInput | None,
+                    stored: Any, payment_method: dict | None, intent_id: str | None) -> dict:
+    """A new customer (with its card or payment method) in this transaction; records
+    customer_created (and card_added). Also how create_a_subscription makes its customer."""
     _precheck_create(w, customer_id)
     customer: dict = {"id": customer_id}
     for k in ("first_name", "last_name", "email", "phone", "company", "vat_number"):
@@ -220,7 +222,7 @@ async def update_payment_method(ctx: Ctx, customer_id: str, params: dict) -> dic
         raise ParamRequired("payment_method[type] : cannot be blank", param="payment_method[type]")
     if pm_params.get("gateway") is not None:  # the site's gateway, or refused as not configured
         await cards.site_gateway(ctx, pm_params["gateway"], "payment_method[gateway]")
-    payment_method = _payment_method(ctx.app, pm_params, "payment_method")
+    payment_method = check_payment_method(ctx.app, pm_params, "payment_method")
 
     def run(w: Work) -> dict:
         customer = get_customer(w, customer_id, for_update=True)

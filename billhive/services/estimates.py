@@ -1,9 +1,10 @@
 """Estimates: /api/v1/estimates/... and the subscription estimates.
 
-Each estimate runs the *compose* step of the operation it estimates (services/subscriptions.py:
-``compose_create``, ``compose_update``, ``compose_renewal``, ``compose_activation``) in a read
-transaction and shows the invoice it would bill, built in memory by ``services/invoicing`` —
-never saved, nothing redeemed, no job scheduled. The numbers cannot differ from the operation's.
+An estimate is the operation's decision without the save: each runs the *compose* step of the
+operation it estimates (services/subscriptions/billing.py: ``compose_create``, ``compose_update``,
+``compose_next``) in a read transaction and shows the invoice it would bill, built in memory by
+``services/invoicing`` — never saved, nothing redeemed, no job scheduled. The numbers cannot
+differ from the operation's. The Estimate document itself is domain/estimates.py.
 
 - ``collect_now``: true when the operation bills now; otherwise the estimate is of the next
   invoice (the trial end or start of the subscription, or the renewal).
@@ -13,98 +14,29 @@ never saved, nothing redeemed, no job scheduled. The numbers cannot differ from 
 
 from __future__ import annotations
 
-import copy
-
-from billhive.domain import invoices as D
-from billhive.errors import InvalidState, ParamRequired, params_renamed
-from billhive.services import cards, credits, invoices
-from billhive.services import subscriptions as subs
+from billhive.errors import ParamRequired, params_renamed
+from billhive.services import cards, invoices
+from billhive.services.subscriptions import billing, catalog, state
+from billhive.services.subscriptions.billing import estimate_of
 from billhive.work.context import Ctx, Work
-
-_LINE_FIELDS = ("date_from", "date_to", "unit_amount", "quantity", "amount", "is_taxed", "tax", "tax_rate",
-                "reference_line_item_id", "description", "type", "entity_type", "entity_id")
-
-
-def _apply_balances(inv: dict, customer: dict) -> None:
-    alloc = D.allocate(inv, promotional=credits.balance(customer, "promotional"),
-                       refundable=credits.balance(customer, "refundable"), excess=credits.balance(customer, "excess"))
-    if alloc.promotional:
-        inv["discounts"].append({"amount": alloc.promotional, "description": "Promotional Credits",
-                                 "type": "account_credits"})
-        D.recompute(inv)
-    inv["credits_applied"] = int(inv.get("credits_applied", 0)) + alloc.refundable + alloc.excess
-    D.recompute(inv)
-
-
-def estimate_of(w: Work, inv: dict | None, sub: dict | None, *, collect_now: bool, customer: dict | None = None,
-                use_balances: bool = False) -> dict:
-    """The v1 Estimate of an invoice built in memory (or an empty one)."""
-    inv = copy.deepcopy(inv) if inv is not None else {"line_items": [], "discounts": [], "taxes": [],
-                                                      "price_type": "tax_exclusive"}
-    D.recompute(inv)
-    if use_balances and customer is not None and inv["amount_due"] > 0:
-        _apply_balances(inv, customer)
-    est: dict = {"created_at": w.now, "recurring": bool(inv.get("recurring", True))}
-    if sub is not None:
-        est["subscription_id"] = sub["id"]
-        est["subscription_status"] = sub["status"]
-        if sub.get("current_term_end") is not None:
-            est["term_ends_at"] = sub["current_term_end"]
-    est.update({"collect_now": collect_now, "price_type": inv.get("price_type", "tax_exclusive"),
-                "amount": inv["amount"], "credits_applied": int(inv.get("credits_applied", 0)),
-                "amount_due": inv["amount_due"], "sub_total": inv["sub_total"],
-                "line_items": [{k: li[k] for k in _LINE_FIELDS if k in li} for li in inv.get("line_items", ())],
-                "discounts": list(inv.get("discounts", ())), "taxes": list(inv.get("taxes", ())),
-                "object": "estimate"})
-    return est
-
-
-def _next_invoice(w: Work, sub: dict, st: subs.State, *, include_delayed: bool,
-                  customer: dict | None = None) -> tuple[dict | None, dict]:
-    """(invoice, subscription after it) of the subscription's next billing, on copies."""
-    status = sub["status"]
-    if status == "cancelled":
-        raise InvalidState(f"Subscription {sub['id']} is cancelled; it has no renewal to estimate")
-    if status == "in_trial" and st.cancel_scheduled:  # cancelled at the trial end: only what waited
-        c = subs.compose_delayed_only(w, sub, st, int(sub["current_term_end"]))
-        return c.invoice, c.sub
-    if status in ("future", "in_trial"):  # the first invoice always carries what waited for it
-        at = sub["current_term_end"] if status == "in_trial" else (sub.get("trial_end") or sub["start_date"])
-        c = subs.compose_activation(w, sub, st, int(at), customer)
-        return c.invoice, c.sub
-    at = int(sub["current_term_end"])
-    if status == "non_renewing":
-        if not include_delayed:
-            return None, sub
-        c = subs.compose_delayed_only(w, sub, st, at)
-        return c.invoice, c.sub
-    c = subs.compose_renewal(w, sub, st, at, include_delayed=include_delayed)
-    return c.invoice, c.sub
-
-
-def renewal_estimate_of(w: Work, sub: dict, st: subs.State, *, include_delayed: bool = True,
-                        use_balances: bool = False) -> dict:
-    inv, after = _next_invoice(w, sub, st, include_delayed=include_delayed)
-    customer = subs._customer(w, sub["customer_id"]) if use_balances else None
-    return estimate_of(w, inv, after, collect_now=False, customer=customer, use_balances=use_balances)
-
 
 # ---- operations -----------------------------------------------------------------------------------
 
 async def renewal_estimate(ctx: Ctx, subscription_id: str, params: dict) -> dict:
     """GET /subscriptions/{id}/renewal_estimate"""
     def run(w: Work) -> dict:
-        sub, st = subs._require(w, subscription_id)
-        return {"estimate": renewal_estimate_of(w, sub, st, include_delayed=params.get("include_delayed_charges", True),
-                                                use_balances=bool(params.get("use_customer_balances")))}
+        sub, st = state.require(w, subscription_id)
+        return {"estimate": billing.renewal_estimate(w, sub, st,
+                                                     include_delayed=params.get("include_delayed_charges", True),
+                                                     use_balances=bool(params.get("use_customer_balances")))}
     return await ctx.read(run)
 
 
 def create_estimate_of(w: Work, params: dict, customer: dict, use_balances: bool) -> dict:
-    c = subs.compose_create(w, params, customer, use=False)
+    c = billing.compose_create(w, params, customer, use=False)
     if c.invoice is not None:
         return estimate_of(w, c.invoice, c.sub, collect_now=True, customer=customer, use_balances=use_balances)
-    inv, after = _next_invoice(w, c.sub, c.st, include_delayed=True, customer=customer)
+    inv, after = billing.compose_next(w, c.sub, c.st, include_delayed=True, customer=customer)
     return estimate_of(w, inv, after, collect_now=False, customer=customer, use_balances=use_balances)
 
 
@@ -138,7 +70,7 @@ async def create_subscription_for_customer(ctx: Ctx, customer_id: str, params: d
     p = _create_params(params)
 
     def run(w: Work) -> dict:
-        customer = subs._customer(w, customer_id)
+        customer = catalog.get_customer(w, customer_id)
         return {"estimate": create_estimate_of(w, p, customer, bool(params.get("use_customer_balances")))}
     return await ctx.read(run)
 
@@ -159,12 +91,12 @@ async def update_subscription(ctx: Ctx, params: dict) -> dict:
 
 
 def update_estimate_of(w: Work, sub_id: str, p: dict, *, include_delayed: bool, use_balances: bool) -> dict:
-    sub, st = subs._require(w, sub_id)
-    c = subs.compose_update(w, sub, st, p, use=False)
-    customer = subs._customer(w, sub["customer_id"])
+    sub, st = state.require(w, sub_id)
+    c = billing.compose_update(w, sub, st, p, use=False)
+    customer = catalog.get_customer(w, sub["customer_id"])
     if c.invoice is not None:
         return estimate_of(w, c.invoice, c.sub, collect_now=True, customer=customer, use_balances=use_balances)
-    inv, after = _next_invoice(w, c.sub, c.st, include_delayed=include_delayed)
+    inv, after = billing.compose_next(w, c.sub, c.st, include_delayed=include_delayed)
     return estimate_of(w, inv, after, collect_now=False, customer=customer, use_balances=use_balances)
 
 

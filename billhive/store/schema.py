@@ -379,7 +379,7 @@ subscriptions = doc_table(
     Column("status", String(20), nullable=False),
     Column("current_term_end", BigInteger, nullable=True),
     # JSON, not part of the resource: billing anchor, scheduled changes and cancellation,
-    # charges waiting for the term end (services.subscriptions.State)
+    # charges waiting for the term end (domain.subscriptions.State)
     Column("internal", Text, nullable=True),
     indexes=(("customer_id", "created_at"), ("status", "created_at"), ("plan_id",), ("current_term_end",)),
 )

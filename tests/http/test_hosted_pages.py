@@ -9,9 +9,9 @@ from urllib.parse import parse_qs, urlparse
 import httpx
 import pytest
 
-from billhive.services import hosted_pages as H
 from billhive.services import payments
 from billhive.services import subscriptions as subs
+from billhive.services.hosted_pages import checkout as HC
 from tests.support import factories as F
 from tests.support.subs import (
     DAY,
@@ -438,7 +438,7 @@ def test_a_one_off_charge_interrupted_before_its_settlement_finishes_later(tsite
     ctx = tsite.ctx()
     pay = asyncio.run(subs.prepare_payment(ctx, {"card": {"number": GOOD["number"], "expiry_month": 12,
                                                          "expiry_year": 2030}}))
-    _, plan = ctx.write_sync(H._complete_one_off, page["id"], pay)  # ... and the process dies here
+    _, plan = ctx.write_sync(HC.complete_one_off, page["id"], pay)  # ... and the process dies here
     assert plan is not None
     waiting = b.get(page["url"])
     assert waiting.status_code == 200 and "being processed" in waiting.text

@@ -1,0 +1,178 @@
+"""Committing what billing.py composed: issuing the invoice, the subscription's jobs, its events
+and the answer, and charging once the transaction is durable. Shared by operations.py and jobs.py.
+
+Invoices:
+- the first invoice of a subscription (signup, trial end, start of a future subscription,
+  reactivation) is closed at once (``invoicing.close``) and charged after commit;
+- renewals and mid-term changes that bill are *pending* when the site's ``metered_billing`` is on
+  (``invoicing.insert_pending``; collect closes them), else closed at once the same way.
+
+Jobs (one live job per key, all on the site clock; ``reschedule`` derives them from the
+subscription after every change):
+- ``subscription_start:<id>``      a future subscription starts (start_date)
+- ``subscription_term_end:<id>``   current_term_end: trial end, renewal, or cancellation
+- ``subscription_reminder:<id>``   renewal_reminder_days before a renewal (or a cancellation)
+- ``subscription_trial_ending:<id>`` trial_ending_days before the trial ends
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+from billhive.domain import subscriptions as R
+from billhive.errors import PaymentMethodNotPresent
+from billhive.services import cards, invoicing, payments
+from billhive.services.subscriptions import catalog
+from billhive.services.subscriptions.billing import compose_delayed_only
+from billhive.services.subscriptions.state import State, save
+from billhive.store.resources import CUSTOMERS
+from billhive.work import jobs
+from billhive.work.context import Ctx, Work
+
+JOB_START = "subscription_start"
+JOB_TERM_END = "subscription_term_end"
+JOB_REMINDER = "subscription_reminder"
+JOB_TRIAL_ENDING = "subscription_trial_ending"
+DAY = 86400
+
+# the event types the package records through record_event (for docs/coverage.md)
+EMITS = ("subscription_created", "subscription_started", "subscription_activated", "subscription_changed",
+         "subscription_cancelled", "subscription_cancellation_scheduled", "subscription_scheduled_cancellation_removed",
+         "subscription_reactivated", "subscription_renewed", "subscription_trial_ending", "subscription_trial_extended",
+         "subscription_renewal_reminder", "subscription_cancelling", "subscription_shipping_address_updated")
+
+
+@dataclass
+class Outcome:
+    """What a committed operation answers, and the charges to make once it is durable."""
+
+    body: dict
+    charges: list[invoicing.ChargePlan] = field(default_factory=list)
+
+
+async def finish(ctx: Ctx, out: Outcome) -> dict:
+    """Charge after commit (never inside a transaction); the answer shows the settled invoice."""
+    for plan in out.charges:
+        inv = await payments.charge_and_settle(ctx, plan)
+        if out.body.get("invoice", {}).get("id") == inv["id"]:
+            out.body["invoice"] = inv
+    return out.body
+
+
+def charge_in_job(w: Work, plan: invoicing.ChargePlan | None) -> None:
+    """From a scheduler job: charge once the job's transaction is durable."""
+    if plan is None:
+        return
+    app, site_pk, origin = w.app, w.site_id, w.origin
+
+    async def charge() -> None:
+        await payments.charge_and_settle(Ctx(app, site_pk, origin), plan)
+    w.after_commit(charge)
+
+
+def issue(w: Work, inv: dict, *, may_pend: bool) -> invoicing.ChargePlan | None:
+    """Save the invoice: pending under metered billing when allowed (renewals, changes), else
+    closed at once (numbered, credits applied, charge planned)."""
+    if may_pend and w.site.setting("metered_billing"):
+        inv["end_date"] = inv["start_date"]  # the renewal (or change) date, kept by close_date=renewal_date
+        invoicing.insert_pending(w, inv)
+        return None
+    return invoicing.close(w, inv, insert=True, expect_status=None)
+
+
+def require_payment_method(w: Work, inv: dict, plan: invoicing.ChargePlan | None) -> None:
+    """Chargebee creates (or reactivates) a subscription whose first invoice must be paid now only
+    when the customer has a payment method (auto-collection on, amount due, no card -> 400)."""
+    if plan is None and inv["status"] == "payment_due":
+        customer = catalog.get_customer(w, inv["customer_id"])
+        if invoicing.effective_auto_collection(w, inv, customer) == "on":
+            raise PaymentMethodNotPresent("The customer has no card on file; it is needed to collect the "
+                                          "subscription's first invoice (auto_collection is on)")
+
+
+def cancel_now(w: Work, sub: dict, st: State, at: int, *, reason: str | None = None,
+               bill_delayed: bool = True) -> tuple[dict, dict | None, invoicing.ChargePlan | None]:
+    """The subscription is cancelled at ``at``: charges waiting for the term end are billed (closed
+    at once), jobs end. Saves and records subscription_cancelled."""
+    plan = None
+    inv = None
+    if bill_delayed and st.charges and sub["status"] != "future":
+        c = compose_delayed_only(w, sub, st, at)
+        sub, st = c.sub, c.st
+        if c.invoice is not None:
+            inv = c.invoice
+            plan = issue(w, inv, may_pend=False)
+    st.charges = []
+    R.transition(sub, "cancelled")
+    sub["cancelled_at"] = at
+    if reason:
+        sub["cancel_reason"] = reason
+    st.cancel_scheduled = False
+    st.scheduled = None
+    sub["has_scheduled_changes"] = False
+    save(w, sub, st)
+    cancel_jobs(w, sub["id"])
+    record_event(w, "subscription_cancelled", sub, inv)
+    return sub, inv, plan
+
+
+# ---- jobs -----------------------------------------------------------------------------------------------
+
+def reschedule(w: Work, sub: dict, st: State) -> None:
+    """The subscription's jobs, derived from its status and dates."""
+    sid, status = sub["id"], sub["status"]
+    wanted: dict[str, int] = {}
+    payloads: dict[str, dict] = {}
+    if status == "future":
+        wanted[JOB_START] = int(sub["start_date"])
+    elif status in ("in_trial", "active", "non_renewing"):
+        end = int(sub["current_term_end"])
+        wanted[JOB_TERM_END] = end
+        payloads[JOB_TERM_END] = {"at": end}
+        if status == "in_trial":
+            at = end - int(w.site.setting("trial_ending_days")) * DAY
+            if at > w.now:
+                wanted[JOB_TRIAL_ENDING] = at
+                payloads[JOB_TRIAL_ENDING] = {"at": end}
+        else:
+            at = end - int(w.site.setting("renewal_reminder_days")) * DAY
+            if at > w.now:
+                wanted[JOB_REMINDER] = at
+                payloads[JOB_REMINDER] = {"at": end}
+    for kind in (JOB_START, JOB_TERM_END, JOB_REMINDER, JOB_TRIAL_ENDING):
+        if kind in wanted:
+            jobs.schedule(w, kind, sid, due_at=wanted[kind], key=_key(kind, sid), payload=payloads.get(kind))
+        else:
+            jobs.cancel(w, _key(kind, sid))
+
+
+def cancel_jobs(w: Work, sub_id: str) -> None:
+    for kind in (JOB_START, JOB_TERM_END, JOB_REMINDER, JOB_TRIAL_ENDING):
+        jobs.cancel(w, _key(kind, sub_id))
+
+
+def _key(kind: str, sub_id: str) -> str:
+    return f"{kind}:{sub_id}"
+
+
+# ---- events and responses ----------------------------------------------------------------------------
+
+def record_event(w: Work, event_type: str, sub: dict, invoice: dict | None = None) -> dict:
+    """Record ``event_type`` with the subscription (its customer and card, the invoice); returns the content."""
+    body = content(w, copy.deepcopy(sub), invoice)
+    w.emit(event_type, body)
+    return body
+
+
+def content(w: Work, sub: dict, invoice: dict | None = None) -> dict:
+    out: dict = {"subscription": sub}
+    customer = CUSTOMERS.get(w.tx, w.site_id, sub["customer_id"])
+    if customer is not None:
+        out["customer"] = customer
+    card = cards.get_card(w, sub["customer_id"])
+    if card is not None:
+        out["card"] = card
+    if invoice is not None:
+        out["invoice"] = invoice
+    return out

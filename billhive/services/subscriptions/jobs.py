@@ -1,0 +1,133 @@
+"""A subscription's scheduled jobs (commit.py schedules them; services/jobs.py is the table the
+scheduler runs): a future subscription starts, a term ends (trial end, renewal, cancellation),
+renewal reminders and trial-ending notices; and the cancellation dunning asks for.
+
+Each handler runs in the job's own transaction on the site clock at the job's due time, and
+ignores a job its subscription has moved on from (a stale due time)."""
+
+from __future__ import annotations
+
+from billhive.domain import subscriptions as R
+from billhive.services import invoicing
+from billhive.services.subscriptions.billing import compose_activation, compose_renewal
+from billhive.services.subscriptions.commit import (
+    cancel_now,
+    charge_in_job,
+    issue,
+    record_event,
+    reschedule,
+)
+from billhive.services.subscriptions.state import State, load, save
+from billhive.work.context import Work
+from billhive.work.jobs import Job
+
+
+def on_term_end(w: Work, job: Job) -> None:
+    found = load(w, job.ref_id, for_update=True)
+    if found is None:
+        return
+    sub, st = found
+    if sub["status"] not in ("in_trial", "active", "non_renewing") or sub.get("current_term_end") != job.due_at:
+        return  # stale: the subscription moved on since this was scheduled
+    at = job.due_at
+    if sub["status"] == "in_trial":
+        if st.cancel_scheduled:
+            _, _, charge = cancel_now(w, sub, st, at)
+        else:
+            charge = _activate(w, sub, st, at, "subscription_activated")
+    elif sub["status"] == "non_renewing":
+        _, _, charge = cancel_now(w, sub, st, at)
+    else:
+        charge = _renew(w, sub, st, at)
+    charge_in_job(w, charge)
+
+
+def on_start(w: Work, job: Job) -> None:
+    found = load(w, job.ref_id, for_update=True)
+    if found is None:
+        return
+    sub, st = found
+    if sub["status"] != "future" or sub.get("start_date") != job.due_at:
+        return
+    at = job.due_at
+    sub["started_at"] = at
+    if sub.get("trial_end") and sub["trial_end"] > at:
+        R.transition(sub, "in_trial")
+        sub.update({"trial_start": at, "current_term_start": at, "current_term_end": sub["trial_end"]})
+        save(w, sub, st)
+        reschedule(w, sub, st)
+        record_event(w, "subscription_started", sub)
+        return
+    charge_in_job(w, _activate(w, sub, st, at, "subscription_started"))
+
+
+def on_reminder(w: Work, job: Job) -> None:
+    found = load(w, job.ref_id)
+    if found is None:
+        return
+    sub, _ = found
+    if sub.get("current_term_end") != (job.payload or {}).get("at"):
+        return
+    if sub["status"] == "active":
+        record_event(w, "subscription_renewal_reminder", sub)
+    elif sub["status"] == "non_renewing":
+        record_event(w, "subscription_cancelling", sub)
+
+
+def on_trial_ending(w: Work, job: Job) -> None:
+    found = load(w, job.ref_id)
+    if found is None:
+        return
+    sub, _ = found
+    if sub["status"] == "in_trial" and sub.get("current_term_end") == (job.payload or {}).get("at"):
+        record_event(w, "subscription_trial_ending", sub)
+
+
+def cancel_for_non_payment(w: Work, subscription_id: str, reason: str) -> None:
+    """Dunning gave up on one of the subscription's invoices and the site cancels such
+    subscriptions: cancelled now, cancel_reason ``reason``. No new invoice is made for charges
+    waiting for the term end (they are dropped)."""
+    found = load(w, subscription_id, for_update=True)
+    if found is None:
+        return
+    sub, st = found
+    if sub["status"] == "cancelled":
+        return
+    cancel_now(w, sub, st, w.now, reason=reason, bill_delayed=False)
+
+
+def _activate(w: Work, sub: dict, st: State, at: int, event: str) -> invoicing.ChargePlan | None:
+    """A trial ends (event subscription_activated) or a future subscription starts without a
+    trial (subscription_started): the first term and its invoice (never pending)."""
+    c = compose_activation(w, sub, st, at)
+    inv = c.invoice
+    assert inv is not None
+    if event == "subscription_activated" and inv["amount_due"] > 0 \
+            and w.site.setting("trial_end_without_card") == "cancel" \
+            and invoicing.effective_auto_collection(w, inv, c.customer) == "on" \
+            and invoicing.usable_card(w, c.customer) is None:
+        # nothing to charge the first invoice to: the trial ends in a cancellation (Chargebee's no_card)
+        cancel_now(w, sub, st, at, reason="no_card", bill_delayed=False)
+        return None
+    target = c.sub["status"]
+    c.sub["status"] = sub["status"]
+    R.transition(c.sub, target)
+    save(w, c.sub, c.st)
+    charge = issue(w, inv, may_pend=False)
+    reschedule(w, c.sub, c.st)
+    for e in c.events:
+        record_event(w, e, c.sub)
+    record_event(w, event, c.sub, inv)
+    return charge
+
+
+def _renew(w: Work, sub: dict, st: State, at: int) -> invoicing.ChargePlan | None:
+    c = compose_renewal(w, sub, st, at)
+    save(w, c.sub, c.st)
+    assert c.invoice is not None
+    charge = issue(w, c.invoice, may_pend=True)
+    reschedule(w, c.sub, c.st)
+    for event in c.events:
+        record_event(w, event, c.sub)
+    record_event(w, "subscription_renewed", c.sub, c.invoice)
+    return charge

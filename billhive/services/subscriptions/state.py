@@ -1,0 +1,70 @@
+"""A subscription as stored: its API document and what billhive keeps beside it.
+
+Internal state (not part of the resource; ``domain.subscriptions.State``) is the JSON column
+``subscriptions.internal``: the billing anchor, a cancellation scheduled at term end, changes
+scheduled at term end, charges waiting for the term end, and whether the setup cost is still to bill.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from sqlalchemy import select
+
+from billhive import spec
+from billhive.domain import subscriptions as R
+from billhive.domain.subscription_billing import take_scheduled
+from billhive.domain.subscriptions import State
+from billhive.errors import not_found
+from billhive.store import schema as S
+from billhive.store.resources import SUBSCRIPTIONS
+from billhive.util.jsonutil import dumps, loads
+from billhive.work.context import Work
+
+LIVE = R.LIVE
+T = S.subscriptions
+
+
+def load(w: Work, subscription_id: str, *, for_update: bool = False) -> tuple[dict, State] | None:
+    stmt = select(T.c.data, T.c.internal).where(T.c.site_id == w.site_id, T.c.id == subscription_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    row = w.tx.one(stmt)
+    return (loads(row[0]), State.from_dict(loads(row[1]) if row[1] else {})) if row else None
+
+
+def require(w: Work, subscription_id: str, *, for_update: bool = False) -> tuple[dict, State]:
+    found = load(w, subscription_id, for_update=for_update)
+    if found is None:
+        raise not_found("subscription", subscription_id)
+    return found
+
+
+def save(w: Work, sub: dict, st: State, *, insert: bool = False) -> None:
+    sub = document(sub)
+    if insert:
+        SUBSCRIPTIONS.insert(w.tx, w.site_id, sub, w.now, columns={"internal": dumps(st.to_dict())})
+    elif not SUBSCRIPTIONS.update(w.tx, w.site_id, sub, w.now, columns={"internal": dumps(st.to_dict())}):
+        raise not_found("subscription", sub["id"])
+
+
+def document(sub: dict) -> dict:
+    """The subscription as the API shows it: the spec's field order, no empty values.
+    (``customer_id`` is a v1 field the spec's schema omits; the SDK reads it.)"""
+    ordered = sorted(((k, v) for k, v in sub.items() if v is not None and v != []),
+                     key=lambda kv: _FIELD_ORDER.get(kv[0], len(_FIELD_ORDER)))
+    sub.clear()
+    sub.update(ordered)
+    return sub
+
+
+def with_scheduled(sub: dict, st: State) -> dict:
+    """The subscription as it will be once its scheduled changes apply (only plan, quantity,
+    remaining cycles, addons and coupons change)."""
+    out = copy.deepcopy(sub)
+    if st.scheduled:
+        take_scheduled(out, st.scheduled)
+    return document(out)
+
+
+_FIELD_ORDER = {name: i for i, name in enumerate((*spec.resource_fields("Subscription"), "object", "customer_id"))}
