@@ -13,7 +13,7 @@ from billhive import gateway as gateways
 from billhive.domain import catalog as catalog_rules
 from billhive.domain import coupons as coupon_rules
 from billhive.domain import invoices as D
-from billhive.domain import money
+from billhive.domain import money, refunds
 from billhive.errors import (
     ConfigurationIncompatible,
     InvalidRequest,
@@ -148,7 +148,7 @@ async def delete(ctx: Ctx, invoice_id: str, params: dict) -> dict:
         if int(inv.get("amount_adjusted", 0)) > 0:
             raise InvalidState("An invoice with credit adjustments cannot be deleted")
         if inv["status"] in D.CLOSED_UNPAID:
-            release_for_void(w, inv)
+            invoicing.release_for_void(w, inv)
             dunning.stop_jobs(w, inv)
         INVOICES.delete(w.tx, w.site_id, invoice_id)
         w.emit("invoice_deleted", {"invoice": inv})
@@ -157,25 +157,6 @@ async def delete(ctx: Ctx, invoice_id: str, params: dict) -> dict:
 
 
 # ---- void, stop dunning -------------------------------------------------------------------------
-
-def release_for_void(w: Work, inv: dict) -> None:
-    """Give back the promotional and refundable credits the invoice took (void/delete)."""
-    promo = D.discount_total(inv, types=("account_credits",))
-    refundable = int(inv.get("credits_applied", 0))
-    if not promo and not refundable:
-        return
-    customer = CUSTOMERS.get(w.tx, w.site_id, inv["customer_id"], for_update=True)
-    if customer is None:
-        return
-    if promo:
-        credits.move(w, customer, "promotional", promo, "released", reference_type="invoice",
-                     reference_id=inv["id"], description="Promotional credits reclaimed from a voided invoice")
-    if refundable:
-        credits.move(w, customer, "refundable", refundable, "released", reference_type="invoice",
-                     reference_id=inv["id"], description="Refundable credits released from a voided invoice")
-    CUSTOMERS.save(w.tx, w.site_id, customer, w.now)
-    w.emit("customer_changed", {"customer": customer})
-
 
 async def void(ctx: Ctx, invoice_id: str, params: dict) -> dict:
     def run(w: Work) -> dict:
@@ -188,7 +169,7 @@ async def void(ctx: Ctx, invoice_id: str, params: dict) -> dict:
             raise InvalidState("An invoice with successful payments cannot be voided")
         if int(inv.get("amount_adjusted", 0)) > 0:
             raise InvalidState("An invoice with credit adjustments cannot be voided")
-        release_for_void(w, inv)
+        invoicing.release_for_void(w, inv)
         dunning.stop_jobs(w, inv)
         D.transition(inv, "voided")
         INVOICES.save(w.tx, w.site_id, inv, w.now)
@@ -292,38 +273,13 @@ async def record_payment(ctx: Ctx, invoice_id: str, params: dict) -> dict:
 
 def _refundable(w: Work, inv: dict) -> tuple[list[dict], int]:
     """The invoice's successful payments and how much of them can still be refunded."""
-    ids = [lt["txn_id"] for lt in inv.get("linked_transactions", ()) if lt["txn_type"] == "payment"]
-    payments_ = [TRANSACTIONS.get(w.tx, w.site_id, i) for i in ids]
-    payments_ = [p for p in payments_ if p and p["status"] == "success"]
-    refunded = sum(int(lt["applied_amount"]) for lt in inv.get("linked_transactions", ())
-                   if lt["txn_type"] == "refund" and lt.get("txn_status") in ("success", "in_progress", None))
-    paid = sum(int(lt["applied_amount"]) for lt in inv.get("linked_transactions", ()) if lt["txn_type"] == "payment")
-    return payments_, paid - refunded
-
-
-def _new_refund(w: Work, inv: dict, original: dict, amount: int, *, status: str, payment_method: str,
-                gateway: str, date: int, reference_number: str | None = None) -> dict:
-    txn = {
-        "id": txn_id(), "object": "transaction", "customer_id": inv["customer_id"], "payment_method": payment_method,
-        "gateway": gateway, "type": "refund", "date": date, "currency_code": inv["currency_code"], "amount": amount,
-        "status": status, "refunded_txn_id": original["id"], "amount_unused": 0,
-        "linked_invoices": [{"invoice_id": inv["id"], "applied_amount": amount, "applied_at": w.now,
-                             "invoice_date": inv["start_date"], "invoice_amount": inv["amount"]}],
-    }
-    if inv.get("subscription_id"):
-        txn["subscription_id"] = inv["subscription_id"]
-    if original.get("masked_card_number"):
-        txn["masked_card_number"] = original["masked_card_number"]
-    if reference_number:
-        txn["reference_number"] = reference_number
-    return txn
+    return refunds.refundable(inv, [TRANSACTIONS.get(w.tx, w.site_id, i) for i in refunds.payment_ids(inv)])
 
 
 def _record_refund(w: Work, inv: dict, original: dict, refund: dict) -> None:
     TRANSACTIONS.insert(w.tx, w.site_id, refund, w.now, columns={"idempotency_key": refund["id"],
                                                                   "purpose": "refund"})
-    original.setdefault("linked_refunds", []).append({"txn_id": refund["id"], "txn_status": refund["status"],
-                                                      "txn_date": refund["date"], "txn_amount": refund["amount"]})
+    original.setdefault("linked_refunds", []).append(refunds.refund_link(refund))
     TRANSACTIONS.save(w.tx, w.site_id, original, w.now)
     invoicing.link_transaction(w, inv, refund, refund["amount"])
     INVOICES.save(w.tx, w.site_id, inv, w.now)
@@ -345,64 +301,24 @@ async def refund(ctx: Ctx, invoice_id: str, params: dict) -> dict:
         if amount > left:
             raise ParamError(f"refund_amount : cannot be more than the refundable amount ({left})",
                              param="refund_amount")
-        original = next((p for p in reversed(card_payments) if _unrefunded(p) >= amount), None)
+        original = refunds.original(card_payments, amount)
         if original is None:
             raise ParamError("refund_amount : must fit within one card payment", param="refund_amount")
         gateway = gateways.for_site(w.app.gateways, w.site)  # a site without a gateway refunds nothing through one
         if gateway.name != original["gateway"]:
             raise ConfigurationIncompatible(f"The payment was made through the {original['gateway']} gateway, "
                                             f"which no longer serves this site")
-        r = _new_refund(w, inv, original, amount, status="in_progress", payment_method="card",
-                        gateway=original["gateway"], date=w.now)
+        r = refunds.new_refund(inv, original, amount, refund_id=txn_id(), now=w.now, status="in_progress",
+                               payment_method="card", gateway=original["gateway"], date=w.now)
         _record_refund(w, inv, original, r)
         return r["id"], gateway, original.get("id_at_gateway", ""), amount, inv["currency_code"]
 
     refund_id, gateway, charge_ref, amount, currency = await ctx.write(start)
-    try:
-        result = await gateway.refund(ctx.site_id, refund_id, charge_ref, amount, currency)
-    except Exception as exc:
-        result = GatewayResult("timeout", "", "gateway_error", str(exc)[:200])
-    out = await ctx.write(settle_refund, refund_id, result)
+    out = await payments.refund_and_settle(ctx, gateway, refund_id, charge_ref, amount, currency)
     if out["transaction"]["status"] == "failure":  # recorded; reported to the caller as Chargebee does
         raise PaymentProcessingFailed(f"Refund failed: ({out['transaction'].get('error_code')}) "
                                       f"{out['transaction'].get('error_text')}")
     return out
-
-
-def _unrefunded(payment: dict) -> int:
-    done = sum(int(r["txn_amount"]) for r in payment.get("linked_refunds", ()) if r["txn_status"] != "failure")
-    return int(payment["amount"]) - done
-
-
-def settle_refund(w: Work, refund_id: str, result: GatewayResult) -> dict:
-    r = TRANSACTIONS.require(w.tx, w.site_id, refund_id, for_update=True)
-    inv = _require_invoice(w, r["linked_invoices"][0]["invoice_id"], for_update=True)
-    if r["status"] not in payments.UNSETTLED:
-        return {"invoice": inv, "transaction": r}
-    first = r["status"] == "in_progress"
-    if result.reference:
-        r["id_at_gateway"] = result.reference
-    r["status"] = {"success": "success", "failure": "failure"}.get(result.status, "timeout")
-    if r["status"] != "success":
-        r["error_code"], r["error_text"] = result.error_code or "failure", result.error_text or "The refund failed"
-    TRANSACTIONS.save(w.tx, w.site_id, r, w.now)
-    original = TRANSACTIONS.require(w.tx, w.site_id, r["refunded_txn_id"], for_update=True)
-    for lr in original.get("linked_refunds", ()):
-        if lr["txn_id"] == r["id"]:
-            lr["txn_status"] = r["status"]
-    TRANSACTIONS.save(w.tx, w.site_id, original, w.now)
-    for lt in inv.get("linked_transactions", ()):
-        if lt["txn_id"] == r["id"]:
-            lt["txn_status"] = r["status"]
-    INVOICES.save(w.tx, w.site_id, inv, w.now)
-    w.emit("transaction_created" if first else "transaction_updated", {"transaction": r})
-    content = {"transaction": r, "invoice": inv,
-               **invoicing.snapshot(w, inv["customer_id"], inv.get("subscription_id"))}
-    if r["status"] == "success":
-        w.emit("payment_refunded", content)
-    elif r["status"] == "timeout" and first:  # sent to the gateway, outcome not known yet
-        w.emit("refund_initiated", content)
-    return {"invoice": inv, "transaction": r}
 
 
 async def record_refund(ctx: Ctx, invoice_id: str, params: dict) -> dict:
@@ -423,9 +339,10 @@ async def record_refund(ctx: Ctx, invoice_id: str, params: dict) -> dict:
                              param="transaction[amount]")
         if t["date"] > w.now:
             raise ParamError("transaction[date] : cannot be in the future", param="transaction[date]")
-        original = next((p for p in reversed(payments_) if _unrefunded(p) >= amount), payments_[-1])
-        r = _new_refund(w, inv, original, amount, status="success", payment_method=t["payment_method"],
-                        gateway="not_applicable", date=t["date"], reference_number=t.get("reference_number"))
+        original = refunds.original(payments_, amount) or payments_[-1]
+        r = refunds.new_refund(inv, original, amount, refund_id=txn_id(), now=w.now, status="success",
+                               payment_method=t["payment_method"], gateway="not_applicable", date=t["date"],
+                               reference_number=t.get("reference_number"))
         _record_refund(w, inv, original, r)
         w.emit("transaction_created", {"transaction": r})
         w.emit("payment_refunded", {"transaction": r, "invoice": inv,

@@ -192,9 +192,18 @@ def link_transaction(w: Work, inv: dict, txn: dict, applied: int, *, row_exists:
     row_exists: a charge recorded its link (0 applied) when it started; settling it sets the amount."""
     if applied > 0:
         inv.setdefault("linked_transactions", []).append(closing.transaction_link(txn, applied, w.now))
-    params = dict(site_id=w.site_id, invoice_id=inv["id"], txn_id=txn["id"], applied_amount=applied,
-                  applied_at=w.now)
-    w.tx.execute(_SET_APPLIED if row_exists else _LINK, params)
+    if row_exists:
+        set_applied(w, inv["id"], txn["id"], applied)
+    else:
+        w.tx.execute(_LINK, dict(site_id=w.site_id, invoice_id=inv["id"], txn_id=txn["id"], applied_amount=applied,
+                                 applied_at=w.now))
+
+
+def set_applied(w: Work, invoice_id: str, txn_id: str, applied: int) -> None:
+    """A charge recorded its invoice_transactions row (0 applied) when it started; its settlement
+    sets the amount applied."""
+    w.tx.execute(_SET_APPLIED, dict(site_id=w.site_id, invoice_id=invoice_id, txn_id=txn_id, applied_amount=applied,
+                                    applied_at=w.now))
 
 
 def new_payment(w: Work, *, inv: dict, customer: dict, card: dict, amount: int) -> dict:
@@ -302,6 +311,25 @@ def _payer(w: Work, inv: dict, customer: dict, card: dict | None) -> closing.Pay
     return closing.Payer(auto_collection=effective_auto_collection(w, inv, customer) == "on",
                          card_usable=cards.is_usable(w, customer, card), no_gateway=no_gateway,
                          without_gateway=without_gateway)
+
+
+def release_for_void(w: Work, inv: dict) -> None:
+    """Give back the promotional and refundable credits the invoice took (void/delete)."""
+    promo = D.discount_total(inv, types=("account_credits",))
+    refundable = int(inv.get("credits_applied", 0))
+    if not promo and not refundable:
+        return
+    customer = CUSTOMERS.get(w.tx, w.site_id, inv["customer_id"], for_update=True)
+    if customer is None:
+        return
+    if promo:
+        credits.move(w, customer, "promotional", promo, "released", reference_type="invoice",
+                     reference_id=inv["id"], description="Promotional credits reclaimed from a voided invoice")
+    if refundable:
+        credits.move(w, customer, "refundable", refundable, "released", reference_type="invoice",
+                     reference_id=inv["id"], description="Refundable credits released from a voided invoice")
+    CUSTOMERS.save(w.tx, w.site_id, customer, w.now)
+    w.emit("customer_changed", {"customer": customer})
 
 
 # ---- one-off invoices whose charge failed (purpose "create") --------------------------------------
