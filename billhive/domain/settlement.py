@@ -17,6 +17,9 @@ The rules:
   ``create`` (a one-off invoice, which exists only if its charge succeeds: Chargebee) voids the
   invoice and gives back the balances it took (``undo_balances``); ``collect_payment`` leaves the
   invoice as it was (the caller answers 400).
+
+``offline_payment`` is the same for a payment made outside billhive (record_payment): applied up
+to the amount due, the rest an excess payment of the customer.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Protocol
 
 from billhive.domain import closing, dunning
 from billhive.domain import invoices as D
+from billhive.errors import ParamError
 
 UNSETTLED = ("in_progress", "timeout")
 PURPOSES = ("close", "create", "collect_payment", "dunning")
@@ -123,3 +127,44 @@ def settle(transaction: dict, invoice: dict, answer: Answer, *, purpose: str, no
     events += ("transaction_created" if first else "transaction_updated",)
     events += ("payment_succeeded" if ok else "payment_failed",)
     return Settlement(txn, inv, applied, True, decision, undo, events)
+
+
+@dataclass(frozen=True)
+class OfflinePayment:
+    transaction: dict  # the new payment (success)
+    invoice: dict  # the invoice after
+    applied: int  # the part of the payment applied to the invoice
+    excess: int  # the rest: the customer's excess payment
+    dunning: dunning.Decision | None = None  # the invoice got paid: dunning ends
+
+
+def offline_payment(invoice: dict, *, txn_id: str, payment_method: str, paid_at: int, now: int,
+                    amount: int | None = None, reference_number: str | None = None) -> OfflinePayment:
+    """record_payment: ``amount`` (default: the amount due) paid at ``paid_at``, not in the future."""
+    if paid_at > now:
+        raise ParamError("paid_at : cannot be in the future", param="paid_at")
+    inv = copy.deepcopy(invoice)
+    amount = inv["amount_due"] if amount is None else amount
+    applied = min(amount, inv["amount_due"])
+    excess = amount - applied
+    txn = {
+        "id": txn_id, "object": "transaction", "customer_id": inv["customer_id"], "payment_method": payment_method,
+        "gateway": "not_applicable", "type": "payment", "date": paid_at, "currency_code": inv["currency_code"],
+        "amount": amount, "status": "success", "amount_unused": excess,
+        "linked_invoices": [closing.invoice_link(inv, applied, now)],
+    }
+    if inv.get("subscription_id"):
+        txn["subscription_id"] = inv["subscription_id"]
+    if reference_number:
+        txn["reference_number"] = reference_number
+    inv["amount_paid"] = int(inv.get("amount_paid", 0)) + applied
+    if applied > 0:
+        inv.setdefault("linked_transactions", []).append(closing.transaction_link(txn, applied, now))
+    D.recompute(inv)
+    decision = None
+    if inv["amount_due"] == 0:
+        D.transition(inv, "paid")
+        inv["paid_on"] = paid_at
+        decision = dunning.on_paid(inv, by_retry=False)
+        inv = decision.invoice
+    return OfflinePayment(txn, inv, applied, excess, decision)

@@ -27,7 +27,7 @@ from billhive.errors import (
 from billhive.gateway import GatewayResult
 from billhive.services import addons as catalog_addons
 from billhive.services import coupons as catalog_coupons
-from billhive.services import credits, dunning, invoicing, payments, pdf
+from billhive.services import dunning, invoicing, payments, pdf
 from billhive.store.lists import Filter, ListRequest, fetch_page
 from billhive.store.resources import CUSTOMERS, INVOICES, SUBSCRIPTIONS, TRANSACTIONS
 from billhive.util import failpoints
@@ -232,42 +232,8 @@ async def record_payment(ctx: Ctx, invoice_id: str, params: dict) -> dict:
     """An offline payment. More than the amount due becomes an excess payment on the customer."""
     def run(w: Work) -> dict:
         inv = _unpaid(w, invoice_id)
-        paid_at = params["paid_at"]
-        if paid_at > w.now:
-            raise ParamError("paid_at : cannot be in the future", param="paid_at")
-        amount = params.get("amount", inv["amount_due"])
-        applied = min(amount, inv["amount_due"])
-        excess = amount - applied
-        txn = {
-            "id": txn_id(), "object": "transaction", "customer_id": inv["customer_id"],
-            "payment_method": params["payment_method"], "gateway": "not_applicable", "type": "payment",
-            "date": paid_at, "currency_code": inv["currency_code"], "amount": amount, "status": "success",
-            "amount_unused": excess,
-            "linked_invoices": [{"invoice_id": inv["id"], "applied_amount": applied, "applied_at": w.now,
-                                 "invoice_date": inv["start_date"], "invoice_amount": inv["amount"]}],
-        }
-        if inv.get("subscription_id"):
-            txn["subscription_id"] = inv["subscription_id"]
-        if params.get("reference_number"):
-            txn["reference_number"] = params["reference_number"]
-        TRANSACTIONS.insert(w.tx, w.site_id, txn, w.now)
-        inv["amount_paid"] = int(inv.get("amount_paid", 0)) + applied
-        invoicing.link_transaction(w, inv, txn, applied)
-        D.recompute(inv)
-        if inv["amount_due"] == 0:
-            D.transition(inv, "paid")
-            inv["paid_on"] = paid_at
-            dunning.on_paid(w, inv, by_retry=False)
-        INVOICES.save(w.tx, w.site_id, inv, w.now)
-        w.emit("transaction_created", {"transaction": txn})
-        w.emit("invoice_updated", {"invoice": inv})
-        if excess:
-            customer = CUSTOMERS.require(w.tx, w.site_id, inv["customer_id"], for_update=True)
-            credits.move(w, customer, "excess", excess, "overpayment", reference_type="transaction",
-                         reference_id=txn["id"], description=f"Over-payment on invoice {inv['id']}", param="amount")
-            CUSTOMERS.save(w.tx, w.site_id, customer, w.now)
-            w.emit("customer_changed", {"customer": customer})
-        return {"invoice": inv, "transaction": txn}
+        return payments.record_offline(w, inv, amount=params.get("amount"), payment_method=params["payment_method"],
+                                       paid_at=params["paid_at"], reference_number=params.get("reference_number"))
     return await ctx.write(run)
 
 

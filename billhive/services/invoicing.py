@@ -195,15 +195,20 @@ def link_transaction(w: Work, inv: dict, txn: dict, applied: int, *, row_exists:
     if row_exists:
         set_applied(w, inv["id"], txn["id"], applied)
     else:
-        w.tx.execute(_LINK, dict(site_id=w.site_id, invoice_id=inv["id"], txn_id=txn["id"], applied_amount=applied,
-                                 applied_at=w.now))
+        insert_link(w, inv["id"], txn["id"], applied)
+
+
+def insert_link(w: Work, invoice_id: str, txn_id: str, applied: int) -> None:
+    """The invoice_transactions row of a transaction that touched the invoice."""
+    w.tx.execute(_LINK, {"site_id": w.site_id, "invoice_id": invoice_id, "txn_id": txn_id, "applied_amount": applied,
+                         "applied_at": w.now})
 
 
 def set_applied(w: Work, invoice_id: str, txn_id: str, applied: int) -> None:
     """A charge recorded its invoice_transactions row (0 applied) when it started; its settlement
     sets the amount applied."""
-    w.tx.execute(_SET_APPLIED, dict(site_id=w.site_id, invoice_id=invoice_id, txn_id=txn_id, applied_amount=applied,
-                                    applied_at=w.now))
+    w.tx.execute(_SET_APPLIED, {"site_id": w.site_id, "invoice_id": invoice_id, "txn_id": txn_id,
+                                "applied_amount": applied, "applied_at": w.now})
 
 
 def new_payment(w: Work, *, inv: dict, customer: dict, card: dict, amount: int) -> dict:

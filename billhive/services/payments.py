@@ -25,12 +25,13 @@ from billhive import sites
 from billhive.domain import dunning, refunds, settlement
 from billhive.errors import PaymentProcessingFailed, not_found
 from billhive.gateway import Gateway, GatewayResult
-from billhive.services import invoicing
+from billhive.services import credits, invoicing
 from billhive.services.invoicing import ChargePlan
 from billhive.store import schema as S
 from billhive.store.db import Q, Tx
 from billhive.store.resources import CUSTOMERS, INVOICES, TRANSACTIONS
 from billhive.util import failpoints
+from billhive.util.ids import txn_id
 from billhive.work import jobs
 from billhive.work.context import SYSTEM, Ctx, Work
 
@@ -103,6 +104,30 @@ def _emit(w: Work, events: tuple[str, ...], txn: dict, inv: dict, content_extra:
             w.emit(event, {"transaction": txn})
         else:  # payment_*: the transaction, its invoice, the customer and card (and subscription)
             w.emit(event, {"transaction": txn, "invoice": inv, **content_extra})
+
+
+def record_offline(w: Work, inv: dict, *, amount: int | None, payment_method: str, paid_at: int,
+                   reference_number: str | None = None) -> dict:
+    """record_payment on a loaded (locked) unpaid invoice: decide
+    (``domain.settlement.offline_payment``), save; more than the amount due becomes an excess
+    payment of the customer."""
+    p = settlement.offline_payment(inv, txn_id=txn_id(), payment_method=payment_method, paid_at=paid_at, now=w.now,
+                                   amount=amount, reference_number=reference_number)
+    txn, inv = p.transaction, p.invoice
+    TRANSACTIONS.insert(w.tx, w.site_id, txn, w.now)
+    invoicing.insert_link(w, inv["id"], txn["id"], p.applied)
+    if p.dunning is not None:
+        apply_dunning(w, p.dunning)
+    INVOICES.save(w.tx, w.site_id, inv, w.now)
+    w.emit("transaction_created", {"transaction": txn})
+    w.emit("invoice_updated", {"invoice": inv})
+    if p.excess:
+        customer = CUSTOMERS.require(w.tx, w.site_id, inv["customer_id"], for_update=True)
+        credits.move(w, customer, "excess", p.excess, "overpayment", reference_type="transaction",
+                     reference_id=txn["id"], description=f"Over-payment on invoice {inv['id']}", param="amount")
+        CUSTOMERS.save(w.tx, w.site_id, customer, w.now)
+        w.emit("customer_changed", {"customer": customer})
+    return {"invoice": inv, "transaction": txn}
 
 
 # ---- dunning: carrying out its decisions (domain/dunning.py) -------------------------------------

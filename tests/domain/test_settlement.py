@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from billhive.domain import dunning, refunds, settlement
 from billhive.domain import invoices as D
+from billhive.errors import ParamError
 
 NOW = 1_700_000_000
 DAY = 86400
@@ -185,3 +186,31 @@ def test_settling_a_refund_sets_its_status_everywhere(answer, status, events):
     assert refund["status"] == "in_progress"  # the input is not changed
     if status != "success":
         assert s.refund["error_code"]
+
+
+# ---- record_payment (an offline payment) -------------------------------------------------------------
+# the spec's record_payment_for_an_invoice: records a payment made outside Chargebee for a
+# payment_due/not_paid invoice; SEMANTICS.md: more than the amount due is an excess payment
+
+def test_an_offline_payment_pays_up_to_the_amount_due_and_keeps_the_rest_as_excess():
+    inv = {**invoice(1000), "dunning_status": "in_progress", "next_retry": NOW + DAY, "currency_code": "USD"}
+    p = settlement.offline_payment(inv, txn_id="txn_9", payment_method="check", paid_at=NOW - 60, now=NOW,
+                                   amount=1500, reference_number="chk 12")
+    assert (p.applied, p.excess) == (1000, 500)
+    assert p.transaction["amount_unused"] == 500 and p.transaction["reference_number"] == "chk 12"
+    assert p.transaction["linked_invoices"][0]["applied_amount"] == 1000 and p.transaction["date"] == NOW - 60
+    assert p.invoice["status"] == "paid" and p.invoice["paid_on"] == NOW - 60
+    assert p.invoice["dunning_status"] == "stopped" and p.dunning is not None and p.dunning.cancel_retry
+    part = settlement.offline_payment({**invoice(1000), "currency_code": "USD"}, txn_id="t", payment_method="cash",
+                                      paid_at=NOW, now=NOW, amount=300)
+    assert part.invoice["amount_due"] == 700 and part.invoice["status"] == "payment_due" and part.dunning is None
+    full = settlement.offline_payment({**invoice(800), "currency_code": "USD"}, txn_id="t", payment_method="cash",
+                                      paid_at=NOW, now=NOW)
+    assert full.applied == 800 and full.excess == 0
+
+
+def test_an_offline_payment_cannot_be_in_the_future():
+    with pytest.raises(ParamError) as e:
+        settlement.offline_payment({**invoice(), "currency_code": "USD"}, txn_id="t", payment_method="cash",
+                                   paid_at=NOW + 1, now=NOW)
+    assert e.value.param == "paid_at"
