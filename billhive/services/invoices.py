@@ -1,8 +1,12 @@
 """Invoice operations: /api/v1/invoices/...
 
-collect (close a pending invoice) is the heart of billhive; its closing logic lives in
-services/invoicing.py (shared with renewals and one-time charges) and its charging in
-services/payments.py.
+collect (close a pending invoice) is the heart of billhive: ``collect`` -> ``_close_pending``
+loads what closing needs (``invoicing.load_closing``: the customer's balances, earlier payments,
+card), calls the decision (``domain.closing.close``), saves it (``invoicing.save_closing``: the
+number, the balances, the in_progress charge), then charges after commit
+(``payments.charge_and_settle``; the settlement is ``domain.settlement.settle``). Renewals and
+one-time charges close through ``invoicing.close``, the same three steps. Payments, refunds and
+dunning's actions are services/payments.py's; this module calls it, never the reverse.
 """
 
 from __future__ import annotations
@@ -11,9 +15,9 @@ from typing import Callable
 
 from billhive import gateway as gateways
 from billhive.domain import catalog as catalog_rules
+from billhive.domain import closing, money, refunds
 from billhive.domain import coupons as coupon_rules
 from billhive.domain import invoices as D
-from billhive.domain import money, refunds
 from billhive.errors import (
     ConfigurationIncompatible,
     InvalidRequest,
@@ -61,7 +65,10 @@ def _close_pending(w: Work, invoice_id: str, params: dict) -> tuple[dict, invoic
             raise ParamError("invoice_date : must lie between the invoice's start date and now",
                              param="invoice_date")
         inv["end_date"] = params["invoice_date"]
-    plan = invoicing.close(w, inv, old_id=invoice_id, expect_status="pending")
+    loaded = invoicing.load_closing(w, inv)  # the customer's balances, earlier payments, card
+    decided = closing.close(inv, balances=loaded.balances, payer=loaded.payer, now=w.now,  # the decision
+                            keep_end_date=loaded.keep_end_date)
+    plan = invoicing.save_closing(w, inv, decided, loaded, old_id=invoice_id, expect_status="pending")
     if "invoice_date" in params:
         inv["end_date"] = params["invoice_date"]
         INVOICES.save(w.tx, w.site_id, inv, w.now)

@@ -245,7 +245,46 @@ def start_charge(w: Work, inv: dict, customer: dict, card: dict, purpose: str) -
 
 def close(w: Work, inv: dict, *, old_id: str | None = None, expect_status: str | None = "pending",
           insert: bool = False, purpose: str = "close") -> ChargePlan | None:
-    """Close ``inv``: load what the decision needs, decide (``domain.closing.close``), save.
+    """Close ``inv``: load what the decision needs (``load_closing``), decide
+    (``domain.closing.close``), save (``save_closing``). ``inv`` is updated in place to the closed,
+    numbered invoice. Returns the charge to make after commit, or None. (collect, in
+    services/invoices.py, makes the same three calls itself.)"""
+    loaded = load_closing(w, inv)
+    decided = closing.close(inv, balances=loaded.balances, payer=loaded.payer, now=w.now,
+                            keep_end_date=loaded.keep_end_date)
+    return save_closing(w, inv, decided, loaded, old_id=old_id, expect_status=expect_status, insert=insert,
+                        purpose=purpose)
+
+
+@dataclass(frozen=True)
+class ClosingInputs:
+    """What the closing decision needs, loaded (row locks on the customer and on the earlier
+    payments whose unused amounts it may take), and the rows its save writes."""
+
+    customer: dict
+    unused: list[dict]  # the customer's payments with an unused amount, oldest first
+    card: dict | None
+    balances: closing.Balances
+    payer: closing.Payer
+    keep_end_date: bool  # the site's close_date setting is renewal_date
+
+
+def load_closing(w: Work, inv: dict) -> ClosingInputs:
+    customer = CUSTOMERS.get(w.tx, w.site_id, inv["customer_id"], for_update=True)
+    if customer is None:
+        raise InvalidState(f"The invoice's customer {inv['customer_id']} no longer exists")
+    unused = _unused_payments(w, customer) if credits.balance(customer, "excess") else []
+    card = cards.get_card(w, customer["id"])
+    balances = closing.Balances(credits.balance(customer, "promotional"), credits.balance(customer, "refundable"),
+                                tuple((p["id"], int(p.get("amount_unused", 0))) for p in unused))
+    return ClosingInputs(customer, unused, card, balances, _payer(w, inv, customer, card),
+                         w.site.setting("close_date") == "renewal_date")
+
+
+def save_closing(w: Work, inv: dict, decided: closing.Closing, loaded: ClosingInputs, *, old_id: str | None = None,
+                 expect_status: str | None = "pending", insert: bool = False,
+                 purpose: str = "close") -> ChargePlan | None:
+    """Save what closing ``inv`` decided: number it, save it, move the balances, record the charge.
     ``inv`` is updated in place to the closed, numbered invoice.
 
     ``insert``: the invoice is new (closed at creation, e.g. a renewal without metered billing);
@@ -256,20 +295,9 @@ def close(w: Work, inv: dict, *, old_id: str | None = None, expect_status: str |
     Returns the charge to make after commit, or None. invoice_generated is emitted here when no
     charge follows, else by the settlement (so the event shows the invoice's outcome).
     """
-    # 1. load (row locks on the customer and the earlier payments whose unused amounts it may take)
-    customer = CUSTOMERS.get(w.tx, w.site_id, inv["customer_id"], for_update=True)
-    if customer is None:
-        raise InvalidState(f"The invoice's customer {inv['customer_id']} no longer exists")
-    unused = _unused_payments(w, customer) if credits.balance(customer, "excess") else []
-    card = cards.get_card(w, customer["id"])
-    # 2. decide
-    decided = closing.close(
-        inv, now=w.now, keep_end_date=w.site.setting("close_date") == "renewal_date",
-        balances=closing.Balances(credits.balance(customer, "promotional"), credits.balance(customer, "refundable"),
-                                  tuple((p["id"], int(p.get("amount_unused", 0))) for p in unused)),
-        payer=_payer(w, inv, customer, card))
-    # 3. save: take the number - the site's sequence row stays locked until commit, so everything
-    #    after this is writes only (pipelined on PostgreSQL: one round trip)
+    customer, card, unused = loaded.customer, loaded.card, loaded.unused
+    # take the number - the site's sequence row stays locked until commit, so everything after
+    # this is writes only (pipelined on PostgreSQL: one round trip)
     old_id = old_id or inv["id"]
     inv.clear()
     inv.update(decided.invoice)
