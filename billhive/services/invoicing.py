@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, insert, update
+from sqlalchemy import bindparam, delete, insert, update
 
 from billhive import gateway as gateways
 from billhive.domain import closing
@@ -348,18 +348,17 @@ def _payer(w: Work, inv: dict, customer: dict, card: dict | None) -> closing.Pay
 
 def release_for_void(w: Work, inv: dict) -> None:
     """Give back the promotional and refundable credits the invoice took (void/delete)."""
-    promo = D.discount_total(inv, types=("account_credits",))
-    refundable = int(inv.get("credits_applied", 0))
-    if not promo and not refundable:
+    g = closing.give_back(inv)
+    if not g.promotional and not g.refundable:
         return
     customer = CUSTOMERS.get(w.tx, w.site_id, inv["customer_id"], for_update=True)
     if customer is None:
         return
-    if promo:
-        credits.move(w, customer, "promotional", promo, "released", reference_type="invoice",
+    if g.promotional:
+        credits.move(w, customer, "promotional", g.promotional, "released", reference_type="invoice",
                      reference_id=inv["id"], description="Promotional credits reclaimed from a voided invoice")
-    if refundable:
-        credits.move(w, customer, "refundable", refundable, "released", reference_type="invoice",
+    if g.refundable:
+        credits.move(w, customer, "refundable", g.refundable, "released", reference_type="invoice",
                      reference_id=inv["id"], description="Refundable credits released from a voided invoice")
     CUSTOMERS.save(w.tx, w.site_id, customer, w.now)
     w.emit("customer_changed", {"customer": customer})
@@ -378,41 +377,25 @@ def undo_balances(w: Work, inv: dict) -> None:
     customer = CUSTOMERS.get(w.tx, w.site_id, inv["customer_id"], for_update=True)
     if customer is None:
         return
-    from sqlalchemy import delete
-
-    moved = False
-    promo = D.discount_total(inv, types=("account_credits",))
-    if promo:
-        credits.move(w, customer, "promotional", promo, "released", reference_type="invoice", reference_id=inv["id"],
-                     description="Promotional credits given back: the invoice's payment failed")
-        inv["discounts"] = [d for d in inv.get("discounts", ()) if d["type"] != "account_credits"]
-        moved = True
-    refundable = int(inv.get("credits_applied", 0))
-    if refundable:
-        credits.move(w, customer, "refundable", refundable, "released", reference_type="invoice",
-                     reference_id=inv["id"], description="Refundable credits given back: the invoice's payment failed")
-        inv["credits_applied"] = 0
-        moved = True
-    kept = []
-    for lt in inv.get("linked_transactions", ()):
-        if lt["txn_type"] != "payment" or lt.get("txn_status") != "success" or not lt["applied_amount"]:
-            kept.append(lt)
-            continue
-        txn = TRANSACTIONS.require(w.tx, w.site_id, lt["txn_id"], for_update=True)
-        take = int(lt["applied_amount"])
-        txn["amount_unused"] = int(txn.get("amount_unused", 0)) + take
-        txn["linked_invoices"] = [li for li in txn.get("linked_invoices", ()) if li["invoice_id"] != inv["id"]]
+    g = closing.give_back(inv)
+    why = "given back: the invoice's payment failed"
+    if g.promotional:
+        credits.move(w, customer, "promotional", g.promotional, "released", reference_type="invoice",
+                     reference_id=inv["id"], description=f"Promotional credits {why}")
+    if g.refundable:
+        credits.move(w, customer, "refundable", g.refundable, "released", reference_type="invoice",
+                     reference_id=inv["id"], description=f"Refundable credits {why}")
+    link = S.invoice_transactions
+    for txn_id_, take in g.excess:
+        txn = closing.return_excess(TRANSACTIONS.require(w.tx, w.site_id, txn_id_, for_update=True), inv["id"], take)
         TRANSACTIONS.save(w.tx, w.site_id, txn, w.now)
-        link = S.invoice_transactions
         w.tx.execute(delete(link).where(link.c.site_id == w.site_id, link.c.invoice_id == inv["id"],
                                         link.c.txn_id == txn["id"]))
-        inv["amount_paid"] = int(inv.get("amount_paid", 0)) - take
         credits.move(w, customer, "excess", take, "released", reference_type="invoice", reference_id=inv["id"],
-                     description=f"Excess payment of {txn['id']} given back: the invoice's payment failed")
+                     description=f"Excess payment of {txn['id']} {why}")
         w.emit("transaction_updated", {"transaction": txn})
-        moved = True
-    inv["linked_transactions"] = kept
-    D.recompute(inv)
-    if moved:
+    inv.clear()
+    inv.update(g.invoice)
+    if g.moved:
         CUSTOMERS.save(w.tx, w.site_id, customer, w.now)
         w.emit("customer_changed", {"customer": customer})
