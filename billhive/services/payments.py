@@ -11,6 +11,12 @@ asks the gateway about the key: a charge it knows is settled from its record; on
 saw is made now with the same key (the gateway would answer a repeat with the original).
 Settlement is conditional on the transaction still being unsettled, so racing settlers are
 harmless: exactly one charge, exactly one settlement.
+
+This module owns everything that moves money - charges, offline payments (``record_offline``),
+refunds (``refund_and_settle``, ``settle_refund``), recovery - and carries out dunning's decisions
+(``apply_dunning``). What each does is decided purely in billhive/domain (settlement.py,
+refunds.py, dunning.py); here it is loaded and saved. It imports neither services/invoices.py nor
+services/dunning.py: they call it.
 """
 
 from __future__ import annotations
