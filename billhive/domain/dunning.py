@@ -20,7 +20,6 @@ nothing that charges imports subscriptions.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 from billhive.domain import invoices as D
@@ -78,7 +77,7 @@ class Decision:
 def on_failure(invoice: dict, state: State, settings: Settings, now: int, *, retry: bool) -> Decision:
     """An automatic charge of ``invoice`` failed at ``now``: start dunning (a first failure, or
     ``retry`` False), or count the failed retry; then the next retry, or the final action."""
-    inv = copy.deepcopy(invoice)
+    inv = dict(invoice)  # the decisions change top-level fields only
     attempts, started = state.attempts, state.started_at
     if not retry or inv.get("dunning_status") != "in_progress" or started is None:
         attempts, started = 0, now
@@ -108,7 +107,7 @@ def _exhaust(inv: dict, state: State, settings: Settings, now: int) -> Decision:
 
 def on_paid(invoice: dict, *, by_retry: bool) -> Decision:
     """The invoice got paid: dunning ends as ``success`` (a retry) or ``stopped`` (paid another way)."""
-    inv = copy.deepcopy(invoice)
+    inv = dict(invoice)  # the decisions change top-level fields only
     if inv.get("dunning_status") != "in_progress":
         return Decision(inv)
     inv["dunning_status"] = "success" if by_retry else "stopped"
@@ -118,7 +117,7 @@ def on_paid(invoice: dict, *, by_retry: bool) -> Decision:
 
 def leave(invoice: dict) -> Decision:
     """The invoice leaves collection (void/delete): no more retries."""
-    inv = copy.deepcopy(invoice)
+    inv = dict(invoice)  # the decisions change top-level fields only
     if inv.get("dunning_status") == "in_progress":
         inv["dunning_status"] = "stopped"
     inv.pop("next_retry", None)
@@ -127,7 +126,7 @@ def leave(invoice: dict) -> Decision:
 
 def stop(invoice: dict) -> Decision:
     """stop_dunning: no more retries; the invoice becomes ``not_paid`` (the subscription untouched)."""
-    inv = copy.deepcopy(invoice)
+    inv = dict(invoice)  # the decisions change top-level fields only
     inv["dunning_status"] = "stopped"
     inv.pop("next_retry", None)
     if inv["status"] != "not_paid" and D.can_transition(inv["status"], "not_paid"):
