@@ -123,3 +123,48 @@ def use_excess(payment: dict, invoice: dict, take: int, now: int) -> dict:
     out["amount_unused"] = int(out["amount_unused"]) - take
     out.setdefault("linked_invoices", []).append(invoice_link(invoice, take, now))
     return out
+
+
+# ---- giving back what a closing took (a voided one-off invoice, a void, a delete) ---------------
+
+@dataclass(frozen=True)
+class GiveBack:
+    """The balances an invoice took when it closed, to give back to the customer."""
+
+    invoice: dict  # the invoice without them (its full amount due again)
+    promotional: int  # the account_credits discount
+    refundable: int  # credits_applied
+    excess: tuple[tuple[str, int], ...]  # (txn id, amount) taken from earlier payments
+
+    @property
+    def moved(self) -> bool:
+        return bool(self.promotional or self.refundable or self.excess)
+
+
+def give_back(invoice: dict) -> GiveBack:
+    """Everything ``close`` took for ``invoice`` (``invoice`` is not changed)."""
+    inv = copy.deepcopy(invoice)
+    promotional = D.discount_total(inv, types=("account_credits",))
+    if promotional:
+        inv["discounts"] = [d for d in inv.get("discounts", ()) if d["type"] != "account_credits"]
+    refundable = int(inv.get("credits_applied", 0))
+    inv["credits_applied"] = 0 if refundable else inv.get("credits_applied", 0)
+    kept, excess = [], []
+    for lt in inv.get("linked_transactions", ()):
+        if lt["txn_type"] != "payment" or lt.get("txn_status") != "success" or not lt["applied_amount"]:
+            kept.append(lt)
+            continue
+        excess.append((lt["txn_id"], int(lt["applied_amount"])))
+        inv["amount_paid"] = int(inv.get("amount_paid", 0)) - int(lt["applied_amount"])
+    inv["linked_transactions"] = kept
+    D.recompute(inv)
+    return GiveBack(inv, promotional, refundable, tuple(excess))
+
+
+def return_excess(payment: dict, invoice_id: str, take: int) -> dict:
+    """The earlier payment after ``take`` went back from ``invoice_id`` to its unused amount (a copy;
+    the reverse of ``use_excess``)."""
+    out = copy.deepcopy(payment)
+    out["amount_unused"] = int(out.get("amount_unused", 0)) + take
+    out["linked_invoices"] = [li for li in out.get("linked_invoices", ()) if li["invoice_id"] != invoice_id]
+    return out

@@ -29,7 +29,7 @@ from billhive.errors import (
     ResourceLimitExhausted,
     not_found,
 )
-from billhive.services import cards, credits, transactions
+from billhive.services import cards, credits, payment_intents, transactions
 from billhive.services.cards import content, usable_card  # noqa: F401  (re-exported for other services)
 from billhive.store import schema as S
 from billhive.store.lists import ListRequest, fetch_page
@@ -159,8 +159,6 @@ def insert_customer(w: Work, customer_id: str, params: dict, card_input: cards.C
         cards.check_expiry(card_input.expiry_year, card_input.expiry_month, w.now, "card")
         card = cards.build_card(customer_id, card_input, stored)
     elif intent_id is not None:
-        from billhive.services import payment_intents
-
         card = payment_intents.consume(w, intent_id, customer_id, param="payment_intent[id]")
     if card is not None:
         cards.attach(w, customer, card)

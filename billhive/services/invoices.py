@@ -1,8 +1,12 @@
 """Invoice operations: /api/v1/invoices/...
 
-collect (close a pending invoice) is the heart of billhive; its closing logic lives in
-services/invoicing.py (shared with renewals and one-time charges) and its charging in
-services/payments.py.
+collect (close a pending invoice) is the heart of billhive: ``collect`` -> ``_close_pending``
+loads what closing needs (``invoicing.load_closing``: the customer's balances, earlier payments,
+card), calls the decision (``domain.closing.close``), saves it (``invoicing.save_closing``: the
+number, the balances, the in_progress charge), then charges after commit
+(``payments.charge_and_settle``; the settlement is ``domain.settlement.settle``). Renewals and
+one-time charges close through ``invoicing.close``, the same three steps. Payments, refunds and
+dunning's actions are services/payments.py's; this module calls it, never the reverse.
 """
 
 from __future__ import annotations
@@ -11,9 +15,9 @@ from typing import Callable
 
 from billhive import gateway as gateways
 from billhive.domain import catalog as catalog_rules
+from billhive.domain import closing, money, refunds
 from billhive.domain import coupons as coupon_rules
 from billhive.domain import invoices as D
-from billhive.domain import money
 from billhive.errors import (
     ConfigurationIncompatible,
     InvalidRequest,
@@ -27,7 +31,7 @@ from billhive.errors import (
 from billhive.gateway import GatewayResult
 from billhive.services import addons as catalog_addons
 from billhive.services import coupons as catalog_coupons
-from billhive.services import credits, dunning, invoicing, payments, pdf
+from billhive.services import dunning, invoicing, payments, pdf
 from billhive.store.lists import Filter, ListRequest, fetch_page
 from billhive.store.resources import CUSTOMERS, INVOICES, SUBSCRIPTIONS, TRANSACTIONS
 from billhive.util import failpoints
@@ -61,7 +65,10 @@ def _close_pending(w: Work, invoice_id: str, params: dict) -> tuple[dict, invoic
             raise ParamError("invoice_date : must lie between the invoice's start date and now",
                              param="invoice_date")
         inv["end_date"] = params["invoice_date"]
-    plan = invoicing.close(w, inv, old_id=invoice_id, expect_status="pending")
+    loaded = invoicing.load_closing(w, inv)  # the customer's balances, earlier payments, card
+    decided = closing.close(inv, balances=loaded.balances, payer=loaded.payer, now=w.now,  # the decision
+                            keep_end_date=loaded.keep_end_date)
+    plan = invoicing.save_closing(w, inv, decided, loaded, old_id=invoice_id, expect_status="pending")
     if "invoice_date" in params:
         inv["end_date"] = params["invoice_date"]
         INVOICES.save(w.tx, w.site_id, inv, w.now)
@@ -148,7 +155,7 @@ async def delete(ctx: Ctx, invoice_id: str, params: dict) -> dict:
         if int(inv.get("amount_adjusted", 0)) > 0:
             raise InvalidState("An invoice with credit adjustments cannot be deleted")
         if inv["status"] in D.CLOSED_UNPAID:
-            release_for_void(w, inv)
+            invoicing.release_for_void(w, inv)
             dunning.stop_jobs(w, inv)
         INVOICES.delete(w.tx, w.site_id, invoice_id)
         w.emit("invoice_deleted", {"invoice": inv})
@@ -157,25 +164,6 @@ async def delete(ctx: Ctx, invoice_id: str, params: dict) -> dict:
 
 
 # ---- void, stop dunning -------------------------------------------------------------------------
-
-def release_for_void(w: Work, inv: dict) -> None:
-    """Give back the promotional and refundable credits the invoice took (void/delete)."""
-    promo = D.discount_total(inv, types=("account_credits",))
-    refundable = int(inv.get("credits_applied", 0))
-    if not promo and not refundable:
-        return
-    customer = CUSTOMERS.get(w.tx, w.site_id, inv["customer_id"], for_update=True)
-    if customer is None:
-        return
-    if promo:
-        credits.move(w, customer, "promotional", promo, "released", reference_type="invoice",
-                     reference_id=inv["id"], description="Promotional credits reclaimed from a voided invoice")
-    if refundable:
-        credits.move(w, customer, "refundable", refundable, "released", reference_type="invoice",
-                     reference_id=inv["id"], description="Refundable credits released from a voided invoice")
-    CUSTOMERS.save(w.tx, w.site_id, customer, w.now)
-    w.emit("customer_changed", {"customer": customer})
-
 
 async def void(ctx: Ctx, invoice_id: str, params: dict) -> dict:
     def run(w: Work) -> dict:
@@ -188,7 +176,7 @@ async def void(ctx: Ctx, invoice_id: str, params: dict) -> dict:
             raise InvalidState("An invoice with successful payments cannot be voided")
         if int(inv.get("amount_adjusted", 0)) > 0:
             raise InvalidState("An invoice with credit adjustments cannot be voided")
-        release_for_void(w, inv)
+        invoicing.release_for_void(w, inv)
         dunning.stop_jobs(w, inv)
         D.transition(inv, "voided")
         INVOICES.save(w.tx, w.site_id, inv, w.now)
@@ -251,79 +239,20 @@ async def record_payment(ctx: Ctx, invoice_id: str, params: dict) -> dict:
     """An offline payment. More than the amount due becomes an excess payment on the customer."""
     def run(w: Work) -> dict:
         inv = _unpaid(w, invoice_id)
-        paid_at = params["paid_at"]
-        if paid_at > w.now:
-            raise ParamError("paid_at : cannot be in the future", param="paid_at")
-        amount = params.get("amount", inv["amount_due"])
-        applied = min(amount, inv["amount_due"])
-        excess = amount - applied
-        txn = {
-            "id": txn_id(), "object": "transaction", "customer_id": inv["customer_id"],
-            "payment_method": params["payment_method"], "gateway": "not_applicable", "type": "payment",
-            "date": paid_at, "currency_code": inv["currency_code"], "amount": amount, "status": "success",
-            "amount_unused": excess,
-            "linked_invoices": [{"invoice_id": inv["id"], "applied_amount": applied, "applied_at": w.now,
-                                 "invoice_date": inv["start_date"], "invoice_amount": inv["amount"]}],
-        }
-        if inv.get("subscription_id"):
-            txn["subscription_id"] = inv["subscription_id"]
-        if params.get("reference_number"):
-            txn["reference_number"] = params["reference_number"]
-        TRANSACTIONS.insert(w.tx, w.site_id, txn, w.now)
-        inv["amount_paid"] = int(inv.get("amount_paid", 0)) + applied
-        invoicing.link_transaction(w, inv, txn, applied)
-        D.recompute(inv)
-        if inv["amount_due"] == 0:
-            D.transition(inv, "paid")
-            inv["paid_on"] = paid_at
-            dunning.on_paid(w, inv, by_retry=False)
-        INVOICES.save(w.tx, w.site_id, inv, w.now)
-        w.emit("transaction_created", {"transaction": txn})
-        w.emit("invoice_updated", {"invoice": inv})
-        if excess:
-            customer = CUSTOMERS.require(w.tx, w.site_id, inv["customer_id"], for_update=True)
-            credits.move(w, customer, "excess", excess, "overpayment", reference_type="transaction",
-                         reference_id=txn["id"], description=f"Over-payment on invoice {inv['id']}", param="amount")
-            CUSTOMERS.save(w.tx, w.site_id, customer, w.now)
-            w.emit("customer_changed", {"customer": customer})
-        return {"invoice": inv, "transaction": txn}
+        return payments.record_offline(w, inv, amount=params.get("amount"), payment_method=params["payment_method"],
+                                       paid_at=params["paid_at"], reference_number=params.get("reference_number"))
     return await ctx.write(run)
 
 
 def _refundable(w: Work, inv: dict) -> tuple[list[dict], int]:
     """The invoice's successful payments and how much of them can still be refunded."""
-    ids = [lt["txn_id"] for lt in inv.get("linked_transactions", ()) if lt["txn_type"] == "payment"]
-    payments_ = [TRANSACTIONS.get(w.tx, w.site_id, i) for i in ids]
-    payments_ = [p for p in payments_ if p and p["status"] == "success"]
-    refunded = sum(int(lt["applied_amount"]) for lt in inv.get("linked_transactions", ())
-                   if lt["txn_type"] == "refund" and lt.get("txn_status") in ("success", "in_progress", None))
-    paid = sum(int(lt["applied_amount"]) for lt in inv.get("linked_transactions", ()) if lt["txn_type"] == "payment")
-    return payments_, paid - refunded
-
-
-def _new_refund(w: Work, inv: dict, original: dict, amount: int, *, status: str, payment_method: str,
-                gateway: str, date: int, reference_number: str | None = None) -> dict:
-    txn = {
-        "id": txn_id(), "object": "transaction", "customer_id": inv["customer_id"], "payment_method": payment_method,
-        "gateway": gateway, "type": "refund", "date": date, "currency_code": inv["currency_code"], "amount": amount,
-        "status": status, "refunded_txn_id": original["id"], "amount_unused": 0,
-        "linked_invoices": [{"invoice_id": inv["id"], "applied_amount": amount, "applied_at": w.now,
-                             "invoice_date": inv["start_date"], "invoice_amount": inv["amount"]}],
-    }
-    if inv.get("subscription_id"):
-        txn["subscription_id"] = inv["subscription_id"]
-    if original.get("masked_card_number"):
-        txn["masked_card_number"] = original["masked_card_number"]
-    if reference_number:
-        txn["reference_number"] = reference_number
-    return txn
+    return refunds.refundable(inv, [TRANSACTIONS.get(w.tx, w.site_id, i) for i in refunds.payment_ids(inv)])
 
 
 def _record_refund(w: Work, inv: dict, original: dict, refund: dict) -> None:
     TRANSACTIONS.insert(w.tx, w.site_id, refund, w.now, columns={"idempotency_key": refund["id"],
                                                                   "purpose": "refund"})
-    original.setdefault("linked_refunds", []).append({"txn_id": refund["id"], "txn_status": refund["status"],
-                                                      "txn_date": refund["date"], "txn_amount": refund["amount"]})
+    original.setdefault("linked_refunds", []).append(refunds.refund_link(refund))
     TRANSACTIONS.save(w.tx, w.site_id, original, w.now)
     invoicing.link_transaction(w, inv, refund, refund["amount"])
     INVOICES.save(w.tx, w.site_id, inv, w.now)
@@ -345,64 +274,24 @@ async def refund(ctx: Ctx, invoice_id: str, params: dict) -> dict:
         if amount > left:
             raise ParamError(f"refund_amount : cannot be more than the refundable amount ({left})",
                              param="refund_amount")
-        original = next((p for p in reversed(card_payments) if _unrefunded(p) >= amount), None)
+        original = refunds.original(card_payments, amount)
         if original is None:
             raise ParamError("refund_amount : must fit within one card payment", param="refund_amount")
         gateway = gateways.for_site(w.app.gateways, w.site)  # a site without a gateway refunds nothing through one
         if gateway.name != original["gateway"]:
             raise ConfigurationIncompatible(f"The payment was made through the {original['gateway']} gateway, "
                                             f"which no longer serves this site")
-        r = _new_refund(w, inv, original, amount, status="in_progress", payment_method="card",
-                        gateway=original["gateway"], date=w.now)
+        r = refunds.new_refund(inv, original, amount, refund_id=txn_id(), now=w.now, status="in_progress",
+                               payment_method="card", gateway=original["gateway"], date=w.now)
         _record_refund(w, inv, original, r)
         return r["id"], gateway, original.get("id_at_gateway", ""), amount, inv["currency_code"]
 
     refund_id, gateway, charge_ref, amount, currency = await ctx.write(start)
-    try:
-        result = await gateway.refund(ctx.site_id, refund_id, charge_ref, amount, currency)
-    except Exception as exc:
-        result = GatewayResult("timeout", "", "gateway_error", str(exc)[:200])
-    out = await ctx.write(settle_refund, refund_id, result)
+    out = await payments.refund_and_settle(ctx, gateway, refund_id, charge_ref, amount, currency)
     if out["transaction"]["status"] == "failure":  # recorded; reported to the caller as Chargebee does
         raise PaymentProcessingFailed(f"Refund failed: ({out['transaction'].get('error_code')}) "
                                       f"{out['transaction'].get('error_text')}")
     return out
-
-
-def _unrefunded(payment: dict) -> int:
-    done = sum(int(r["txn_amount"]) for r in payment.get("linked_refunds", ()) if r["txn_status"] != "failure")
-    return int(payment["amount"]) - done
-
-
-def settle_refund(w: Work, refund_id: str, result: GatewayResult) -> dict:
-    r = TRANSACTIONS.require(w.tx, w.site_id, refund_id, for_update=True)
-    inv = _require_invoice(w, r["linked_invoices"][0]["invoice_id"], for_update=True)
-    if r["status"] not in payments.UNSETTLED:
-        return {"invoice": inv, "transaction": r}
-    first = r["status"] == "in_progress"
-    if result.reference:
-        r["id_at_gateway"] = result.reference
-    r["status"] = {"success": "success", "failure": "failure"}.get(result.status, "timeout")
-    if r["status"] != "success":
-        r["error_code"], r["error_text"] = result.error_code or "failure", result.error_text or "The refund failed"
-    TRANSACTIONS.save(w.tx, w.site_id, r, w.now)
-    original = TRANSACTIONS.require(w.tx, w.site_id, r["refunded_txn_id"], for_update=True)
-    for lr in original.get("linked_refunds", ()):
-        if lr["txn_id"] == r["id"]:
-            lr["txn_status"] = r["status"]
-    TRANSACTIONS.save(w.tx, w.site_id, original, w.now)
-    for lt in inv.get("linked_transactions", ()):
-        if lt["txn_id"] == r["id"]:
-            lt["txn_status"] = r["status"]
-    INVOICES.save(w.tx, w.site_id, inv, w.now)
-    w.emit("transaction_created" if first else "transaction_updated", {"transaction": r})
-    content = {"transaction": r, "invoice": inv,
-               **invoicing.snapshot(w, inv["customer_id"], inv.get("subscription_id"))}
-    if r["status"] == "success":
-        w.emit("payment_refunded", content)
-    elif r["status"] == "timeout" and first:  # sent to the gateway, outcome not known yet
-        w.emit("refund_initiated", content)
-    return {"invoice": inv, "transaction": r}
 
 
 async def record_refund(ctx: Ctx, invoice_id: str, params: dict) -> dict:
@@ -423,9 +312,10 @@ async def record_refund(ctx: Ctx, invoice_id: str, params: dict) -> dict:
                              param="transaction[amount]")
         if t["date"] > w.now:
             raise ParamError("transaction[date] : cannot be in the future", param="transaction[date]")
-        original = next((p for p in reversed(payments_) if _unrefunded(p) >= amount), payments_[-1])
-        r = _new_refund(w, inv, original, amount, status="success", payment_method=t["payment_method"],
-                        gateway="not_applicable", date=t["date"], reference_number=t.get("reference_number"))
+        original = refunds.original(payments_, amount) or payments_[-1]
+        r = refunds.new_refund(inv, original, amount, refund_id=txn_id(), now=w.now, status="success",
+                               payment_method=t["payment_method"], gateway="not_applicable", date=t["date"],
+                               reference_number=t.get("reference_number"))
         _record_refund(w, inv, original, r)
         w.emit("transaction_created", {"transaction": r})
         w.emit("payment_refunded", {"transaction": r, "invoice": inv,

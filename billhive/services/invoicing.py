@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, insert, update
+from sqlalchemy import bindparam, delete, insert, update
 
 from billhive import gateway as gateways
 from billhive.domain import closing
@@ -192,9 +192,23 @@ def link_transaction(w: Work, inv: dict, txn: dict, applied: int, *, row_exists:
     row_exists: a charge recorded its link (0 applied) when it started; settling it sets the amount."""
     if applied > 0:
         inv.setdefault("linked_transactions", []).append(closing.transaction_link(txn, applied, w.now))
-    params = dict(site_id=w.site_id, invoice_id=inv["id"], txn_id=txn["id"], applied_amount=applied,
-                  applied_at=w.now)
-    w.tx.execute(_SET_APPLIED if row_exists else _LINK, params)
+    if row_exists:
+        set_applied(w, inv["id"], txn["id"], applied)
+    else:
+        insert_link(w, inv["id"], txn["id"], applied)
+
+
+def insert_link(w: Work, invoice_id: str, txn_id: str, applied: int) -> None:
+    """The invoice_transactions row of a transaction that touched the invoice."""
+    w.tx.execute(_LINK, {"site_id": w.site_id, "invoice_id": invoice_id, "txn_id": txn_id, "applied_amount": applied,
+                         "applied_at": w.now})
+
+
+def set_applied(w: Work, invoice_id: str, txn_id: str, applied: int) -> None:
+    """A charge recorded its invoice_transactions row (0 applied) when it started; its settlement
+    sets the amount applied."""
+    w.tx.execute(_SET_APPLIED, {"site_id": w.site_id, "invoice_id": invoice_id, "txn_id": txn_id,
+                                "applied_amount": applied, "applied_at": w.now})
 
 
 def new_payment(w: Work, *, inv: dict, customer: dict, card: dict, amount: int) -> dict:
@@ -231,7 +245,46 @@ def start_charge(w: Work, inv: dict, customer: dict, card: dict, purpose: str) -
 
 def close(w: Work, inv: dict, *, old_id: str | None = None, expect_status: str | None = "pending",
           insert: bool = False, purpose: str = "close") -> ChargePlan | None:
-    """Close ``inv``: load what the decision needs, decide (``domain.closing.close``), save.
+    """Close ``inv``: load what the decision needs (``load_closing``), decide
+    (``domain.closing.close``), save (``save_closing``). ``inv`` is updated in place to the closed,
+    numbered invoice. Returns the charge to make after commit, or None. (collect, in
+    services/invoices.py, makes the same three calls itself.)"""
+    loaded = load_closing(w, inv)
+    decided = closing.close(inv, balances=loaded.balances, payer=loaded.payer, now=w.now,
+                            keep_end_date=loaded.keep_end_date)
+    return save_closing(w, inv, decided, loaded, old_id=old_id, expect_status=expect_status, insert=insert,
+                        purpose=purpose)
+
+
+@dataclass(frozen=True)
+class ClosingInputs:
+    """What the closing decision needs, loaded (row locks on the customer and on the earlier
+    payments whose unused amounts it may take), and the rows its save writes."""
+
+    customer: dict
+    unused: list[dict]  # the customer's payments with an unused amount, oldest first
+    card: dict | None
+    balances: closing.Balances
+    payer: closing.Payer
+    keep_end_date: bool  # the site's close_date setting is renewal_date
+
+
+def load_closing(w: Work, inv: dict) -> ClosingInputs:
+    customer = CUSTOMERS.get(w.tx, w.site_id, inv["customer_id"], for_update=True)
+    if customer is None:
+        raise InvalidState(f"The invoice's customer {inv['customer_id']} no longer exists")
+    unused = _unused_payments(w, customer) if credits.balance(customer, "excess") else []
+    card = cards.get_card(w, customer["id"])
+    balances = closing.Balances(credits.balance(customer, "promotional"), credits.balance(customer, "refundable"),
+                                tuple((p["id"], int(p.get("amount_unused", 0))) for p in unused))
+    return ClosingInputs(customer, unused, card, balances, _payer(w, inv, customer, card),
+                         w.site.setting("close_date") == "renewal_date")
+
+
+def save_closing(w: Work, inv: dict, decided: closing.Closing, loaded: ClosingInputs, *, old_id: str | None = None,
+                 expect_status: str | None = "pending", insert: bool = False,
+                 purpose: str = "close") -> ChargePlan | None:
+    """Save what closing ``inv`` decided: number it, save it, move the balances, record the charge.
     ``inv`` is updated in place to the closed, numbered invoice.
 
     ``insert``: the invoice is new (closed at creation, e.g. a renewal without metered billing);
@@ -242,20 +295,9 @@ def close(w: Work, inv: dict, *, old_id: str | None = None, expect_status: str |
     Returns the charge to make after commit, or None. invoice_generated is emitted here when no
     charge follows, else by the settlement (so the event shows the invoice's outcome).
     """
-    # 1. load (row locks on the customer and the earlier payments whose unused amounts it may take)
-    customer = CUSTOMERS.get(w.tx, w.site_id, inv["customer_id"], for_update=True)
-    if customer is None:
-        raise InvalidState(f"The invoice's customer {inv['customer_id']} no longer exists")
-    unused = _unused_payments(w, customer) if credits.balance(customer, "excess") else []
-    card = cards.get_card(w, customer["id"])
-    # 2. decide
-    decided = closing.close(
-        inv, now=w.now, keep_end_date=w.site.setting("close_date") == "renewal_date",
-        balances=closing.Balances(credits.balance(customer, "promotional"), credits.balance(customer, "refundable"),
-                                  tuple((p["id"], int(p.get("amount_unused", 0))) for p in unused)),
-        payer=_payer(w, inv, customer, card))
-    # 3. save: take the number - the site's sequence row stays locked until commit, so everything
-    #    after this is writes only (pipelined on PostgreSQL: one round trip)
+    customer, card, unused = loaded.customer, loaded.card, loaded.unused
+    # take the number - the site's sequence row stays locked until commit, so everything after
+    # this is writes only (pipelined on PostgreSQL: one round trip)
     old_id = old_id or inv["id"]
     inv.clear()
     inv.update(decided.invoice)
@@ -304,6 +346,24 @@ def _payer(w: Work, inv: dict, customer: dict, card: dict | None) -> closing.Pay
                          without_gateway=without_gateway)
 
 
+def release_for_void(w: Work, inv: dict) -> None:
+    """Give back the promotional and refundable credits the invoice took (void/delete)."""
+    g = closing.give_back(inv)
+    if not g.promotional and not g.refundable:
+        return
+    customer = CUSTOMERS.get(w.tx, w.site_id, inv["customer_id"], for_update=True)
+    if customer is None:
+        return
+    if g.promotional:
+        credits.move(w, customer, "promotional", g.promotional, "released", reference_type="invoice",
+                     reference_id=inv["id"], description="Promotional credits reclaimed from a voided invoice")
+    if g.refundable:
+        credits.move(w, customer, "refundable", g.refundable, "released", reference_type="invoice",
+                     reference_id=inv["id"], description="Refundable credits released from a voided invoice")
+    CUSTOMERS.save(w.tx, w.site_id, customer, w.now)
+    w.emit("customer_changed", {"customer": customer})
+
+
 # ---- one-off invoices whose charge failed (purpose "create") --------------------------------------
 
 def undo_balances(w: Work, inv: dict) -> None:
@@ -317,41 +377,25 @@ def undo_balances(w: Work, inv: dict) -> None:
     customer = CUSTOMERS.get(w.tx, w.site_id, inv["customer_id"], for_update=True)
     if customer is None:
         return
-    from sqlalchemy import delete
-
-    moved = False
-    promo = D.discount_total(inv, types=("account_credits",))
-    if promo:
-        credits.move(w, customer, "promotional", promo, "released", reference_type="invoice", reference_id=inv["id"],
-                     description="Promotional credits given back: the invoice's payment failed")
-        inv["discounts"] = [d for d in inv.get("discounts", ()) if d["type"] != "account_credits"]
-        moved = True
-    refundable = int(inv.get("credits_applied", 0))
-    if refundable:
-        credits.move(w, customer, "refundable", refundable, "released", reference_type="invoice",
-                     reference_id=inv["id"], description="Refundable credits given back: the invoice's payment failed")
-        inv["credits_applied"] = 0
-        moved = True
-    kept = []
-    for lt in inv.get("linked_transactions", ()):
-        if lt["txn_type"] != "payment" or lt.get("txn_status") != "success" or not lt["applied_amount"]:
-            kept.append(lt)
-            continue
-        txn = TRANSACTIONS.require(w.tx, w.site_id, lt["txn_id"], for_update=True)
-        take = int(lt["applied_amount"])
-        txn["amount_unused"] = int(txn.get("amount_unused", 0)) + take
-        txn["linked_invoices"] = [li for li in txn.get("linked_invoices", ()) if li["invoice_id"] != inv["id"]]
+    g = closing.give_back(inv)
+    why = "given back: the invoice's payment failed"
+    if g.promotional:
+        credits.move(w, customer, "promotional", g.promotional, "released", reference_type="invoice",
+                     reference_id=inv["id"], description=f"Promotional credits {why}")
+    if g.refundable:
+        credits.move(w, customer, "refundable", g.refundable, "released", reference_type="invoice",
+                     reference_id=inv["id"], description=f"Refundable credits {why}")
+    link = S.invoice_transactions
+    for txn_id_, take in g.excess:
+        txn = closing.return_excess(TRANSACTIONS.require(w.tx, w.site_id, txn_id_, for_update=True), inv["id"], take)
         TRANSACTIONS.save(w.tx, w.site_id, txn, w.now)
-        link = S.invoice_transactions
         w.tx.execute(delete(link).where(link.c.site_id == w.site_id, link.c.invoice_id == inv["id"],
                                         link.c.txn_id == txn["id"]))
-        inv["amount_paid"] = int(inv.get("amount_paid", 0)) - take
         credits.move(w, customer, "excess", take, "released", reference_type="invoice", reference_id=inv["id"],
-                     description=f"Excess payment of {txn['id']} given back: the invoice's payment failed")
+                     description=f"Excess payment of {txn['id']} {why}")
         w.emit("transaction_updated", {"transaction": txn})
-        moved = True
-    inv["linked_transactions"] = kept
-    D.recompute(inv)
-    if moved:
+    inv.clear()
+    inv.update(g.invoice)
+    if g.moved:
         CUSTOMERS.save(w.tx, w.site_id, customer, w.now)
         w.emit("customer_changed", {"customer": customer})

@@ -2,10 +2,15 @@
 with), and running a site's due jobs with it.
 
 A kind's handler runs in the job's own transaction, on the site clock at the job's due time;
-it may schedule the same key again (the next renewal). See billhive/work/jobs.py."""
+it may schedule the same key again (the next renewal). See billhive/work/jobs.py.
+
+Work that a lower module decides but may not import is handed over as a job due at once:
+dunning's "cancel the subscription" (``dunning.CANCEL_JOB``, scheduled by payments when dunning
+is exhausted) runs here with ``subscriptions.cancel_for_non_payment``."""
 
 from __future__ import annotations
 
+from billhive.domain.dunning import CANCEL_REASON
 from billhive.runtime import App
 from billhive.services import cards, dunning, subscriptions
 from billhive.work import jobs, scheduler
@@ -16,6 +21,7 @@ HANDLERS: dict[str, jobs.Handler] = {
     subscriptions.JOB_REMINDER: subscriptions.on_reminder,
     subscriptions.JOB_TRIAL_ENDING: subscriptions.on_trial_ending,
     dunning.JOB: dunning.retry,
+    dunning.CANCEL_JOB: lambda w, job: subscriptions.cancel_for_non_payment(w, job.ref_id, CANCEL_REASON),
     cards.JOB_EXPIRING: cards.on_card_expiring,
     cards.JOB_EXPIRED: cards.on_card_expired,
 }

@@ -11,6 +11,12 @@ asks the gateway about the key: a charge it knows is settled from its record; on
 saw is made now with the same key (the gateway would answer a repeat with the original).
 Settlement is conditional on the transaction still being unsettled, so racing settlers are
 harmless: exactly one charge, exactly one settlement.
+
+This module owns everything that moves money - charges, offline payments (``record_offline``),
+refunds (``refund_and_settle``, ``settle_refund``), recovery - and carries out dunning's decisions
+(``apply_dunning``). What each does is decided purely in billhive/domain (settlement.py,
+refunds.py, dunning.py); here it is loaded and saved. It imports neither services/invoices.py nor
+services/dunning.py: they call it.
 """
 
 from __future__ import annotations
@@ -22,24 +28,28 @@ from sqlalchemy import bindparam, select
 
 from billhive import gateway as gateways
 from billhive import sites
-from billhive.domain import invoices as D
-from billhive.errors import PaymentProcessingFailed
-from billhive.gateway import GatewayResult
-from billhive.services import dunning, invoicing
+from billhive.domain import dunning, refunds, settlement
+from billhive.errors import PaymentProcessingFailed, not_found
+from billhive.gateway import Gateway, GatewayResult
+from billhive.services import credits, invoicing
 from billhive.services.invoicing import ChargePlan
 from billhive.store import schema as S
 from billhive.store.db import Q, Tx
 from billhive.store.resources import CUSTOMERS, INVOICES, TRANSACTIONS
 from billhive.util import failpoints
+from billhive.util.ids import txn_id
+from billhive.work import jobs
 from billhive.work.context import SYSTEM, Ctx, Work
 
 if TYPE_CHECKING:
     from billhive.runtime import App
 
 log = logging.getLogger("billhive.payments")
-UNSETTLED = ("in_progress", "timeout")
+UNSETTLED = settlement.UNSETTLED
 T = S.transactions
 _PURPOSE = Q(select(T.c.purpose).where(T.c.site_id == bindparam("site_id"), T.c.id == bindparam("id")))
+_DUNNING_STATE = Q(select(INVOICES.t.c.dunning_attempts, INVOICES.t.c.dunning_started_at)
+                   .where(INVOICES.t.c.site_id == bindparam("site_id"), INVOICES.t.c.id == bindparam("id")))
 
 
 async def call_gateway(app: "App", site_pk: int, plan: ChargePlan) -> GatewayResult:
@@ -61,68 +71,135 @@ async def charge_and_settle(ctx: Ctx, plan: ChargePlan) -> dict:
 
 
 def settle(w: Work, txn_id: str, result: GatewayResult, purpose: str | None = None) -> dict:
-    """Apply the gateway's answer to the transaction and its invoice (once). ``purpose`` is
-    read from the transaction's row when the caller does not know it (recovery)."""
+    """Apply the gateway's answer to the transaction and its invoice (once): load, decide
+    (``domain.settlement.settle``), save. ``purpose`` is read from the transaction's row when the
+    caller does not know it (recovery)."""
     txn = TRANSACTIONS.require(w.tx, w.site_id, txn_id, for_update=True)
     inv_id = txn["linked_invoices"][0]["invoice_id"]
     inv = INVOICES.require(w.tx, w.site_id, inv_id, for_update=True)
-    if txn["status"] not in UNSETTLED:
+    if not settlement.unsettled(txn):
         return inv  # settled already (a racing settler or recovery won)
     purpose = purpose or w.tx.scalar(_PURPOSE, {"site_id": w.site_id, "id": txn_id}) or "close"
-    first = txn["status"] == "in_progress"
-    if result.reference:
-        txn["id_at_gateway"] = result.reference
-    if result.status == "timeout":
-        # the gateway took the charge but its outcome is not known yet: the payment is initiated,
-        # recovery settles it from the gateway later (payment_succeeded / payment_failed then)
-        txn["status"] = "timeout"
-        txn["error_code"], txn["error_text"] = result.error_code or "timeout", result.error_text or "timeout"
+    state = dunning_state(w, inv_id) if settlement.needs_dunning_state(result, purpose) else None
+    s = settlement.settle(txn, inv, result, purpose=purpose, now=w.now, dunning_state=state,
+                          dunning_settings=dunning_settings(w.site) if state is not None else None)
+    txn, inv = s.transaction, s.invoice
+    content_extra = invoicing.snapshot(w, inv["customer_id"], inv.get("subscription_id")) \
+        if any(e.startswith("payment_") for e in s.events) else {}
+    if not s.final:  # a timeout: the payment is initiated, recovery settles it from the gateway later
         TRANSACTIONS.save(w.tx, w.site_id, txn, w.now)
-        if first:
-            if purpose in ("close", "create"):
-                w.emit("invoice_generated", {"invoice": inv})
-            w.emit("transaction_created", {"transaction": txn})
-            w.emit("payment_initiated", {"transaction": txn, "invoice": inv,
-                                         **invoicing.snapshot(w, inv["customer_id"], inv.get("subscription_id"))})
+        _emit(w, s.events, txn, inv, content_extra)
         return inv
-    txn.pop("error_code", None)
-    txn.pop("error_text", None)
-    content_extra = invoicing.snapshot(w, inv["customer_id"], inv.get("subscription_id"))
-    dunning_columns = None
     with w.tx.pipeline():  # reads are done: the writes go in one round trip on PostgreSQL
-        if result.ok:
-            txn["status"] = "success"
-            txn["linked_invoices"][0]["applied_amount"] = txn["amount"]
-            inv["amount_paid"] = int(inv.get("amount_paid", 0)) + int(txn["amount"])
-            invoicing.link_transaction(w, inv, txn, int(txn["amount"]), row_exists=True)
-            D.recompute(inv)
-            if inv["amount_due"] == 0 and inv["status"] != "paid":
-                D.transition(inv, "paid")
-                inv["paid_on"] = w.now
-                dunning.on_paid(w, inv, by_retry=purpose == "dunning")
-        else:
-            txn["status"] = "failure"
-            txn["error_code"] = result.error_code or "failure"
-            txn["error_text"] = result.error_text or "The payment failed"
-            if purpose in ("close", "dunning"):
-                dunning_columns = dunning.on_failure(w, inv, retry=purpose == "dunning")
-            elif purpose == "create":  # a one-off invoice exists only if its charge succeeds: void it
-                invoicing.undo_balances(w, inv)
-                D.transition(inv, "voided")
+        if txn["status"] == "success":
+            invoicing.set_applied(w, inv["id"], txn["id"], s.applied)
+        columns = apply_dunning(w, s.dunning) if s.dunning is not None else None
+        if s.undo_balances:
+            invoicing.undo_balances(w, inv)
         TRANSACTIONS.save(w.tx, w.site_id, txn, w.now)
-        INVOICES.update(w.tx, w.site_id, inv, w.now, columns=dunning_columns)
-        if first and (purpose == "close" or (purpose == "create" and result.ok)):
-            w.emit("invoice_generated", {"invoice": inv})
-        elif purpose == "create" and not first and not result.ok:  # announced at the timeout, now voided
-            w.emit("invoice_updated", {"invoice": inv})
-        if first:
-            w.emit("transaction_created", {"transaction": txn})
-        else:
-            w.emit("transaction_updated", {"transaction": txn})
-        content = {"transaction": txn, "invoice": inv, **content_extra}
-        w.emit("payment_succeeded" if result.ok else "payment_failed", content)
+        INVOICES.update(w.tx, w.site_id, inv, w.now, columns=columns)
+        _emit(w, s.events, txn, inv, content_extra)
     return inv
 
+
+def _emit(w: Work, events: tuple[str, ...], txn: dict, inv: dict, content_extra: dict) -> None:
+    for event in events:
+        if event.startswith("invoice_"):
+            w.emit(event, {"invoice": inv})
+        elif event.startswith("transaction_"):
+            w.emit(event, {"transaction": txn})
+        else:  # payment_*: the transaction, its invoice, the customer and card (and subscription)
+            w.emit(event, {"transaction": txn, "invoice": inv, **content_extra})
+
+
+def record_offline(w: Work, inv: dict, *, amount: int | None, payment_method: str, paid_at: int,
+                   reference_number: str | None = None) -> dict:
+    """record_payment on a loaded (locked) unpaid invoice: decide
+    (``domain.settlement.offline_payment``), save; more than the amount due becomes an excess
+    payment of the customer."""
+    p = settlement.offline_payment(inv, txn_id=txn_id(), payment_method=payment_method, paid_at=paid_at, now=w.now,
+                                   amount=amount, reference_number=reference_number)
+    txn, inv = p.transaction, p.invoice
+    TRANSACTIONS.insert(w.tx, w.site_id, txn, w.now)
+    invoicing.insert_link(w, inv["id"], txn["id"], p.applied)
+    if p.dunning is not None:
+        apply_dunning(w, p.dunning)
+    INVOICES.save(w.tx, w.site_id, inv, w.now)
+    w.emit("transaction_created", {"transaction": txn})
+    w.emit("invoice_updated", {"invoice": inv})
+    if p.excess:
+        customer = CUSTOMERS.require(w.tx, w.site_id, inv["customer_id"], for_update=True)
+        credits.move(w, customer, "excess", p.excess, "overpayment", reference_type="transaction",
+                     reference_id=txn["id"], description=f"Over-payment on invoice {inv['id']}", param="amount")
+        CUSTOMERS.save(w.tx, w.site_id, customer, w.now)
+        w.emit("customer_changed", {"customer": customer})
+    return {"invoice": inv, "transaction": txn}
+
+
+# ---- dunning: carrying out its decisions (domain/dunning.py) -------------------------------------
+
+def dunning_settings(site: sites.Site) -> dunning.Settings:
+    return dunning.Settings(tuple(site.setting("dunning_retry_days")), site.setting("dunning_final_action"),
+                            bool(site.setting("dunning_cancel_subscription")))
+
+
+def dunning_state(w: Work, invoice_id: str) -> dunning.State:
+    """The invoice's internal dunning columns."""
+    row = w.tx.one(_DUNNING_STATE, {"site_id": w.site_id, "id": invoice_id})
+    return dunning.State(int(row[0] or 0), row[1]) if row else dunning.State()
+
+
+def apply_dunning(w: Work, decision: dunning.Decision) -> dict | None:
+    """Carry out a dunning decision's actions (the caller saves ``decision.invoice`` with the
+    columns returned). Cancelling the subscription is a job due now (services/jobs.py runs it)."""
+    inv = decision.invoice
+    if decision.retry_at is not None:
+        jobs.schedule(w, dunning.JOB, inv["id"], due_at=decision.retry_at, key=dunning.retry_key(inv["id"]))
+    if decision.cancel_retry:
+        jobs.cancel(w, dunning.retry_key(inv["id"]))
+    if decision.release_credits:
+        invoicing.release_for_void(w, inv)
+    if decision.cancel_subscription:
+        jobs.schedule(w, dunning.CANCEL_JOB, decision.cancel_subscription, due_at=w.now,
+                      key=dunning.cancel_key(decision.cancel_subscription))
+    return decision.columns
+
+
+# ---- refunds ---------------------------------------------------------------------------------------
+
+async def refund_and_settle(ctx: Ctx, gateway: Gateway, refund_id: str, charge_reference: str, amount: int,
+                            currency: str) -> dict:
+    """Ask the gateway for a recorded in_progress refund, then settle it (``settle_refund``)."""
+    try:
+        result = await gateway.refund(ctx.site_id, refund_id, charge_reference, amount, currency)
+    except Exception as exc:  # an unreachable gateway: outcome unknown, recovery will ask again
+        result = GatewayResult("timeout", "", "gateway_error", str(exc)[:200])
+    return await ctx.write(settle_refund, refund_id, result)
+
+
+def settle_refund(w: Work, refund_id: str, result: GatewayResult) -> dict:
+    """Apply the gateway's answer to the refund, its payment and its invoice (once): load,
+    decide (``domain.refunds.settle``), save."""
+    r = TRANSACTIONS.require(w.tx, w.site_id, refund_id, for_update=True)
+    inv_id = r["linked_invoices"][0]["invoice_id"]
+    inv = INVOICES.get(w.tx, w.site_id, inv_id, for_update=True)
+    if inv is None:
+        raise not_found("invoice", inv_id)
+    if not settlement.unsettled(r):
+        return {"invoice": inv, "transaction": r}
+    original = TRANSACTIONS.require(w.tx, w.site_id, r["refunded_txn_id"], for_update=True)
+    s = refunds.settle(r, original, inv, result)
+    r, inv = s.refund, s.invoice
+    content_extra = invoicing.snapshot(w, inv["customer_id"], inv.get("subscription_id")) \
+        if len(s.events) > 1 else {}
+    TRANSACTIONS.save(w.tx, w.site_id, r, w.now)
+    TRANSACTIONS.save(w.tx, w.site_id, s.original, w.now)
+    INVOICES.save(w.tx, w.site_id, inv, w.now)
+    _emit(w, s.events, r, inv, content_extra)
+    return {"invoice": inv, "transaction": r}
+
+
+# ---- recovery ------------------------------------------------------------------------------------
 
 def _unsettled(tx: Tx, site_pk: int, limit: int = 200) -> list[dict]:
     t = TRANSACTIONS.t
@@ -144,8 +221,6 @@ async def recover_site(app: "App", site_pk: int) -> int:
             # a refund the gateway never saw was never made: it failed, nothing to repeat
             result = result or GatewayResult("failure", "", "not_processed", "The refund did not reach the gateway")
             if result.status != "timeout":
-                from billhive.services.invoices import settle_refund
-
                 await ctx.write(settle_refund, txn["id"], result)
                 done += 1
             continue

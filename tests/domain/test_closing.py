@@ -124,3 +124,27 @@ def test_closing_always_adds_up(lines, coupon, promotional, refundable, unused, 
             assert all(taken.get(older) == dict(payments)[older] for older, _ in payments[:i])
     assert (out["status"] == "paid") == (out["amount_due"] == 0)
     assert c.charge == (out["amount_due"] if auto and card else 0)
+
+
+# giving back what a closing took: a one-off invoice whose charge failed is voided with the
+# customer's balances as they were (the spec's create_an_invoice: "The invoice will be generated
+# only upon successful collection of payments"); a void/delete releases the credits it took
+def test_give_back_undoes_what_the_closing_took():
+    balances = closing.Balances(promotional=300, refundable=400, unused_payments=(("txn_old", 200),))
+    c = closing.close(pending(1500), balances=balances, payer=CARD, now=NOW)
+    inv = c.invoice
+    inv["linked_transactions"] = [
+        {"txn_id": "txn_old", "txn_type": "payment", "txn_status": "success", "applied_amount": 200},
+        {"txn_id": "txn_card", "txn_type": "payment", "txn_status": "failure", "applied_amount": 0}]
+    g = closing.give_back(inv)
+    assert (g.promotional, g.refundable, g.excess) == (300, 400, (("txn_old", 200),)) and g.moved
+    assert g.invoice["amount_due"] == 1500 and g.invoice["credits_applied"] == 0 and g.invoice["amount_paid"] == 0
+    assert g.invoice["discounts"] == [] and [lt["txn_id"] for lt in g.invoice["linked_transactions"]] == ["txn_card"]
+    assert inv["amount_due"] == 600  # the input is not changed
+    assert not closing.give_back(pending(100)).moved
+
+
+def test_return_excess_is_the_reverse_of_use_excess():
+    payment = {"id": "txn_1", "amount_unused": 500, "linked_invoices": []}
+    inv = {"id": "42", "start_date": NOW - 10, "amount": 800}
+    assert closing.return_excess(closing.use_excess(payment, inv, 300, NOW), "42", 300) == payment
