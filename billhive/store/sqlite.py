@@ -49,7 +49,7 @@ class SqliteStore(Store):
         if self.path == ":memory:":
             raise ValueError("billhive needs a file-backed SQLite database (WAL, several connections)")
         q = dict(self.sa_url.query)
-        self.synchronous = (synchronous or q.get("synchronous") or "FULL").upper()
+        self.synchronous = str(synchronous or q.get("synchronous") or "FULL").upper()
         self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._readers = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, self.limits.read_threads),
                                                               thread_name_prefix="billhive-sqlite-read",

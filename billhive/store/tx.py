@@ -139,10 +139,9 @@ class _Savepoint:
         self.tx.cur.execute(f"SAVEPOINT {self.name}")
         return self
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:  # an error goes on up
         if exc_type is None:
             self.tx.cur.execute(f"RELEASE SAVEPOINT {self.name}")
         else:
             self.tx.cur.execute(f"ROLLBACK TO SAVEPOINT {self.name}")
             self.tx.cur.execute(f"RELEASE SAVEPOINT {self.name}")
-        return False

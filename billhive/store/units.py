@@ -135,7 +135,7 @@ class Store:
 
     async def _run_probes(self) -> None:
         try:
-            result = {"reachable": True, "writable": True, "error": None}
+            result: dict[str, Any] = {"reachable": True, "writable": True, "error": None}
             try:
                 await self._run(_probe_read, self._put_read, timeout=PROBE_TIMEOUT)
             except StoreError as exc:
@@ -209,7 +209,8 @@ class Store:
 
     def _start(self, jobs: list[Job]) -> list[Job]:
         """Claim units for running; those past their deadline are answered instead (never run)."""
-        live, late = [], []
+        live: list[Job] = []
+        late: list[Job] = []
         now = time.monotonic()
         for j in jobs:
             if not j.claim():
@@ -313,7 +314,7 @@ class Store:
         if isinstance(err, (StoreNotWritable, StoreUnavailable)):
             # the others would fail the same way: they did not commit, so they may be retried
             other = type(err)(err.message, committed=False)
-            other.retry_alone = True  # type: ignore[attr-defined]
+            other.retry_alone = True  # type: ignore[union-attr]
             answer([(j, False, other) for j in survivors])
             return []
         return survivors  # run again, without the unit that failed

@@ -100,9 +100,8 @@ def test_tx_knows_when_it_is_pipelined(store_url):
                 seen.append(tx.pipelined)
             seen.append(tx.pipelined)
         seen.append(tx.pipelined)
-        with pytest.raises(ZeroDivisionError):
-            with tx.pipeline():
-                1 / 0
+        with pytest.raises(LookupError), tx.pipeline():
+            raise LookupError("inside the pipeline")
         seen.append(tx.pipelined)  # an error inside ends it too
         return seen
 
