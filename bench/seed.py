@@ -20,13 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import psycopg
 from sqlalchemy import bindparam, insert
 from sqlalchemy.engine import make_url
 
 from billhive import sites
 from billhive.gateway.test_gateway import books_for, mask
 from billhive.services import invoicing
-from billhive.store import migrate
+from billhive.store import migrate, postgres
 from billhive.store import schema as S
 from billhive.store.db import Database, Q, Tx
 from billhive.store.resources import CARDS, CUSTOMERS, INVOICES
@@ -86,11 +87,7 @@ def connect(url: str) -> Any:
     u = make_url(url)
     if u.get_backend_name() == "sqlite":
         return sqlite3.connect(u.database, isolation_level=None, timeout=30)
-    import psycopg
-
-    from billhive.store.db import _pg_conninfo
-
-    return psycopg.connect(_pg_conninfo(u), autocommit=True, connect_timeout=5)
+    return psycopg.connect(postgres.conninfo(u), autocommit=True, connect_timeout=5)
 
 
 def query(url: str, sql: str, params: tuple = ()) -> list[tuple]:

@@ -47,6 +47,7 @@ from billhive.http.ratelimit import RateLimiter
 from billhive.http.router import Router
 from billhive.http.routes import ROUTES, Route
 from billhive.runtime import App
+from billhive.store.db import is_unique_violation
 from billhive.store.lists import (
     ALL_OPS,
     MAX_FILTERS,
@@ -203,7 +204,7 @@ class ApiEndpoint:
             # nobody to answer, and nothing was done; counted as nginx's 499 "client closed request"
             return CLIENT_CLOSED, b"", []
         except Exception as exc:
-            if _unique_violation(exc):
+            if is_unique_violation(exc):
                 # two requests created the same id at once: the loser gets what a sequential one would
                 log.warning("unique violation answered as duplicate_entry: %s", exc)
                 dup = DuplicateEntry("An object with this id already exists")
@@ -266,18 +267,6 @@ class ApiEndpoint:
             return await idempotency.run(self.app, claim, method, path, pairs, call)
         result = await call
         return 200, orjson.dumps(result), []
-
-
-def _unique_violation(exc: Exception) -> bool:
-    import sqlite3
-
-    if isinstance(exc, sqlite3.IntegrityError):
-        return "UNIQUE" in str(exc)
-    try:
-        from psycopg import errors as pg_errors
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(exc, pg_errors.UniqueViolation)
 
 
 def served_openapi(base_url: str, routes: list[Route] = ROUTES) -> dict:

@@ -11,6 +11,7 @@ from sqlalchemy import select, update
 from billhive import spec
 from billhive.domain.catalog import check_id
 from billhive.errors import DuplicateEntry, InvalidState, ParamError, not_found
+from billhive.store.db import is_unique_violation
 from billhive.store.docs import DocTable
 from billhive.store.lists import ListRequest, fetch_page
 from billhive.util.jsonutil import loads
@@ -38,18 +39,13 @@ def fields_of(schema_name: str, params: dict) -> dict:
     return {k: v for k, v in params.items() if k in names}
 
 
-def _is_unique_violation(exc: BaseException) -> bool:
-    # sqlite3.IntegrityError / psycopg.errors.UniqueViolation, without importing the drivers here
-    return any(c.__name__ in ("IntegrityError", "UniqueViolation") for c in type(exc).__mro__)
-
-
 def insert_new(table: DocTable, w: Work, doc: dict, *, param: str, columns: dict | None = None) -> None:
     """Insert a new resource whose id the caller chose. The caller checks for an existing id
     first (for a clear error); this also covers two requests racing for the same id."""
     try:
         table.insert(w.tx, w.site_id, doc, w.now, columns=columns)
     except Exception as exc:
-        if _is_unique_violation(exc):
+        if is_unique_violation(exc):
             raise duplicate(table.resource, doc["id"], param) from None
         raise
 
