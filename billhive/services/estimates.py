@@ -17,7 +17,7 @@ import copy
 
 from billhive.domain import invoices as D
 from billhive.errors import InvalidState, ParamRequired, params_renamed
-from billhive.services import cards, credits, invoices
+from billhive.services import cards, credits, csv_tax_rules, invoices
 from billhive.services import subscriptions as subs
 from billhive.work.context import Ctx, Work
 
@@ -25,13 +25,15 @@ _LINE_FIELDS = ("date_from", "date_to", "unit_amount", "quantity", "amount", "is
                 "reference_line_item_id", "description", "type", "entity_type", "entity_id")
 
 
-def _apply_balances(inv: dict, customer: dict) -> None:
+def _apply_balances(w: Work, inv: dict, customer: dict) -> None:
+    taxes = csv_tax_rules.basis(w, inv, customer)  # promotional credits come off before tax, as at closing
     alloc = D.allocate(inv, promotional=credits.balance(customer, "promotional"),
-                       refundable=credits.balance(customer, "refundable"), excess=credits.balance(customer, "excess"))
+                       refundable=credits.balance(customer, "refundable"), excess=credits.balance(customer, "excess"),
+                       taxes=taxes)
     if alloc.promotional:
-        inv["discounts"].append({"amount": alloc.promotional, "description": "Promotional Credits",
+        inv["discounts"].append({"amount": alloc.promotional, "description": D.PROMOTIONAL_CREDITS,
                                  "type": "account_credits"})
-        D.recompute(inv)
+        D.recompute(inv, taxes=taxes)
     inv["credits_applied"] = int(inv.get("credits_applied", 0)) + alloc.refundable + alloc.excess
     D.recompute(inv)
 
@@ -40,10 +42,10 @@ def estimate_of(w: Work, inv: dict | None, sub: dict | None, *, collect_now: boo
                 use_balances: bool = False) -> dict:
     """The v1 Estimate of an invoice built in memory (or an empty one)."""
     inv = copy.deepcopy(inv) if inv is not None else {"line_items": [], "discounts": [], "taxes": [],
-                                                      "price_type": "tax_exclusive"}
+                                                      "price_type": w.site.setting("price_type")}
     D.recompute(inv)
     if use_balances and customer is not None and inv["amount_due"] > 0:
-        _apply_balances(inv, customer)
+        _apply_balances(w, inv, customer)
     est: dict = {"created_at": w.now, "recurring": bool(inv.get("recurring", True))}
     if sub is not None:
         est["subscription_id"] = sub["id"]
@@ -128,6 +130,8 @@ async def create_subscription(ctx: Ctx, params: dict) -> dict:
             customer["vat_number"] = params["customer"]["vat_number"]
         if params.get("billing_address"):
             customer["billing_address"] = params["billing_address"]
+        if (params.get("customer") or {}).get("taxability"):
+            customer["taxability"] = params["customer"]["taxability"]
         est = create_estimate_of(w, p, customer, False)
         return {"estimate": est}
     return await ctx.read(run)
@@ -184,8 +188,9 @@ def invoice_estimate_of(w: Work, params: dict, build: invoices.Build, *, use_bal
 async def create_invoice(ctx: Ctx, params: dict) -> dict:
     """POST /estimates/create_invoice — what POST /invoices would bill now. Like the subscription
     estimates without use_customer_balances, balances are not applied (the operation applies them
-    when it closes the invoice); taxes are not computed, so customer[vat_number], customer[taxability]
-    and billing_address change nothing."""
+    when it closes the invoice). Taxed as POST /invoices taxes it: the customer's taxability and
+    addresses (shipping_address when given); this request's customer[taxability] and
+    billing_address change nothing."""
     given = params.get("invoice") or {}
     p = {k: given[k] for k in ("customer_id", "subscription_id", "po_number") if k in given}
     for k in ("coupon", "addons", "charges", "shipping_address"):

@@ -27,7 +27,7 @@ from billhive.errors import (
 from billhive.gateway import GatewayResult
 from billhive.services import addons as catalog_addons
 from billhive.services import coupons as catalog_coupons
-from billhive.services import credits, dunning, invoicing, payments, pdf
+from billhive.services import credits, csv_tax_rules, dunning, invoicing, payments, pdf
 from billhive.store.lists import Filter, ListRequest, fetch_page
 from billhive.store.resources import CUSTOMERS, INVOICES, SUBSCRIPTIONS, TRANSACTIONS
 from billhive.util import failpoints
@@ -132,7 +132,7 @@ async def add_charge(ctx: Ctx, invoice_id: str, params: dict) -> dict:
         inv["line_items"].append(invoicing.line_item(
             date_from=w.now, date_to=w.now, unit_amount=params["amount"], description=params["description"],
             entity_type="adhoc"))
-        D.recompute(inv, "amount")
+        D.recompute(inv, "amount", taxes=csv_tax_rules.basis(w, inv))
         INVOICES.save(w.tx, w.site_id, inv, w.now)
         w.emit("invoice_updated", {"invoice": inv})
         return {"invoice": inv}
@@ -522,11 +522,9 @@ def compose_one_off(w: Work, params: dict, build: Build, *, use: bool = True) ->
     lines = build(w, use)
     found = [_one_time_coupon(w, params["coupon"], lines, redeem=use)] if params.get("coupon") else []
     inv = invoicing.new_invoice(w, customer=customer, start_date=w.now, line_items=lines, recurring=False,
-                                subscription_id=sub_id, discounts=found)
+                                subscription_id=sub_id, discounts=found, shipping_address=params.get("shipping_address"))
     if params.get("po_number"):
         inv["po_number"] = params["po_number"]
-    if params.get("shipping_address"):
-        inv["shipping_address"] = {**params["shipping_address"], "object": "shipping_address"}
     return inv, customer
 
 
@@ -633,7 +631,7 @@ async def add_addon_charge(ctx: Ctx, invoice_id: str, params: dict) -> dict:
         inv = _pending(w, invoice_id)
         addon = _catalog_addon(w, params["addon_id"], "addon_id")
         inv["line_items"].append(_addon_line(w, addon, params.get("addon_quantity"), "addon_quantity"))
-        D.recompute(inv, "addon_quantity")
+        D.recompute(inv, "addon_quantity", taxes=csv_tax_rules.basis(w, inv))
         INVOICES.save(w.tx, w.site_id, inv, w.now)
         w.emit("invoice_updated", {"invoice": inv})
         return {"invoice": inv}

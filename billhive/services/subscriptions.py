@@ -412,7 +412,8 @@ def _invoice(w: Work, sub: dict, customer: dict, charges: list[R.Charge], *, at:
         discounts.append({"amount": adjust, "description": "Prorated credits for the unused period",
                           "type": "credit_adjustment"})
     inv = invoicing.new_invoice(w, customer=customer, start_date=at, line_items=lines, recurring=True,
-                                first_invoice=first, subscription_id=sub["id"], discounts=discounts, pending=pending)
+                                first_invoice=first, subscription_id=sub["id"], discounts=discounts, pending=pending,
+                                shipping_address=sub.get("shipping_address"))
     notes = _notes(w, sub, plan, customer, [c for _, c in in_effect if c["id"] in used])
     if notes:
         inv["notes"] = notes
