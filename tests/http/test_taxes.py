@@ -4,6 +4,10 @@ docs/CHOICES.md, "Taxes")."""
 
 from __future__ import annotations
 
+import io
+
+import httpx
+import pypdf
 import pytest
 
 from tests.support import factories as F
@@ -158,3 +162,24 @@ def test_one_off_invoice_and_its_estimate_agree(tsite):
     inv = tsite.api.post("/invoices", {"customer_id": cust["id"], **params})["invoice"]
     assert inv["tax"] == 89 and inv["amount"] == 1088  # the zip code's rule: 999 x 8.875% = 88.66
     assert est["amount"] == inv["amount"] and est["taxes"] == inv["taxes"]
+
+
+def test_the_pdf_prints_each_tax(tsite):
+    tax_rule(tsite, tax1_name="State", tax1_rate="4", tax2_name="City", tax2_rate="4.5")
+    inv = subscribe(tsite, ny_customer(tsite)["id"])["invoice"]
+    text = pdf_text(tsite, inv["id"])
+    for expected in ("Sub total USD 10.00", "State @ 4% USD 0.40", "City @ 4.5% USD 0.45", "Total USD 10.85"):
+        assert expected in text, (expected, text)
+    tsite.setting(price_type="tax_inclusive")
+    plan(tsite, "incl", 1085)
+    inv = subscribe(tsite, ny_customer(tsite)["id"], "incl")["invoice"]
+    assert inv["tax"] == 85 and inv["amount"] == 1085
+    text = pdf_text(tsite, inv["id"])
+    for expected in ("Total USD 10.85", "Includes State @ 4% USD 0.40", "Includes City @ 4.5% USD 0.45"):
+        assert expected in text, (expected, text)
+
+
+def pdf_text(site, invoice_id: str) -> str:
+    url = site.api.post(f"/invoices/{invoice_id}/pdf")["download"]["download_url"]
+    reader = pypdf.PdfReader(io.BytesIO(httpx.get(url, timeout=30).content))
+    return "\n".join(page.extract_text() for page in reader.pages)
