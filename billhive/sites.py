@@ -114,6 +114,8 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting("one_off_charge_failure", _choice("void", "dunning"), "void",
             "a one-off invoice (create, charge, charge_addon) whose automatic charge fails: void it and answer "
             "400 payment_processing_failed (Chargebee), or keep it payment_due and start dunning"),
+    Setting("price_type", _choice("tax_exclusive", "tax_inclusive"), "tax_exclusive",
+            "whether plan, addon and charge prices exclude tax (added on top) or include it (carved out)"),
     Setting("renewal_reminder_days", _int(0, 90), 3, "days before renewal to fire subscription_renewal_reminder"),
     Setting("trial_ending_days", _int(0, 90), 3, "days before trial end to fire subscription_trial_ending"),
     Setting("prorate_subscription_changes", _bool, True,

@@ -12,7 +12,9 @@ The rules, in this order:
    renewal_date``) and the invoice has one (a renewal's pending invoice);
 3. the customer's promotional credits (a discount: ``account_credits``), then refundable credits
    (``credits_applied``), then excess payments (``amount_paid``, taken from the oldest payment
-   first), each up to what is still due (domain/invoices.allocate);
+   first), each up to what is still due (domain/invoices.allocate); the invoice is taxed (given
+   the ``taxes`` Basis the service loaded) before and again after the promotional credits, which
+   come off before tax;
 4. nothing due -> ``paid`` (``paid_on`` the closing time); else ``payment_due``, and when
    auto-collection is on and the customer's card can be charged, a charge of the amount due.
 """
@@ -23,9 +25,10 @@ import copy
 from dataclasses import dataclass
 
 from billhive.domain import invoices as D
+from billhive.domain.taxes import Basis
 from billhive.errors import ConfigurationIncompatible, InvalidState
 
-PROMOTIONAL_CREDITS = "Promotional Credits"
+PROMOTIONAL_CREDITS = D.PROMOTIONAL_CREDITS
 
 
 @dataclass(frozen=True)
@@ -69,24 +72,26 @@ class Closing:
         return bool(self.promotional or self.refundable or self.excess)
 
 
-def close(invoice: dict, *, balances: Balances, payer: Payer, now: int, keep_end_date: bool = False) -> Closing:
-    """The decision (see the module docstring). ``invoice`` is not changed."""
+def close(invoice: dict, *, balances: Balances, payer: Payer, now: int, keep_end_date: bool = False,
+          taxes: Basis | None = None) -> Closing:
+    """The decision (see the module docstring). ``invoice`` is not changed. ``taxes``: the
+    invoice's tax basis (None: keep the tax its lines carry)."""
     if not invoice.get("line_items"):
         raise InvalidState("The invoice has no line items and cannot be closed; delete it instead",
                            api_error_code="invalid_state_for_request")
     inv = copy.deepcopy(invoice)
     if not (keep_end_date and inv.get("end_date")):
         inv["end_date"] = now
-    D.recompute(inv)
+    D.recompute(inv, taxes=taxes)
     alloc = D.allocate(inv, promotional=balances.promotional, refundable=balances.refundable,
-                       excess=balances.excess)
+                       excess=balances.excess, taxes=taxes)
     if alloc.promotional:
         inv.setdefault("discounts", []).append({"amount": alloc.promotional, "description": PROMOTIONAL_CREDITS,
                                                 "type": "account_credits"})
     inv["credits_applied"] = int(inv.get("credits_applied", 0)) + alloc.refundable
     inv["amount_paid"] = int(inv.get("amount_paid", 0)) + alloc.excess
     excess = tuple(D.split_excess(alloc.excess, list(balances.unused_payments))) if alloc.excess else ()
-    D.recompute(inv)
+    D.recompute(inv, taxes=taxes)
     charge = 0
     if inv["amount_due"] == 0:
         inv["status"] = "paid"
@@ -141,8 +146,9 @@ class GiveBack:
         return bool(self.promotional or self.refundable or self.excess)
 
 
-def give_back(invoice: dict) -> GiveBack:
-    """Everything ``close`` took for ``invoice`` (``invoice`` is not changed)."""
+def give_back(invoice: dict, *, taxes: Basis | None = None) -> GiveBack:
+    """Everything ``close`` took for ``invoice`` (``invoice`` is not changed); ``taxes``: its tax
+    basis, to tax it again without the promotional credits."""
     inv = copy.deepcopy(invoice)
     promotional = D.discount_total(inv, types=("account_credits",))
     if promotional:
@@ -157,7 +163,7 @@ def give_back(invoice: dict) -> GiveBack:
         excess.append((lt["txn_id"], int(lt["applied_amount"])))
         inv["amount_paid"] = int(inv.get("amount_paid", 0)) - int(lt["applied_amount"])
     inv["linked_transactions"] = kept
-    D.recompute(inv)
+    D.recompute(inv, taxes=taxes)
     return GiveBack(inv, promotional, refundable, tuple(excess))
 
 

@@ -10,20 +10,23 @@ from __future__ import annotations
 import copy
 
 from billhive.domain import invoices as D
+from billhive.domain.taxes import Basis
 
 _LINE_FIELDS = ("date_from", "date_to", "unit_amount", "quantity", "amount", "is_taxed", "tax", "tax_rate",
                 "reference_line_item_id", "description", "type", "entity_type", "entity_id")
 
 
 def estimate(inv: dict | None, sub: dict | None, now: int, *, collect_now: bool,
-             balances: dict[str, int] | None = None) -> dict:
-    """The Estimate of ``inv`` (or an empty one) for ``sub`` (its status and term end after the
-    estimated operation)."""
+             balances: dict[str, int] | None = None, taxes: Basis | None = None,
+             price_type: str = "tax_exclusive") -> dict:
+    """The Estimate of ``inv`` (or an empty one, priced as ``price_type``) for ``sub`` (its status
+    and term end after the estimated operation). ``taxes``: the invoice's tax basis, used when
+    ``balances`` are applied (promotional credits come off before tax, as at closing)."""
     inv = copy.deepcopy(inv) if inv is not None else {"line_items": [], "discounts": [], "taxes": [],
-                                                      "price_type": "tax_exclusive"}
+                                                      "price_type": price_type}
     D.recompute(inv)
     if balances is not None and inv["amount_due"] > 0:
-        _apply_balances(inv, balances)
+        _apply_balances(inv, balances, taxes)
     est: dict = {"created_at": now, "recurring": bool(inv.get("recurring", True))}
     if sub is not None:
         est["subscription_id"] = sub["id"]
@@ -39,12 +42,12 @@ def estimate(inv: dict | None, sub: dict | None, now: int, *, collect_now: bool,
     return est
 
 
-def _apply_balances(inv: dict, balances: dict[str, int]) -> None:
+def _apply_balances(inv: dict, balances: dict[str, int], taxes: Basis | None) -> None:
     alloc = D.allocate(inv, promotional=balances["promotional"], refundable=balances["refundable"],
-                       excess=balances["excess"])
+                       excess=balances["excess"], taxes=taxes)
     if alloc.promotional:
-        inv["discounts"].append({"amount": alloc.promotional, "description": "Promotional Credits",
+        inv["discounts"].append({"amount": alloc.promotional, "description": D.PROMOTIONAL_CREDITS,
                                  "type": "account_credits"})
-        D.recompute(inv)
+        D.recompute(inv, taxes=taxes)
     inv["credits_applied"] = int(inv.get("credits_applied", 0)) + alloc.refundable + alloc.excess
     D.recompute(inv)

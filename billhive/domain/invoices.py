@@ -3,11 +3,13 @@ machine. Pure: works on invoice documents (API shape) and plain integers.
 
     sub_total      = sum of line item amounts
     discounts      = coupons + credit adjustments + promotional (account) credits
-    amount         = sub_total - discounts + tax
+    amount         = sub_total - discounts + tax      (tax_exclusive)
+                   = sub_total - discounts            (tax_inclusive: the lines' amounts hold the tax)
     amount_due     = amount - credits_applied - amount_paid - amount_adjusted   (never below 0)
 
-billhive computes no tax of its own (tax-free by default): line items carry ``tax`` 0 unless
-given; totals add whatever the lines carry.
+Tax: given a ``taxes.Basis`` (the rule, price type and taxable items the service loaded),
+``recompute`` first taxes the lines (domain/taxes.apply: discounts come off before tax); without
+one it keeps the tax the lines already carry (a payment or an adjustment changes no tax).
 
 Every line amount and total stays within ``money.MAX_AMOUNT``: ``recompute`` refuses an invoice
 beyond it (AmountTooLarge, naming the request parameter the caller says added to it).
@@ -15,13 +17,16 @@ beyond it (AmountTooLarge, naming the request parameter the caller says added to
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 from billhive.domain import money
+from billhive.domain import taxes as T
 from billhive.errors import InvalidState
 
 STATUSES = ("pending", "paid", "payment_due", "not_paid", "voided")
 CLOSED_UNPAID = ("payment_due", "not_paid")
+PROMOTIONAL_CREDITS = "Promotional Credits"
 
 # from -> allowed targets (SEMANTICS.md, "Invoice states")
 TRANSITIONS: dict[str, frozenset[str]] = {
@@ -61,14 +66,18 @@ def tax_total(invoice: dict) -> int:
     return sum(int(li.get("tax", 0) or 0) for li in invoice.get("line_items", ()))
 
 
-def recompute(invoice: dict, param: str | None = None) -> dict:
-    """Set sub_total, tax, amount and amount_due from the lines, discounts and payments.
+def recompute(invoice: dict, param: str | None = None, taxes: T.Basis | None = None) -> dict:
+    """Set sub_total, tax, amount and amount_due from the lines, discounts and payments; with
+    ``taxes``, the lines' and the invoice's taxes first.
 
     A total beyond MAX_AMOUNT is AmountTooLarge naming ``param``: the request parameter that
     added to the invoice (None on paths without one, such as renewals)."""
     st = sub_total(invoice, param)
+    if taxes is not None:
+        T.apply(invoice, taxes)
     tax = money.check(tax_total(invoice), param, "the invoice tax")
-    amount = money.check(max(0, st - discount_total(invoice) + tax), param, "the invoice amount")
+    added = 0 if invoice.get("price_type") == T.INCLUSIVE else tax
+    amount = money.check(max(0, st - discount_total(invoice) + added), param, "the invoice amount")
     invoice["sub_total"] = st
     invoice["tax"] = tax
     invoice["amount"] = amount
@@ -93,20 +102,33 @@ class Allocation:
     excess: int  # earlier payments' unused amounts
 
 
-def allocate(invoice: dict, *, promotional: int, refundable: int, excess: int) -> Allocation:
+def allocate(invoice: dict, *, promotional: int, refundable: int, excess: int,
+             taxes: T.Basis | None = None) -> Allocation:
     """Chargebee's precedence: promotional credits, then refundable credits, then excess
-    payments, each up to what is still due. ``invoice`` must have current totals."""
+    payments, each up to what is still due. ``invoice`` must have current totals. Promotional
+    credits are a discount before tax: with ``taxes`` the amount still due after them is taxed
+    again (without, the invoice's tax is kept)."""
     if min(promotional, refundable, excess) < 0:
         raise ValueError("balances cannot be negative")
     discountable = max(0, sub_total(invoice) - discount_total(invoice))
     promo = min(promotional, discountable)
-    amount = max(0, sub_total(invoice) - discount_total(invoice) - promo + tax_total(invoice))
-    due = max(0, amount - int(invoice.get("credits_applied", 0)) - int(invoice.get("amount_paid", 0))
-              - int(invoice.get("amount_adjusted", 0)))
+    after = with_promotional(invoice, promo)
+    recompute(after, taxes=taxes)
+    due = int(after["amount_due"])
     refund = min(refundable, due)
     due -= refund
     ex = min(excess, due)
     return Allocation(promo, refund, ex)
+
+
+def with_promotional(invoice: dict, amount: int) -> dict:
+    """A copy of ``invoice`` with ``amount`` of promotional credits as a discount (totals not
+    recomputed)."""
+    out = copy.deepcopy(invoice)
+    if amount:
+        out.setdefault("discounts", []).append({"amount": amount, "description": PROMOTIONAL_CREDITS,
+                                                "type": "account_credits"})
+    return out
 
 
 def split_excess(amount: int, unused: list[tuple[str, int]]) -> list[tuple[str, int]]:

@@ -3,8 +3,8 @@ specific it is, and when two rules collide. Pure: works on the decoded request p
 
 A rule covers a region - tax profile, country, state (``*`` = the whole country), and either one
 zip code or a zip code range - for an optional service type and validity window, and carries up
-to four taxes (``tax1`` .. ``tax4``: name, rate in percent, jurisdiction). billhive stores rules
-but does not apply them yet (docs/CHOICES.md).
+to four taxes (``tax1`` .. ``tax4``: name, rate in percent, jurisdiction). Which rule applies to
+an invoice, and its tax: domain/taxes.py.
 """
 
 from __future__ import annotations

@@ -1,14 +1,18 @@
-"""CSV tax rules: POST /api/v1/csv_tax_rules (taxes_csv_import), one rule of a tax-rate CSV per call.
-
-Rules are stored and returned faithfully; billhive does not apply them to invoices yet (it is
-tax-free by default, docs/CHOICES.md). The rules themselves are in domain/tax_rules.py.
+"""CSV tax rules: POST /api/v1/csv_tax_rules (taxes_csv_import), one rule of a tax-rate CSV per
+call, and ``basis``: what an invoice's tax depends on, loaded for the pure tax step
+(domain/taxes.py) wherever invoice totals are computed (services/invoicing.py building and
+closing invoices, pending invoices' added charges, estimates). The rules themselves are in
+domain/tax_rules.py; which one applies and the arithmetic in domain/taxes.py.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from billhive.domain import tax_rules as D
+from billhive.domain import taxes as T
 from billhive.errors import DuplicateEntry
-from billhive.store.resources import CSV_TAX_RULES
+from billhive.store.resources import ADDONS, CSV_TAX_RULES, CUSTOMERS, PLANS
 from billhive.util.ids import random_id
 from billhive.work.context import Ctx, Work
 
@@ -36,3 +40,41 @@ async def create(ctx: Ctx, params: dict) -> dict:
         return {"csv_tax_rule": _public(doc)}
 
     return await ctx.write(run)
+
+
+# ---- applying the rules: what an invoice's tax depends on, loaded once ------------------------------
+
+def basis(w: Work, inv: dict, customer: dict | None = None) -> T.Basis:
+    """The tax basis of ``inv`` (domain/taxes.py): the invoice's price type (the site's
+    ``price_type`` for a new one), the rule for its shipping address (else its billing address,
+    else the customer's) valid at its start date, the customer's taxability, and which of its
+    plans and addons are not taxable. ``customer``: the invoice's, when the caller has it loaded
+    (estimates pass one that is not saved)."""
+    price_type = inv.get("price_type") or w.site.setting("price_type")
+    if customer is None:
+        customer = CUSTOMERS.get(w.tx, w.site_id, inv["customer_id"]) or {}
+    address = T.taxable_address(inv.get("shipping_address"),
+                                inv.get("billing_address") or customer.get("billing_address"))
+    exempt = customer.get("taxability") == "exempt"
+    if address is None or exempt:
+        return T.basis_for(None, price_type=price_type, exempt=exempt)
+    rule = T.select_rule(CSV_TAX_RULES.find(w.tx, w.site_id), address, int(inv["start_date"]))
+    if rule is None:
+        return T.basis_for(None, price_type=price_type)
+    return T.basis_for(rule, price_type=price_type, untaxed=_untaxed(w, inv.get("line_items", ())))
+
+
+def _untaxed(w: Work, lines: Iterable[dict]) -> frozenset[tuple[str, str]]:
+    """The (plan|addon, id) of the lines' catalog items whose ``taxable`` is false."""
+    wanted: dict[str, set[str]] = {"plan": set(), "addon": set()}
+    for li in lines:
+        kind, entity_id = T.line_entity(li)
+        if kind in wanted and entity_id:
+            wanted[kind].add(entity_id)
+    out = set()
+    for kind, table in (("plan", PLANS), ("addon", ADDONS)):
+        if wanted[kind]:
+            for doc in table.find(w.tx, w.site_id, table.t.c.id.in_(sorted(wanted[kind]))):
+                if doc.get("taxable") is False:
+                    out.add((kind, doc["id"]))
+    return frozenset(out)

@@ -60,6 +60,8 @@ async def create_subscription(ctx: Ctx, params: dict) -> dict:
             customer["vat_number"] = params["customer"]["vat_number"]
         if params.get("billing_address"):
             customer["billing_address"] = params["billing_address"]
+        if (params.get("customer") or {}).get("taxability"):
+            customer["taxability"] = params["customer"]["taxability"]
         est = create_estimate_of(w, p, customer, False)
         return {"estimate": est}
     return await ctx.read(run)
@@ -116,8 +118,9 @@ def invoice_estimate_of(w: Work, params: dict, build: invoices.Build, *, use_bal
 async def create_invoice(ctx: Ctx, params: dict) -> dict:
     """POST /estimates/create_invoice — what POST /invoices would bill now. Like the subscription
     estimates without use_customer_balances, balances are not applied (the operation applies them
-    when it closes the invoice); taxes are not computed, so customer[vat_number], customer[taxability]
-    and billing_address change nothing."""
+    when it closes the invoice). Taxed as POST /invoices taxes it: the customer's taxability and
+    addresses (shipping_address when given); this request's customer[taxability] and
+    billing_address change nothing."""
     given = params.get("invoice") or {}
     p = {k: given[k] for k in ("customer_id", "subscription_id", "po_number") if k in given}
     for k in ("coupon", "addons", "charges", "shipping_address"):

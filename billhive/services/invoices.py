@@ -31,7 +31,7 @@ from billhive.errors import (
 from billhive.gateway import GatewayResult
 from billhive.services import addons as catalog_addons
 from billhive.services import coupons as catalog_coupons
-from billhive.services import dunning, invoicing, payments, pdf
+from billhive.services import csv_tax_rules, dunning, invoicing, payments, pdf
 from billhive.store.lists import Filter, ListRequest, fetch_page
 from billhive.store.resources import CUSTOMERS, INVOICES, SUBSCRIPTIONS, TRANSACTIONS
 from billhive.util import failpoints
@@ -67,7 +67,7 @@ def _close_pending(w: Work, invoice_id: str, params: dict) -> tuple[dict, invoic
         inv["end_date"] = params["invoice_date"]
     loaded = invoicing.load_closing(w, inv)  # the customer's balances, earlier payments, card
     decided = closing.close(inv, balances=loaded.balances, payer=loaded.payer, now=w.now,  # the decision
-                            keep_end_date=loaded.keep_end_date)
+                            keep_end_date=loaded.keep_end_date, taxes=loaded.taxes)
     plan = invoicing.save_closing(w, inv, decided, loaded, old_id=invoice_id, expect_status="pending")
     if "invoice_date" in params:
         inv["end_date"] = params["invoice_date"]
@@ -139,7 +139,7 @@ async def add_charge(ctx: Ctx, invoice_id: str, params: dict) -> dict:
         inv["line_items"].append(invoicing.line_item(
             date_from=w.now, date_to=w.now, unit_amount=params["amount"], description=params["description"],
             entity_type="adhoc"))
-        D.recompute(inv, "amount")
+        D.recompute(inv, "amount", taxes=csv_tax_rules.basis(w, inv))
         INVOICES.save(w.tx, w.site_id, inv, w.now)
         w.emit("invoice_updated", {"invoice": inv})
         return {"invoice": inv}
@@ -412,11 +412,9 @@ def compose_one_off(w: Work, params: dict, build: Build, *, use: bool = True) ->
     lines = build(w, use)
     found = [_one_time_coupon(w, params["coupon"], lines, redeem=use)] if params.get("coupon") else []
     inv = invoicing.new_invoice(w, customer=customer, start_date=w.now, line_items=lines, recurring=False,
-                                subscription_id=sub_id, discounts=found)
+                                subscription_id=sub_id, discounts=found, shipping_address=params.get("shipping_address"))
     if params.get("po_number"):
         inv["po_number"] = params["po_number"]
-    if params.get("shipping_address"):
-        inv["shipping_address"] = {**params["shipping_address"], "object": "shipping_address"}
     return inv, customer
 
 
@@ -523,7 +521,7 @@ async def add_addon_charge(ctx: Ctx, invoice_id: str, params: dict) -> dict:
         inv = _pending(w, invoice_id)
         addon = _catalog_addon(w, params["addon_id"], "addon_id")
         inv["line_items"].append(_addon_line(w, addon, params.get("addon_quantity"), "addon_quantity"))
-        D.recompute(inv, "addon_quantity")
+        D.recompute(inv, "addon_quantity", taxes=csv_tax_rules.basis(w, inv))
         INVOICES.save(w.tx, w.site_id, inv, w.now)
         w.emit("invoice_updated", {"invoice": inv})
         return {"invoice": inv}

@@ -6,7 +6,7 @@ Closing (``close``) does, in the caller's transaction:
   1. take the next number from the site's invoice sequence (gapless: the sequence row is
      bumped inside this transaction, so a rollback gives the number back);
   2. set end_date (closing time, or the renewal date with the site's ``close_date`` setting);
-  3. apply the customer's promotional credits, refundable credits and excess payments, in
+  3. tax it (the site's tax rules, loaded by services/csv_tax_rules.basis) and apply the customer's promotional credits, refundable credits and excess payments, in
      that order, each up to what is still due (ledger rows, linked records on the invoice);
   4. decide payment: nothing due -> paid; auto-collection on with a usable card -> an
      ``in_progress`` payment transaction is recorded and a ChargePlan returned (the gateway
@@ -23,8 +23,9 @@ from sqlalchemy import bindparam, delete, insert, update
 from billhive import gateway as gateways
 from billhive.domain import closing
 from billhive.domain import invoices as D
+from billhive.domain.taxes import Basis
 from billhive.errors import ConfigurationIncompatible, InvalidState
-from billhive.services import cards, credits
+from billhive.services import cards, credits, csv_tax_rules
 from billhive.store import schema as S
 from billhive.store.db import Q
 from billhive.store.resources import CUSTOMERS, INVOICES, SUBSCRIPTIONS, TRANSACTIONS
@@ -86,15 +87,15 @@ def line_item(*, date_from: int, date_to: int, unit_amount: int, quantity: int =
 
 def new_invoice(w: Work, *, customer: dict, start_date: int, line_items: list[dict], recurring: bool,
                 first_invoice: bool = False, subscription_id: str | None = None, discounts: list[dict] | None = None,
-                pending: bool = False, invoice_id: str | None = None) -> dict:
-    """An invoice document (not saved). Pending invoices get a temporary ``draft_inv_`` id."""
+                pending: bool = False, invoice_id: str | None = None, shipping_address: dict | None = None) -> dict:
+    """An invoice document (not saved), taxed. Pending invoices get a temporary ``draft_inv_`` id."""
     inv: dict = {
         "id": invoice_id or (draft_invoice_id() if pending else ""),
         "object": "invoice",
         "customer_id": customer["id"],
         "recurring": recurring,
         "status": "pending" if pending else "payment_due",
-        "price_type": "tax_exclusive",
+        "price_type": w.site.setting("price_type"),
         "start_date": start_date,
         "first_invoice": first_invoice,
         "currency_code": w.site.currency_code,
@@ -114,7 +115,9 @@ def new_invoice(w: Work, *, customer: dict, start_date: int, line_items: list[di
         inv["vat_number"] = customer["vat_number"]
     if customer.get("billing_address"):
         inv["billing_address"] = dict(customer["billing_address"])
-    return D.recompute(inv)
+    if shipping_address:
+        inv["shipping_address"] = {**shipping_address, "object": "shipping_address"}
+    return D.recompute(inv, taxes=csv_tax_rules.basis(w, inv, customer))
 
 
 def insert_pending(w: Work, inv: dict) -> dict:
@@ -251,7 +254,7 @@ def close(w: Work, inv: dict, *, old_id: str | None = None, expect_status: str |
     services/invoices.py, makes the same three calls itself.)"""
     loaded = load_closing(w, inv)
     decided = closing.close(inv, balances=loaded.balances, payer=loaded.payer, now=w.now,
-                            keep_end_date=loaded.keep_end_date)
+                            keep_end_date=loaded.keep_end_date, taxes=loaded.taxes)
     return save_closing(w, inv, decided, loaded, old_id=old_id, expect_status=expect_status, insert=insert,
                         purpose=purpose)
 
@@ -267,6 +270,7 @@ class ClosingInputs:
     balances: closing.Balances
     payer: closing.Payer
     keep_end_date: bool  # the site's close_date setting is renewal_date
+    taxes: Basis  # the invoice's tax basis (services/csv_tax_rules.basis)
 
 
 def load_closing(w: Work, inv: dict) -> ClosingInputs:
@@ -278,7 +282,7 @@ def load_closing(w: Work, inv: dict) -> ClosingInputs:
     balances = closing.Balances(credits.balance(customer, "promotional"), credits.balance(customer, "refundable"),
                                 tuple((p["id"], int(p.get("amount_unused", 0))) for p in unused))
     return ClosingInputs(customer, unused, card, balances, _payer(w, inv, customer, card),
-                         w.site.setting("close_date") == "renewal_date")
+                         w.site.setting("close_date") == "renewal_date", csv_tax_rules.basis(w, inv, customer))
 
 
 def save_closing(w: Work, inv: dict, decided: closing.Closing, loaded: ClosingInputs, *, old_id: str | None = None,
@@ -377,7 +381,7 @@ def undo_balances(w: Work, inv: dict) -> None:
     customer = CUSTOMERS.get(w.tx, w.site_id, inv["customer_id"], for_update=True)
     if customer is None:
         return
-    g = closing.give_back(inv)
+    g = closing.give_back(inv, taxes=csv_tax_rules.basis(w, inv, customer))
     why = "given back: the invoice's payment failed"
     if g.promotional:
         credits.move(w, customer, "promotional", g.promotional, "released", reference_type="invoice",

@@ -16,6 +16,7 @@ import asyncio
 import datetime as dt
 import secrets
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fpdf import FPDF
@@ -264,9 +265,13 @@ def render_invoice(inv: dict, customer: dict | None, seller: str, now: int, font
         label = d.get("description") or {"coupon": "Coupon", "account_credits": "Promotional credits",
                                          "credit_adjustment": "Credit adjustment"}.get(d.get("type"), "Discount")
         rows.append((label, "-" + money(d.get("amount")), False))
-    if inv.get("tax"):
-        rows.append(("Tax", money(inv["tax"]), False))
+    taxes = _tax_rows(inv, money)
+    inclusive = inv.get("price_type") == "tax_inclusive"
+    if not inclusive:
+        rows += taxes
     rows.append(("Total", money(inv.get("amount")), True))
+    if inclusive:  # the tax is inside the prices: shown, not added
+        rows += [(f"Includes {label}", value, bold) for label, value, bold in taxes]
     if inv.get("credits_applied"):
         rows.append(("Credits applied", "-" + money(inv["credits_applied"]), False))
     if inv.get("amount_paid"):
@@ -299,3 +304,12 @@ def render_invoice(inv: dict, customer: dict | None, seller: str, now: int, font
         for note in notes:
             pdf.multi_cell(0, 5, pdf.t(note), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
     return bytes(pdf.output())
+
+
+def _tax_rows(inv: dict, money: Callable[[Any], str]) -> list[tuple[str, str, bool]]:
+    """One row per tax of ``taxes[]`` ("Sales tax @ 10%"), or one "Tax" row for a tax without them."""
+    rows = [(t.get("description") or "Tax", money(t.get("amount")), False) for t in inv.get("taxes", ())
+            if t.get("amount")]
+    if not rows and inv.get("tax"):
+        rows.append(("Tax", money(inv["tax"]), False))
+    return rows

@@ -20,7 +20,8 @@ from tests.support.delivery import (
 )
 
 INVOICE = {"id": "inv_7", "object": "invoice", "customer_id": "cust_1", "status": "payment_due", "currency_code": "USD",
-           "start_date": GENESIS - 86400, "end_date": GENESIS, "sub_total": 1250, "amount": 1250, "amount_paid": 0,
+           "start_date": GENESIS - 86400, "end_date": GENESIS, "sub_total": 1150, "tax": 100, "amount": 1250,
+           "amount_paid": 0,
            "amount_adjusted": 0, "credits_applied": 0, "amount_due": 1250, "next_retry": GENESIS + 86400}
 TXN = {"id": "txn_9", "object": "transaction", "customer_id": "cust_1", "type": "payment", "date": GENESIS,
        "currency_code": "USD", "amount": 1250, "status": "success", "error_text": "Insufficient funds"}
@@ -54,6 +55,7 @@ def test_invoice_generated_email_finds_the_customer_and_shows_the_amount_due(mai
     assert mail.subject == "Invoice inv_7: 12.50 USD due"
     assert "Hello Ada Lovelace," in mail.body
     assert "Amount due:   12.50 USD" in mail.body and "dated 2023-11-14" in mail.body
+    assert "Amount:       12.50 USD (tax 1.00 USD included)" in mail.body  # the amount includes the tax
     assert mail.message["To"] == "ada@example.com" and mail.message["From"] == "billing@acme.test"
     assert mail.message["Message-ID"] == f"<{ev['id']}.invoice_generated@acme.test>"
     assert mail.message["X-Billhive-Event-Type"] == "invoice_generated"

@@ -24,7 +24,7 @@ from billhive.domain import subscription_billing as B
 from billhive.domain import subscriptions as R
 from billhive.domain.subscriptions import State
 from billhive.errors import InvalidState
-from billhive.services import credits, invoicing
+from billhive.services import credits, csv_tax_rules, invoicing
 from billhive.services.subscriptions import catalog
 from billhive.util.ids import random_id
 from billhive.work.context import Work
@@ -151,10 +151,13 @@ def estimate_of(w: Work, inv: dict | None, sub: dict | None, *, collect_now: boo
                 use_balances: bool = False) -> dict:
     """The v1 Estimate of an invoice built in memory (or an empty one); ``use_balances`` applies
     the customer's credits."""
-    balances = None
+    balances = taxes = None
     if use_balances and customer is not None:
         balances = {kind: credits.balance(customer, kind) for kind in ("promotional", "refundable", "excess")}
-    return E.estimate(inv, sub, w.now, collect_now=collect_now, balances=balances)
+        if inv is not None:
+            taxes = csv_tax_rules.basis(w, inv, customer)
+    return E.estimate(inv, sub, w.now, collect_now=collect_now, balances=balances, taxes=taxes,
+                      price_type=w.site.setting("price_type"))
 
 
 # ---- helpers ------------------------------------------------------------------------------------------
@@ -163,15 +166,15 @@ def _composed(w: Work, d: B.Decision, customer: dict) -> Composed:
     """The decision with its bill as an invoice document (in memory, not numbered)."""
     out = Composed(d.sub, d.st, customer, d.plan, credit_left=d.credit_left, coupon=d.coupon, events=d.events)
     if d.bill is not None:
-        out.invoice = _invoice(w, d.sub["id"], customer, d.bill)
+        out.invoice = _invoice(w, d.sub, customer, d.bill)
         out.first = d.bill.first
     return out
 
 
-def _invoice(w: Work, sub_id: str, customer: dict, bill: B.Bill) -> dict:
+def _invoice(w: Work, sub: dict, customer: dict, bill: B.Bill) -> dict:
     inv = invoicing.new_invoice(w, customer=customer, start_date=bill.at, line_items=bill.lines, recurring=True,
-                                first_invoice=bill.first, subscription_id=sub_id, discounts=bill.discounts,
-                                pending=bill.pending)
+                                first_invoice=bill.first, subscription_id=sub["id"], discounts=bill.discounts,
+                                pending=bill.pending, shipping_address=sub.get("shipping_address"))
     if bill.notes:
         inv["notes"] = bill.notes
     if bill.po_number:

@@ -1,0 +1,185 @@
+"""Taxes over HTTP (both stores): subscriptions, renewals, pending invoices, one-off invoices and
+estimates taxed from the site's CSV tax rules (domain/taxes.py; choices and sources in
+docs/CHOICES.md, "Taxes")."""
+
+from __future__ import annotations
+
+import io
+
+import httpx
+import pypdf
+import pytest
+
+from tests.support import factories as F
+from tests.support.subs import DAY, invoices, plan, start, subscribe, travel, ts
+
+FEB_1 = ts(2026, 2, 1)
+NY = {"billing_address[first_name]": "Ada", "billing_address[line1]": "1 Main St",
+      "billing_address[city]": "New York", "billing_address[state_code]": "NY", "billing_address[zip]": "10001",
+      "billing_address[country]": "US"}
+
+
+@pytest.fixture
+def tsite(site):
+    start(site)
+    plan(site)  # basic, 1000 a month
+    return site
+
+
+def tax_rule(site, **params) -> dict:
+    body = {"country": "US", "state": "NY", "tax1_name": "Sales tax", "tax1_rate": "10", **params}
+    return site.api.post("/csv_tax_rules", body)["csv_tax_rule"]
+
+
+def ny_customer(site, address: dict | None = None, **fields) -> dict:
+    cust = F.customer(site)
+    if fields:
+        site.api.post(f"/customers/{cust['id']}", fields)
+    site.api.post(f"/customers/{cust['id']}/update_billing_info", address or NY)
+    return cust
+
+
+def test_a_subscription_is_taxed_from_the_rule_for_the_billing_address(tsite):
+    tax_rule(tsite)
+    cust = ny_customer(tsite)
+    body = subscribe(tsite, cust["id"], id="sub-tax")
+    inv = body["invoice"]
+    assert (inv["sub_total"], inv["tax"], inv["amount"], inv["amount_paid"]) == (1000, 100, 1100, 1100)
+    assert inv["price_type"] == "tax_exclusive" and inv["status"] == "paid"
+    (li,) = inv["line_items"]
+    assert (li["is_taxed"], li["tax"], li["tax_rate"]) == (True, 100, 10.0)
+    assert inv["taxes"] == [{"amount": 100, "description": "Sales tax @ 10%"}]
+    (lt,) = inv["linked_transactions"]
+    assert tsite.api.get(f"/transactions/{lt['txn_id']}")["transaction"]["amount"] == 1100
+
+
+def test_no_rule_for_the_address_no_tax(tsite):
+    tax_rule(tsite, state="CA")
+    cust = ny_customer(tsite)
+    inv = subscribe(tsite, cust["id"])["invoice"]
+    assert inv["tax"] == 0 and inv["taxes"] == [] and inv["amount"] == 1000
+    assert inv["line_items"][0]["is_taxed"] is False
+
+
+def test_an_exempt_customer_and_an_untaxed_plan_pay_no_tax(tsite):
+    # spec, customer.taxability: "exempt - Customer is exempted from tax"; plan.taxable:
+    # "Specifies if the plan should be taxed or not".
+    tax_rule(tsite)
+    exempt = ny_customer(tsite, taxability="exempt")
+    assert subscribe(tsite, exempt["id"])["invoice"]["tax"] == 0
+    plan(tsite, "free-of-tax", 2000, taxable="false")
+    inv = subscribe(tsite, ny_customer(tsite)["id"], "free-of-tax")["invoice"]
+    assert inv["tax"] == 0 and inv["amount"] == 2000 and inv["line_items"][0]["is_taxed"] is False
+
+
+def test_the_subscriptions_shipping_address_comes_first(tsite):
+    # spec, customer.taxability: shipping_address first; billing_address if there is none.
+    tax_rule(tsite)
+    tax_rule(tsite, state="CA", tax1_name="CA tax", tax1_rate="7.25")
+    cust = ny_customer(tsite)
+    body = subscribe(tsite, cust["id"], **{"shipping_address[city]": "San Francisco",
+                                           "shipping_address[state_code]": "CA", "shipping_address[country]": "US"})
+    inv = body["invoice"]
+    assert inv["taxes"] == [{"amount": 73, "description": "CA tax @ 7.25%"}]  # 72.5 rounds half up
+    assert inv["shipping_address"]["state_code"] == "CA" and inv["amount"] == 1073
+
+
+def test_renewal_uses_the_rule_valid_on_its_date_and_the_estimate_agrees(tsite):
+    tax_rule(tsite, valid_till=str(FEB_1))
+    tax_rule(tsite, tax1_rate="12", valid_from=str(FEB_1), overwrite="true")
+    cust = ny_customer(tsite)
+    sub = subscribe(tsite, cust["id"], id="sub-renew")["subscription"]
+    assert invoices(tsite, sub["id"])[0]["tax"] == 100
+    est = tsite.api.get(f"/subscriptions/{sub['id']}/renewal_estimate")["estimate"]
+    assert sum(t["amount"] for t in est["taxes"]) == 120  # a v1 estimate has taxes[], no tax field
+    assert est["amount"] == 1120
+    travel(tsite, FEB_1 + DAY)
+    renewal = invoices(tsite, sub["id"])[1]
+    assert renewal["start_date"] == FEB_1 and renewal["tax"] == 120 and renewal["amount_paid"] == 1120
+    assert renewal["taxes"] == est["taxes"]
+    assert [li["tax"] for li in renewal["line_items"]] == [li["tax"] for li in est["line_items"]]
+
+
+def test_create_estimate_shows_what_the_subscription_charges(tsite):
+    tax_rule(tsite, tax1_name="State", tax1_rate="4", tax2_name="City", tax2_rate="4.875")
+    cust = ny_customer(tsite)
+    est = tsite.api.get(f"/customers/{cust['id']}/create_subscription_estimate",
+                        {"subscription[plan_id]": "basic"})["estimate"]
+    inv = subscribe(tsite, cust["id"])["invoice"]
+    assert est["amount"] == inv["amount"] == 1089  # 1000 + 40 + 48.75 (rounds to 49)
+    assert est["taxes"] == inv["taxes"] == [{"amount": 40, "description": "State @ 4%"},
+                                            {"amount": 49, "description": "City @ 4.875%"}]
+
+
+def test_estimate_for_a_new_customer_is_taxed_from_its_billing_address(tsite):
+    tax_rule(tsite)
+    ny = {f"billing_address[{k}]": NY[f"billing_address[{k}]"] for k in ("state_code", "zip", "country")}
+    est = tsite.api.post("/estimates/create_subscription", {"subscription[plan_id]": "basic", **ny})["estimate"]
+    assert est["amount"] == 1100
+    exempt = tsite.api.post("/estimates/create_subscription", {"subscription[plan_id]": "basic",
+                                                               "customer[taxability]": "exempt", **ny})["estimate"]
+    assert exempt["amount"] == 1000 and exempt["taxes"] == []
+    shipped = tsite.api.post("/estimates/create_subscription", {
+        "subscription[plan_id]": "basic", "shipping_address[country]": "US", "shipping_address[state_code]": "NY",
+        "billing_address[country]": "FR"})["estimate"]
+    assert shipped["amount"] == 1100
+
+
+def test_tax_inclusive_prices(tsite):
+    # support.chargebee.com article 238142: a $110 price with 10% tax shows $100 and a carved tax
+    # of $10; the customer pays the price.
+    tsite.setting(price_type="tax_inclusive")
+    tax_rule(tsite)
+    plan(tsite, "incl", 1100)
+    inv = subscribe(tsite, ny_customer(tsite)["id"], "incl")["invoice"]
+    assert inv["price_type"] == "tax_inclusive"
+    assert (inv["sub_total"], inv["tax"], inv["amount"], inv["amount_paid"]) == (1100, 100, 1100, 1100)
+    assert inv["taxes"] == [{"amount": 100, "description": "Sales tax @ 10%"}]
+
+
+def test_promotional_credits_come_off_before_tax_at_collect(tsite):
+    # SEMANTICS.md / Chargebee: promotional credits are a discount before tax; refundable credits
+    # pay the taxed amount.
+    tax_rule(tsite)
+    cust = F.customer(tsite, promotional=300, refundable=200)
+    tsite.api.post(f"/customers/{cust['id']}/update_billing_info", NY)
+    draft = F.pending_invoice(tsite, cust["id"], ((1000, "Usage"),))
+    assert draft["tax"] == 100 and draft["amount"] == 1100
+    charged = tsite.api.post(f"/invoices/{draft['id']}/add_charge", {"amount": 500, "description": "More"})["invoice"]
+    assert charged["tax"] == 150 and charged["amount"] == 1650
+    inv = tsite.api.post(f"/invoices/{draft['id']}/collect")["invoice"]
+    assert inv["discounts"] == [{"amount": 300, "description": "Promotional Credits", "type": "account_credits"}]
+    assert inv["tax"] == 120 and inv["amount"] == 1320 and inv["credits_applied"] == 200
+    assert inv["amount_paid"] == 1120 and inv["status"] == "paid"
+
+
+def test_one_off_invoice_and_its_estimate_agree(tsite):
+    tax_rule(tsite, zip_code="10001", tax1_rate="8.875")
+    tax_rule(tsite)
+    cust = ny_customer(tsite)
+    params = {"charges[amount][0]": 999, "charges[description][0]": "Setup"}
+    est = tsite.api.post("/estimates/create_invoice", {"invoice[customer_id]": cust["id"], **params})["estimate"]
+    inv = tsite.api.post("/invoices", {"customer_id": cust["id"], **params})["invoice"]
+    assert inv["tax"] == 89 and inv["amount"] == 1088  # the zip code's rule: 999 x 8.875% = 88.66
+    assert est["amount"] == inv["amount"] and est["taxes"] == inv["taxes"]
+
+
+def test_the_pdf_prints_each_tax(tsite):
+    tax_rule(tsite, tax1_name="State", tax1_rate="4", tax2_name="City", tax2_rate="4.5")
+    inv = subscribe(tsite, ny_customer(tsite)["id"])["invoice"]
+    text = pdf_text(tsite, inv["id"])
+    for expected in ("Sub total USD 10.00", "State @ 4% USD 0.40", "City @ 4.5% USD 0.45", "Total USD 10.85"):
+        assert expected in text, (expected, text)
+    tsite.setting(price_type="tax_inclusive")
+    plan(tsite, "incl", 1085)
+    inv = subscribe(tsite, ny_customer(tsite)["id"], "incl")["invoice"]
+    assert inv["tax"] == 85 and inv["amount"] == 1085
+    text = pdf_text(tsite, inv["id"])
+    for expected in ("Total USD 10.85", "Includes State @ 4% USD 0.40", "Includes City @ 4.5% USD 0.45"):
+        assert expected in text, (expected, text)
+
+
+def pdf_text(site, invoice_id: str) -> str:
+    url = site.api.post(f"/invoices/{invoice_id}/pdf")["download"]["download_url"]
+    reader = pypdf.PdfReader(io.BytesIO(httpx.get(url, timeout=30).content))
+    return "\n".join(page.extract_text() for page in reader.pages)
