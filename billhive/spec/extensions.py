@@ -64,7 +64,15 @@ SCHEMAS: dict[str, Any] = {
             "destination_time": _UNIX_TIME,
             "failure_code": {"type": "string"},
             "failure_reason": {"type": "string"},
-            "error_json": {"type": "string"},
+            "error_json": {"type": "string", "description": "The error as JSON: message, type, api_error_code and "
+                           "http_code, every value a string (what the v2 SDKs' wait_for_time_travel_completion reads)."},
+            # billhive: a travel's progress (the v2 resource has none; travels run in the background)
+            "current_time": {**_UNIX_TIME, "description": "billhive: the time the site clock has reached so far."},
+            "jobs_done": {"type": "integer", "minimum": 0,
+                          "description": "billhive: scheduled jobs (renewals, dunning...) this travel has run."},
+            "jobs_due": {"type": "integer", "minimum": 0,
+                         "description": "billhive: while in_progress, jobs due up to destination_time not yet run "
+                                        "(a renewal schedules the next one, so it may grow)."},
             "object": OBJECT_FIELD,
         },
         "required": ["name", "time_travel_status", "genesis_time", "destination_time"],
