@@ -34,7 +34,7 @@ from typing import Any
 import httpx
 import pytest
 
-START_TIMEOUT = 60.0  # seconds for a started server to answer /health
+START_TIMEOUT = 120.0  # seconds for a started server to answer /health (a loaded CI box is slow)
 
 
 @dataclass
