@@ -27,7 +27,7 @@ from typing import Awaitable, Callable
 from billhive.delivery import emails, webhooks
 from billhive.runtime import App
 from billhive.services import jobs as scheduled
-from billhive.services import payments
+from billhive.services import payments, time_machines
 from billhive.work import housekeeping
 from billhive.work.loops import drain, every
 
@@ -42,6 +42,11 @@ STANDBY_POLL = 2.0  # seconds between attempts of a standby process to take the 
 
 async def scheduler_loop(app: App) -> None:
     await every(app, app.config.scheduler_interval, scheduled.run_all_sites, "scheduler")
+
+
+async def time_travel_loop(app: App) -> None:
+    """Time travels no process advances (answered in_progress, or interrupted by a crash) resumed."""
+    await every(app, app.config.scheduler_interval, time_machines.resume_all, "time travel")
 
 
 async def recovery_loop(app: App) -> None:
@@ -60,7 +65,7 @@ async def _more(batch: Awaitable[int]) -> bool:
 
 
 # every background loop, in the order they start
-LOOPS: list[Loop] = [scheduler_loop, webhooks.webhook_loop, emails.email_loop, recovery_loop, housekeeping_loop]
+LOOPS: list[Loop] = [scheduler_loop, time_travel_loop, webhooks.webhook_loop, emails.email_loop, recovery_loop, housekeeping_loop]
 
 
 async def run_background(app: App, lock: "BackgroundLock | None" = None) -> None:

@@ -38,7 +38,7 @@ from billhive.errors import (
     StoreError,
 )
 from billhive.http import extra_routes as pages
-from billhive.http import idempotency
+from billhive.http import admin_api, idempotency
 from billhive.http.auth import Authenticator
 from billhive.http.bodies import ClientDisconnected, read_body
 from billhive.http.metrics import render as metrics_text
@@ -351,6 +351,7 @@ def build(app: App, *, background: Callable[[App], Awaitable[None]] | None = Non
     starlette = Starlette(
         routes=[StarletteRoute("/health", health), StarletteRoute("/openapi.json", openapi),
                 StarletteRoute("/metrics", metrics),
+                *admin_api.routes(app, on_change=api.auth.clear),
                 *pages.routes(app)],
         exception_handlers={404: not_found, StoreError: store_error},
         lifespan=lifespan,

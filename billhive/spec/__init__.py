@@ -196,6 +196,11 @@ def served(base_url: str, implemented: set[str]) -> dict:
         if kept:
             paths[path] = kept
     out = {k: v for k, v in doc.items() if k not in ("paths", "servers")}
+    # billhive's admin API, outside /api/v1: each of its paths names its own server
+    for path, item in extensions.ADMIN_OPERATIONS.items():
+        paths[path] = {**copy.deepcopy(item), "servers": [{"url": base_url.rstrip("/")}]}
+    out["components"] = {**out["components"], "securitySchemes": {
+        **out["components"].get("securitySchemes", {}), **extensions.ADMIN_SECURITY}}
     out["paths"] = paths
     out["servers"] = [{"url": base_url.rstrip("/") + API_PREFIX}]
     return out

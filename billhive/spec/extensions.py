@@ -64,7 +64,15 @@ SCHEMAS: dict[str, Any] = {
             "destination_time": _UNIX_TIME,
             "failure_code": {"type": "string"},
             "failure_reason": {"type": "string"},
-            "error_json": {"type": "string"},
+            "error_json": {"type": "string", "description": "The error as JSON: message, type, api_error_code and "
+                           "http_code, every value a string (what the v2 SDKs' wait_for_time_travel_completion reads)."},
+            # billhive: a travel's progress (the v2 resource has none; travels run in the background)
+            "current_time": {**_UNIX_TIME, "description": "billhive: the time the site clock has reached so far."},
+            "jobs_done": {"type": "integer", "minimum": 0,
+                          "description": "billhive: scheduled jobs (renewals, dunning...) this travel has run."},
+            "jobs_due": {"type": "integer", "minimum": 0,
+                         "description": "billhive: while in_progress, jobs due up to destination_time not yet run "
+                                        "(a renewal schedules the next one, so it may grow)."},
             "object": OBJECT_FIELD,
         },
         "required": ["name", "time_travel_status", "genesis_time", "destination_time"],
@@ -136,3 +144,77 @@ OPERATIONS: dict[str, dict[str, Any]] = {
                "first_name": _CARD_FIELD, "last_name": _CARD_FIELD},
               ("number", "expiry_month", "expiry_year")))},
 }
+
+
+# ---- the admin API (billhive/http/admin_api.py): outside /api/v1, JSON bodies, the admin token ----
+
+_ADMIN_SITE = {
+    "type": "object",
+    "description": "billhive: a site as the admin API shows it (its keys only when made or rotated).",
+    "properties": {
+        "name": {"type": "string"},
+        "test_site": {"type": "boolean"},
+        "currency_code": {"type": "string"},
+        "created_at": _UNIX_TIME,
+        "time_travel_status": {"type": "string", "enum": ["not_enabled", "in_progress", "succeeded", "failed"]},
+        "api_url": {"type": "string", "description": "The site's API base URL (the key chooses the site)."},
+        "api_key": {"type": "string", "description": "Full-access key (only in create and rotate_keys)."},
+        "read_only_key": {"type": "string", "description": "Read-only key (only in create and rotate_keys)."},
+        "deleted": {"type": "boolean"},
+        "object": OBJECT_FIELD,
+    },
+    "required": ["name"],
+}
+SCHEMAS["AdminSite"] = _ADMIN_SITE
+_ADMIN_ERRORS = ("400", "401", "404", "409", "413", "500", "503")
+
+
+def _admin_answers(ok: dict) -> dict:
+    out: dict[str, Any] = {"200": {"description": "OK", "content": {"application/json": {"schema": ok}}}}
+    for status in _ADMIN_ERRORS:
+        out[status] = {"description": "on error", "content": {"application/json": {"schema": _ref(
+            status if status in _ERRORS else "400")}}}
+    return out
+
+
+def _admin_op(operation_id: str, summary: str, params: list[dict], ok: dict, body: dict | None = None) -> dict:
+    op = _op(operation_id, summary, params, _admin_answers(ok))
+    op["security"] = [{"billhive_admin_token": []}]
+    op["tags"] = ["billhive admin"]
+    if body is not None:
+        op["requestBody"] = {"content": {"application/json": {"schema": body}}}
+    return op
+
+
+_SITE_ANSWER = {"type": "object", "properties": {"site": _ref("AdminSite")}, "required": ["site"]}
+_SITE_NAME = _path_param("name")
+
+# full paths (their own server: the base URL, not /api/v1)
+ADMIN_OPERATIONS: dict[str, dict[str, Any]] = {
+    "/admin/api/sites": {
+        "post": _admin_op("admin_create_site", "Create a test site with a full-access and a read-only key", [],
+                          _SITE_ANSWER, {"type": "object", "properties": {
+                              "name": {"type": "string", "description": "Default: a random name ending in -test."},
+                              "currency_code": {"type": "string", "minLength": 3, "maxLength": 3},
+                              "metered_billing": {"type": "boolean"}}}),
+        "get": _admin_op("admin_list_sites", "List every site", [], {
+            "type": "object", "properties": {"list": {"type": "array", "items": _SITE_ANSWER}}, "required": ["list"]}),
+    },
+    "/admin/api/sites/{name}": {
+        "get": _admin_op("admin_retrieve_site", "Retrieve a site", [_SITE_NAME], _SITE_ANSWER),
+        "delete": _admin_op("admin_delete_site", "Delete a site and everything of it", [_SITE_NAME], _SITE_ANSWER),
+    },
+    "/admin/api/sites/{name}/reset": {
+        "post": _admin_op("admin_reset_site", "Wipe the site's data and reset its time machine (settings, keys and "
+                          "webhook endpoints stay)", [_SITE_NAME], _SITE_ANSWER),
+    },
+    "/admin/api/sites/{name}/rotate_keys": {
+        "post": _admin_op("admin_rotate_site_keys", "Revoke every key of the site and make a new full-access and "
+                          "read-only key", [_SITE_NAME], _SITE_ANSWER),
+    },
+}
+# how the admin API authenticates (components.securitySchemes in /openapi.json)
+ADMIN_SECURITY = {"billhive_admin_token": {
+    "type": "http", "scheme": "bearer",
+    "description": "billhive's admin token (serve --admin-token / BILLHIVE_ADMIN_TOKEN); also accepted as the "
+                   "user of HTTP Basic auth. Never a site's API key."}}

@@ -17,6 +17,7 @@ from __future__ import annotations
 from sqlalchemy import (
     BigInteger,
     Column,
+    Float,
     Index,
     Integer,
     LargeBinary,
@@ -234,6 +235,24 @@ jobs = Table(
 )
 
 # --- request idempotency (chargebee-idempotency-key) -------------------------------------
+
+# the time machine's travel in progress on a test site (billhive/services/time_machines.py): its
+# progress and failure as GET /time_machines/delorean shows them, and the lease of the process
+# advancing it (wall clock) - a travel whose process died is resumed once its lease has expired
+time_travels = Table(
+    "time_travels",
+    metadata,
+    Column("site_id", Integer, primary_key=True, autoincrement=False),
+    Column("origin_time", BigInteger, nullable=False),  # the site clock when the travel began
+    Column("started_at", BigInteger, nullable=False),  # wall clock
+    Column("jobs_done", Integer, nullable=False),
+    Column("failure_code", String(100), nullable=True),
+    Column("failure_reason", Text, nullable=True),
+    Column("error_json", Text, nullable=True),
+    Column("lease_owner", String(40), nullable=True),
+    Column("lease_until", Float, nullable=True),
+    Column("updated_at", Float, nullable=False),
+)
 
 idempotency_keys = Table(
     "idempotency_keys",
@@ -509,7 +528,7 @@ gateway_operations = Table(  # every charge/refund/void, keyed by the caller's i
 # Tables that hold a site's data (wiped by the time machine's start_afresh); settings,
 # keys and webhook endpoints survive.
 SITE_DATA_TABLES = (
-    events, webhook_deliveries, webhook_attempts, email_deliveries, email_attempts, jobs, idempotency_keys,
+    events, webhook_deliveries, webhook_attempts, email_deliveries, email_attempts, jobs, time_travels, idempotency_keys,
     plans, addons, coupons, coupon_codes, customers, cards, credit_ledger, payment_intents,
     addresses, subscriptions, invoices, transactions, invoice_transactions, orders, comments,
     hosted_pages, portal_sessions, csv_tax_rules, gateway_vault, gateway_operations,

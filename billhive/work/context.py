@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol, TypeVar
 
 from billhive import sites
+from billhive.errors import InvalidState
 from billhive.store.db import Tx
 from billhive.util import failpoints
 from billhive.work import outbox
@@ -29,6 +30,11 @@ if TYPE_CHECKING:
     from billhive.runtime import App
 
 T = TypeVar("T")
+
+# what an API write gets while the site's time machine travels (choice: Chargebee documents no
+# code for it; invalid_state_for_request is its code for "not in this state", see docs/CHOICES.md)
+TRAVELLING = ("The site's time machine is travelling: retry once GET /time_machines/delorean no longer answers "
+              "time_travel_status in_progress")
 
 
 class Work:
@@ -108,13 +114,19 @@ class Ctx:
     site_id: int
     origin: Origin = field(default_factory=Origin)
     claim: Claim | None = None  # set for a POST with chargebee-idempotency-key
+    # an API request's writes are refused while the site's time machine travels (the
+    # traveller's own jobs run as the scheduler); the time machine's operations say True
+    while_travelling: bool = False
 
     def _unit(self, fn: Callable[..., T], args: tuple, now: int | None,
-              claim: Claim | None = None) -> Callable[[Tx], tuple[T, list]]:
+              claim: Claim | None = None, write: bool = False) -> Callable[[Tx], tuple[T, list]]:
         app, site_id, origin = self.app, self.site_id, self.origin
+        guard = write and origin.source == "api" and not self.while_travelling
 
         def unit(tx: Tx) -> tuple[T, list]:
             w = Work(tx, app, None, origin, now, site_pk=site_id)
+            if guard and w.site.tm_status == "in_progress":
+                raise InvalidState(TRAVELLING)
             result = fn(w, *args)
             if claim is not None:
                 claim.journal(tx, fn, result)  # in the same transaction: committed means journaled
@@ -135,11 +147,11 @@ class Ctx:
         if claim is not None and not claim.committed:
             if claim.resumed is not None:
                 return claim.replay(fn)
-            result, after = await self.app.db.write(self._unit(fn, args, now, claim), lane=lane)
+            result, after = await self.app.db.write(self._unit(fn, args, now, claim, write=True), lane=lane)
             claim.committed = True
             failpoints.hit("idempotency.committed")
         else:
-            result, after = await self.app.db.write(self._unit(fn, args, now), lane=lane)
+            result, after = await self.app.db.write(self._unit(fn, args, now, write=True), lane=lane)
         for hook in after:
             await hook()
         return result
@@ -149,7 +161,7 @@ class Ctx:
 
     def write_sync(self, fn: Callable[..., T], *args: Any, now: int | None = None) -> T:
         """Synchronous write for tests and tools; refuses units that need after-commit work."""
-        result, after = self.app.db.write_sync(self._unit(fn, args, now))
+        result, after = self.app.db.write_sync(self._unit(fn, args, now, write=True))
         if after:
             raise RuntimeError("this unit needs after-commit work: use `await ctx.write(...)`")
         return result

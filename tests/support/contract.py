@@ -28,6 +28,7 @@ from billhive import spec
 from billhive.http.routes import ROUTES
 
 PREFIX = spec.API_PREFIX
+ADMIN_PREFIX = "/admin/api/"
 
 
 class ContractError(AssertionError):
@@ -66,9 +67,12 @@ def _templates() -> list[tuple[int, str, re.Pattern, DocumentedOperation]]:
 
 def operation_for(method: str, path: str) -> DocumentedOperation | None:
     """The documented operation a request is for (None: no such operation)."""
-    if not path.startswith(PREFIX + "/"):
+    if path.startswith(PREFIX + "/"):
+        rest = path[len(PREFIX):].split("?", 1)[0]
+    elif path.startswith(ADMIN_PREFIX):  # the admin API's paths are documented whole (their own server)
+        rest = path.split("?", 1)[0]
+    else:
         return None
-    rest = path[len(PREFIX):].split("?", 1)[0]
     for _, m, rx, op in _templates():
         if m == method.upper() and rx.match(rest):
             return op

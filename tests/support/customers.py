@@ -11,6 +11,7 @@ import jsonschema
 
 from billhive import spec
 from billhive.store.resources import SUBSCRIPTIONS
+from tests.support import timemachine
 
 VISA = "4111111111111111"
 MASTERCARD = "5555555555554444"
@@ -49,8 +50,7 @@ def start_afresh(api, genesis: int = GENESIS) -> int:
 
 
 def travel(api, destination: int) -> None:
-    tm = api.post("/time_machines/delorean/travel_forward", {"destination_time": destination})["time_machine"]
-    assert tm["time_travel_status"] == "succeeded"
+    assert timemachine.travel(api, destination)["time_travel_status"] == "succeeded"
 
 
 def events(api, event_type: str | None = None, **filters: Any) -> list[dict]:

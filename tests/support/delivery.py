@@ -38,7 +38,7 @@ from billhive import sites, webhook_endpoints
 from billhive.store import schema as S
 from billhive.util.jsonutil import loads
 from billhive.work.context import Origin, Work
-from tests.support import documents
+from tests.support import documents, timemachine
 from tests.support.server import TestSite
 
 GENESIS = 1_700_000_000  # where tm_site's clock starts
@@ -46,7 +46,7 @@ GENESIS = 1_700_000_000  # where tm_site's clock starts
 
 def travel(site: TestSite, to: int) -> None:
     """Move a test site's clock with the time machine."""
-    site.api.post("/time_machines/delorean/travel_forward", {"destination_time": to})
+    timemachine.travel(site.api, to)
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.02, what: str = "") -> Any:

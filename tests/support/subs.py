@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 
 from tests.support import factories as F
+from tests.support import timemachine
 from tests.support.server import TestSite
 
 GENESIS = 1_767_225_600  # 2026-01-01T00:00:00Z
@@ -22,7 +23,7 @@ def start(site: TestSite, at: int = GENESIS) -> TestSite:
 
 
 def travel(site: TestSite, to: int) -> None:
-    site.api.post("/time_machines/delorean/travel_forward", {"destination_time": to})
+    timemachine.travel(site.api, to)
 
 
 def plan(site: TestSite, id: str = "basic", price: int = 1000, **extra) -> dict:

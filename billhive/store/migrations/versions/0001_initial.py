@@ -3,8 +3,9 @@
 Revision ID: 0001
 Revises: 
 """
-import sqlalchemy as sa
 from alembic import op
+import sqlalchemy as sa
+
 
 revision = '0001'
 down_revision = None
@@ -513,6 +514,19 @@ def upgrade() -> None:
         batch_op.create_index('ix_subscriptions_site_status_created_at', ['site_id', 'status', 'created_at', 'pk'], unique=False)
         batch_op.create_index('ix_subscriptions_site_updated', ['site_id', 'updated_at', 'pk'], unique=False)
 
+    op.create_table('time_travels',
+    sa.Column('site_id', sa.Integer(), autoincrement=False, nullable=False),
+    sa.Column('origin_time', sa.BigInteger(), nullable=False),
+    sa.Column('started_at', sa.BigInteger(), nullable=False),
+    sa.Column('jobs_done', sa.Integer(), nullable=False),
+    sa.Column('failure_code', sa.String(length=100), nullable=True),
+    sa.Column('failure_reason', sa.Text(), nullable=True),
+    sa.Column('error_json', sa.Text(), nullable=True),
+    sa.Column('lease_owner', sa.String(length=40), nullable=True),
+    sa.Column('lease_until', sa.Float(), nullable=True),
+    sa.Column('updated_at', sa.Float(), nullable=False),
+    sa.PrimaryKeyConstraint('site_id', name=op.f('pk_time_travels'))
+    )
     op.create_table('transactions',
     sa.Column('pk', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('site_id', sa.Integer(), nullable=False),
@@ -611,6 +625,7 @@ def downgrade() -> None:
         batch_op.drop_index('ix_transactions_site_created')
 
     op.drop_table('transactions')
+    op.drop_table('time_travels')
     with op.batch_alter_table('subscriptions', schema=None) as batch_op:
         batch_op.drop_index('ix_subscriptions_site_updated')
         batch_op.drop_index('ix_subscriptions_site_status_created_at')

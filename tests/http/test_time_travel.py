@@ -1,0 +1,118 @@
+"""Time travel as Chargebee v2 does it: travel_forward answers at once (``in_progress`` when the
+work is not done), the travel goes on in the background, GET /time_machines/delorean shows its
+progress and, on failure, failure_code / failure_reason / error_json; API writes wait for it.
+
+Sources: the v2 time machine resource (time_travel_status not_enabled | in_progress | succeeded |
+failed; "failed - ... The time machine needs to be reset by starting afresh again") as the
+chargebee-typescript 2.x types quote the API reference; the official SDKs' wait loops
+(chargebee-python 3.x TimeMachine.wait_for_time_travel_completion, chargebee-php, chargebee-dotnet:
+retrieve while in_progress, then on failed read ``http_code`` from ``json.loads(error_json)``)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import update
+
+from billhive.services import time_machines
+from billhive.store.schema import time_travels as TT
+from tests.support import factories as F
+from tests.support import subs as S
+from tests.support.timemachine import TM, TravelFailed, wait_for_travel
+
+MONTHS = 12
+
+
+def _subscribed(site, n: int) -> list[str]:
+    S.start(site)
+    S.plan(site, "monthly", 1000)
+    return [S.subscribe(site, F.customer_with_card_id(site), "monthly")["subscription"]["id"] for _ in range(n)]
+
+
+def test_a_long_travel_answers_in_progress_and_finishes_in_the_background(site, monkeypatch):
+    monkeypatch.setattr(time_machines, "INLINE_BUDGET", 0.0)  # answer after the first batch of jobs
+    ids = _subscribed(site, 6)
+    destination = S.GENESIS + MONTHS * 31 * S.DAY
+    tm = site.api.post(TM + "/travel_forward", {"destination_time": destination})["time_machine"]
+    assert tm["time_travel_status"] == "in_progress"
+    assert tm["destination_time"] == destination
+    assert S.GENESIS <= tm["current_time"] < destination
+    assert tm["jobs_due"] > 0
+
+    tm = wait_for_travel(site.api)
+    assert tm["time_travel_status"] == "succeeded"
+    assert tm["current_time"] == tm["destination_time"] >= destination
+    assert tm["jobs_done"] >= 6 * MONTHS and "jobs_due" not in tm
+    for sub_id in ids:  # every renewal ran once, in time order
+        invoices = S.invoices(site, sub_id)
+        assert len(invoices) == MONTHS + 1
+        dates = [i["end_date"] for i in invoices]
+        assert dates == sorted(dates) and len(set(dates)) == len(dates)
+    site.api.post("/customers", {"first_name": "After"})
+
+
+def test_the_continuous_scheduler_leaves_a_travelling_site_alone(site, monkeypatch):
+    # the travel runs the site's jobs at their own times; the scheduler would run them at the
+    # clock's current time, out of order with the travel
+    monkeypatch.setattr(time_machines, "INLINE_BUDGET", 0.0)
+    monkeypatch.setattr(time_machines, "BATCH", 1)
+    ids = _subscribed(site, 3)
+    site.api.post(TM + "/travel_forward", {"destination_time": S.GENESIS + 3 * 31 * S.DAY})
+    wait_for_travel(site.api)
+    for sub_id in ids:
+        assert len(S.invoices(site, sub_id)) == 4
+
+
+def test_a_failed_travel_reports_the_error_as_the_v2_sdks_read_it(site, monkeypatch):
+    _subscribed(site, 1)
+
+    async def broken(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+    monkeypatch.setattr(time_machines.scheduled, "run_due", broken)
+    tm = site.api.post(TM + "/travel_forward", {"destination_time": S.GENESIS + 40 * S.DAY})["time_machine"]
+    assert tm["time_travel_status"] == "failed"
+    assert tm["failure_code"] == "internal_error"
+    assert "disk on fire" in tm["failure_reason"]
+    err = json.loads(tm["error_json"])
+    assert err["http_code"] == "500" and err["api_error_code"] == "internal_error"
+    assert all(isinstance(v, str) for v in err.values())  # chargebee-dotnet reads a Dictionary<string, string>
+    with pytest.raises(TravelFailed) as failed:
+        wait_for_travel(site.api, tm)
+    assert failed.value.http_code == 500
+    # Chargebee: a failed time machine is reset by starting afresh
+    r = site.api.post(TM + "/travel_forward", {"destination_time": S.GENESIS + 50 * S.DAY}, expect=409)
+    assert r["api_error_code"] == "invalid_state_for_request"
+    site.api.post("/customers", {"first_name": "Writes work"})  # failed is not travelling
+    monkeypatch.undo()
+    tm = site.api.post(TM + "/start_afresh", {"genesis_time": S.GENESIS})["time_machine"]
+    assert tm["time_travel_status"] == "succeeded" and "failure_code" not in tm
+
+
+def test_an_abandoned_travel_is_resumed_once_its_lease_runs_out(site, monkeypatch):
+    # what a restart finds: a travel in_progress whose process died holding its lease (the
+    # process-level version is tests/crash/test_kill_time_travel.py)
+    ids = _subscribed(site, 2)
+
+    async def dies(app, site_pk, *, budget):  # the process that began the travel dies at once
+        return False
+    monkeypatch.setattr(time_machines, "advance", dies)
+    tm = site.api.post(TM + "/travel_forward", {"destination_time": S.GENESIS + 62 * S.DAY})["time_machine"]
+    assert tm["time_travel_status"] == "in_progress" and tm["current_time"] == S.GENESIS
+    assert tm["jobs_done"] == 0 and tm["jobs_due"] >= 2
+    site.app.db.write_sync(lambda tx: tx.execute(update(TT).where(TT.c.site_id == site.pk).values(
+        lease_owner="dead", lease_until=site.app.wall() + 1.0)))
+    monkeypatch.undo()
+
+    # while it travels: API writes get invalid_state_for_request, reads work
+    r = site.api.post("/customers", {"first_name": "Late"}, expect=409)
+    assert r["api_error_code"] == "invalid_state_for_request"
+    r = site.api.post(TM + "/travel_forward", {"destination_time": S.GENESIS + 90 * S.DAY}, expect=409)
+    assert r["api_error_code"] == "invalid_state_for_request"
+    site.api.post(TM + "/start_afresh", {"genesis_time": S.GENESIS}, expect=409)
+    site.api.get(f"/subscriptions/{ids[0]}")
+
+    # the background loop (the test server runs it) takes the travel over once the lease ran out
+    assert wait_for_travel(site.api)["time_travel_status"] == "succeeded"
+    assert [len(S.invoices(site, i)) for i in ids] == [3, 3]
+    site.api.post("/customers", {"first_name": "After"})
