@@ -125,5 +125,12 @@ def split_excess(amount: int, unused: list[tuple[str, int]]) -> list[tuple[str, 
     return out
 
 
+def issue_date(invoice: dict) -> int:
+    """The date the invoice is issued (Chargebee's ``invoice_date``: "The date this invoice is
+    issued"): its ``end_date`` once closed, its ``start_date`` while pending. The one rule for
+    transaction ``linked_invoices[].invoice_date``, the PDF and the emails."""
+    return int(invoice.get("end_date") or invoice["start_date"])
+
+
 def invoice_number(prefix: str, number: int) -> str:
     return f"{prefix}{number}"

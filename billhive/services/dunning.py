@@ -15,6 +15,7 @@ from __future__ import annotations
 from sqlalchemy import bindparam, select
 
 from billhive.domain import invoices as D
+from billhive.services import dues
 from billhive.store.db import Q
 from billhive.store.resources import INVOICES
 from billhive.work import jobs
@@ -122,6 +123,7 @@ def retry(w: Work, job: jobs.Job) -> None:
         # no way to charge: counts as a failed attempt
         columns = on_failure(w, inv, retry=True)
         INVOICES.update(w.tx, w.site_id, inv, w.now, columns=columns)
+        dues.refresh(w, inv)
         w.emit("invoice_updated", {"invoice": inv})
         return
     plan = invoicing.start_charge(w, inv, customer, card, "dunning")

@@ -11,6 +11,7 @@ from typing import Callable
 
 from billhive import gateway as gateways
 from billhive.domain import catalog as catalog_rules
+from billhive.domain import closing
 from billhive.domain import coupons as coupon_rules
 from billhive.domain import invoices as D
 from billhive.domain import money
@@ -27,7 +28,7 @@ from billhive.errors import (
 from billhive.gateway import GatewayResult
 from billhive.services import addons as catalog_addons
 from billhive.services import coupons as catalog_coupons
-from billhive.services import credits, dunning, invoicing, payments, pdf
+from billhive.services import credits, dues, dunning, invoicing, payments, pdf
 from billhive.store.lists import Filter, ListRequest, fetch_page
 from billhive.store.resources import CUSTOMERS, INVOICES, SUBSCRIPTIONS, TRANSACTIONS
 from billhive.util import failpoints
@@ -192,6 +193,7 @@ async def void(ctx: Ctx, invoice_id: str, params: dict) -> dict:
         dunning.stop_jobs(w, inv)
         D.transition(inv, "voided")
         INVOICES.save(w.tx, w.site_id, inv, w.now)
+        dues.refresh(w, inv)
         w.emit("invoice_updated", {"invoice": inv})
         return {"invoice": inv}
     return await ctx.write(run)
@@ -262,13 +264,14 @@ async def record_payment(ctx: Ctx, invoice_id: str, params: dict) -> dict:
             "payment_method": params["payment_method"], "gateway": "not_applicable", "type": "payment",
             "date": paid_at, "currency_code": inv["currency_code"], "amount": amount, "status": "success",
             "amount_unused": excess,
-            "linked_invoices": [{"invoice_id": inv["id"], "applied_amount": applied, "applied_at": w.now,
-                                 "invoice_date": inv["start_date"], "invoice_amount": inv["amount"]}],
+            "linked_invoices": [closing.invoice_link(inv, applied, w.now)],
         }
         if inv.get("subscription_id"):
             txn["subscription_id"] = inv["subscription_id"]
         if params.get("reference_number"):
             txn["reference_number"] = params["reference_number"]
+        if params.get("memo"):  # the spec: "This will be the description in the transaction created."
+            txn["description"] = params["memo"]
         TRANSACTIONS.insert(w.tx, w.site_id, txn, w.now)
         inv["amount_paid"] = int(inv.get("amount_paid", 0)) + applied
         invoicing.link_transaction(w, inv, txn, applied)
@@ -278,6 +281,7 @@ async def record_payment(ctx: Ctx, invoice_id: str, params: dict) -> dict:
             inv["paid_on"] = paid_at
             dunning.on_paid(w, inv, by_retry=False)
         INVOICES.save(w.tx, w.site_id, inv, w.now)
+        dues.refresh(w, inv)
         w.emit("transaction_created", {"transaction": txn})
         w.emit("invoice_updated", {"invoice": inv})
         if excess:
@@ -307,8 +311,7 @@ def _new_refund(w: Work, inv: dict, original: dict, amount: int, *, status: str,
         "id": txn_id(), "object": "transaction", "customer_id": inv["customer_id"], "payment_method": payment_method,
         "gateway": gateway, "type": "refund", "date": date, "currency_code": inv["currency_code"], "amount": amount,
         "status": status, "refunded_txn_id": original["id"], "amount_unused": 0,
-        "linked_invoices": [{"invoice_id": inv["id"], "applied_amount": amount, "applied_at": w.now,
-                             "invoice_date": inv["start_date"], "invoice_amount": inv["amount"]}],
+        "linked_invoices": [closing.invoice_link(inv, amount, w.now)],
     }
     if inv.get("subscription_id"):
         txn["subscription_id"] = inv["subscription_id"]
@@ -522,7 +525,8 @@ def compose_one_off(w: Work, params: dict, build: Build, *, use: bool = True) ->
     lines = build(w, use)
     found = [_one_time_coupon(w, params["coupon"], lines, redeem=use)] if params.get("coupon") else []
     inv = invoicing.new_invoice(w, customer=customer, start_date=w.now, line_items=lines, recurring=False,
-                                subscription_id=sub_id, discounts=found)
+                                subscription_id=sub_id, discounts=found,
+                                first_invoice=invoicing.is_first_for_customer(w, customer["id"]))
     if params.get("po_number"):
         inv["po_number"] = params["po_number"]
     if params.get("shipping_address"):

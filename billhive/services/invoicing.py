@@ -24,7 +24,7 @@ from billhive import gateway as gateways
 from billhive.domain import closing
 from billhive.domain import invoices as D
 from billhive.errors import ConfigurationIncompatible, InvalidState
-from billhive.services import cards, credits
+from billhive.services import cards, credits, dues
 from billhive.store import schema as S
 from billhive.store.db import Q
 from billhive.store.resources import CUSTOMERS, INVOICES, SUBSCRIPTIONS, TRANSACTIONS
@@ -115,6 +115,12 @@ def new_invoice(w: Work, *, customer: dict, start_date: int, line_items: list[di
     if customer.get("billing_address"):
         inv["billing_address"] = dict(customer["billing_address"])
     return D.recompute(inv)
+
+
+def is_first_for_customer(w: Work, customer_id: str) -> bool:
+    """Whether no invoice was raised for the customer yet (a non-recurring invoice's
+    ``first_invoice``: "the first invoice raised for the customer", the spec's Invoice schema)."""
+    return not INVOICES.find(w.tx, w.site_id, INVOICES.t.c.customer_id == customer_id, limit=1)
 
 
 def insert_pending(w: Work, inv: dict) -> dict:
@@ -254,6 +260,7 @@ def close(w: Work, inv: dict, *, old_id: str | None = None, expect_status: str |
         balances=closing.Balances(credits.balance(customer, "promotional"), credits.balance(customer, "refundable"),
                                   tuple((p["id"], int(p.get("amount_unused", 0))) for p in unused)),
         payer=_payer(w, inv, customer, card))
+    dues.refresh(w, decided.invoice)  # the subscription's dues with this invoice closed
     # 3. save: take the number - the site's sequence row stays locked until commit, so everything
     #    after this is writes only (pipelined on PostgreSQL: one round trip)
     old_id = old_id or inv["id"]

@@ -25,7 +25,7 @@ from billhive import sites
 from billhive.domain import invoices as D
 from billhive.errors import PaymentProcessingFailed
 from billhive.gateway import GatewayResult
-from billhive.services import dunning, invoicing
+from billhive.services import dues, dunning, invoicing
 from billhive.services.invoicing import ChargePlan
 from billhive.store import schema as S
 from billhive.store.db import Q, Tx
@@ -111,6 +111,7 @@ def settle(w: Work, txn_id: str, result: GatewayResult, purpose: str | None = No
                 D.transition(inv, "voided")
         TRANSACTIONS.save(w.tx, w.site_id, txn, w.now)
         INVOICES.update(w.tx, w.site_id, inv, w.now, columns=dunning_columns)
+        dues.refresh(w, inv, content_extra)
         if first and (purpose == "close" or (purpose == "create" and result.ok)):
             w.emit("invoice_generated", {"invoice": inv})
         elif purpose == "create" and not first and not result.ok:  # announced at the timeout, now voided

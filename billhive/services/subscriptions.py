@@ -54,6 +54,7 @@ from billhive.services import (
     coupons,
     credits,
     customers,
+    dues,
     dunning,
     invoicing,
     payment_intents,
@@ -120,7 +121,7 @@ def _require(w: Work, subscription_id: str, *, for_update: bool = False) -> tupl
 
 
 def _save(w: Work, sub: dict, st: State, *, insert: bool = False) -> None:
-    sub = _document(sub)
+    sub = dues.fill(w, _document(sub))
     if insert:
         SUBSCRIPTIONS.insert(w.tx, w.site_id, sub, w.now, columns={"internal": st.to_json()})
     elif not SUBSCRIPTIONS.update(w.tx, w.site_id, sub, w.now, columns={"internal": st.to_json()}):
@@ -470,7 +471,7 @@ def _cancel_jobs(w: Work, sub_id: str) -> None:
 # ---- events and responses ----------------------------------------------------------------------------
 
 def _content(w: Work, sub: dict, invoice: dict | None = None) -> dict:
-    out: dict = {"subscription": sub}
+    out: dict = {"subscription": dues.fill(w, sub)}
     customer = CUSTOMERS.get(w.tx, w.site_id, sub["customer_id"])
     if customer is not None:
         out["customer"] = customer
@@ -510,7 +511,7 @@ async def _finish(ctx: Ctx, out: Outcome) -> dict:
         inv = await payments.charge_and_settle(ctx, plan)
         if out.body.get("invoice", {}).get("id") == inv["id"]:
             out.body["invoice"] = inv
-    return out.body
+    return await dues.reload(ctx, out.body) if out.charges else out.body
 
 
 def _charge_in_job(w: Work, plan: invoicing.ChargePlan | None) -> None:
