@@ -76,6 +76,22 @@ def recompute(invoice: dict, param: str | None = None) -> dict:
     invoice.setdefault("amount_paid", 0)
     invoice.setdefault("amount_adjusted", 0)
     invoice["amount_due"] = amount_due(invoice)
+    return name_nested(invoice)
+
+
+# the "object" of each kind of object an invoice holds, as Chargebee's v1 payloads name them
+# ("object": "line_item", "billing_address"...; docs/PARITY.md). Its linked_transactions and
+# linked_orders carry none in those payloads.
+NESTED_OBJECTS = {"line_items": "line_item", "discounts": "discount", "taxes": "tax",
+                  "billing_address": "billing_address", "shipping_address": "shipping_address"}
+
+
+def name_nested(invoice: dict) -> dict:
+    """Set ``object`` on the objects the invoice holds (recompute does, on every change)."""
+    for key, kind in NESTED_OBJECTS.items():
+        value = invoice.get(key)
+        for item in (value if isinstance(value, list) else [value] if isinstance(value, dict) else ()):
+            item["object"] = kind
     return invoice
 
 

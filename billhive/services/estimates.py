@@ -22,7 +22,7 @@ from billhive.services import subscriptions as subs
 from billhive.work.context import Ctx, Work
 
 _LINE_FIELDS = ("date_from", "date_to", "unit_amount", "quantity", "amount", "is_taxed", "tax", "tax_rate",
-                "reference_line_item_id", "description", "type", "entity_type", "entity_id")
+                "reference_line_item_id", "description", "type", "entity_type", "entity_id", "object")
 
 
 def _apply_balances(inv: dict, customer: dict) -> None:

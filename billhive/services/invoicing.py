@@ -113,7 +113,7 @@ def new_invoice(w: Work, *, customer: dict, start_date: int, line_items: list[di
     if customer.get("vat_number"):
         inv["vat_number"] = customer["vat_number"]
     if customer.get("billing_address"):
-        inv["billing_address"] = dict(customer["billing_address"])
+        inv["billing_address"] = {**customer["billing_address"], "object": "billing_address"}
     return D.recompute(inv)
 
 

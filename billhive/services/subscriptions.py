@@ -605,7 +605,7 @@ def compose_create(w: Work, params: dict, customer: dict, *, use: bool = True) -
         if params.get(k) is not None:
             sub[k] = params[k]
     if params.get("shipping_address"):
-        sub["shipping_address"] = dict(params["shipping_address"])
+        sub["shipping_address"] = {**params["shipping_address"], "object": "shipping_address"}
     sub.update({"created_at": now, "has_scheduled_changes": False, "object": "subscription",
                 "customer_id": customer["id"]})
     if recurring:
@@ -1164,11 +1164,11 @@ def _update_unit(w: Work, subscription_id: str, params: dict, pay: PaymentIn) ->
     if c.coupon is not None:
         _redeem(w, c.coupon[0], c.coupon[1], "coupon")
     if params.get("shipping_address"):
-        c.sub["shipping_address"] = {**(old_shipping or {}), **params["shipping_address"]}
+        c.sub["shipping_address"] = {**(old_shipping or {}), **params["shipping_address"], "object": "shipping_address"}
     customer = _customer(w, sub["customer_id"], for_update=True)
     customer_changed = False
     if params.get("billing_address"):
-        customer["billing_address"] = dict(params["billing_address"])
+        customer["billing_address"] = {**params["billing_address"], "object": "billing_address"}
         customer_changed = True
     if (params.get("customer") or {}).get("vat_number") is not None:
         customer["vat_number"] = params["customer"]["vat_number"]

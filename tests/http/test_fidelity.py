@@ -11,6 +11,7 @@ import pypdf
 import pytest
 
 from tests.support import factories as F
+from tests.support.customers import VISA, card
 
 GENESIS = 1_767_225_600  # 2026-01-01T00:00:00Z
 DAY = 86400
@@ -143,3 +144,73 @@ def test_a_paid_signup_shows_nothing_due(tsite):
     r = tsite.api.post(f"/customers/{cust['id']}/subscriptions", {"plan_id": "basic"}).body
     assert r["invoice"]["status"] == "paid" and no_dues(r["subscription"])
     assert no_dues(sub_doc(tsite, r["subscription"]["id"]))
+
+
+# ---- 4. customer.card_status ------------------------------------------------------------------
+# The official 1.x SDKs' Customer models declare card_status (chargebee-python 1.6.6
+# models/customer.py, chargebee-node 1.3.7); Chargebee's v1 payloads show "no_card" for a
+# customer without one and "valid" with one (client library tests/python/sample_event.json,
+# ChargeBee_SampleData::webhookData); the card's own status (valid / expiring / expired) it follows.
+
+def ts(year: int, month: int, day: int) -> int:
+    import datetime as dt
+    return int(dt.datetime(year, month, day, tzinfo=dt.timezone.utc).timestamp())
+
+
+def test_card_status_follows_the_customers_card(site):
+    site.api.post("/time_machines/delorean/start_afresh", {"genesis_time": ts(2030, 6, 15)})
+    cust = site.api.post("/customers", {"id": "cs", "email": "cs@example.com"})["customer"]
+    assert cust["card_status"] == "no_card"
+    body = site.api.post("/customers/cs/credit_card", card(VISA, prefix="", year=2030, month=8)).body
+    assert body["customer"]["card_status"] == "valid"
+    travel(site, ts(2030, 8, 15))  # within card_expiring_days (30) of the end of August
+    assert site.api.get("/customers/cs")["customer"]["card_status"] == "expiring"
+    expiring = [e for e in F.events_of(site) if e["event_type"] == "card_expiring"]
+    assert expiring[0]["content"]["customer"]["card_status"] == "expiring"
+    travel(site, ts(2030, 9, 2))
+    assert site.api.get("/customers/cs")["customer"]["card_status"] == "expired"
+    assert site.api.post("/customers/cs/credit_card", card(VISA, prefix="", year=2032)).body["customer"][
+        "card_status"] == "valid"
+    assert site.api.post("/customers/cs/delete_card", {})["customer"]["card_status"] == "no_card"
+    with_card = site.api.post("/customers", {"email": "c2@example.com", **card(VISA, year=2033)})["customer"]
+    assert with_card["card_status"] == "valid"
+
+
+# ---- 10. shapes: "object" on nested objects; no user on scheduled-job events ----------------------
+# Chargebee's v1 invoice samples (apidocs v1 invoices sample; recorded v1 invoice_generated and
+# payment_succeeded events, e.g. ChargeBee_SampleData::webhookData): "object": "line_item" on each line,
+# "object": "billing_address" on the address; linked_transactions / linked_orders carry no object.
+# The recorded invoice_generated event with "source": "scheduled_job" has no "user".
+
+def test_nested_objects_name_their_kind(tsite):
+    coupon = tsite.api.post("/coupons", {"id": "ten", "name": "Ten", "discount_type": "percentage",
+                                         "discount_percentage": 10, "duration_type": "one_time",
+                                         "apply_on": "invoice_amount"})["coupon"]
+    cust = tsite.api.post("/customers", {"email": "o@example.com", "auto_collection": "off",
+                                         "billing_address[first_name]": "Ada", "billing_address[country]": "GB"})
+    cust = cust["customer"]
+    assert cust["billing_address"]["object"] == "billing_address"
+    inv = tsite.api.post("/invoices", {"customer_id": cust["id"], "coupon": coupon["id"],
+                                       "charges[amount][0]": 2000, "charges[description][0]": "Setup",
+                                       "shipping_address[first_name]": "Ada"})["invoice"]
+    assert [li["object"] for li in inv["line_items"]] == ["line_item"]
+    assert [d["object"] for d in inv["discounts"]] == ["discount"]
+    assert inv["billing_address"]["object"] == "billing_address"
+    assert inv["shipping_address"]["object"] == "shipping_address"
+    paid = tsite.api.post(f"/invoices/{inv['id']}/record_payment", {"payment_method": "cash", "paid_at": GENESIS})
+    assert all("object" not in lt for lt in paid["invoice"]["linked_transactions"])
+    F.plan(tsite)
+    sub = tsite.api.post(f"/customers/{cust['id']}/subscriptions",
+                         {"plan_id": "basic", "shipping_address[first_name]": "Ada"})["subscription"]
+    assert sub["shipping_address"]["object"] == "shipping_address"
+
+
+def test_scheduled_job_events_have_no_user(tsite):
+    F.plan(tsite)
+    cust = new_customer(tsite, auto_collection="off")
+    sub = tsite.api.post(f"/customers/{cust['id']}/subscriptions", {"plan_id": "basic"})["subscription"]
+    travel(tsite, sub["current_term_end"] + 60)
+    renewed = [e for e in F.events_of(tsite) if e["event_type"] == "subscription_renewed"]
+    assert renewed and renewed[0]["source"] == "scheduled_job" and "user" not in renewed[0]
+    created = [e for e in F.events_of(tsite) if e["event_type"] == "subscription_created"][0]
+    assert created["source"] == "api" and created["user"]
