@@ -4,6 +4,7 @@ scheduled jobs. Each test names the Chargebee source of the rule it holds (see d
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 
 import httpx
@@ -117,7 +118,7 @@ def test_dues_follow_the_subscriptions_invoices(tsite):
     sub, first = r["subscription"], r["invoice"]
     assert first["status"] == "payment_due"
     assert (sub["due_invoices_count"], sub["due_since"], sub["total_dues"]) == (1, first["end_date"], 1000)
-    created = [e for e in F.events_of(tsite) if e["event_type"] == "subscription_created"][0]
+    created = next(e for e in F.events_of(tsite) if e["event_type"] == "subscription_created")
     assert created["content"]["subscription"]["total_dues"] == 1000
     # a renewal unpaid too: two invoices due, since the first
     travel(tsite, sub["current_term_end"] + 60)
@@ -153,8 +154,7 @@ def test_a_paid_signup_shows_nothing_due(tsite):
 # ChargeBee_SampleData::webhookData); the card's own status (valid / expiring / expired) it follows.
 
 def ts(year: int, month: int, day: int) -> int:
-    import datetime as dt
-    return int(dt.datetime(year, month, day, tzinfo=dt.timezone.utc).timestamp())
+    return int(dt.datetime(year, month, day, tzinfo=dt.UTC).timestamp())
 
 
 def test_card_status_follows_the_customers_card(site):
@@ -212,5 +212,5 @@ def test_scheduled_job_events_have_no_user(tsite):
     travel(tsite, sub["current_term_end"] + 60)
     renewed = [e for e in F.events_of(tsite) if e["event_type"] == "subscription_renewed"]
     assert renewed and renewed[0]["source"] == "scheduled_job" and "user" not in renewed[0]
-    created = [e for e in F.events_of(tsite) if e["event_type"] == "subscription_created"][0]
+    created = next(e for e in F.events_of(tsite) if e["event_type"] == "subscription_created")
     assert created["source"] == "api" and created["user"]

@@ -14,7 +14,7 @@ from tests.support.customers import VISA
 
 
 def ts(year: int, month: int, day: int) -> int:
-    return int(dt.datetime(year, month, day, tzinfo=dt.timezone.utc).timestamp())
+    return int(dt.datetime(year, month, day, tzinfo=dt.UTC).timestamp())
 
 
 @pytest.fixture
