@@ -42,6 +42,7 @@ from sqlalchemy import select, update
 
 from billhive import sites
 from billhive.delivery import lanes
+from billhive.domain.invoices import issue_date
 from billhive.runtime import App
 from billhive.store import schema as S
 from billhive.store.db import Tx
@@ -90,7 +91,7 @@ def variables(event: dict, site: sites.Site) -> dict[str, str]:
     the event's content (``invoice_amount_due``, ``customer_first_name``, ``card_last4``...),
     plus a readable ``<resource>_<field>_display`` for money (``invoice_amount_due_display`` =
     "12.50 USD") and times (``subscription_current_term_end_display`` = "2025-01-31", UTC), and
-    ``event_id``, ``event_type``, ``event_title``, ``occurred_at_display``, ``site_name``,
+    ``invoice_date_display`` (the date the invoice is issued), ``event_id``, ``event_type``, ``event_title``, ``occurred_at_display``, ``site_name``,
     ``customer_name`` (first and last name, else company, else email)."""
     out = _Vars()
     for key, resource in (event.get("content") or {}).items():
@@ -107,6 +108,9 @@ def variables(event: dict, site: sites.Site) -> dict[str, str]:
                     out[name + "_display"] = money(value, currency)
                 if _TIME.search(field):
                     out[name + "_display"] = _date(value)
+    invoice = (event.get("content") or {}).get("invoice")
+    if isinstance(invoice, dict) and invoice.get("start_date"):
+        out["invoice_date_display"] = _date(issue_date(invoice))  # the date it is issued (as the PDF)
     customer = (event.get("content") or {}).get("customer") or {}
     full = " ".join(p for p in (customer.get("first_name"), customer.get("last_name")) if p)
     out["customer_name"] = full or customer.get("company") or customer.get("email") or ""

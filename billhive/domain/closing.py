@@ -111,7 +111,7 @@ def close(invoice: dict, *, balances: Balances, payer: Payer, now: int, keep_end
 def invoice_link(invoice: dict, applied: int, now: int) -> dict:
     """A transaction's ``linked_invoices`` entry for ``invoice``."""
     return {"invoice_id": invoice["id"], "applied_amount": applied, "applied_at": now,
-            "invoice_date": invoice["start_date"], "invoice_amount": invoice["amount"]}
+            "invoice_date": D.issue_date(invoice), "invoice_amount": invoice["amount"]}
 
 
 def transaction_link(txn: dict, applied: int, now: int) -> dict:

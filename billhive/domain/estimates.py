@@ -13,7 +13,7 @@ from billhive.domain import invoices as D
 from billhive.domain.taxes import Basis
 
 _LINE_FIELDS = ("date_from", "date_to", "unit_amount", "quantity", "amount", "is_taxed", "tax", "tax_rate",
-                "reference_line_item_id", "description", "type", "entity_type", "entity_id")
+                "reference_line_item_id", "description", "type", "entity_type", "entity_id", "object")
 
 
 def estimate(inv: dict | None, sub: dict | None, now: int, *, collect_now: bool,

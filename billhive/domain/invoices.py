@@ -85,6 +85,22 @@ def recompute(invoice: dict, param: str | None = None, taxes: T.Basis | None = N
     invoice.setdefault("amount_paid", 0)
     invoice.setdefault("amount_adjusted", 0)
     invoice["amount_due"] = amount_due(invoice)
+    return name_nested(invoice)
+
+
+# the "object" of each kind of object an invoice holds, as Chargebee's v1 payloads name them
+# ("object": "line_item", "billing_address"...; docs/PARITY.md). Its linked_transactions and
+# linked_orders carry none in those payloads.
+NESTED_OBJECTS = {"line_items": "line_item", "discounts": "discount", "taxes": "tax",
+                  "billing_address": "billing_address", "shipping_address": "shipping_address"}
+
+
+def name_nested(invoice: dict) -> dict:
+    """Set ``object`` on the objects the invoice holds (recompute does, on every change)."""
+    for key, kind in NESTED_OBJECTS.items():
+        value = invoice.get(key)
+        for item in (value if isinstance(value, list) else [value] if isinstance(value, dict) else ()):
+            item["object"] = kind
     return invoice
 
 
@@ -145,6 +161,13 @@ def split_excess(amount: int, unused: list[tuple[str, int]]) -> list[tuple[str, 
     if left > 0:
         raise ValueError("not enough excess payments")
     return out
+
+
+def issue_date(invoice: dict) -> int:
+    """The date the invoice is issued (Chargebee's ``invoice_date``: "The date this invoice is
+    issued"): its ``end_date`` once closed, its ``start_date`` while pending. The one rule for
+    transaction ``linked_invoices[].invoice_date``, the PDF and the emails."""
+    return int(invoice.get("end_date") or invoice["start_date"])
 
 
 def invoice_number(prefix: str, number: int) -> str:

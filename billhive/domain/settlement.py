@@ -143,7 +143,8 @@ class OfflinePayment:
 
 
 def offline_payment(invoice: dict, *, txn_id: str, payment_method: str, paid_at: int, now: int,
-                    amount: int | None = None, reference_number: str | None = None) -> OfflinePayment:
+                    amount: int | None = None, reference_number: str | None = None,
+                    memo: str | None = None) -> OfflinePayment:
     """record_payment: ``amount`` (default: the amount due) paid at ``paid_at``, not in the future."""
     if paid_at > now:
         raise ParamError("paid_at : cannot be in the future", param="paid_at")
@@ -161,6 +162,8 @@ def offline_payment(invoice: dict, *, txn_id: str, payment_method: str, paid_at:
         txn["subscription_id"] = inv["subscription_id"]
     if reference_number:
         txn["reference_number"] = reference_number
+    if memo:  # the spec: "This will be the description in the transaction created."
+        txn["description"] = memo
     inv["amount_paid"] = int(inv.get("amount_paid", 0)) + applied
     if applied > 0:
         inv.setdefault("linked_transactions", []).append(closing.transaction_link(txn, applied, now))

@@ -124,7 +124,7 @@ def create(params: dict, sub_id: str, customer: dict, plan: dict, given: list[tu
         if params.get(k) is not None:
             sub[k] = params[k]
     if params.get("shipping_address"):
-        sub["shipping_address"] = dict(params["shipping_address"])
+        sub["shipping_address"] = {**params["shipping_address"], "object": "shipping_address"}
     sub.update({"created_at": now, "has_scheduled_changes": False, "object": "subscription",
                 "customer_id": customer["id"]})
     if recurring:

@@ -230,6 +230,7 @@ def attach(w: Work, customer: dict, card: dict) -> bool:
     else:
         CARDS.update(w.tx, w.site_id, card, w.now)
     customer["payment_method"] = payment_method_of(card)
+    customer["card_status"] = card["status"]
     schedule_expiry(w, card)
     return existing is None
 
@@ -240,6 +241,7 @@ def detach(w: Work, customer: dict) -> dict | None:
     pm = customer.get("payment_method")
     if pm and pm.get("type") == "card":
         customer.pop("payment_method")
+    customer["card_status"] = "no_card"
     if card is None:
         return None
     CARDS.delete(w.tx, w.site_id, customer["id"])
@@ -250,6 +252,7 @@ def detach(w: Work, customer: dict) -> dict | None:
 def order_fields(customer: dict) -> dict:
     """Put the customer's fields in the spec's order, in place (fields come and go:
     payment_method, billing_address, contacts)."""
+    customer.setdefault("card_status", "no_card")  # Chargebee's v1 customer: no_card until a card is added
     order = _customer_order()
     ordered = sorted(customer.items(), key=lambda kv: order.get(kv[0], len(order)))
     customer.clear()
@@ -366,7 +369,8 @@ def _set_status(w: Work, card: dict, status: str, event_type: str) -> None:
     pm = customer.get("payment_method")
     if pm and pm.get("type") == "card" and pm.get("reference_id") == card["reference_id"]:
         pm["status"] = status
-        save_customer(w, customer)
+    customer["card_status"] = status  # the customer's one card (cards are keyed by customer)
+    save_customer(w, customer)
     w.emit(event_type, {"customer": customer, "card": card})
 
 

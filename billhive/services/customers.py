@@ -75,7 +75,7 @@ def _billing_address(params: dict) -> dict | None:
     address = params.get("billing_address")
     if address:
         cards.check_country(address.get("country"), "billing_address[country]")
-    return address or None
+    return {**address, "object": "billing_address"} if address else None
 
 
 def check_payment_method(app: Any, pm: dict, prefix: str) -> dict:

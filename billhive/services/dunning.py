@@ -13,7 +13,7 @@ The subscription stays active during dunning. A new card is used by the next ret
 from __future__ import annotations
 
 from billhive.domain import dunning as rules
-from billhive.services import invoicing, payments
+from billhive.services import dues, invoicing, payments
 from billhive.store.resources import CUSTOMERS, INVOICES
 from billhive.work import jobs
 from billhive.work.context import Ctx, Work
@@ -34,6 +34,7 @@ def retry(w: Work, job: jobs.Job) -> None:
                                     w.now, retry=True)
         columns = _apply(w, inv, decision)
         INVOICES.update(w.tx, w.site_id, inv, w.now, columns=columns)
+        dues.refresh(w, inv)
         w.emit("invoice_updated", {"invoice": inv})
         return
     plan = invoicing.start_charge(w, inv, customer, card, "dunning")

@@ -31,7 +31,7 @@ from billhive.errors import (
 from billhive.gateway import GatewayResult
 from billhive.services import addons as catalog_addons
 from billhive.services import coupons as catalog_coupons
-from billhive.services import csv_tax_rules, dunning, invoicing, payments, pdf
+from billhive.services import csv_tax_rules, dues, dunning, invoicing, payments, pdf
 from billhive.store.lists import Filter, ListRequest, fetch_page
 from billhive.store.resources import CUSTOMERS, INVOICES, SUBSCRIPTIONS, TRANSACTIONS
 from billhive.util import failpoints
@@ -180,6 +180,7 @@ async def void(ctx: Ctx, invoice_id: str, params: dict) -> dict:
         dunning.stop_jobs(w, inv)
         D.transition(inv, "voided")
         INVOICES.save(w.tx, w.site_id, inv, w.now)
+        dues.refresh(w, inv)
         w.emit("invoice_updated", {"invoice": inv})
         return {"invoice": inv}
     return await ctx.write(run)
@@ -240,7 +241,8 @@ async def record_payment(ctx: Ctx, invoice_id: str, params: dict) -> dict:
     def run(w: Work) -> dict:
         inv = _unpaid(w, invoice_id)
         return payments.record_offline(w, inv, amount=params.get("amount"), payment_method=params["payment_method"],
-                                       paid_at=params["paid_at"], reference_number=params.get("reference_number"))
+                                       paid_at=params["paid_at"], reference_number=params.get("reference_number"),
+                                       memo=params.get("memo"))
     return await ctx.write(run)
 
 
@@ -412,7 +414,8 @@ def compose_one_off(w: Work, params: dict, build: Build, *, use: bool = True) ->
     lines = build(w, use)
     found = [_one_time_coupon(w, params["coupon"], lines, redeem=use)] if params.get("coupon") else []
     inv = invoicing.new_invoice(w, customer=customer, start_date=w.now, line_items=lines, recurring=False,
-                                subscription_id=sub_id, discounts=found, shipping_address=params.get("shipping_address"))
+                                subscription_id=sub_id, discounts=found, shipping_address=params.get("shipping_address"),
+                                first_invoice=invoicing.is_first_for_customer(w, customer["id"]))
     if params.get("po_number"):
         inv["po_number"] = params["po_number"]
     return inv, customer

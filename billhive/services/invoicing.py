@@ -25,7 +25,7 @@ from billhive.domain import closing
 from billhive.domain import invoices as D
 from billhive.domain.taxes import Basis
 from billhive.errors import ConfigurationIncompatible, InvalidState
-from billhive.services import cards, credits, csv_tax_rules
+from billhive.services import cards, credits, csv_tax_rules, dues
 from billhive.store import schema as S
 from billhive.store.db import Q
 from billhive.store.resources import CUSTOMERS, INVOICES, SUBSCRIPTIONS, TRANSACTIONS
@@ -114,10 +114,16 @@ def new_invoice(w: Work, *, customer: dict, start_date: int, line_items: list[di
     if customer.get("vat_number"):
         inv["vat_number"] = customer["vat_number"]
     if customer.get("billing_address"):
-        inv["billing_address"] = dict(customer["billing_address"])
+        inv["billing_address"] = {**customer["billing_address"], "object": "billing_address"}
     if shipping_address:
         inv["shipping_address"] = {**shipping_address, "object": "shipping_address"}
     return D.recompute(inv, taxes=csv_tax_rules.basis(w, inv, customer))
+
+
+def is_first_for_customer(w: Work, customer_id: str) -> bool:
+    """Whether no invoice was raised for the customer yet (a non-recurring invoice's
+    ``first_invoice``: "the first invoice raised for the customer", the spec's Invoice schema)."""
+    return not INVOICES.find(w.tx, w.site_id, INVOICES.t.c.customer_id == customer_id, limit=1)
 
 
 def insert_pending(w: Work, inv: dict) -> dict:
@@ -300,6 +306,7 @@ def save_closing(w: Work, inv: dict, decided: closing.Closing, loaded: ClosingIn
     charge follows, else by the settlement (so the event shows the invoice's outcome).
     """
     customer, card, unused = loaded.customer, loaded.card, loaded.unused
+    dues.refresh(w, decided.invoice)  # the subscription's dues with this invoice closed
     # take the number - the site's sequence row stays locked until commit, so everything after
     # this is writes only (pipelined on PostgreSQL: one round trip)
     old_id = old_id or inv["id"]

@@ -31,7 +31,7 @@ from billhive import sites
 from billhive.domain import dunning, refunds, settlement
 from billhive.errors import PaymentProcessingFailed, not_found
 from billhive.gateway import Gateway, GatewayResult
-from billhive.services import credits, invoicing
+from billhive.services import credits, dues, invoicing
 from billhive.services.invoicing import ChargePlan
 from billhive.store import schema as S
 from billhive.store.db import Q, Tx
@@ -98,6 +98,7 @@ def settle(w: Work, txn_id: str, result: GatewayResult, purpose: str | None = No
             invoicing.undo_balances(w, inv)
         TRANSACTIONS.save(w.tx, w.site_id, txn, w.now)
         INVOICES.update(w.tx, w.site_id, inv, w.now, columns=columns)
+        dues.refresh(w, inv, content_extra)
         _emit(w, s.events, txn, inv, content_extra)
     return inv
 
@@ -113,18 +114,19 @@ def _emit(w: Work, events: tuple[str, ...], txn: dict, inv: dict, content_extra:
 
 
 def record_offline(w: Work, inv: dict, *, amount: int | None, payment_method: str, paid_at: int,
-                   reference_number: str | None = None) -> dict:
+                   reference_number: str | None = None, memo: str | None = None) -> dict:
     """record_payment on a loaded (locked) unpaid invoice: decide
     (``domain.settlement.offline_payment``), save; more than the amount due becomes an excess
     payment of the customer."""
     p = settlement.offline_payment(inv, txn_id=txn_id(), payment_method=payment_method, paid_at=paid_at, now=w.now,
-                                   amount=amount, reference_number=reference_number)
+                                   amount=amount, reference_number=reference_number, memo=memo)
     txn, inv = p.transaction, p.invoice
     TRANSACTIONS.insert(w.tx, w.site_id, txn, w.now)
     invoicing.insert_link(w, inv["id"], txn["id"], p.applied)
     if p.dunning is not None:
         apply_dunning(w, p.dunning)
     INVOICES.save(w.tx, w.site_id, inv, w.now)
+    dues.refresh(w, inv)
     w.emit("transaction_created", {"transaction": txn})
     w.emit("invoice_updated", {"invoice": inv})
     if p.excess:

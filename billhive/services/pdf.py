@@ -24,6 +24,7 @@ from fpdf.enums import XPos, YPos
 from sqlalchemy import select, update
 
 from billhive import sites
+from billhive.domain.invoices import issue_date
 from billhive.domain.money import format_amount
 from billhive.errors import NotFound
 from billhive.store import schema as S
@@ -204,7 +205,7 @@ def render_invoice(inv: dict, customer: dict | None, seller: str, now: int, font
     pdf.font(16, True)
     pdf.cell(width / 2, 9, pdf.t(seller))
     pdf.cell(width / 2, 9, "INVOICE", align="R", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
-    facts = [("Invoice number", number), ("Invoice date", _date(inv.get("start_date"))),
+    facts = [("Invoice number", number), ("Invoice date", _date(issue_date(inv))),
              ("Status", _STATUS.get(inv["status"], inv["status"]))]
     if inv.get("end_date"):
         facts.append(("Closed on", _date(inv["end_date"])))

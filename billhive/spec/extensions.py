@@ -39,6 +39,17 @@ FIELDS: dict[str, dict[str, Any]] = {
     "Invoice": {
         "voided_at": {**_UNIX_TIME, "description": "When the invoice was voided (Chargebee's v2 field)."},
     },
+    "Customer": {
+        # a v1 field the spec's schema lacks: the official 1.x SDKs' Customer models declare it and
+        # Chargebee's v1 payloads carry it ("card_status": "no_card" / "valid"; docs/PARITY.md)
+        "card_status": {"type": "string", "enum": ["no_card", "valid", "expiring", "expired"],
+                        "description": "Current status of the customer's card."},
+    },
+    "Transaction": {
+        # a v1 field (the official 1.x SDKs' Transaction models); record_payment's ``memo`` fills it
+        # (the spec: "This will be the description in the transaction created")
+        "description": {"type": "string", "maxLength": 65000, "description": "Description for this transaction."},
+    },
     "Event": {
         # v1 events carry webhook_status (Chargebee's v1 events API and payloads)
         "webhook_status": {"type": "string",

@@ -26,5 +26,7 @@ class Origin:
         return out or None
 
 
-SCHEDULER = Origin(source="scheduled_job", user="billhive-scheduler")
+# no user: Chargebee's v1 events from scheduled jobs carry none ("source": "scheduled_job" and no
+# "user" in its recorded v1 invoice_generated payloads; requests from the admin console name one)
+SCHEDULER = Origin(source="scheduled_job")
 SYSTEM = Origin(source="system", user="billhive")

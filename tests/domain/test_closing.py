@@ -40,7 +40,8 @@ def test_credits_apply_in_chargebee_order():
     c = closing.close(pending(1500), balances=balances, payer=CARD, now=NOW)
     assert (c.promotional, c.refundable, c.excess) == (300, 400, (("txn_old", 200), ("txn_new", 600)))
     inv = c.invoice
-    assert inv["discounts"] == [{"amount": 300, "description": "Promotional Credits", "type": "account_credits"}]
+    assert inv["discounts"] == [{"amount": 300, "description": "Promotional Credits", "type": "account_credits",
+                                 "object": "discount"}]
     assert inv["amount"] == 1200 and inv["credits_applied"] == 400 and inv["amount_paid"] == 800
     assert inv["amount_due"] == 0 and inv["status"] == "paid" and inv["paid_on"] == NOW and c.charge == 0
 

@@ -43,7 +43,7 @@ def test_tax_exclusive_price_gets_the_tax_on_top():
     assert inv["price_type"] == "tax_exclusive"
     li = inv["line_items"][0]
     assert (li["is_taxed"], li["tax"], li["tax_rate"]) == (True, 500, 5.0)
-    assert inv["taxes"] == [{"amount": 500, "description": "T0 @ 5%"}]
+    assert inv["taxes"] == [{"amount": 500, "description": "T0 @ 5%", "object": "tax"}]
 
 
 def test_tax_inclusive_price_carves_the_tax_out():
@@ -53,7 +53,7 @@ def test_tax_inclusive_price_carves_the_tax_out():
     inv = D.recompute(invoice(11000), taxes=basis(10, price_type=T.INCLUSIVE))
     assert (inv["sub_total"], inv["tax"], inv["amount"]) == (11000, 1000, 11000)
     assert inv["price_type"] == "tax_inclusive"
-    assert inv["taxes"] == [{"amount": 1000, "description": "T0 @ 10%"}]
+    assert inv["taxes"] == [{"amount": 1000, "description": "T0 @ 10%", "object": "tax"}]
 
 
 def test_several_taxes_of_a_rule_stack_on_the_same_amount():
@@ -63,9 +63,9 @@ def test_several_taxes_of_a_rule_stack_on_the_same_amount():
     r = build_rule({"country": "US", "state": "NY", "tax1_name": "NY State Tax", "tax1_rate": 4,
                     "tax2_name": "NYC Tax", "tax2_rate": 4.5, "tax3_name": "MCTD", "tax3_rate": 0.375})
     inv = D.recompute(invoice(10000), taxes=T.basis_for(r))
-    assert inv["taxes"] == [{"amount": 400, "description": "NY State Tax @ 4%"},
-                            {"amount": 450, "description": "NYC Tax @ 4.5%"},
-                            {"amount": 38, "description": "MCTD @ 0.375%"}]  # 37.5 rounds half up
+    assert inv["taxes"] == [{"amount": 400, "description": "NY State Tax @ 4%", "object": "tax"},
+                            {"amount": 450, "description": "NYC Tax @ 4.5%", "object": "tax"},
+                            {"amount": 38, "description": "MCTD @ 0.375%", "object": "tax"}]  # 37.5 rounds half up
     assert inv["tax"] == 888 and inv["amount"] == 10888
     assert inv["line_items"][0]["tax_rate"] == 8.875
 

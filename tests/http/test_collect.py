@@ -54,7 +54,8 @@ def test_credits_apply_in_order_promotional_refundable_excess(tsite):
     cust = F.customer(tsite, promotional=300, refundable=400, excess=500)
     draft = F.pending_invoice(tsite, cust["id"], ((1000, "Usage"),))
     inv = tsite.api.post(f"/invoices/{draft['id']}/collect")["invoice"]
-    assert inv["discounts"] == [{"amount": 300, "description": "Promotional Credits", "type": "account_credits"}]
+    assert inv["discounts"] == [{"amount": 300, "description": "Promotional Credits", "type": "account_credits",
+                                 "object": "discount"}]
     assert inv["amount"] == 700
     assert inv["credits_applied"] == 400
     assert inv["amount_paid"] == 300  # excess payment covers the rest; no card charge

@@ -48,7 +48,7 @@ def test_create_with_every_field_round_trips(api):
     assert cust["vat_number"] == "GB123" and cust["created_from_ip"] == "10.0.0.1"
     assert cust["meta_data"] == {"tier": "gold", "n": 3}
     assert cust["billing_address"] == {"first_name": "Ada", "line1": "1 Analytical Way", "city": "London",
-                                       "zip": "N1", "country": "GB"}
+                                       "zip": "N1", "country": "GB", "object": "billing_address"}
     assert api.get("/customers/acme-1")["customer"] == cust
 
 
@@ -143,9 +143,10 @@ def test_update_billing_info_replaces_address_and_vat(api):
     create_customer(api, id="b1")
     cust = api.post("/customers/b1/update_billing_info", {
         "vat_number": "DE1", "billing_address[line1]": "Street 1", "billing_address[country]": "DE"})["customer"]
-    assert cust["vat_number"] == "DE1" and cust["billing_address"] == {"line1": "Street 1", "country": "DE"}
+    assert cust["vat_number"] == "DE1" and cust["billing_address"] == {"line1": "Street 1", "country": "DE",
+                                                                       "object": "billing_address"}
     cust = api.post("/customers/b1/update_billing_info", {"billing_address[city]": "Berlin"})["customer"]
-    assert "vat_number" not in cust and cust["billing_address"] == {"city": "Berlin"}
+    assert "vat_number" not in cust and cust["billing_address"] == {"city": "Berlin", "object": "billing_address"}
     cust = api.post("/customers/b1/update_billing_info", {})["customer"]
     assert "billing_address" not in cust
     assert len(events(api, "customer_changed")) == 3

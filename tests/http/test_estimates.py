@@ -63,7 +63,8 @@ def test_create_subscription_for_customer_estimate_with_balances(tsite):
     cust = F.customer(tsite, refundable=400, promotional=100)
     est = tsite.api.get(f"/customers/{cust['id']}/create_subscription_estimate",
                         {"subscription[plan_id]": "basic", "use_customer_balances": "true"})["estimate"]
-    assert est["discounts"] == [{"amount": 100, "description": "Promotional Credits", "type": "account_credits"}]
+    assert est["discounts"] == [{"amount": 100, "description": "Promotional Credits", "type": "account_credits",
+                                 "object": "discount"}]
     assert (est["amount"], est["credits_applied"], est["amount_due"]) == (900, 400, 500)
     inv = subscribe(tsite, cust["id"])["invoice"]
     assert (inv["amount"], inv["credits_applied"], inv["amount_paid"]) == (900, 400, 500)

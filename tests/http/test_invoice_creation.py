@@ -71,7 +71,8 @@ def test_credits_and_excess_apply_before_the_card(tsite):
     cust = F.customer(tsite, promotional=100, refundable=200, excess=300)
     inv = tsite.api.post("/invoices/charge", {"customer_id": cust["id"], "amount": 1000,
                                               "description": "Hardware"})["invoice"]
-    assert inv["discounts"] == [{"amount": 100, "description": "Promotional Credits", "type": "account_credits"}]
+    assert inv["discounts"] == [{"amount": 100, "description": "Promotional Credits", "type": "account_credits",
+                                 "object": "discount"}]
     assert inv["amount"] == 900 and inv["credits_applied"] == 200
     assert inv["amount_paid"] == 700 and inv["status"] == "paid"  # 300 excess + 400 by card
     assert charges(tsite) == 1
@@ -261,7 +262,7 @@ def test_create_invoice_with_addons_charges_coupon_and_shipping(tsite):
         [("addon", gb["id"], 1500), ("addon", setup["id"], 2000), ("adhoc", None, 1000)]
     assert inv["sub_total"] == 4500
     assert inv["discounts"] == [{"amount": 563, "description": coupon["name"], "type": "coupon",
-                                 "entity_id": coupon["id"]}]  # 12.5% of 4500 = 562.5, rounded half up
+                                 "entity_id": coupon["id"], "object": "discount"}]  # 12.5% of 4500 = 562.5, rounded half up
     assert inv["amount"] == 3937 and inv["amount_paid"] == 3937 and inv["status"] == "paid"
     assert inv["shipping_address"]["first_name"] == "Ada" and inv["shipping_address"]["country"] == "GB"
     assert inv["po_number"] == "PO-1"

@@ -53,7 +53,7 @@ def test_upgrade_mid_term_is_prorated(tsite):
     assert (line["type"], line["entity_id"], line["amount"]) == ("prorated_charge", "pro", 1548)  # 3000 x 16/31
     assert (line["date_from"], line["date_to"]) == (JAN_16, FEB_1)
     assert inv["discounts"] == [{"amount": 516, "description": "Prorated credits for the unused period",
-                                 "type": "credit_adjustment"}]  # 1000 x 16/31
+                                 "type": "credit_adjustment", "object": "discount"}]  # 1000 x 16/31
     assert inv["amount"] == 1032 and inv["status"] == "paid" and inv["first_invoice"] is False
     (ev,) = events(tsite, "subscription_changed")
     assert ev["content"]["invoice"]["id"] == inv["id"]
@@ -188,9 +188,9 @@ def test_billing_details_card_and_shipping_address(tsite):
     body = change(tsite, sub["id"], **{"card[number]": "5555555555554444", "card[expiry_month]": 1,
                                        "card[expiry_year]": 2031, "billing_address[city]": "Lyon",
                                        "customer[vat_number]": "FR123", "shipping_address[line1]": "1 Rue"})
-    assert body["card"]["last4"] == "4444" and body["customer"]["billing_address"] == {"city": "Lyon"}
+    assert body["card"]["last4"] == "4444" and body["customer"]["billing_address"] == {"city": "Lyon", "object": "billing_address"}
     assert body["customer"]["vat_number"] == "FR123"
-    assert body["subscription"]["shipping_address"] == {"line1": "1 Rue"}
+    assert body["subscription"]["shipping_address"] == {"line1": "1 Rue", "object": "shipping_address"}
     ev = types(tsite)
     assert {"card_added", "customer_changed", "subscription_shipping_address_updated", "subscription_changed"} <= set(ev)
     r = change(tsite, sub["id"], 400, **{"card[number]": "4111111111111112", "card[expiry_month]": 1,
@@ -207,7 +207,8 @@ def test_forever_percentage_coupon(tsite):
     travel(tsite, FEB_1 + 60)
     first, renewal = invoices(tsite, sub["id"])
     for inv in (first, renewal):
-        assert inv["discounts"] == [{"amount": 100, "description": "ten", "type": "coupon", "entity_id": "ten"}]
+        assert inv["discounts"] == [{"amount": 100, "description": "ten", "type": "coupon", "entity_id": "ten",
+                                    "object": "discount"}]
         assert inv["amount"] == 900
     assert tsite.api.get("/coupons/ten")["coupon"]["redemptions"] == 1
 
@@ -234,7 +235,8 @@ def test_item_coupons_and_offer_quantity(tsite):
            plan_constraint="none", addon_constraint="all")
     cust = F.customer(tsite)
     inv = subscribe(tsite, cust["id"], coupon="half-plan", **{"addons[id][0]": "support"})["invoice"]
-    assert inv["discounts"] == [{"amount": 500, "description": "half-plan", "type": "coupon", "entity_id": "half-plan"}]
+    assert inv["discounts"] == [{"amount": 500, "description": "half-plan", "type": "coupon", "entity_id": "half-plan",
+                                 "object": "discount"}]
     inv = subscribe(tsite, cust["id"], coupon="free-seat", **{"addons[id][0]": "seat",
                                                               "addons[quantity][0]": 3})["invoice"]
     assert inv["discounts"][0]["amount"] == 100 and inv["amount"] == 1200

@@ -48,7 +48,7 @@ def test_a_subscription_is_taxed_from_the_rule_for_the_billing_address(tsite):
     assert inv["price_type"] == "tax_exclusive" and inv["status"] == "paid"
     (li,) = inv["line_items"]
     assert (li["is_taxed"], li["tax"], li["tax_rate"]) == (True, 100, 10.0)
-    assert inv["taxes"] == [{"amount": 100, "description": "Sales tax @ 10%"}]
+    assert inv["taxes"] == [{"amount": 100, "description": "Sales tax @ 10%", "object": "tax"}]
     (lt,) = inv["linked_transactions"]
     assert tsite.api.get(f"/transactions/{lt['txn_id']}")["transaction"]["amount"] == 1100
 
@@ -80,7 +80,7 @@ def test_the_subscriptions_shipping_address_comes_first(tsite):
     body = subscribe(tsite, cust["id"], **{"shipping_address[city]": "San Francisco",
                                            "shipping_address[state_code]": "CA", "shipping_address[country]": "US"})
     inv = body["invoice"]
-    assert inv["taxes"] == [{"amount": 73, "description": "CA tax @ 7.25%"}]  # 72.5 rounds half up
+    assert inv["taxes"] == [{"amount": 73, "description": "CA tax @ 7.25%", "object": "tax"}]  # 72.5 rounds half up
     assert inv["shipping_address"]["state_code"] == "CA" and inv["amount"] == 1073
 
 
@@ -107,8 +107,8 @@ def test_create_estimate_shows_what_the_subscription_charges(tsite):
                         {"subscription[plan_id]": "basic"})["estimate"]
     inv = subscribe(tsite, cust["id"])["invoice"]
     assert est["amount"] == inv["amount"] == 1089  # 1000 + 40 + 48.75 (rounds to 49)
-    assert est["taxes"] == inv["taxes"] == [{"amount": 40, "description": "State @ 4%"},
-                                            {"amount": 49, "description": "City @ 4.875%"}]
+    assert est["taxes"] == inv["taxes"] == [{"amount": 40, "description": "State @ 4%", "object": "tax"},
+                                            {"amount": 49, "description": "City @ 4.875%", "object": "tax"}]
 
 
 def test_estimate_for_a_new_customer_is_taxed_from_its_billing_address(tsite):
@@ -134,7 +134,7 @@ def test_tax_inclusive_prices(tsite):
     inv = subscribe(tsite, ny_customer(tsite)["id"], "incl")["invoice"]
     assert inv["price_type"] == "tax_inclusive"
     assert (inv["sub_total"], inv["tax"], inv["amount"], inv["amount_paid"]) == (1100, 100, 1100, 1100)
-    assert inv["taxes"] == [{"amount": 100, "description": "Sales tax @ 10%"}]
+    assert inv["taxes"] == [{"amount": 100, "description": "Sales tax @ 10%", "object": "tax"}]
 
 
 def test_promotional_credits_come_off_before_tax_at_collect(tsite):
@@ -148,7 +148,7 @@ def test_promotional_credits_come_off_before_tax_at_collect(tsite):
     charged = tsite.api.post(f"/invoices/{draft['id']}/add_charge", {"amount": 500, "description": "More"})["invoice"]
     assert charged["tax"] == 150 and charged["amount"] == 1650
     inv = tsite.api.post(f"/invoices/{draft['id']}/collect")["invoice"]
-    assert inv["discounts"] == [{"amount": 300, "description": "Promotional Credits", "type": "account_credits"}]
+    assert inv["discounts"] == [{"amount": 300, "description": "Promotional Credits", "type": "account_credits", "object": "discount"}]
     assert inv["tax"] == 120 and inv["amount"] == 1320 and inv["credits_applied"] == 200
     assert inv["amount_paid"] == 1120 and inv["status"] == "paid"
 

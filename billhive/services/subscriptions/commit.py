@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from billhive.domain import subscriptions as R
 from billhive.errors import PaymentMethodNotPresent
-from billhive.services import cards, invoicing, payments
+from billhive.services import cards, dues, invoicing, payments
 from billhive.services.subscriptions import catalog
 from billhive.services.subscriptions.billing import compose_delayed_only
 from billhive.services.subscriptions.state import State, save
@@ -57,7 +57,7 @@ async def finish(ctx: Ctx, out: Outcome) -> dict:
         inv = await payments.charge_and_settle(ctx, plan)
         if out.body.get("invoice", {}).get("id") == inv["id"]:
             out.body["invoice"] = inv
-    return out.body
+    return await dues.reload(ctx, out.body) if out.charges else out.body
 
 
 def charge_in_job(w: Work, plan: invoicing.ChargePlan | None) -> None:
@@ -166,7 +166,7 @@ def record_event(w: Work, event_type: str, sub: dict, invoice: dict | None = Non
 
 
 def content(w: Work, sub: dict, invoice: dict | None = None) -> dict:
-    out: dict = {"subscription": sub}
+    out: dict = {"subscription": dues.fill(w, sub)}
     customer = CUSTOMERS.get(w.tx, w.site_id, sub["customer_id"])
     if customer is not None:
         out["customer"] = customer

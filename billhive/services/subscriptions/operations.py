@@ -295,11 +295,11 @@ def update_unit(w: Work, subscription_id: str, params: dict, pay: PaymentIn) -> 
     if c.coupon is not None:
         catalog.redeem_coupon(w, c.coupon[0], c.coupon[1], "coupon")
     if params.get("shipping_address"):
-        c.sub["shipping_address"] = {**(old_shipping or {}), **params["shipping_address"]}
+        c.sub["shipping_address"] = {**(old_shipping or {}), **params["shipping_address"], "object": "shipping_address"}
     customer = catalog.get_customer(w, sub["customer_id"], for_update=True)
     customer_changed = False
     if params.get("billing_address"):
-        customer["billing_address"] = dict(params["billing_address"])
+        customer["billing_address"] = {**params["billing_address"], "object": "billing_address"}
         customer_changed = True
     if (params.get("customer") or {}).get("vat_number") is not None:
         customer["vat_number"] = params["customer"]["vat_number"]

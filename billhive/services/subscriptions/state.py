@@ -16,6 +16,7 @@ from billhive.domain import subscriptions as R
 from billhive.domain.subscription_billing import take_scheduled
 from billhive.domain.subscriptions import State
 from billhive.errors import not_found
+from billhive.services import dues
 from billhive.store import schema as S
 from billhive.store.resources import SUBSCRIPTIONS
 from billhive.util.jsonutil import dumps, loads
@@ -41,7 +42,7 @@ def require(w: Work, subscription_id: str, *, for_update: bool = False) -> tuple
 
 
 def save(w: Work, sub: dict, st: State, *, insert: bool = False) -> None:
-    sub = document(sub)
+    sub = dues.fill(w, document(sub))
     if insert:
         SUBSCRIPTIONS.insert(w.tx, w.site_id, sub, w.now, columns={"internal": dumps(st.to_dict())})
     elif not SUBSCRIPTIONS.update(w.tx, w.site_id, sub, w.now, columns={"internal": dumps(st.to_dict())}):
