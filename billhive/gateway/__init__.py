@@ -22,6 +22,7 @@ from billhive.gateway.interface import (
     GatewayResult,
     StoredCard,
 )
+from billhive.gateway.measured import Measured
 from billhive.gateway.test_gateway import TestGateway
 from billhive.sites import Site
 from billhive.store.db import Database
@@ -31,8 +32,9 @@ __all__ = ["TEST_GATEWAY", "CardDetails", "Gateway", "GatewayResult", "StoredCar
 
 
 def default_gateways(db: Database) -> dict[str, Gateway]:
-    """The gateways billhive runs with, by name (the test gateway keeps its books beside ``db``)."""
-    return {TEST_GATEWAY: TestGateway(db)}
+    """The gateways billhive runs with, by name (the test gateway keeps its books beside ``db``),
+    each timed for /metrics."""
+    return {TEST_GATEWAY: Measured(TestGateway(db))}
 
 
 def gateway_name(site: Site) -> str | None:

@@ -38,7 +38,7 @@ from billhive.errors import (
     StoreError,
 )
 from billhive.http import extra_routes as pages
-from billhive.http import idempotency
+from billhive.http import idempotency, requests
 from billhive.http.auth import Authenticator
 from billhive.http.bodies import ClientDisconnected, read_body
 from billhive.http.metrics import render as metrics_text
@@ -47,6 +47,7 @@ from billhive.http.ratelimit import RateLimiter
 from billhive.http.router import Router
 from billhive.http.routes import ROUTES, Route
 from billhive.runtime import App
+from billhive.services import observe
 from billhive.store.lists import (
     ALL_OPS,
     MAX_FILTERS,
@@ -233,6 +234,7 @@ class ApiEndpoint:
         authz = headers.get(b"authorization")
         principal = await self.auth.authenticate(host.decode("latin-1") if host else None,
                                                  authz.decode("latin-1") if authz else None)
+        scope["billhive.site"] = principal.site_name
         if not self.rate.unlimited(principal.site_pk):
             await self.rate.admit(principal.site_pk)
         route = compiled.route
@@ -292,6 +294,7 @@ def build(app: App, *, background: Callable[[App], Awaitable[None]] | None = Non
     ROUTES (the benchmark's ceiling, tests' own)."""
     routes = [*ROUTES, *extra_routes]
     api = ApiEndpoint(app, routes)
+    latency = requests.Latency()
     openapi_bytes: dict[str, bytes] = {}
 
     async def health(request: Request) -> Response:
@@ -357,7 +360,8 @@ def build(app: App, *, background: Callable[[App], Awaitable[None]] | None = Non
                     await task
 
     async def metrics(request: Request) -> Response:
-        return Response(metrics_text(app, api), media_type="text/plain; version=0.0.4")
+        health = await observe.all_sites(app)
+        return Response(metrics_text(app, api, latency, health), media_type="text/plain; version=0.0.4")
 
     starlette = Starlette(
         routes=[StarletteRoute("/health", health), StarletteRoute("/openapi.json", openapi),
@@ -367,9 +371,15 @@ def build(app: App, *, background: Callable[[App], Awaitable[None]] | None = Non
         lifespan=lifespan,
     )
 
-    async def asgi(scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] == "http" and scope["path"].startswith(PREFIX + "/"):
+    async def route(scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["path"].startswith(PREFIX + "/"):
             await api(scope, receive, send)
+        else:
+            await starlette(scope, receive, send)
+
+    async def asgi(scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "http":
+            await requests.serve(scope, receive, send, route, latency)
         else:
             await starlette(scope, receive, send)
 

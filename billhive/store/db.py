@@ -44,6 +44,7 @@ Failure safety - every unit of work, on both stores:
 from __future__ import annotations
 
 import asyncio
+import bisect
 import concurrent.futures
 import contextlib
 import logging
@@ -67,6 +68,8 @@ from billhive.errors import StoreError, StoreNotWritable, StoreTimeout, StoreUna
 from billhive.util import failpoints
 
 log = logging.getLogger("billhive.db")
+# group-commit batch sizes (units), the upper bounds of /metrics' histogram buckets (MAX_BATCH is 128)
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 T = TypeVar("T")
 
 _DIALECTS = {
@@ -377,6 +380,8 @@ class Database:
         self._dead: str | None = None  # why a store thread stopped for good
         self.on_fatal: Callable[[str], None] | None = None  # called (from any thread) when the store is dead
         self.stats = {"batches": 0, "units": 0}  # group commit: how well units batch
+        # group-commit batches by their number of units: counts per BATCH_SIZE_BUCKETS bound (/metrics)
+        self.batch_sizes = [0] * len(BATCH_SIZE_BUCKETS)
         self._conns: list[Any] = []
         self._conns_lock = threading.Lock()
         self._write_error: tuple[float, str] | None = None  # (when, why) a write last failed for lack of space
@@ -411,6 +416,10 @@ class Database:
     def read_sync(self, fn: Callable[[Tx], T]) -> T:
         """Run fn(tx) on a consistent snapshot (no writes), on the calling thread."""
         raise NotImplementedError
+
+    def queue_depth(self) -> int:
+        """Units of work waiting for the writer (SQLite) or the group-commit lane (PostgreSQL)."""
+        return 0
 
     async def health(self) -> dict:
         """Reachability and writability, from probes run at most once a second (shared by
@@ -541,6 +550,7 @@ class Database:
         with one commit; answer every unit. Never raises."""
         self.stats["batches"] += 1
         self.stats["units"] += len(live)
+        self.batch_sizes[bisect.bisect_left(BATCH_SIZE_BUCKETS, len(live))] += 1
         while live:
             try:
                 live = self._run_batch_once(conn, live)
@@ -751,6 +761,10 @@ class SqliteDatabase(Database):
                 if conn.in_transaction:
                     conn.execute("COMMIT")
         return await self._run(fn, self._put_read)
+
+
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
 
     def read_sync(self, fn: Callable[[Tx], T]) -> T:
         if self._closed:
@@ -1051,6 +1065,10 @@ class PostgresDatabase(Database):
         self._lane_thread: threading.Thread | None = None
         self._lane_in_flight: list[_Job] = []
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="billhive-pg")
+
+    def queue_depth(self) -> int:
+        lane = self._lane_queue
+        return lane.qsize() if lane is not None else 0
 
     # ---- public API ---------------------------------------------------------------------------
 

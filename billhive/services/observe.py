@@ -1,0 +1,73 @@
+"""What an operator watches, read from the store: per site, deliveries pending and failed,
+the lag of the oldest due job, the time machine, and the overview the console shows (invoices
+due, failed payments, dunning in progress). Reads only; every count uses an index on
+``(site_id, status, ...)`` or the partial due-delivery indexes, except failed deliveries, which
+are counted by a scan of the site's deliveries (see README, "Operating billhive")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy import func, select
+
+from billhive import sites
+from billhive.runtime import App
+from billhive.store import schema as S
+from billhive.store.db import Tx
+
+PENDING = ("scheduled", "re_scheduled")
+
+
+@dataclass
+class SiteHealth:
+    """One site's numbers for /metrics and the console overview."""
+
+    site: str
+    webhooks_pending: int = 0
+    webhooks_failed: int = 0
+    emails_pending: int = 0
+    emails_failed: int = 0
+    job_lag_seconds: int = 0  # site time since the oldest job fell due (0: nothing overdue)
+    time_travel_status: str = "not_enabled"
+    extra: dict[str, int] = field(default_factory=dict)  # overview only: invoices due, failed payments, dunning
+
+
+async def all_sites(app: App) -> list[SiteHealth]:
+    """Every site's delivery backlog, job lag and time machine status (one read)."""
+    def run(tx: Tx) -> list[SiteHealth]:
+        return [site_health(tx, s, s.now(app.wall)) for s in sites.all_sites(tx)]
+    return await app.db.read(run)
+
+
+async def overview(app: App, site_pk: int) -> SiteHealth:
+    """The console's site overview: site_health and the billing counts."""
+    def run(tx: Tx) -> SiteHealth:
+        site = sites.load(tx, site_pk)
+        out = site_health(tx, site, site.now(app.wall))
+        out.extra = {
+            "invoices_payment_due": _count(tx, S.invoices, site_pk, S.invoices.c.status == "payment_due"),
+            "invoices_not_paid": _count(tx, S.invoices, site_pk, S.invoices.c.status == "not_paid"),
+            "dunning_in_progress": _count(tx, S.invoices, site_pk, S.invoices.c.status == "payment_due",
+                                          S.invoices.c.dunning_started_at.is_not(None)),
+            "failed_payments": _count(tx, S.transactions, site_pk, S.transactions.c.status == "failure"),
+        }
+        return out
+    return await app.db.read(run)
+
+
+def site_health(tx: Tx, site: sites.Site, now: int) -> SiteHealth:
+    wd, ed = S.webhook_deliveries, S.email_deliveries
+    oldest = tx.scalar(select(func.min(S.jobs.c.due_at)).where(S.jobs.c.site_id == site.pk))
+    return SiteHealth(
+        site=site.name,
+        webhooks_pending=_count(tx, wd, site.pk, wd.c.status.in_(PENDING)),
+        webhooks_failed=_count(tx, wd, site.pk, wd.c.status == "failed"),
+        emails_pending=_count(tx, ed, site.pk, ed.c.status.in_(PENDING)),
+        emails_failed=_count(tx, ed, site.pk, ed.c.status == "failed"),
+        job_lag_seconds=max(0, now - oldest) if oldest is not None else 0,
+        time_travel_status=site.tm_status or "not_enabled",
+    )
+
+
+def _count(tx: Tx, table, site_pk: int, *where) -> int:  # type: ignore[no-untyped-def]
+    return int(tx.scalar(select(func.count()).select_from(table).where(table.c.site_id == site_pk, *where)) or 0)
