@@ -19,6 +19,7 @@ import logging
 import re
 import time
 from typing import Awaitable, Callable, Sequence
+from urllib.parse import quote
 
 import orjson
 from starlette.applications import Starlette
@@ -38,7 +39,7 @@ from billhive.errors import (
     StoreError,
 )
 from billhive.http import extra_routes as pages
-from billhive.http import idempotency, requests
+from billhive.http import console, idempotency, requests
 from billhive.http.auth import Authenticator
 from billhive.http.bodies import ClientDisconnected, read_body
 from billhive.http.metrics import render as metrics_text
@@ -270,6 +271,26 @@ class ApiEndpoint:
         return 200, orjson.dumps(result), []
 
 
+    async def call(self, ctx: Ctx, method: str, path: str, pairs: Sequence[tuple[str, str]] = ()) -> dict:
+        """An API operation run on the site of ``ctx`` as if requested (path under /api/v1,
+        unencoded ids; parameters decoded and validated from the spec, list filters included), for
+        the admin console: no key, no rate limit, no idempotency key. Raises what the operation
+        raises (``BillhiveError``s); returns the response as plain JSON values."""
+        compiled, args, _ = self.router.match(method, "/".join(quote(seg, safe="") for seg in path.split("/")))
+        if compiled is None:
+            raise NotFound(f"no API operation {method} {path}")
+        pairs = list(pairs)
+        list_req = None
+        if compiled.is_list:
+            pairs, list_req = _list_request(compiled, pairs)
+        params = compiled.decoder.decode(pairs)
+        if list_req is not None:
+            list_req.limit = params.get("limit", 10)
+            list_req.offset = params.get("offset")
+            params["_list"] = list_req
+        return orjson.loads(orjson.dumps(await compiled.fn(ctx, *args, params)))
+
+
 def _unique_violation(exc: Exception) -> bool:
     import sqlite3
 
@@ -366,7 +387,7 @@ def build(app: App, *, background: Callable[[App], Awaitable[None]] | None = Non
     starlette = Starlette(
         routes=[StarletteRoute("/health", health), StarletteRoute("/openapi.json", openapi),
                 StarletteRoute("/metrics", metrics),
-                *pages.routes(app)],
+                *pages.routes(app), *console.routes(app, api)],
         exception_handlers={404: not_found, StoreError: store_error},
         lifespan=lifespan,
     )

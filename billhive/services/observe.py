@@ -71,3 +71,47 @@ def site_health(tx: Tx, site: sites.Site, now: int) -> SiteHealth:
 
 def _count(tx: Tx, table, site_pk: int, *where) -> int:  # type: ignore[no-untyped-def]
     return int(tx.scalar(select(func.count()).select_from(table).where(table.c.site_id == site_pk, *where)) or 0)
+
+
+async def describe_site(app: App, site_pk: int) -> dict:
+    """A site's settings, keys (hints only) and webhook endpoints (billhive.sites.describe)."""
+    return await app.db.read(lambda tx: sites.describe(tx, sites.load(tx, site_pk)))
+
+
+async def event_deliveries(app: App, site_pk: int, event_id: str) -> dict[str, list[dict]]:
+    """An event's webhook and email deliveries, each with its attempts (time, status, duration,
+    error), oldest first."""
+    def run(tx: Tx) -> dict[str, list[dict]]:
+        return {"webhooks": _deliveries(tx, site_pk, event_id, S.webhook_deliveries, S.webhook_attempts,
+                                        S.webhook_deliveries.c.endpoint_id),
+                "emails": _deliveries(tx, site_pk, event_id, S.email_deliveries, S.email_attempts,
+                                      S.email_deliveries.c.recipient)}
+    return await app.db.read(run)
+
+
+async def credit_ledger(app: App, site_pk: int, customer_id: str, limit: int = 100) -> list[dict]:
+    """A customer's promotional, refundable and excess credit movements, newest first."""
+    t = S.credit_ledger
+    cols = (t.c.kind, t.c.amount, t.c.balance_after, t.c.reason, t.c.description, t.c.reference_type,
+            t.c.reference_id, t.c.source, t.c.user, t.c.created_at)
+
+    def run(tx: Tx) -> list[dict]:
+        rows = tx.all(select(*cols).where(t.c.site_id == site_pk, t.c.customer_id == customer_id)
+                      .order_by(t.c.pk.desc()).limit(limit))
+        return [dict(zip([c.name for c in cols], r)) for r in rows]
+    return await app.db.read(run)
+
+
+def _deliveries(tx: Tx, site_pk: int, event_id: str, deliveries, attempts, target) -> list[dict]:  # type: ignore[no-untyped-def]
+    d, a = deliveries, attempts
+    rows = tx.all(select(d.c.pk, target, d.c.status, d.c.attempts, d.c.next_attempt_at, d.c.last_status_code,
+                         d.c.last_error).where(d.c.site_id == site_pk, d.c.event_id == event_id).order_by(d.c.pk))
+    out = []
+    for pk, to, status, n, next_at, code, error in rows:
+        tries = tx.all(select(a.c.attempt, a.c.attempted_at, a.c.status_code, a.c.error, a.c.duration_ms)
+                       .where(a.c.site_id == site_pk, a.c.delivery_pk == pk).order_by(a.c.attempt))
+        out.append({"to": to, "status": status, "attempts": n, "next_attempt_at": next_at, "last_status_code": code,
+                    "last_error": error,
+                    "tries": [{"attempt": t[0], "at": t[1], "status_code": t[2], "error": t[3], "duration_ms": t[4]}
+                              for t in tries]})
+    return out
