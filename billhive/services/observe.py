@@ -14,6 +14,7 @@ from billhive import sites
 from billhive.runtime import App
 from billhive.store import schema as S
 from billhive.store.db import Tx
+from billhive.util.jsonutil import loads
 
 PENDING = ("scheduled", "re_scheduled")
 
@@ -115,3 +116,28 @@ def _deliveries(tx: Tx, site_pk: int, event_id: str, deliveries, attempts, targe
                     "tries": [{"attempt": t[0], "at": t[1], "status_code": t[2], "error": t[3], "duration_ms": t[4]}
                               for t in tries]})
     return out
+
+
+async def search_customers(app: App, site_pk: int, q: str, limit: int = 25) -> list[dict]:
+    """Customers whose id or email is ``q`` or whose id, email, first or last name starts with it
+    (case-sensitive), as the API shows them: exact matches first, then prefixes, each by its index
+    (``(site_id, column, pk)``), so a search costs a few index ranges however many customers the
+    site has."""
+    t = S.customers
+    # every string that starts with q sorts in [q, upper) in code-point order (SQLite; PostgreSQL in
+    # the C / C.UTF-8 collation; a linguistic collation may order otherwise and miss prefixes)
+    upper = q + "\U0010ffff"
+
+    def run(tx: Tx) -> list[dict]:
+        found: dict[str, str] = {}
+        searches = [(t.c.id, True), (t.c.email, True), (t.c.id, False), (t.c.email, False),
+                    (t.c.first_name, False), (t.c.last_name, False)]
+        for col, exact in searches:
+            cond = col == q if exact else (col >= q) & (col < upper)
+            for cid, data in tx.all(select(t.c.id, t.c.data).where(t.c.site_id == site_pk, cond)
+                                    .order_by(col, t.c.pk).limit(limit)):
+                found.setdefault(cid, data)
+            if len(found) >= limit:
+                break
+        return [loads(d) for d in list(found.values())[:limit]]
+    return await app.db.read(run)

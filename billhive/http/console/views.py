@@ -199,6 +199,7 @@ class Console:
         site = await self.app.db.read(lambda tx: sites.by_name(tx, name))
         if site is None:
             raise Denied(404, f"No site named {name!r}")
+        request.scope["billhive.site"] = site.name  # for the request's log line
         return site
 
     def _ctx(self, site: sites.Site) -> Ctx:
@@ -248,15 +249,7 @@ class Console:
             found = {e["customer"]["id"]: e["customer"] for e in page["list"]}
             next_offset = page.get("next_offset")
         else:
-            searches = [[("id[is]", q)], [("first_name[starts_with]", q)], [("last_name[starts_with]", q)]]
-            if "@" in q:
-                searches.insert(1, [("email[is]", q)])
-            else:
-                searches.insert(1, [("email[starts_with]", q)])
-            for pairs in searches:
-                page = await self.api.call(ctx, "GET", "/customers", [*pairs, ("limit", str(PAGE_SIZE))])
-                for e in page["list"]:
-                    found.setdefault(e["customer"]["id"], e["customer"])
+            found = {c["id"]: c for c in await observe.search_customers(self.app, site.pk, q, PAGE_SIZE)}
         return self._html("customers.html", session, site=site, q=q, customers=list(found.values()),
                           next_url=self._next_url(request, next_offset))
 
