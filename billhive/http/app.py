@@ -38,8 +38,8 @@ from billhive.errors import (
     ParamError,
     StoreError,
 )
-from billhive.http import extra_routes as pages
 from billhive.http import console, idempotency, requests
+from billhive.http import extra_routes as pages
 from billhive.http.auth import Authenticator
 from billhive.http.bodies import ClientDisconnected, read_body
 from billhive.http.metrics import render as metrics_text
@@ -270,7 +270,6 @@ class ApiEndpoint:
         result = await call
         return 200, orjson.dumps(result), []
 
-
     async def call(self, ctx: Ctx, method: str, path: str, pairs: Sequence[tuple[str, str]] = ()) -> dict:
         """An API operation run on the site of ``ctx`` as if requested (path under /api/v1,
         unencoded ids; parameters decoded and validated from the spec, list filters included), for
@@ -381,7 +380,11 @@ def build(app: App, *, background: Callable[[App], Awaitable[None]] | None = Non
                     await task
 
     async def metrics(request: Request) -> Response:
-        health = await observe.all_sites(app)
+        try:
+            health = await observe.all_sites(app)
+        except StoreError as exc:  # the process's own figures still tell something; /health says the rest
+            log.warning("/metrics without the per-site figures: %s", exc.message)
+            health = []
         return Response(metrics_text(app, api, latency, health), media_type="text/plain; version=0.0.4")
 
     starlette = Starlette(

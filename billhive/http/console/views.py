@@ -227,8 +227,8 @@ class Console:
                               error=str(exc))
         log.info("console created site %s", name, extra={"site": name})
         all_sites = await self.app.db.read(sites.all_sites)
-        return self._html("sites.html", session, sites=all_sites, health={}, created={"name": name, "key": keys["full"]},
-                          error=None)
+        return self._html("sites.html", session, sites=all_sites, health={},
+                          created={"name": name, "key": keys["full"]}, error=None)
 
     async def overview(self, request: Request, session: sessions.Session) -> Response:
         site = await self._site(request)
