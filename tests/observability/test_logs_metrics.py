@@ -16,17 +16,19 @@ from tests.support.delivery import wait_until
 
 @pytest.fixture
 def captured(monkeypatch):
-    """The root logger's output in JSON for this test (restored after it)."""
-    root = logging.getLogger()
+    """billhive.request's lines in JSON for this test (its own handler; restored after it)."""
+    logger = logging.getLogger("billhive.request")
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(logs.JsonFormatter())
     handler.addFilter(logs.with_request_id)  # the filter configure() installs
-    monkeypatch.setattr(root, "handlers", [handler])
-    monkeypatch.setattr(root, "level", logging.INFO)
+    monkeypatch.setattr(logger, "handlers", [handler])
+    old_level = logger.level
+    logger.setLevel(logging.INFO)  # setLevel, not the attribute: it clears logging's isEnabledFor cache
     # a uvicorn.Config built with its default log_config (dictConfig) disables loggers that existed
-    monkeypatch.setattr(logging.getLogger("billhive.request"), "disabled", False)
+    monkeypatch.setattr(logger, "disabled", False)
     yield lambda: [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
+    logger.setLevel(old_level)
 
 
 def test_request_id_is_returned_and_logged(api, site, server, captured):
@@ -63,21 +65,26 @@ def test_text_format_keeps_extra_fields():
     assert line.endswith('WARNING billhive.test_text: job failed site=a-test job_id=renewal:sub_1 error="two words"')
 
 
-def test_configure_quiets_alembic_and_fonttools(monkeypatch):
+def test_configure_quiets_alembic_and_fonttools():
     root = logging.getLogger()
-    monkeypatch.setattr(root, "handlers", list(root.handlers))
-    for name in logs.QUIET:
-        monkeypatch.setattr(logging.getLogger(name), "level", logging.NOTSET)
-    monkeypatch.setattr(root, "level", root.level)
-    stream = io.StringIO()
-    logs.configure("json", stream=stream)
-    logging.getLogger("alembic.runtime.plugins").info("setup plugin alembic.autogenerate.schemas")
-    logging.getLogger("fontTools.subset").info("Glyph names: ...")
-    logging.getLogger("billhive.x").info("kept", extra={"site": "s"})
-    lines = [json.loads(x) for x in stream.getvalue().splitlines()]
-    assert [x["message"] for x in lines] == ["kept"] and lines[0]["site"] == "s" and lines[0]["level"] == "info"
-    with pytest.raises(ValueError):
-        logs.configure("xml")
+    saved = (list(root.handlers), root.level, {n: logging.getLogger(n).level for n in logs.QUIET})
+    try:
+        for name in logs.QUIET:
+            logging.getLogger(name).setLevel(logging.NOTSET)
+        stream = io.StringIO()
+        logs.configure("json", stream=stream)
+        logging.getLogger("alembic.runtime.plugins").info("setup plugin alembic.autogenerate.schemas")
+        logging.getLogger("fontTools.subset").info("Glyph names: ...")
+        logging.getLogger("billhive.x").info("kept", extra={"site": "s"})
+        lines = [json.loads(x) for x in stream.getvalue().splitlines()]
+        assert [x["message"] for x in lines] == ["kept"] and lines[0]["site"] == "s" and lines[0]["level"] == "info"
+        with pytest.raises(ValueError):
+            logs.configure("xml")
+    finally:  # setLevel (not the attributes): it also clears logging's isEnabledFor caches
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        for name, level in saved[2].items():
+            logging.getLogger(name).setLevel(level)
 
 
 def test_metrics_histograms_and_store_gauges(api, site, server):
