@@ -1,4 +1,4 @@
-"""python -m bench collect|retrieve|list|all — see bench/README.md."""
+"""python -m bench collect|retrieve|list|all|console — see bench/README.md."""
 
 from __future__ import annotations
 
@@ -43,6 +43,12 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--stores", default=",".join(STORES), help="comma-separated (default sqlite,postgres)")
     a.add_argument("--sizes", default=",".join(str(n) for n in SIZES), help="comma-separated (default 10000,1000000)")
     _common(a)
+    c = sub.add_parser("console", help="the admin console's pages, one request at a time (p95 budget 300 ms)")
+    c.add_argument("--store", choices=STORES, default="sqlite")
+    c.add_argument("--invoices", type=int, default=100_000)
+    c.add_argument("--requests", type=int, default=40, help="measured requests per page (default 40)")
+    c.add_argument("--pg-url", default=harness.DEFAULT_PG)
+    c.add_argument("--json", type=Path)
     so = sub.add_parser("store-only", help=argparse.SUPPRESS)  # the harness's child process
     so.add_argument("--url", required=True)
     so.add_argument("--site-pk", type=int, required=True)
@@ -61,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
 
         store_only.main(args.url, args.site_pk, args.ids, args.seconds, args.concurrency)
         return 0
+    if args.command == "console":
+        from bench import console
+
+        return console.run(args.store, args.invoices, args.requests, args.pg_url, args.json)
     if args.command == "all":
         stores = [s.strip() for s in args.stores.split(",") if s.strip()]
         if any(s not in STORES for s in stores):

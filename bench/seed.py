@@ -29,7 +29,7 @@ from billhive.gateway.test_gateway import books_for, mask
 from billhive.services import invoicing
 from billhive.store import migrate, postgres
 from billhive.store import schema as S
-from billhive.store.db import Database, Q, Tx
+from billhive.store.db import Database, Q, StoreLimits, Tx
 from billhive.store.resources import CARDS, CUSTOMERS, INVOICES
 from billhive.util.ids import random_id
 from billhive.work.context import Origin, Work
@@ -120,7 +120,8 @@ def seed(url: str, n: int, *, log: Callable[[str], None] = print, seed_value: in
     migrate.upgrade(url)
     started = time.perf_counter()
     # durability is pointless while seeding: the server later opens the file with its own settings
-    db = Database(url, synchronous="OFF")
+    # and so are the serving limits: a batch of 20,000 customers may take longer than 5 s on a busy machine
+    db = Database(url, synchronous="OFF", limits=StoreLimits(unit_timeout=600, statement_timeout=600))
     books = books_for(db)  # the test gateway's books
     try:
         now = int(time.time())

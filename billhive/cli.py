@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import gc
 import json
-import logging
 import os
 import socket
 import sys
@@ -26,6 +25,7 @@ from billhive.runtime import DEFAULT_DATABASE_URL, HTTP_LIMITS, App, Config, htt
 from billhive.sites import COLUMN_SETTINGS, SETTINGS, WEBHOOK_SETTINGS
 from billhive.store import migrate
 from billhive.store.db import check_writable
+from billhive.util import logs
 from billhive.worker import BackgroundLock, run_background
 
 
@@ -66,6 +66,11 @@ def _add_http_limits(p: argparse.ArgumentParser) -> None:
                             f"{getattr(Config, name)}")
 
 
+def _add_log_format(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log-format", choices=logs.FORMATS, default=Config.from_env().log_format,
+                   help="text (default) or json: one JSON object a line ($BILLHIVE_LOG_FORMAT)")
+
+
 def _fail(msg: str) -> int:
     print(f"billhive: {msg}", file=sys.stderr)
     return 2
@@ -76,7 +81,7 @@ def _fail(msg: str) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     """Bind the port, check the database can be written, migrate, then announce and serve:
     nothing is printed as started, and nothing runs, before each of those has worked."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(args.log_format)
     # The database writer thread releases the GIL for every fsync and needs it back quickly;
     # with the default 5 ms switch interval a busy event loop makes it wait (a GIL convoy).
     sys.setswitchinterval(Config.from_env().switch_interval)
@@ -96,6 +101,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app.config.public_url = args.public_url or app.config.public_url
     app.config.background = not args.no_background
     app.config.admin_token = args.admin_token or app.config.admin_token
+    app.config.admin_readonly_token = args.admin_readonly_token or app.config.admin_readonly_token
+    app.config.log_format = args.log_format
     for name in HTTP_LIMITS:
         if getattr(args, name) is not None:
             setattr(app.config, name, getattr(args, name))
@@ -125,7 +132,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         app.config.database_url, app.config.public_url = url, app.config.base_url
         os.environ.update(app.config.environ())
         config = uvicorn.Config("billhive.http.asgi:create_app", factory=True, host=args.host, port=args.port,
-                                workers=args.workers, access_log=args.access_log, log_level="info",
+                                workers=args.workers, access_log=args.access_log, log_level="info", log_config=None,
                                 loop="uvloop", **uvicorn_options(app.config))
         with contextlib.suppress(KeyboardInterrupt):
             Multiprocess(config, sockets=[sock]).run()
@@ -133,7 +140,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     background = (lambda a: run_background(a, lock)) if app.config.background else None
     asgi = build(app, background=background, extra_routes=getattr(args, "extra_routes", ()))
     server = uvicorn.Server(uvicorn.Config(asgi, host=args.host, port=args.port, access_log=args.access_log,
-                                           log_level="info", loop="uvloop", lifespan="on",
+                                           log_level="info", log_config=None, loop="uvloop", lifespan="on",
                                            **uvicorn_options(app.config)))
     app.on_fatal.append(lambda reason: setattr(server, "should_exit", True))
     _tune_gc()
@@ -199,7 +206,7 @@ def _redact(url: str) -> str:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(args.log_format)
     try:
         app = _open_service(_db_url(args))
     except StoreError as exc:
@@ -410,12 +417,17 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--admin-token", default=None,
                    help="turn on the admin API (/admin/api) and console (/admin), authenticated by this token "
                         "($BILLHIVE_ADMIN_TOKEN; off when unset)")
+    s.add_argument("--admin-readonly-token", default=None,
+                   help="a second token: signed in with it the console shows everything and changes nothing "
+                        "($BILLHIVE_ADMIN_READONLY_TOKEN)")
+    _add_log_format(s)
     _add_db(s)
     _add_http_limits(s)
     s.set_defaults(fn=cmd_serve)
 
     w = sub.add_parser("worker", help="run the scheduler and delivery workers without the API")
     _add_db(w)
+    _add_log_format(w)
     w.set_defaults(fn=cmd_worker)
 
     m = sub.add_parser("migrate", help="apply pending database migrations")

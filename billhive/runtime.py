@@ -82,6 +82,10 @@ class Config:
     # the admin API (/admin/api) and console (/admin) authenticate with this token; both are off
     # (404) when it is not set. Never a site's API key. `billhive serve --admin-token`
     admin_token: str | None = None
+    # the console's read-only role: signed in with this token one can look but not change
+    # (BILLHIVE_ADMIN_READONLY_TOKEN, `billhive serve --admin-readonly-token`)
+    admin_readonly_token: str | None = None
+    log_format: str = "text"  # text | json (billhive.util.logs); `--log-format`
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Config:

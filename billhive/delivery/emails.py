@@ -273,6 +273,11 @@ async def _deliver(app: App, batch: Batch) -> None:
 
     outcomes = await asyncio.gather(*(one(c) for c in batch.claims))
     await app.db.write(_record(batch, {c.pk: o for c, o in zip(batch.claims, outcomes)}))
+    for c, o in zip(batch.claims, outcomes):
+        log.log(logging.INFO if o.ok else logging.WARNING, "email %s (%s) %s: %s", c.event_id, c.row["template"],
+                "sent" if o.ok else "failed", o.error or o.status_code,
+                extra={"site": batch.site.name, "event_id": c.event_id, "template": c.row["template"],
+                       "attempt": c.attempt, "status_code": o.status_code, "duration_ms": o.duration_ms})
 
 
 def dispatcher(app: App) -> lanes.Dispatcher:

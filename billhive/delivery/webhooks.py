@@ -141,6 +141,11 @@ async def _deliver(app: App, client: httpx.AsyncClient, batch: Batch) -> None:
         if c.event_id in batch.events else _missing()
         for c in live))
     await app.db.write(_record(batch, {c.pk: o for c, o in zip(live, outcomes)}))
+    for c, o in zip(live, outcomes):
+        log.log(logging.INFO if o.ok else logging.WARNING, "webhook %s %s to %s: %s", c.event_id,
+                "delivered" if o.ok else "failed", c.row["endpoint_id"], o.error or o.status_code,
+                extra={"site": batch.site.name, "event_id": c.event_id, "endpoint_id": c.row["endpoint_id"],
+                       "attempt": c.attempt, "status_code": o.status_code, "duration_ms": o.duration_ms})
 
 
 async def _missing() -> Outcome:

@@ -24,6 +24,7 @@ from billhive.gateway.interface import (
     GatewayResult,
     StoredCard,
 )
+from billhive.gateway.measured import Measured
 from billhive.gateway.stripe import StripeGateway
 from billhive.gateway.test_gateway import TestGateway
 from billhive.sites import Site
@@ -35,8 +36,8 @@ __all__ = ["STRIPE", "TEST_GATEWAY", "CardDetails", "Gateway", "GatewayResult", 
 
 def default_gateways(db: Database) -> dict[str, Gateway]:
     """The gateways billhive runs with, by name (the test gateway keeps its books beside ``db``;
-    the Stripe gateway reads each site's key from ``db``)."""
-    return {TEST_GATEWAY: TestGateway(db), STRIPE: StripeGateway(db)}
+    the Stripe gateway reads each site's key from ``db``), each timed for /metrics."""
+    return {TEST_GATEWAY: Measured(TestGateway(db)), STRIPE: Measured(StripeGateway(db))}
 
 
 def gateway_name(site: Site) -> str | None:

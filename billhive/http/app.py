@@ -19,6 +19,7 @@ import logging
 import re
 import time
 from typing import Awaitable, Callable, Sequence
+from urllib.parse import quote
 
 import orjson
 from starlette.applications import Starlette
@@ -37,8 +38,8 @@ from billhive.errors import (
     ParamError,
     StoreError,
 )
+from billhive.http import admin_api, console, idempotency, requests
 from billhive.http import extra_routes as pages
-from billhive.http import admin_api, idempotency
 from billhive.http.auth import Authenticator
 from billhive.http.bodies import ClientDisconnected, read_body
 from billhive.http.metrics import render as metrics_text
@@ -47,6 +48,7 @@ from billhive.http.ratelimit import RateLimiter
 from billhive.http.router import Router
 from billhive.http.routes import ROUTES, Route
 from billhive.runtime import App
+from billhive.services import observe
 from billhive.store.db import is_unique_violation
 from billhive.store.lists import (
     ALL_OPS,
@@ -234,6 +236,7 @@ class ApiEndpoint:
         authz = headers.get(b"authorization")
         principal = await self.auth.authenticate(host.decode("latin-1") if host else None,
                                                  authz.decode("latin-1") if authz else None)
+        scope["billhive.site"] = principal.site_name
         if not self.rate.unlimited(principal.site_pk):
             await self.rate.admit(principal.site_pk)
         route = compiled.route
@@ -268,6 +271,25 @@ class ApiEndpoint:
         result = await call
         return 200, orjson.dumps(result), []
 
+    async def call(self, ctx: Ctx, method: str, path: str, pairs: Sequence[tuple[str, str]] = ()) -> dict:
+        """An API operation run on the site of ``ctx`` as if requested (path under /api/v1,
+        unencoded ids; parameters decoded and validated from the spec, list filters included), for
+        the admin console: no key, no rate limit, no idempotency key. Raises what the operation
+        raises (``BillhiveError``s); returns the response as plain JSON values."""
+        compiled, args, _ = self.router.match(method, "/".join(quote(seg, safe="") for seg in path.split("/")))
+        if compiled is None:
+            raise NotFound(f"no API operation {method} {path}")
+        pairs = list(pairs)
+        list_req = None
+        if compiled.is_list:
+            pairs, list_req = _list_request(compiled, pairs)
+        params = compiled.decoder.decode(pairs)
+        if list_req is not None:
+            list_req.limit = params.get("limit", 10)
+            list_req.offset = params.get("offset")
+            params["_list"] = list_req
+        return orjson.loads(orjson.dumps(await compiled.fn(ctx, *args, params)))
+
 
 def served_openapi(base_url: str, routes: list[Route] = ROUTES) -> dict:
     """billhive's /openapi.json: the v1 spec and billhive's extensions, restricted to the
@@ -281,6 +303,7 @@ def build(app: App, *, background: Callable[[App], Awaitable[None]] | None = Non
     ROUTES (the benchmark's ceiling, tests' own)."""
     routes = [*ROUTES, *extra_routes]
     api = ApiEndpoint(app, routes)
+    latency = requests.Latency()
     openapi_bytes: dict[str, bytes] = {}
 
     async def health(request: Request) -> Response:
@@ -346,20 +369,31 @@ def build(app: App, *, background: Callable[[App], Awaitable[None]] | None = Non
                     await task
 
     async def metrics(request: Request) -> Response:
-        return Response(metrics_text(app, api), media_type="text/plain; version=0.0.4")
+        try:
+            health = await observe.all_sites(app)
+        except StoreError as exc:  # the process's own figures still tell something; /health says the rest
+            log.warning("/metrics without the per-site figures: %s", exc.message)
+            health = []
+        return Response(metrics_text(app, api, latency, health), media_type="text/plain; version=0.0.4")
 
     starlette = Starlette(
         routes=[StarletteRoute("/health", health), StarletteRoute("/openapi.json", openapi),
                 StarletteRoute("/metrics", metrics),
                 *admin_api.routes(app, on_change=api.auth.clear),
-                *pages.routes(app)],
+                *pages.routes(app), *console.routes(app, api)],
         exception_handlers={404: not_found, StoreError: store_error},
         lifespan=lifespan,
     )
 
-    async def asgi(scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] == "http" and scope["path"].startswith(PREFIX + "/"):
+    async def route(scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["path"].startswith(PREFIX + "/"):
             await api(scope, receive, send)
+        else:
+            await starlette(scope, receive, send)
+
+    async def asgi(scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "http":
+            await requests.serve(scope, receive, send, route, latency)
         else:
             await starlette(scope, receive, send)
 

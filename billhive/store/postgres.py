@@ -62,6 +62,10 @@ class PostgresStore(Store):
                 log.info("lane unit failed (%s); retrying it on its own", exc.message)
         return await self._run(fn, self._put_write)
 
+    def queue_depth(self) -> int:
+        lane = self._lane_queue
+        return lane.qsize() if lane is not None else 0
+
     def read_sync(self, fn: Callable[[Tx], T]) -> T:
         if self._closed:
             raise RuntimeError("database is closed")

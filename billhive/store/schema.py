@@ -344,7 +344,8 @@ customers = doc_table(
     Column("last_name", String(150), nullable=True),
     Column("company", String(250), nullable=True),
     Column("auto_collection", String(10), nullable=False),
-    indexes=(("email",),),
+    # email, first and last name: the admin console's customer search (prefix ranges on these)
+    indexes=(("email",), ("first_name",), ("last_name",)),
 )
 
 cards = doc_table(  # id = customer id (one card per customer in v1)

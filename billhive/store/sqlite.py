@@ -95,6 +95,9 @@ class SqliteStore(Store):
                     conn.execute("COMMIT")
         return await self._run(fn, self._put_read)
 
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
     def read_sync(self, fn: Callable[[Tx], T]) -> T:
         if self._closed:
             raise RuntimeError("database is closed")

@@ -12,6 +12,7 @@ The guarantees (see ``billhive.store.db``) are kept here once for both.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import concurrent.futures
 import logging
 import math
@@ -29,6 +30,8 @@ from billhive.util import failpoints
 
 log = logging.getLogger("billhive.db")
 T = TypeVar("T")
+# group-commit batch sizes (units), the upper bounds of /metrics' histogram buckets (MAX_BATCH is 128)
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 
 PROBE_TIMEOUT = 2.0  # deadline of the health probes
 WRITE_ERROR_HOLD = 5.0  # a write that failed for lack of space keeps the store "not writable" this long
@@ -78,6 +81,8 @@ class Store:
         self._dead: str | None = None  # why a store thread stopped for good
         self.on_fatal: Callable[[str], None] | None = None  # called (from any thread) when the store is dead
         self.stats = {"batches": 0, "units": 0}  # group commit: how well units batch
+        # group-commit batches by their number of units: counts per BATCH_SIZE_BUCKETS bound (/metrics)
+        self.batch_sizes = [0] * len(BATCH_SIZE_BUCKETS)
         self._conns: list[Any] = []
         self._conns_lock = threading.Lock()
         self._write_error: tuple[float, str] | None = None  # (when, why) a write last failed for lack of space
@@ -112,6 +117,10 @@ class Store:
     def read_sync(self, fn: Callable[[Tx], T]) -> T:
         """Run fn(tx) on a consistent snapshot (no writes), on the calling thread."""
         raise NotImplementedError
+
+    def queue_depth(self) -> int:
+        """Units of work waiting for the writer (SQLite) or the group-commit lane (PostgreSQL)."""
+        return 0
 
     async def health(self) -> dict:
         """Reachability and writability, from probes run at most once a second (shared by
@@ -243,6 +252,7 @@ class Store:
         with one commit; answer every unit. Never raises."""
         self.stats["batches"] += 1
         self.stats["units"] += len(live)
+        self.batch_sizes[bisect.bisect_left(BATCH_SIZE_BUCKETS, len(live))] += 1
         while live:
             try:
                 live = self._run_batch_once(conn, live)

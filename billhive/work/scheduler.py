@@ -35,11 +35,15 @@ def _run_one_unit(app: App, site_pk: int, handlers: jobs.Handlers, at: int | Non
                     raise RuntimeError(f"no handler for job kind {job.kind!r}")
                 handle(w, job)
         except Exception as exc:  # the job's own changes are rolled back; keep it for a retry
-            log.error("job %s (%s) failed on site %s: %s", job.key, job.kind, site.name, exc)
+            log.error("job %s (%s) failed on site %s: %s", job.key, job.kind, site.name, exc,
+                      extra={"site": site.name, "job_id": job.key, "job_kind": job.kind, "attempt": job.attempts})
             log.debug("%s", traceback.format_exc())
             jobs.record_failure(tx, site_pk, job, f"{type(exc).__name__}: {exc}",
                                 now + _retry_delay(job.attempts))
             return job, []
+        log.info("job %s (%s) ran on site %s", job.key, job.kind, site.name,
+                 extra={"site": site.name, "job_id": job.key, "job_kind": job.kind, "due_at": job.due_at,
+                        "event_ids": ",".join(e["id"] for e in w.emitted) or None})
         return job, w.after
     return unit
 

@@ -201,6 +201,8 @@ def upgrade() -> None:
     with op.batch_alter_table('customers', schema=None) as batch_op:
         batch_op.create_index('ix_customers_site_created', ['site_id', 'created_at', 'pk'], unique=False)
         batch_op.create_index('ix_customers_site_email', ['site_id', 'email', 'pk'], unique=False)
+        batch_op.create_index('ix_customers_site_first_name', ['site_id', 'first_name', 'pk'], unique=False)
+        batch_op.create_index('ix_customers_site_last_name', ['site_id', 'last_name', 'pk'], unique=False)
         batch_op.create_index('ix_customers_site_updated', ['site_id', 'updated_at', 'pk'], unique=False)
 
     op.create_table('email_attempts',
@@ -714,6 +716,8 @@ def downgrade() -> None:
     op.drop_table('email_attempts')
     with op.batch_alter_table('customers', schema=None) as batch_op:
         batch_op.drop_index('ix_customers_site_updated')
+        batch_op.drop_index('ix_customers_site_last_name')
+        batch_op.drop_index('ix_customers_site_first_name')
         batch_op.drop_index('ix_customers_site_email')
         batch_op.drop_index('ix_customers_site_created')
 
