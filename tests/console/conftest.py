@@ -58,9 +58,11 @@ def csrf(html: str) -> str:
 CHROMIUM = os.environ.get("BILLHIVE_CHROMIUM", "/usr/bin/chromium")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """Chromium from Debian's package, driven by Playwright (once per test worker). Missing: the
+    """Chromium from Debian's package, driven by Playwright (once per module: Playwright's sync API
+    keeps an event loop running in the test thread while it lives, which would break every later
+    test of the worker that calls asyncio.run). Missing: the
     browser tests skip - unless BILLHIVE_REQUIRE_BROWSER=1 (.ci/run), then they fail."""
     if not Path(CHROMIUM).exists() or sync_playwright is None:
         if os.environ.get("BILLHIVE_REQUIRE_BROWSER") == "1":
