@@ -103,6 +103,12 @@ def settle(w: Work, txn_id: str, result: GatewayResult, purpose: str | None = No
     return inv
 
 
+# the event types the settlement and refund decisions name (domain/settlement.py, refunds.py),
+# emitted by ``_emit`` (listed for docs/coverage.md)
+EMITS = ("invoice_generated", "invoice_updated", "transaction_created", "transaction_updated", "payment_initiated",
+         "payment_succeeded", "payment_failed", "payment_refunded", "refund_initiated")
+
+
 def _emit(w: Work, events: tuple[str, ...], txn: dict, inv: dict, content_extra: dict) -> None:
     for event in events:
         if event.startswith("invoice_"):
