@@ -71,12 +71,11 @@ def small_filesystem(path: Path, size: str) -> Iterator[Path]:
 
 def fill(directory: Path) -> Path:
     filler = directory / "filler"
-    with open(filler, "wb") as f:
+    with open(filler, "wb", buffering=0) as f:  # unbuffered: closing has nothing left to write
         chunk = b"\0" * 65536
         with contextlib.suppress(OSError):
             while True:
                 f.write(chunk)
-                f.flush()
     return filler
 
 
