@@ -11,7 +11,8 @@ import os
 import socket
 import sys
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import uvicorn
 from uvicorn.supervisors import Multiprocess

@@ -11,8 +11,9 @@ import dataclasses
 import logging
 import os
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from billhive.gateway import default_gateways
 from billhive.store.db import Database, StoreLimits

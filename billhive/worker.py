@@ -22,7 +22,7 @@ import contextlib
 import fcntl
 import logging
 import os
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from billhive.delivery import emails, webhooks
 from billhive.runtime import App
@@ -65,10 +65,11 @@ async def _more(batch: Awaitable[int]) -> bool:
 
 
 # every background loop, in the order they start
-LOOPS: list[Loop] = [scheduler_loop, time_travel_loop, webhooks.webhook_loop, emails.email_loop, recovery_loop, housekeeping_loop]
+LOOPS: list[Loop] = [scheduler_loop, time_travel_loop, webhooks.webhook_loop, emails.email_loop, recovery_loop,
+                     housekeeping_loop]
 
 
-async def run_background(app: App, lock: "BackgroundLock | None" = None) -> None:
+async def run_background(app: App, lock: BackgroundLock | None = None) -> None:
     """Run every loop of ``LOOPS`` until cancelled (on SQLite once this process holds the
     background lock). Raises if a loop stops by itself."""
     lock = lock or BackgroundLock.for_app(app)
@@ -106,7 +107,7 @@ class BackgroundLock:
         self._fd: int | None = None
 
     @classmethod
-    def for_app(cls, app: App) -> "BackgroundLock | None":
+    def for_app(cls, app: App) -> BackgroundLock | None:
         """The lock beside the app's SQLite database; None on PostgreSQL (no lock needed)."""
         if app.db.dialect != "sqlite":
             return None

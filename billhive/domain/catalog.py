@@ -9,7 +9,7 @@ the normalised document; they never change their arguments.
 
 from __future__ import annotations
 
-from typing import Collection
+from collections.abc import Collection
 
 from billhive.errors import (
     InvalidState,

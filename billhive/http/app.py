@@ -18,7 +18,7 @@ import ipaddress
 import logging
 import re
 import time
-from typing import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from urllib.parse import quote
 
 import orjson

@@ -52,7 +52,7 @@ def _not_found() -> HTMLResponse:
 def _date(ts: int | None) -> str:
     if ts is None:
         return ""
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d")
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d")
 
 
 def _table(headers: tuple[str, ...], rows: list[tuple[str, ...]], empty: str) -> str:

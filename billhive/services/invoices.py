@@ -11,7 +11,7 @@ dunning's actions are services/payments.py's; this module calls it, never the re
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from billhive import gateway as gateways
 from billhive.domain import catalog as catalog_rules
@@ -414,7 +414,8 @@ def compose_one_off(w: Work, params: dict, build: Build, *, use: bool = True) ->
     lines = build(w, use)
     found = [_one_time_coupon(w, params["coupon"], lines, redeem=use)] if params.get("coupon") else []
     inv = invoicing.new_invoice(w, customer=customer, start_date=w.now, line_items=lines, recurring=False,
-                                subscription_id=sub_id, discounts=found, shipping_address=params.get("shipping_address"),
+                                subscription_id=sub_id, discounts=found,
+                                shipping_address=params.get("shipping_address"),
                                 first_invoice=invoicing.is_first_for_customer(w, customer["id"]))
     if params.get("po_number"):
         inv["po_number"] = params["po_number"]

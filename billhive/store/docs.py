@@ -8,7 +8,8 @@ under concurrency: ``UPDATE ... WHERE status = 'pending'`` changes one row or no
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import orjson
 from sqlalchemy import Table, and_, bindparam, delete, insert, select, update
