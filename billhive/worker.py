@@ -22,7 +22,8 @@ import contextlib
 import fcntl
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from billhive.delivery import emails, webhooks
 from billhive.runtime import App
@@ -35,7 +36,7 @@ __all__ = ["LOOPS", "BackgroundLock", "drain", "every", "run_background"]
 
 log = logging.getLogger("billhive.worker")
 
-Loop = Callable[[App], Awaitable[None]]
+Loop = Callable[[App], Coroutine[Any, Any, None]]
 HOUSEKEEPING_INTERVAL = 60.0  # seconds between housekeeping passes (unless a pass found a full batch)
 STANDBY_POLL = 2.0  # seconds between attempts of a standby process to take the background lock
 

@@ -118,7 +118,7 @@ class TestGateway:
         return stored
 
     def _operation(self, site_pk: int, key: str, kind: str, amount: int, currency: str, token: str | None,
-                   decide) -> GatewayResult:  # type: ignore[no-untyped-def]
+                   decide) -> GatewayResult:
         def unit(tx: Tx) -> tuple[GatewayResult, bool]:
             existing = _lookup(tx, site_pk, key)
             if existing is not None:

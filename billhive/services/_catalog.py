@@ -4,7 +4,7 @@ the spec, and inserts that turn a unique-key race into ``duplicate_entry``."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection
 
 from sqlalchemy import select, update
 
@@ -76,7 +76,7 @@ class ArchivableItems:
     archive) and the lookups other services use; each resource passes its own rules."""
 
     def __init__(self, table: DocTable, resource: str, schema_name: str, defaults: dict,
-                 normalize: Callable[[dict, Iterable[str]], dict],
+                 normalize: Callable[[dict, Collection[str]], dict],
                  check_update: Callable[..., None]):
         self.table = table
         self.resource = resource

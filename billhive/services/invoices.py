@@ -99,7 +99,7 @@ async def retrieve(ctx: Ctx, invoice_id: str, params: dict) -> dict:
     return await ctx.read(run)
 
 
-def _list(ctx: Ctx, req: ListRequest, *where, sort=("created_at", True), parent=None):  # type: ignore[no-untyped-def]
+def _list(ctx: Ctx, req: ListRequest, *where, sort=("created_at", True), parent=None):
     def run(w: Work) -> dict:
         return fetch_page(w.tx, INVOICES, w.site_id, req, where=where, default_sort=sort, raw=True,
                           parent=parent).response("invoice")
