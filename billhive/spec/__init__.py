@@ -190,7 +190,7 @@ def served(base_url: str, implemented: set[str]) -> dict:
     """billhive's /openapi.json: the extended spec restricted to the ``implemented`` operations,
     with billhive's URL as the server."""
     doc = extended()
-    paths = {}
+    paths: dict[str, Any] = {}
     for path, item in doc["paths"].items():
         kept = {m: op for m, op in item.items() if isinstance(op, dict) and op.get("operationId") in implemented}
         if kept:
