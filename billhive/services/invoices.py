@@ -28,7 +28,7 @@ from billhive.errors import (
     PaymentProcessingFailed,
     not_found,
 )
-from billhive.gateway import GatewayResult
+from billhive.gateway import Gateway, GatewayResult
 from billhive.services import addons as catalog_addons
 from billhive.services import coupons as catalog_coupons
 from billhive.services import csv_tax_rules, dues, dunning, invoicing, payments, pdf
@@ -262,7 +262,7 @@ def _record_refund(w: Work, inv: dict, original: dict, refund: dict) -> None:
 
 async def refund(ctx: Ctx, invoice_id: str, params: dict) -> dict:
     """Refund through the gateway to the invoice's card payment(s), fully or in part."""
-    def start(w: Work) -> tuple[str, str, str, int, str]:
+    def start(w: Work) -> tuple[str, Gateway, str, int, str]:
         inv = _require_invoice(w, invoice_id, for_update=True)
         if inv["status"] != "paid":
             raise InvalidState(f"Invoice {invoice_id} is {inv['status']}; only paid invoices can be refunded")
