@@ -35,7 +35,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description="billhive benchmarks, each beside its ceiling")
     sub = p.add_subparsers(dest="command", required=True)
     for op in harness.OPS:
-        s = sub.add_parser(op, help=f"measure {op} (with its ceiling{' and the store alone' if op == 'collect' else ''})")
+        alone = " and the store alone" if op == "collect" else ""
+        s = sub.add_parser(op, help=f"measure {op} (with its ceiling{alone})")
         s.add_argument("--store", choices=STORES, default="sqlite")
         s.add_argument("--invoices", type=int, default=10_000, help="pending invoices (and customers) seeded")
         _common(s)

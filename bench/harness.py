@@ -11,9 +11,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import httpx
 
@@ -41,7 +41,8 @@ class Options:
     seconds: int = 10
     connections: int = 32
     threads: int = 2
-    profile_prefix: str | None = None  # --profile: py-spy on the server in each measured run; <prefix>-<store>-<n>-<op>...
+    # --profile: py-spy on the server in each measured run; <prefix>-<store>-<n>-<op>...
+    profile_prefix: str | None = None
     pg_admin_url: str = DEFAULT_PG
     keep: bool = False  # keep the database and the work directory (their paths are printed)
     quiet_wait: float = 30.0  # longest wait for a quiet machine before each measured pair

@@ -195,7 +195,7 @@ def document(runs: list[dict], settings: dict, machine_info: dict, sha: str, dir
 
 
 def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def default_json_path() -> Path:

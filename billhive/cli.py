@@ -11,7 +11,8 @@ import os
 import socket
 import sys
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import uvicorn
 from uvicorn.supervisors import Multiprocess
@@ -222,7 +223,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
         task = asyncio.current_task()
         loop = asyncio.get_running_loop()
         assert task is not None
-        app.on_fatal.append(lambda reason: loop.call_soon_threadsafe(task.cancel))
+        def stop(reason: str) -> None:
+            loop.call_soon_threadsafe(task.cancel)
+        app.on_fatal.append(stop)
         await run_background(app, lock)
 
     try:

@@ -83,14 +83,14 @@ class _Module:
                 got = _strings(value) if value is not None else None
                 if isinstance(t, ast.Name) and got is not None:
                     self.constants[t.id] = got
-        for node in ast.walk(self.tree):
-            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                for a in node.names:
+        for found in ast.walk(self.tree):
+            if isinstance(found, ast.ImportFrom) and found.module and found.level == 0:
+                for a in found.names:
                     local = a.asname or a.name
-                    self.imported[local] = (node.module, a.name)
-                    self.modules[local] = f"{node.module}.{a.name}"  # `from billhive import x` (a module)
-            elif isinstance(node, ast.Import):
-                for a in node.names:
+                    self.imported[local] = (found.module, a.name)
+                    self.modules[local] = f"{found.module}.{a.name}"  # `from billhive import x` (a module)
+            elif isinstance(found, ast.Import):
+                for a in found.names:
                     if a.asname:
                         self.modules[a.asname] = a.name
 

@@ -7,8 +7,7 @@ Tests assert on ``api_error_code`` and ``param``, never on the message text.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
-
+from collections.abc import Iterator
 
 
 class SettingError(ValueError):

@@ -11,8 +11,9 @@ import dataclasses
 import logging
 import os
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from billhive.gateway import default_gateways
 from billhive.store.db import Database, StoreLimits
@@ -138,7 +139,7 @@ def parse(name: str, raw: Any) -> Any:
         return str(raw)
     what = f"a {'positive ' if name in _POSITIVE else ''}{'whole ' if kind is int else ''}number"
     try:
-        value = kind(raw)
+        value: Any = kind(raw)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be {what}, not {raw!r}") from None
     if name in _POSITIVE and not value > 0:

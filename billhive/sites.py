@@ -9,8 +9,9 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from sqlalchemy import bindparam, delete, insert, select, update
 
@@ -150,7 +151,7 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             "Stripe API base URL (empty: Stripe's own; tests point it at a Stripe fake)"),
 ]}
 
-COLUMN_SETTINGS = {
+COLUMN_SETTINGS: dict[str, Callable[[Any], Any]] = {
     "currency_code": _str(3, r"^[A-Z]{3}$"),
     "invoice_next_number": _int(1, 10**15),
 }

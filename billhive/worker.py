@@ -22,7 +22,8 @@ import contextlib
 import fcntl
 import logging
 import os
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from billhive.delivery import emails, webhooks
 from billhive.runtime import App
@@ -35,7 +36,7 @@ __all__ = ["LOOPS", "BackgroundLock", "drain", "every", "run_background"]
 
 log = logging.getLogger("billhive.worker")
 
-Loop = Callable[[App], Awaitable[None]]
+Loop = Callable[[App], Coroutine[Any, Any, None]]
 HOUSEKEEPING_INTERVAL = 60.0  # seconds between housekeeping passes (unless a pass found a full batch)
 STANDBY_POLL = 2.0  # seconds between attempts of a standby process to take the background lock
 
@@ -65,10 +66,11 @@ async def _more(batch: Awaitable[int]) -> bool:
 
 
 # every background loop, in the order they start
-LOOPS: list[Loop] = [scheduler_loop, time_travel_loop, webhooks.webhook_loop, emails.email_loop, recovery_loop, housekeeping_loop]
+LOOPS: list[Loop] = [scheduler_loop, time_travel_loop, webhooks.webhook_loop, emails.email_loop, recovery_loop,
+                     housekeeping_loop]
 
 
-async def run_background(app: App, lock: "BackgroundLock | None" = None) -> None:
+async def run_background(app: App, lock: BackgroundLock | None = None) -> None:
     """Run every loop of ``LOOPS`` until cancelled (on SQLite once this process holds the
     background lock). Raises if a loop stops by itself."""
     lock = lock or BackgroundLock.for_app(app)
@@ -106,7 +108,7 @@ class BackgroundLock:
         self._fd: int | None = None
 
     @classmethod
-    def for_app(cls, app: App) -> "BackgroundLock | None":
+    def for_app(cls, app: App) -> BackgroundLock | None:
         """The lock beside the app's SQLite database; None on PostgreSQL (no lock needed)."""
         if app.db.dialect != "sqlite":
             return None

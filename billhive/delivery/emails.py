@@ -31,7 +31,7 @@ import string
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import formatdate
 from pathlib import Path
@@ -78,7 +78,7 @@ def money(minor: int, currency: str) -> str:
 
 
 def _date(ts: int) -> str:
-    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d")
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d")
 
 
 class _Vars(dict):
@@ -91,7 +91,8 @@ def variables(event: dict, site: sites.Site) -> dict[str, str]:
     the event's content (``invoice_amount_due``, ``customer_first_name``, ``card_last4``...),
     plus a readable ``<resource>_<field>_display`` for money (``invoice_amount_due_display`` =
     "12.50 USD") and times (``subscription_current_term_end_display`` = "2025-01-31", UTC), and
-    ``invoice_date_display`` (the date the invoice is issued), ``event_id``, ``event_type``, ``event_title``, ``occurred_at_display``, ``site_name``,
+    ``invoice_date_display`` (the date the invoice is issued), ``event_id``, ``event_type``, ``event_title``,
+    ``occurred_at_display``, ``site_name``,
     ``customer_name`` (first and last name, else company, else email)."""
     out = _Vars()
     for key, resource in (event.get("content") or {}).items():
@@ -192,7 +193,7 @@ async def send(site: sites.Site, msg: EmailMessage) -> Outcome:
     started = time.monotonic()
     try:
         await asyncio.wait_for(aiosmtplib.send(msg, **kwargs), timeout)
-    except (asyncio.TimeoutError, aiosmtplib.SMTPTimeoutError):
+    except (TimeoutError, aiosmtplib.SMTPTimeoutError):
         return Outcome(False, None, f"timed out after {timeout:g}s", _ms(started))
     except aiosmtplib.SMTPException as exc:
         code, permanent = _permanent(exc)

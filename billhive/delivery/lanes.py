@@ -21,8 +21,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Hashable
 
 from billhive.runtime import App
 from billhive.work.outbox import Batch
@@ -63,7 +63,7 @@ class Dispatcher:
             return started
         try:
             await asyncio.wait_for(self._changed.wait(), wait)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         return len(self.lanes)
 

@@ -92,7 +92,7 @@ async def post(client: httpx.AsyncClient, endpoint: webhook_endpoints.Endpoint, 
 
     try:
         status, excerpt = await asyncio.wait_for(call(), timeout)
-    except (asyncio.TimeoutError, httpx.TimeoutException):
+    except (TimeoutError, httpx.TimeoutException):
         return Outcome(False, None, f"timed out after {timeout:g}s", _ms(started))
     except Exception as exc:  # connection refused, DNS, TLS, protocol errors...
         return Outcome(False, None, f"{type(exc).__name__}: {exc}"[:1000], _ms(started))

@@ -9,8 +9,9 @@ the normalised document; they never change their arguments.
 
 from __future__ import annotations
 
-from typing import Collection
+from collections.abc import Collection
 
+from billhive.domain.document import Doc
 from billhive.errors import (
     InvalidState,
     ParamError,
@@ -48,7 +49,7 @@ PLAN_UPDATABLE_WHEN_IN_USE = frozenset({
 ADDON_UPDATABLE_WHEN_IN_USE = frozenset({"name", "invoice_name", "price"})
 
 
-def normalize_plan(plan: dict, given: Collection[str]) -> dict:
+def normalize_plan(plan: Doc, given: Collection[str]) -> Doc:
     """Check a plan (new, or existing merged with an update) and return it normalised."""
     out = dict(plan)
     if out.get("trial_period") == 0:  # update_a_plan: zero removes the trial
@@ -68,7 +69,7 @@ def normalize_plan(plan: dict, given: Collection[str]) -> dict:
     return out
 
 
-def check_plan_update(plan: dict, changes: dict, *, in_use: bool) -> None:
+def check_plan_update(plan: Doc, changes: Doc, *, in_use: bool) -> None:
     """update_a_plan preconditions: archived plans cannot change; plans in use change only a few fields."""
     if plan.get("status") != "active":
         raise InvalidState(f"The plan {plan['id']} is {plan.get('status')} and cannot be updated")
@@ -76,7 +77,7 @@ def check_plan_update(plan: dict, changes: dict, *, in_use: bool) -> None:
         _only_when_in_use(plan, changes, PLAN_UPDATABLE_WHEN_IN_USE, "plan")
 
 
-def _only_when_in_use(doc: dict, changes: dict, allowed: frozenset[str], what: str) -> None:
+def _only_when_in_use(doc: Doc, changes: Doc, allowed: frozenset[str], what: str) -> None:
     for name, value in changes.items():
         if name not in allowed and doc.get(name) != value:
             raise ParamError(f"{name} : cannot be changed as the {what} is already used by subscriptions or "
@@ -85,7 +86,7 @@ def _only_when_in_use(doc: dict, changes: dict, allowed: frozenset[str], what: s
 
 # ---- addons ---------------------------------------------------------------------------------
 
-def normalize_addon(addon: dict, given: Collection[str]) -> dict:
+def normalize_addon(addon: Doc, given: Collection[str]) -> Doc:
     """Check an addon (new, or existing merged with an update) and return it normalised.
 
     - recurring: needs a period_unit other than not_applicable; period defaults to 1 *(choice)*.
@@ -118,7 +119,7 @@ def normalize_addon(addon: dict, given: Collection[str]) -> dict:
     return out
 
 
-def check_addon_update(addon: dict, changes: dict, *, in_use: bool) -> None:
+def check_addon_update(addon: Doc, changes: Doc, *, in_use: bool) -> None:
     if addon.get("status") != "active":
         raise InvalidState(f"The addon {addon['id']} is {addon.get('status')} and cannot be updated")
     if in_use:
@@ -131,7 +132,7 @@ _AMOUNT_FIELD = {"percentage": "discount_percentage", "fixed_amount": "discount_
                  "offer_quantity": "discount_quantity"}
 
 
-def normalize_coupon(coupon: dict, *, now: int) -> dict:
+def normalize_coupon(coupon: Doc, *, now: int) -> Doc:
     """Check a new coupon (request values over the spec's defaults) and return it normalised.
 
     Returns the document with plan_constraint / addon_constraint filled in (``not_applicable``
@@ -183,15 +184,15 @@ def normalize_coupon(coupon: dict, *, now: int) -> dict:
     return out
 
 
-def coupon_status(coupon: dict, now: int) -> str:
+def coupon_status(coupon: Doc, now: int) -> str:
     """The status as of now: an active coupon whose valid_till has passed is expired."""
-    status = coupon.get("status", "active")
+    status: str = coupon.get("status", "active")
     if status == "active" and coupon.get("valid_till") is not None and now > coupon["valid_till"]:
         return "expired"
     return status
 
 
-def check_redeemable(coupon: dict, now: int, *, param: str) -> None:
+def check_redeemable(coupon: Doc, now: int, *, param: str) -> None:
     """A coupon can be redeemed when it is active, within valid_till and under max_redemptions."""
     status = coupon_status(coupon, now)
     max_r = coupon.get("max_redemptions")
@@ -202,7 +203,7 @@ def check_redeemable(coupon: dict, now: int, *, param: str) -> None:
         raise InvalidState(f"The coupon {coupon['id']} is {status}", param=param)
 
 
-def redeemed(coupon: dict) -> dict:
+def redeemed(coupon: Doc) -> Doc:
     """The coupon after one more redemption (stored as expired once max_redemptions is reached)."""
     out = dict(coupon)
     out["redemptions"] = out.get("redemptions", 0) + 1
@@ -211,12 +212,12 @@ def redeemed(coupon: dict) -> dict:
     return out
 
 
-def applies_to_plan(coupon: dict, plan_id: str) -> bool:
+def applies_to_plan(coupon: Doc, plan_id: str) -> bool:
     """Whether the coupon discounts the plan's line item (each_specified_item coupons)."""
     c = coupon.get("plan_constraint")
     return c == "all" or (c == "specific" and plan_id in coupon.get("plan_ids", ()))
 
 
-def applies_to_addon(coupon: dict, addon_id: str) -> bool:
+def applies_to_addon(coupon: Doc, addon_id: str) -> bool:
     c = coupon.get("addon_constraint")
     return c == "all" or (c == "specific" and addon_id in coupon.get("addon_ids", ()))

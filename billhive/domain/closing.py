@@ -25,6 +25,7 @@ import copy
 from dataclasses import dataclass
 
 from billhive.domain import invoices as D
+from billhive.domain.document import Doc
 from billhive.domain.taxes import Basis
 from billhive.errors import ConfigurationIncompatible, InvalidState
 
@@ -61,7 +62,7 @@ class Closing:
     """What closing the invoice does. ``invoice`` is closed but keeps the id it had: the service
     gives it the next number of the site's sequence when it saves."""
 
-    invoice: dict
+    invoice: Doc
     promotional: int  # promotional credits taken (a discount on the invoice)
     refundable: int  # refundable credits taken (credits_applied)
     excess: tuple[tuple[str, int], ...]  # (txn id, amount taken) from earlier payments, oldest first
@@ -72,7 +73,7 @@ class Closing:
         return bool(self.promotional or self.refundable or self.excess)
 
 
-def close(invoice: dict, *, balances: Balances, payer: Payer, now: int, keep_end_date: bool = False,
+def close(invoice: Doc, *, balances: Balances, payer: Payer, now: int, keep_end_date: bool = False,
           taxes: Basis | None = None) -> Closing:
     """The decision (see the module docstring). ``invoice`` is not changed. ``taxes``: the
     invoice's tax basis (None: keep the tax its lines carry)."""
@@ -108,19 +109,19 @@ def close(invoice: dict, *, balances: Balances, payer: Payer, now: int, keep_end
 
 # ---- the links a closing (or a payment) writes -------------------------------------------------
 
-def invoice_link(invoice: dict, applied: int, now: int) -> dict:
+def invoice_link(invoice: Doc, applied: int, now: int) -> Doc:
     """A transaction's ``linked_invoices`` entry for ``invoice``."""
     return {"invoice_id": invoice["id"], "applied_amount": applied, "applied_at": now,
             "invoice_date": D.issue_date(invoice), "invoice_amount": invoice["amount"]}
 
 
-def transaction_link(txn: dict, applied: int, now: int) -> dict:
+def transaction_link(txn: Doc, applied: int, now: int) -> Doc:
     """An invoice's ``linked_transactions`` entry for ``txn``."""
     return {"txn_id": txn["id"], "applied_amount": applied, "applied_at": now, "txn_type": txn["type"],
             "txn_status": txn["status"], "txn_date": txn["date"], "txn_amount": txn["amount"]}
 
 
-def use_excess(payment: dict, invoice: dict, take: int, now: int) -> dict:
+def use_excess(payment: Doc, invoice: Doc, take: int, now: int) -> Doc:
     """The earlier payment after ``take`` of its unused amount went to ``invoice`` (a copy)."""
     if not 0 < take <= int(payment.get("amount_unused", 0)):
         raise ValueError(f"cannot take {take} of payment {payment['id']}")
@@ -136,7 +137,7 @@ def use_excess(payment: dict, invoice: dict, take: int, now: int) -> dict:
 class GiveBack:
     """The balances an invoice took when it closed, to give back to the customer."""
 
-    invoice: dict  # the invoice without them (its full amount due again)
+    invoice: Doc  # the invoice without them (its full amount due again)
     promotional: int  # the account_credits discount
     refundable: int  # credits_applied
     excess: tuple[tuple[str, int], ...]  # (txn id, amount) taken from earlier payments
@@ -146,7 +147,7 @@ class GiveBack:
         return bool(self.promotional or self.refundable or self.excess)
 
 
-def give_back(invoice: dict, *, taxes: Basis | None = None) -> GiveBack:
+def give_back(invoice: Doc, *, taxes: Basis | None = None) -> GiveBack:
     """Everything ``close`` took for ``invoice`` (``invoice`` is not changed); ``taxes``: its tax
     basis, to tax it again without the promotional credits."""
     inv = copy.deepcopy(invoice)
@@ -167,7 +168,7 @@ def give_back(invoice: dict, *, taxes: Basis | None = None) -> GiveBack:
     return GiveBack(inv, promotional, refundable, tuple(excess))
 
 
-def return_excess(payment: dict, invoice_id: str, take: int) -> dict:
+def return_excess(payment: Doc, invoice_id: str, take: int) -> Doc:
     """The earlier payment after ``take`` went back from ``invoice_id`` to its unused amount (a copy;
     the reverse of ``use_excess``)."""
     out = copy.deepcopy(payment)

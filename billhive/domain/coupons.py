@@ -18,11 +18,12 @@ from __future__ import annotations
 from fractions import Fraction
 
 from billhive.domain.catalog import applies_to_addon, applies_to_plan
+from billhive.domain.document import Doc
 from billhive.domain.money import percent_of
 from billhive.domain.periods import add_months
 
 
-def applies_to(coupon: dict, entity_type: str, entity_id: str | None) -> bool:
+def applies_to(coupon: Doc, entity_type: str, entity_id: str | None) -> bool:
     """Whether an each_specified_item coupon discounts a plan or addon line."""
     if entity_id is None:
         return False
@@ -33,14 +34,14 @@ def applies_to(coupon: dict, entity_type: str, entity_id: str | None) -> bool:
     return False
 
 
-def applicable(coupon: dict, items: list[tuple[str, str | None]]) -> bool:
+def applicable(coupon: Doc, items: list[tuple[str, str | None]]) -> bool:
     """Whether the coupon discounts anything among (entity_type, entity_id) items."""
     if coupon.get("apply_on") == "invoice_amount":
         return True
     return any(applies_to(coupon, t, i) for t, i in items)
 
 
-def _line_discount(coupon: dict, line: dict, left: int) -> int:
+def _line_discount(coupon: Doc, line: Doc, left: int) -> int:
     kind = coupon["discount_type"]
     if kind == "percentage":
         d = percent_of(int(line["amount"]), Fraction(str(coupon["discount_percentage"])))
@@ -51,11 +52,11 @@ def _line_discount(coupon: dict, line: dict, left: int) -> int:
     return max(0, min(d, left))
 
 
-def discounts(coupons: list[dict], lines: list[dict]) -> list[dict]:
+def discounts(coupons: list[Doc], lines: list[Doc]) -> list[Doc]:
     """The ``discounts`` entries these coupons give an invoice with these lines (see the module
     docstring). Coupons that discount nothing give no entry."""
     left_by_line = [int(li["amount"]) for li in lines]
-    out: list[dict] = []
+    out: list[Doc] = []
     for coupon in coupons:
         if coupon.get("apply_on") != "each_specified_item":
             continue
@@ -84,23 +85,23 @@ def discounts(coupons: list[dict], lines: list[dict]) -> list[dict]:
     return out
 
 
-def discount(coupon: dict, lines: list[dict]) -> dict | None:
+def discount(coupon: Doc, lines: list[Doc]) -> Doc | None:
     """The ``discounts`` entry one coupon gives these lines (a one-off invoice's coupon), or None
     when it discounts nothing."""
     found = discounts([coupon], lines)
     return found[0] if found else None
 
 
-def _entry(coupon: dict, amount: int) -> dict:
+def _entry(coupon: Doc, amount: int) -> Doc:
     return {"amount": amount, "description": coupon.get("invoice_name") or coupon.get("name") or coupon["id"],
             "type": "coupon", "entity_id": coupon["id"]}
 
 
 # ---- coupons attached to a subscription ------------------------------------------------------------
 
-def attach(coupon: dict, at: int, code: str | None = None) -> dict:
+def attach(coupon: Doc, at: int, code: str | None = None) -> Doc:
     """The subscription's entry for a coupon attached at ``at``."""
-    entry: dict = {"coupon_id": coupon["id"]}
+    entry: Doc = {"coupon_id": coupon["id"]}
     if coupon.get("duration_type") == "limited_period":
         entry["apply_till"] = add_months(at, int(coupon.get("duration_month", 1)))
     entry["applied_count"] = 0
@@ -109,7 +110,7 @@ def attach(coupon: dict, at: int, code: str | None = None) -> dict:
     return entry
 
 
-def in_effect(entry: dict, coupon: dict, at: int) -> bool:
+def in_effect(entry: Doc, coupon: Doc, at: int) -> bool:
     """Whether the entry still discounts an invoice dated ``at``."""
     duration = coupon.get("duration_type", "forever")
     if duration == "one_time":

@@ -17,15 +17,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from billhive.domain import invoices as D
+from billhive.domain.document import Doc
 
 FIELDS = ("due_invoices_count", "due_since", "total_dues")
 
 
-def is_due(invoice: dict) -> bool:
+def is_due(invoice: Doc) -> bool:
     return invoice.get("status") in D.CLOSED_UNPAID and int(invoice.get("amount_due", 0)) > 0
 
 
-def dues(invoices: Iterable[dict]) -> dict:
+def dues(invoices: Iterable[Doc]) -> Doc:
     """The dues fields for a subscription whose invoices are ``invoices`` (any statuses; an
     invoice given twice by id counts once, the later copy winning)."""
     by_id = {inv["id"]: inv for inv in invoices}
@@ -37,7 +38,7 @@ def dues(invoices: Iterable[dict]) -> dict:
             "total_dues": sum(int(inv["amount_due"]) for inv in due)}
 
 
-def apply(subscription: dict, fields: dict) -> bool:
+def apply(subscription: Doc, fields: Doc) -> bool:
     """Set the dues ``fields`` on the subscription document (dropping the ones absent); whether
     anything changed."""
     before = {k: subscription.get(k) for k in FIELDS}

@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from billhive.domain import invoices as D
+from billhive.domain.document import Doc
 
 JOB = "dunning_retry"  # the retry job's kind; one per invoice, key ``retry_key(invoice_id)``
 CANCEL_JOB = "dunning_cancel_subscription"  # ref: the subscription; run by services/jobs.py
@@ -60,7 +61,7 @@ class State:
 class Decision:
     """What dunning does to one invoice."""
 
-    invoice: dict  # the invoice after (dunning_status, next_retry; status and voided_at when exhausted)
+    invoice: Doc  # the invoice after (dunning_status, next_retry; status and voided_at when exhausted)
     state: State | None = None  # the dunning columns to save (None: unchanged)
     retry_at: int | None = None  # schedule (or move) the invoice's retry job to this time
     cancel_retry: bool = False  # delete the invoice's retry job
@@ -68,13 +69,13 @@ class Decision:
     cancel_subscription: str | None = None  # cancel this subscription for non-payment
 
     @property
-    def columns(self) -> dict | None:
+    def columns(self) -> Doc | None:
         if self.state is None:
             return None
         return {"dunning_attempts": self.state.attempts, "dunning_started_at": self.state.started_at}
 
 
-def on_failure(invoice: dict, state: State, settings: Settings, now: int, *, retry: bool) -> Decision:
+def on_failure(invoice: Doc, state: State, settings: Settings, now: int, *, retry: bool) -> Decision:
     """An automatic charge of ``invoice`` failed at ``now``: start dunning (a first failure, or
     ``retry`` False), or count the failed retry; then the next retry, or the final action."""
     inv = dict(invoice)  # the decisions change top-level fields only
@@ -91,7 +92,7 @@ def on_failure(invoice: dict, state: State, settings: Settings, now: int, *, ret
     return _exhaust(inv, after, settings, now)
 
 
-def _exhaust(inv: dict, state: State, settings: Settings, now: int) -> Decision:
+def _exhaust(inv: Doc, state: State, settings: Settings, now: int) -> Decision:
     inv["dunning_status"] = "exhausted"
     inv.pop("next_retry", None)
     action = settings.final_action
@@ -105,7 +106,7 @@ def _exhaust(inv: dict, state: State, settings: Settings, now: int) -> Decision:
     return Decision(inv, state, release_credits=voided, cancel_subscription=cancel or None)
 
 
-def on_paid(invoice: dict, *, by_retry: bool) -> Decision:
+def on_paid(invoice: Doc, *, by_retry: bool) -> Decision:
     """The invoice got paid: dunning ends as ``success`` (a retry) or ``stopped`` (paid another way)."""
     inv = dict(invoice)  # the decisions change top-level fields only
     if inv.get("dunning_status") != "in_progress":
@@ -115,7 +116,7 @@ def on_paid(invoice: dict, *, by_retry: bool) -> Decision:
     return Decision(inv, cancel_retry=True)
 
 
-def leave(invoice: dict) -> Decision:
+def leave(invoice: Doc) -> Decision:
     """The invoice leaves collection (void/delete): no more retries."""
     inv = dict(invoice)  # the decisions change top-level fields only
     if inv.get("dunning_status") == "in_progress":
@@ -124,7 +125,7 @@ def leave(invoice: dict) -> Decision:
     return Decision(inv, cancel_retry=True)
 
 
-def stop(invoice: dict) -> Decision:
+def stop(invoice: Doc) -> Decision:
     """stop_dunning: no more retries; the invoice becomes ``not_paid`` (the subscription untouched)."""
     inv = dict(invoice)  # the decisions change top-level fields only
     inv["dunning_status"] = "stopped"
@@ -134,7 +135,7 @@ def stop(invoice: dict) -> Decision:
     return Decision(inv, cancel_retry=True)
 
 
-def retry_due(invoice: dict | None) -> bool:
+def retry_due(invoice: Doc | None) -> bool:
     """Whether a due retry job still has something to charge (the invoice may have been paid,
     voided, stopped or deleted since the job was scheduled)."""
     return invoice is not None and invoice.get("dunning_status") == "in_progress" \

@@ -10,15 +10,16 @@ from __future__ import annotations
 import copy
 
 from billhive.domain import invoices as D
+from billhive.domain.document import Doc
 from billhive.domain.taxes import Basis
 
 _LINE_FIELDS = ("date_from", "date_to", "unit_amount", "quantity", "amount", "is_taxed", "tax", "tax_rate",
                 "reference_line_item_id", "description", "type", "entity_type", "entity_id", "object")
 
 
-def estimate(inv: dict | None, sub: dict | None, now: int, *, collect_now: bool,
+def estimate(inv: Doc | None, sub: Doc | None, now: int, *, collect_now: bool,
              balances: dict[str, int] | None = None, taxes: Basis | None = None,
-             price_type: str = "tax_exclusive") -> dict:
+             price_type: str = "tax_exclusive") -> Doc:
     """The Estimate of ``inv`` (or an empty one, priced as ``price_type``) for ``sub`` (its status
     and term end after the estimated operation). ``taxes``: the invoice's tax basis, used when
     ``balances`` are applied (promotional credits come off before tax, as at closing)."""
@@ -27,7 +28,7 @@ def estimate(inv: dict | None, sub: dict | None, now: int, *, collect_now: bool,
     D.recompute(inv)
     if balances is not None and inv["amount_due"] > 0:
         _apply_balances(inv, balances, taxes)
-    est: dict = {"created_at": now, "recurring": bool(inv.get("recurring", True))}
+    est: Doc = {"created_at": now, "recurring": bool(inv.get("recurring", True))}
     if sub is not None:
         est["subscription_id"] = sub["id"]
         est["subscription_status"] = sub["status"]
@@ -42,7 +43,7 @@ def estimate(inv: dict | None, sub: dict | None, now: int, *, collect_now: bool,
     return est
 
 
-def _apply_balances(inv: dict, balances: dict[str, int], taxes: Basis | None) -> None:
+def _apply_balances(inv: Doc, balances: dict[str, int], taxes: Basis | None) -> None:
     alloc = D.allocate(inv, promotional=balances["promotional"], refundable=balances["refundable"],
                        excess=balances["excess"], taxes=taxes)
     if alloc.promotional:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from billhive.domain import money
 from billhive.domain import taxes as T
+from billhive.domain.document import Doc
 from billhive.errors import InvalidState
 
 STATUSES = ("pending", "paid", "payment_due", "not_paid", "voided")
@@ -42,7 +43,7 @@ def can_transition(current: str, target: str) -> bool:
     return target in TRANSITIONS.get(current, frozenset())
 
 
-def transition(invoice: dict, target: str) -> None:
+def transition(invoice: Doc, target: str) -> None:
     current = invoice["status"]
     if not can_transition(current, target):
         raise InvalidState(f"Invoice {invoice['id']} is {current}; it cannot become {target}")
@@ -54,19 +55,19 @@ def line_amount(unit_amount: int, quantity: int, param: str | None = None) -> in
     return money.check(unit_amount * quantity, param, "the line amount")
 
 
-def sub_total(invoice: dict, param: str | None = None) -> int:
+def sub_total(invoice: Doc, param: str | None = None) -> int:
     return money.total((int(li["amount"]) for li in invoice.get("line_items", ())), param, "the invoice sub_total")
 
 
-def discount_total(invoice: dict, *, types: tuple[str, ...] | None = None) -> int:
+def discount_total(invoice: Doc, *, types: tuple[str, ...] | None = None) -> int:
     return sum(int(d["amount"]) for d in invoice.get("discounts", ()) if types is None or d["type"] in types)
 
 
-def tax_total(invoice: dict) -> int:
+def tax_total(invoice: Doc) -> int:
     return sum(int(li.get("tax", 0) or 0) for li in invoice.get("line_items", ()))
 
 
-def recompute(invoice: dict, param: str | None = None, taxes: T.Basis | None = None) -> dict:
+def recompute(invoice: Doc, param: str | None = None, taxes: T.Basis | None = None) -> Doc:
     """Set sub_total, tax, amount and amount_due from the lines, discounts and payments; with
     ``taxes``, the lines' and the invoice's taxes first.
 
@@ -95,7 +96,7 @@ NESTED_OBJECTS = {"line_items": "line_item", "discounts": "discount", "taxes": "
                   "billing_address": "billing_address", "shipping_address": "shipping_address"}
 
 
-def name_nested(invoice: dict) -> dict:
+def name_nested(invoice: Doc) -> Doc:
     """Set ``object`` on the objects the invoice holds (recompute does, on every change)."""
     for key, kind in NESTED_OBJECTS.items():
         value = invoice.get(key)
@@ -104,7 +105,7 @@ def name_nested(invoice: dict) -> dict:
     return invoice
 
 
-def amount_due(invoice: dict) -> int:
+def amount_due(invoice: Doc) -> int:
     return max(0, int(invoice["amount"]) - int(invoice.get("credits_applied", 0)) - int(invoice.get("amount_paid", 0))
                - int(invoice.get("amount_adjusted", 0)))
 
@@ -118,7 +119,7 @@ class Allocation:
     excess: int  # earlier payments' unused amounts
 
 
-def allocate(invoice: dict, *, promotional: int, refundable: int, excess: int,
+def allocate(invoice: Doc, *, promotional: int, refundable: int, excess: int,
              taxes: T.Basis | None = None) -> Allocation:
     """Chargebee's precedence: promotional credits, then refundable credits, then excess
     payments, each up to what is still due. ``invoice`` must have current totals. Promotional
@@ -137,7 +138,7 @@ def allocate(invoice: dict, *, promotional: int, refundable: int, excess: int,
     return Allocation(promo, refund, ex)
 
 
-def with_promotional(invoice: dict, amount: int) -> dict:
+def with_promotional(invoice: Doc, amount: int) -> Doc:
     """A copy of ``invoice`` with ``amount`` of promotional credits as a discount (totals not
     recomputed)."""
     out = copy.deepcopy(invoice)
@@ -163,7 +164,7 @@ def split_excess(amount: int, unused: list[tuple[str, int]]) -> list[tuple[str, 
     return out
 
 
-def issue_date(invoice: dict) -> int:
+def issue_date(invoice: Doc) -> int:
     """The date the invoice is issued (Chargebee's ``invoice_date``: "The date this invoice is
     issued"): its ``end_date`` once closed, its ``start_date`` while pending. The one rule for
     transaction ``linked_invoices[].invoice_date``, the PDF and the emails."""

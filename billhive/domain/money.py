@@ -13,11 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from fractions import Fraction
-from typing import Union
 
 from billhive.errors import ParamError
 
-Ratio = Union[Fraction, int]
+Ratio = Fraction | int
 
 MAX_AMOUNT = 2**53 - 1  # 9,007,199,254,740,991 minor units
 

@@ -14,7 +14,7 @@ import datetime as dt
 
 UNITS = ("day", "week", "month", "year")
 DAY = 86400
-_UTC = dt.timezone.utc
+_UTC = dt.UTC
 
 
 def _to_dt(ts: int) -> dt.datetime:

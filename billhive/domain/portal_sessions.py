@@ -9,6 +9,7 @@ changes nothing.
 
 from __future__ import annotations
 
+from billhive.domain.document import Doc
 from billhive.errors import InvalidState
 
 ACCESS_URL_TTL = 3600  # seconds: "accessed by the customer within one hour from the time it was created"
@@ -30,11 +31,11 @@ UNUSED = frozenset({"created", "not_yet_activated"})
 LIVE_SUBSCRIPTION_STATUSES = ("in_trial", "active", "non_renewing")
 
 
-def is_expired(session: dict, now: int) -> bool:
+def is_expired(session: Doc, now: int) -> bool:
     return session["status"] in UNUSED and session.get("expires_at") is not None and now >= session["expires_at"]
 
 
-def transition(session: dict, target: str, now: int) -> None:
+def transition(session: Doc, target: str, now: int) -> None:
     """Move the session to ``target`` or raise invalid_state_for_request."""
     current = session["status"]
     if target not in TRANSITIONS.get(current, frozenset()):
@@ -44,7 +45,7 @@ def transition(session: dict, target: str, now: int) -> None:
     session["status"] = target
 
 
-def linked_customer(customer: dict, has_active_subscription: bool) -> dict:
+def linked_customer(customer: Doc, has_active_subscription: bool) -> Doc:
     out = {"customer_id": customer["id"]}
     if customer.get("email"):
         out["email"] = customer["email"]

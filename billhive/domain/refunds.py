@@ -16,18 +16,19 @@ import copy
 from dataclasses import dataclass
 
 from billhive.domain import closing
+from billhive.domain.document import Doc
 from billhive.domain.settlement import UNSETTLED, Answer
 
 # refunds counted against what is left to refund (as billhive always has: a ``timeout`` refund is not)
 COUNTED = ("success", "in_progress", None)
 
 
-def payment_ids(invoice: dict) -> list[str]:
+def payment_ids(invoice: Doc) -> list[str]:
     """The ids of the payments linked to the invoice (to load for ``refundable``)."""
     return [lt["txn_id"] for lt in invoice.get("linked_transactions", ()) if lt["txn_type"] == "payment"]
 
 
-def refundable(invoice: dict, payments: list[dict | None]) -> tuple[list[dict], int]:
+def refundable(invoice: Doc, payments: list[Doc | None]) -> tuple[list[Doc], int]:
     """The invoice's successful payments (of ``payments``, as loaded by ``payment_ids``) and how
     much of them can still be refunded."""
     successful = [p for p in payments if p and p["status"] == "success"]
@@ -38,19 +39,19 @@ def refundable(invoice: dict, payments: list[dict | None]) -> tuple[list[dict], 
     return successful, paid - refunded
 
 
-def unrefunded(payment: dict) -> int:
+def unrefunded(payment: Doc) -> int:
     """What is left of a payment after its refunds that did not fail."""
     done = sum(int(r["txn_amount"]) for r in payment.get("linked_refunds", ()) if r["txn_status"] != "failure")
     return int(payment["amount"]) - done
 
 
-def original(payments: list[dict], amount: int) -> dict | None:
+def original(payments: list[Doc], amount: int) -> Doc | None:
     """The payment a refund of ``amount`` comes out of: the latest that still holds it."""
     return next((p for p in reversed(payments) if unrefunded(p) >= amount), None)
 
 
-def new_refund(invoice: dict, original: dict, amount: int, *, refund_id: str, status: str, payment_method: str,
-               gateway: str, date: int, now: int, reference_number: str | None = None) -> dict:
+def new_refund(invoice: Doc, original: Doc, amount: int, *, refund_id: str, status: str, payment_method: str,
+               gateway: str, date: int, now: int, reference_number: str | None = None) -> Doc:
     """The refund transaction document (not saved)."""
     txn = {
         "id": refund_id, "object": "transaction", "customer_id": invoice["customer_id"],
@@ -68,7 +69,7 @@ def new_refund(invoice: dict, original: dict, amount: int, *, refund_id: str, st
     return txn
 
 
-def refund_link(refund: dict) -> dict:
+def refund_link(refund: Doc) -> Doc:
     """The refunded payment's ``linked_refunds`` entry for ``refund``."""
     return {"txn_id": refund["id"], "txn_status": refund["status"], "txn_date": refund["date"],
             "txn_amount": refund["amount"]}
@@ -76,13 +77,13 @@ def refund_link(refund: dict) -> dict:
 
 @dataclass(frozen=True)
 class RefundSettlement:
-    refund: dict
-    original: dict  # the refunded payment (its linked_refunds entry updated)
-    invoice: dict  # its linked_transactions entry updated
+    refund: Doc
+    original: Doc  # the refunded payment (its linked_refunds entry updated)
+    invoice: Doc  # its linked_transactions entry updated
     events: tuple[str, ...]  # transaction_* carry the refund; the others the refund, invoice, customer...
 
 
-def settle(refund: dict, original: dict, invoice: dict, answer: Answer) -> RefundSettlement:
+def settle(refund: Doc, original: Doc, invoice: Doc, answer: Answer) -> RefundSettlement:
     """The gateway's answer to a refund in progress (see the module docstring). Nothing given is
     changed."""
     if refund["status"] not in UNSETTLED:

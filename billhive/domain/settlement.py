@@ -30,6 +30,7 @@ from typing import Protocol
 
 from billhive.domain import closing, dunning
 from billhive.domain import invoices as D
+from billhive.domain.document import Doc
 from billhive.errors import ParamError
 
 UNSETTLED = ("in_progress", "timeout")
@@ -54,8 +55,8 @@ class Answer(Protocol):
 
 @dataclass(frozen=True)
 class Settlement:
-    transaction: dict  # the transaction after
-    invoice: dict  # the invoice after (unchanged on a timeout)
+    transaction: Doc  # the transaction after
+    invoice: Doc  # the invoice after (unchanged on a timeout)
     applied: int = 0  # the amount applied to the invoice (the invoice_transactions row to set)
     final: bool = True  # False: a timeout, only the transaction is saved
     dunning: dunning.Decision | None = None  # dunning started, advanced or ended
@@ -63,7 +64,7 @@ class Settlement:
     events: tuple[str, ...] = ()  # in order; payment_* events carry the invoice's customer and card
 
 
-def unsettled(transaction: dict) -> bool:
+def unsettled(transaction: Doc) -> bool:
     """Whether the transaction still waits for its settlement (racing settlers: one wins)."""
     return transaction["status"] in UNSETTLED
 
@@ -73,7 +74,7 @@ def needs_dunning_state(answer: Answer, purpose: str) -> bool:
     return answer.status == "failure" and purpose in ("close", "dunning")
 
 
-def settle(transaction: dict, invoice: dict, answer: Answer, *, purpose: str, now: int,
+def settle(transaction: Doc, invoice: Doc, answer: Answer, *, purpose: str, now: int,
            dunning_state: dunning.State | None = None,
            dunning_settings: dunning.Settings | None = None) -> Settlement:
     """The decision (see the module docstring). Neither document is changed."""
@@ -135,14 +136,14 @@ def settle(transaction: dict, invoice: dict, answer: Answer, *, purpose: str, no
 
 @dataclass(frozen=True)
 class OfflinePayment:
-    transaction: dict  # the new payment (success)
-    invoice: dict  # the invoice after
+    transaction: Doc  # the new payment (success)
+    invoice: Doc  # the invoice after
     applied: int  # the part of the payment applied to the invoice
     excess: int  # the rest: the customer's excess payment
     dunning: dunning.Decision | None = None  # the invoice got paid: dunning ends
 
 
-def offline_payment(invoice: dict, *, txn_id: str, payment_method: str, paid_at: int, now: int,
+def offline_payment(invoice: Doc, *, txn_id: str, payment_method: str, paid_at: int, now: int,
                     amount: int | None = None, reference_number: str | None = None,
                     memo: str | None = None) -> OfflinePayment:
     """record_payment: ``amount`` (default: the amount due) paid at ``paid_at``, not in the future."""

@@ -28,6 +28,7 @@ from billhive.domain import coupons as CR
 from billhive.domain import money
 from billhive.domain import periods as P
 from billhive.domain import subscriptions as R
+from billhive.domain.document import Doc
 from billhive.domain.subscriptions import Charge, Item, State
 from billhive.errors import InvalidRequest, InvalidState, ParamError
 
@@ -36,17 +37,17 @@ from billhive.errors import InvalidRequest, InvalidState, ParamError
 class Catalog:
     """The plans, addons and coupons a decision may need, by id (loaded by the service)."""
 
-    plans: Mapping[str, dict] = field(default_factory=dict)
-    addons: Mapping[str, dict] = field(default_factory=dict)
-    coupons: Mapping[str, dict] = field(default_factory=dict)
+    plans: Mapping[str, Doc] = field(default_factory=dict)
+    addons: Mapping[str, Doc] = field(default_factory=dict)
+    coupons: Mapping[str, Doc] = field(default_factory=dict)
 
-    def plan(self, plan_id: str) -> dict:
+    def plan(self, plan_id: str) -> Doc:
         return self.plans[plan_id]
 
-    def addon(self, addon_id: str) -> dict | None:
+    def addon(self, addon_id: str) -> Doc | None:
         return self.addons.get(addon_id)
 
-    def coupon(self, coupon_id: str) -> dict | None:
+    def coupon(self, coupon_id: str) -> Doc | None:
         return self.coupons.get(coupon_id)
 
 
@@ -63,35 +64,37 @@ class Bill:
     """The invoice a decision makes now, before the service numbers it."""
 
     at: int  # its start date
-    lines: list[dict]
-    discounts: list[dict]
+    lines: list[Doc]
+    discounts: list[Doc]
     first: bool  # the subscription's first invoice (closed at once, never pending)
     pending: bool
-    notes: list[dict] = field(default_factory=list)
+    notes: list[Doc] = field(default_factory=list)
     po_number: str | None = None
 
     @property
     def total(self) -> int:
-        return max(0, sum(li["amount"] for li in self.lines) - sum(d["amount"] for d in self.discounts))
+        lines: int = sum(li["amount"] for li in self.lines)
+        discounts: int = sum(d["amount"] for d in self.discounts)
+        return max(0, lines - discounts)
 
 
 @dataclass
 class Decision:
     """A subscription after an operation and what it bills now."""
 
-    sub: dict
+    sub: Doc
     st: State
-    plan: dict
+    plan: Doc
     bill: Bill | None = None
     credit_left: int = 0  # prorated credits beyond the bill: refundable credits for the customer
-    coupon: tuple[dict, str | None] | None = None  # a coupon to redeem (and the code it was given by)
+    coupon: tuple[Doc, str | None] | None = None  # a coupon to redeem (and the code it was given by)
     events: list[str] = field(default_factory=list)  # recorded before the operation's own event
 
 
 # ==== create ==========================================================================================
 
-def create(params: dict, sub_id: str, customer: dict, plan: dict, given: list[tuple[dict, dict]],
-           coupon: tuple[dict, str | None] | None, catalog: Catalog, now: int) -> Decision:
+def create(params: Doc, sub_id: str, customer: Doc, plan: Doc, given: list[tuple[Doc, Doc]],
+           coupon: tuple[Doc, str | None] | None, catalog: Catalog, now: int) -> Decision:
     """The subscription ``params`` create for ``customer`` now. ``given``: the request's addons
     rows with their addon documents; ``coupon``: the redeemable coupon the request names."""
     quantity = params.get("plan_quantity", 1)
@@ -117,7 +120,7 @@ def create(params: dict, sub_id: str, customer: dict, plan: dict, given: list[tu
         raise ParamError("trial_end : must be later than the subscription's start", param="trial_end")
 
     cycles = params.get("billing_cycles", plan.get("billing_cycles"))
-    sub: dict = {"id": sub_id, "plan_id": plan["id"], "plan_quantity": quantity}
+    sub: Doc = {"id": sub_id, "plan_id": plan["id"], "plan_quantity": quantity}
     if cycles is not None:
         sub["remaining_billing_cycles"] = cycles
     for k in ("po_number", "affiliate_token", "created_from_ip", "invoice_notes", "meta_data"):
@@ -163,14 +166,14 @@ def create(params: dict, sub_id: str, customer: dict, plan: dict, given: list[tu
 
 # ==== change ============================================================================================
 
-def check_changeable(sub: dict) -> None:
+def check_changeable(sub: Doc) -> None:
     """update_a_subscription's first rule (before anything is loaded)."""
     if sub["status"] == "cancelled":
         raise InvalidState(f"Subscription {sub['id']} is cancelled; reactivate it before changing it")
 
 
-def change(sub: dict, st: State, params: dict, customer: dict, plan: dict, given: list[tuple[dict, dict]],
-           coupon: tuple[dict, str | None] | None, catalog: Catalog, settings: Settings, now: int) -> Decision:
+def change(sub: Doc, st: State, params: Doc, customer: Doc, plan: Doc, given: list[tuple[Doc, Doc]],
+           coupon: tuple[Doc, str | None] | None, catalog: Catalog, settings: Settings, now: int) -> Decision:
     """update_a_subscription: ``plan`` is the plan after the change (the current one unless
     plan_id names another); ``given`` and ``coupon`` as for ``create``; ``catalog`` holds the
     current plan and every addon and coupon of the subscription."""
@@ -178,7 +181,7 @@ def change(sub: dict, st: State, params: dict, customer: dict, plan: dict, given
     sub, st = copy.deepcopy(sub), copy.deepcopy(st)
     current = catalog.plan(sub["plan_id"])
     plan_changed = plan["id"] != current["id"]
-    quantity = params.get("plan_quantity", sub["plan_quantity"])
+    quantity: int = params["plan_quantity"] if "plan_quantity" in params else sub["plan_quantity"]
     recurring, once = check_addons(plan, given)
     addons = merge_addons(_addon_rows(sub), recurring, bool(params.get("replace_addon_list")))
     existing, added = split_given([*items(catalog, plan, quantity, addons), *once], params)
@@ -260,7 +263,7 @@ def change(sub: dict, st: State, params: dict, customer: dict, plan: dict, given
 
 # ==== term ends, activation, reactivation ==================================================================
 
-def renew(sub: dict, st: State, customer: dict, catalog: Catalog, settings: Settings, at: int, *,
+def renew(sub: Doc, st: State, customer: Doc, catalog: Catalog, settings: Settings, at: int, *,
           include_delayed: bool = True) -> Decision:
     """The subscription renewed at ``at`` (its term end) and the renewal bill. Changes scheduled
     for the term end apply first; a new billing period restarts the anchor."""
@@ -291,7 +294,7 @@ def renew(sub: dict, st: State, customer: dict, catalog: Catalog, settings: Sett
     return out
 
 
-def activate(sub: dict, st: State, customer: dict, catalog: Catalog, at: int) -> Decision:
+def activate(sub: Doc, st: State, customer: Doc, catalog: Catalog, at: int) -> Decision:
     """A trial ends or a future subscription starts (without trial) at ``at``: the changes
     scheduled for then apply, and the first term starts with its bill."""
     out = Decision(copy.deepcopy(sub), copy.deepcopy(st), catalog.plan(sub["plan_id"]))
@@ -303,7 +306,7 @@ def activate(sub: dict, st: State, customer: dict, catalog: Catalog, at: int) ->
     return out
 
 
-def reactivate(sub: dict, st: State, params: dict, customer: dict, catalog: Catalog, now: int) -> Decision:
+def reactivate(sub: Doc, st: State, params: Doc, customer: Doc, catalog: Catalog, now: int) -> Decision:
     """reactivate_a_subscription: a cancelled subscription starts again now (active, with a new
     term and its bill) or in a trial until trial_end."""
     sub, st = copy.deepcopy(sub), copy.deepcopy(st)
@@ -341,7 +344,7 @@ def reactivate(sub: dict, st: State, params: dict, customer: dict, catalog: Cata
     return out
 
 
-def bill_delayed(sub: dict, st: State, customer: dict, catalog: Catalog, at: int) -> Decision:
+def bill_delayed(sub: Doc, st: State, customer: Doc, catalog: Catalog, at: int) -> Decision:
     """A term end that renews nothing: only the charges waiting for it are billed (if any)."""
     sub, st = copy.deepcopy(sub), copy.deepcopy(st)
     plan = catalog.plan(sub["plan_id"])
@@ -367,7 +370,7 @@ def check_total(existing: list[Item], added: list[tuple[Item, str]]) -> None:
     money.total_of(parts, "the charges of a term")
 
 
-def renewal_items(sub: dict, st: State, catalog: Catalog) -> list[Item]:
+def renewal_items(sub: Doc, st: State, catalog: Catalog) -> list[Item]:
     """What the next renewal charges before discounts: the plan and addons (after scheduled
     changes) and the charges waiting for the term end."""
     nxt = copy.deepcopy(sub)
@@ -377,7 +380,7 @@ def renewal_items(sub: dict, st: State, catalog: Catalog) -> list[Item]:
             *delayed_items(catalog, st)]
 
 
-def items(catalog: Catalog, plan: dict, plan_quantity: int, addons: list[dict]) -> list[Item]:
+def items(catalog: Catalog, plan: Doc, plan_quantity: int, addons: list[Doc]) -> list[Item]:
     """The plan's and the recurring addons' items (an addon no longer in the catalog is skipped)."""
     out = [R.plan_item(plan, plan_quantity)]
     for row in addons:
@@ -400,10 +403,10 @@ def delayed_items(catalog: Catalog, st: State) -> list[Item]:
     return out
 
 
-def check_addons(plan: dict, given: list[tuple[dict, dict]]) -> tuple[list[dict], list[Item]]:
+def check_addons(plan: Doc, given: list[tuple[Doc, Doc]]) -> tuple[list[Doc], list[Item]]:
     """addons[id][i] / addons[quantity][i] (each row with its addon): (recurring rows for the
     subscription, one-time items)."""
-    recurring: list[dict] = []
+    recurring: list[Doc] = []
     once: list[Item] = []
     for i, (row, addon) in enumerate(given):
         pid = f"addons[id][{i}]"
@@ -431,7 +434,7 @@ def check_addons(plan: dict, given: list[tuple[dict, dict]]) -> tuple[list[dict]
     return recurring, once
 
 
-def split_given(items: list[Item], params: dict) -> tuple[list[Item], list[tuple[Item, str]]]:
+def split_given(items: list[Item], params: Doc) -> tuple[list[Item], list[tuple[Item, str]]]:
     """(items this request does not touch, [(item, parameter)] for those it gives): the plan by
     plan_quantity / plan_id, addons by addons[quantity][i] / addons[id][i]."""
     given = {row.get("id"): i for i, row in enumerate(params.get("addons") or ())}
@@ -450,7 +453,7 @@ def split_given(items: list[Item], params: dict) -> tuple[list[Item], list[tuple
     return existing, added
 
 
-def merge_addons(current: list[dict], given: list[dict], replace: bool) -> list[dict]:
+def merge_addons(current: list[Doc], given: list[Doc], replace: bool) -> list[Doc]:
     """The subscription's addon rows after a change: the given rows replace the list
     (replace_addon_list) or are merged into it by id."""
     if replace:
@@ -465,7 +468,7 @@ def merge_addons(current: list[dict], given: list[dict], replace: bool) -> list[
     return out
 
 
-def policies(catalog: Catalog, addons: list[dict]) -> dict[tuple[str, str | None], str]:
+def policies(catalog: Catalog, addons: list[Doc]) -> dict[tuple[str, str | None], str]:
     """Each addon's proration for a mid-term change: the request's proration_type, else the
     addon's own (site_default = partial_term)."""
     out: dict[tuple[str, str | None], str] = {}
@@ -480,7 +483,7 @@ def policies(catalog: Catalog, addons: list[dict]) -> dict[tuple[str, str | None
 
 # ==== scheduled changes and coupons ===========================================================================
 
-def apply_scheduled(sub: dict, st: State) -> bool:
+def apply_scheduled(sub: Doc, st: State) -> bool:
     """Scheduled changes take effect (at a term end). Returns whether there were any."""
     if not st.scheduled:
         return False
@@ -490,7 +493,7 @@ def apply_scheduled(sub: dict, st: State) -> bool:
     return True
 
 
-def take_scheduled(sub: dict, sc: dict) -> None:
+def take_scheduled(sub: Doc, sc: Doc) -> None:
     """Put a scheduled change's plan, quantity, addons, coupons and billing cycles on sub."""
     sub["plan_id"] = sc["plan_id"]
     sub["plan_quantity"] = sc["plan_quantity"]
@@ -503,14 +506,14 @@ def take_scheduled(sub: dict, sc: dict) -> None:
             sub.pop("remaining_billing_cycles", None)
 
 
-def drop_spent_coupons(catalog: Catalog, sub: dict, at: int) -> None:
+def drop_spent_coupons(catalog: Catalog, sub: Doc, at: int) -> None:
     """Coupons whose duration is over leave the subscription (at a term start)."""
     sub["coupons"] = [e for e, _ in _coupons_in_effect(catalog, sub, at)]
 
 
 # ==== the bill ===============================================================================================
 
-def bill(sub: dict, customer: dict, plan: dict | None, charges: list[Charge], catalog: Catalog, *, at: int,
+def bill(sub: Doc, customer: Doc, plan: Doc | None, charges: list[Charge], catalog: Catalog, *, at: int,
          first: bool, pending: bool, credit: int = 0) -> tuple[Bill, int]:
     """The bill for these charges: the subscription's coupons in effect at ``at`` discount it
     (their applied_count goes up on ``sub``), then up to ``credit`` of prorated credits
@@ -533,7 +536,7 @@ def bill(sub: dict, customer: dict, plan: dict | None, charges: list[Charge], ca
 
 # ---- helpers ---------------------------------------------------------------------------------------------
 
-def _start_first_term(d: Decision, customer: dict, catalog: Catalog, at: int, extra: list[Item] | None = None) -> None:
+def _start_first_term(d: Decision, customer: Doc, catalog: Catalog, at: int, extra: list[Item] | None = None) -> None:
     """The subscription becomes active at ``at``: its first term and first bill (full term, the
     setup cost and charges waiting for it). ``d.sub["status"]`` is already the target status."""
     sub, st, plan = d.sub, d.st, d.plan
@@ -558,7 +561,7 @@ def _start_first_term(d: Decision, customer: dict, catalog: Catalog, at: int, ex
     d.bill, _ = bill(sub, customer, plan, charges, catalog, at=at, first=True, pending=False)
 
 
-def _change_unbilled(sub: dict, st: State, params: dict, plan: dict, plan_changed: bool, now: int) -> None:
+def _change_unbilled(sub: Doc, st: State, params: Doc, plan: Doc, plan_changed: bool, now: int) -> None:
     """A future or in_trial subscription changes without billing (nothing was billed yet)."""
     if plan_changed:
         st.setup_pending = bool(plan.get("setup_cost"))
@@ -580,7 +583,7 @@ def _change_unbilled(sub: dict, st: State, params: dict, plan: dict, plan_change
         sub["trial_end"] = sub["current_term_end"] = params["trial_end"]
 
 
-def _check_period(catalog: Catalog, plan: dict, addons: list[dict]) -> None:
+def _check_period(catalog: Catalog, plan: Doc, addons: list[Doc]) -> None:
     for row in addons:
         addon = catalog.addon(row["id"])
         if addon and addon.get("charge_type", "recurring") == "recurring" and _period(addon) != _period(plan):
@@ -589,7 +592,7 @@ def _check_period(catalog: Catalog, plan: dict, addons: list[dict]) -> None:
                                  f"{plan.get('period', 1)} {plan.get('period_unit')}(s)", param="plan_id")
 
 
-def _coupons_in_effect(catalog: Catalog, sub: dict, at: int) -> list[tuple[dict, dict]]:
+def _coupons_in_effect(catalog: Catalog, sub: Doc, at: int) -> list[tuple[Doc, Doc]]:
     out = []
     for entry in sub.get("coupons") or []:
         coupon = catalog.coupon(entry["coupon_id"])
@@ -598,7 +601,7 @@ def _coupons_in_effect(catalog: Catalog, sub: dict, at: int) -> list[tuple[dict,
     return out
 
 
-def _notes(sub: dict, plan: dict | None, customer: dict, coupons: list[dict]) -> list[dict]:
+def _notes(sub: Doc, plan: Doc | None, customer: Doc, coupons: list[Doc]) -> list[Doc]:
     notes = []
     for entity_type, doc in (("subscription", sub), ("plan", plan), ("customer", customer)):
         if doc and doc.get("invoice_notes"):
@@ -609,9 +612,9 @@ def _notes(sub: dict, plan: dict | None, customer: dict, coupons: list[dict]) ->
     return notes
 
 
-def _addon_rows(sub: dict) -> list[dict]:
+def _addon_rows(sub: Doc) -> list[Doc]:
     return list(sub.get("addons") or [])
 
 
-def _period(doc: dict) -> tuple[int, str]:
+def _period(doc: Doc) -> tuple[int, str]:
     return int(doc.get("period", 1)), doc.get("period_unit", "month")

@@ -19,6 +19,7 @@ import copy
 import re
 from dataclasses import dataclass, field
 
+from billhive.domain.document import Doc
 from billhive.domain.money import prorate
 from billhive.errors import InvalidRequest, InvalidState, ParamError
 
@@ -38,7 +39,7 @@ def can_transition(current: str, target: str) -> bool:
     return target in TRANSITIONS.get(current, frozenset())
 
 
-def transition(sub: dict, target: str) -> None:
+def transition(sub: Doc, target: str) -> None:
     """Move the subscription to ``target``; an illegal move is 409 invalid_state_for_request."""
     current = sub["status"]
     if not can_transition(current, target):
@@ -55,7 +56,7 @@ def check_id(value: str, param: str) -> None:
         raise ParamError(f"{param} : may not contain whitespace, '/', '\\', '?', '#' or '%'", param=param)
 
 
-def require_status(sub: dict, allowed: tuple[str, ...], action: str) -> None:
+def require_status(sub: Doc, allowed: tuple[str, ...], action: str) -> None:
     """Operation precondition: 409 unless the subscription is in one of ``allowed``."""
     if sub["status"] not in allowed:
         raise InvalidState(f"Subscription {sub['id']} is {sub['status']}; cannot {action}")
@@ -63,7 +64,7 @@ def require_status(sub: dict, allowed: tuple[str, ...], action: str) -> None:
 
 # ---- the lifecycle operations that bill nothing (each returns the changed copies) ------------------
 
-def schedule_cancellation(sub: dict, st: State, *, explicit: bool = True) -> tuple[dict, State]:
+def schedule_cancellation(sub: Doc, st: State, *, explicit: bool = True) -> tuple[Doc, State]:
     """cancel_a_subscription with end_of_term (``explicit``), or update_scheduled_changes
     action_type=cancel (no error when already scheduled): cancelled at the end of the term."""
     sub, st = copy.deepcopy(sub), copy.deepcopy(st)
@@ -78,7 +79,7 @@ def schedule_cancellation(sub: dict, st: State, *, explicit: bool = True) -> tup
     return sub, st
 
 
-def remove_cancellation(sub: dict, st: State, cycles: int | None) -> tuple[dict, State]:
+def remove_cancellation(sub: Doc, st: State, cycles: int | None) -> tuple[Doc, State]:
     """remove_scheduled_cancellation: the subscription goes on after its term end, for ``cycles``
     more billing cycles (None: forever)."""
     sub, st = copy.deepcopy(sub), copy.deepcopy(st)
@@ -97,7 +98,7 @@ def remove_cancellation(sub: dict, st: State, cycles: int | None) -> tuple[dict,
     return sub, st
 
 
-def keep_after_term(sub: dict, st: State) -> tuple[dict, State]:
+def keep_after_term(sub: Doc, st: State) -> tuple[Doc, State]:
     """update_scheduled_changes action_type=reactivate: the scheduled cancellation is removed
     (a non_renewing subscription renews forever)."""
     sub, st = copy.deepcopy(sub), copy.deepcopy(st)
@@ -110,7 +111,7 @@ def keep_after_term(sub: dict, st: State) -> tuple[dict, State]:
     return sub, st
 
 
-def check_scheduled_action(sub: dict, action: str | None) -> str:
+def check_scheduled_action(sub: Doc, action: str | None) -> str:
     """update_scheduled_changes' action_type: cancel or reactivate (pause is not part of v1 billing)."""
     if action is None:
         raise ParamError("action_type : cannot be blank", param="action_type")
@@ -120,7 +121,7 @@ def check_scheduled_action(sub: dict, action: str | None) -> str:
     return action
 
 
-def move_term_end(sub: dict, st: State, new_end: int, now: int) -> tuple[dict, State, str]:
+def move_term_end(sub: Doc, st: State, new_end: int, now: int) -> tuple[Doc, State, str]:
     """change_term_end: the current term ends at ``new_end`` (trial end, next billing or
     cancellation date), no proration; later terms count from it. Returns the event to record."""
     require_status(sub, ("in_trial", "active", "non_renewing"), "change its term end")
@@ -139,7 +140,7 @@ def move_term_end(sub: dict, st: State, new_end: int, now: int) -> tuple[dict, S
     return sub, st, "subscription_trial_extended" if extended else "subscription_changed"
 
 
-def drop_scheduled_changes(sub: dict, st: State) -> tuple[dict, State]:
+def drop_scheduled_changes(sub: Doc, st: State) -> tuple[Doc, State]:
     """remove_scheduled_changes."""
     if not st.scheduled:
         raise InvalidState(f"Subscription {sub['id']} has no scheduled changes")
@@ -149,7 +150,7 @@ def drop_scheduled_changes(sub: dict, st: State) -> tuple[dict, State]:
     return sub, st
 
 
-def addon_for_term_end(addon: dict, quantity: int | None) -> tuple[Item, dict]:
+def addon_for_term_end(addon: Doc, quantity: int | None) -> tuple[Item, Doc]:
     """charge_addon_at_term_end: (the item, the waiting charge) of a non-recurring addon."""
     if addon.get("charge_type", "recurring") != "non_recurring":
         raise InvalidRequest(f"addon_id : {addon['id']} is a recurring addon; only non-recurring addons can be "
@@ -162,7 +163,7 @@ def addon_for_term_end(addon: dict, quantity: int | None) -> tuple[Item, dict]:
     return addon_item(addon, quantity or 1), {"addon_id": addon["id"], "quantity": quantity or 1}
 
 
-def adhoc_for_term_end(amount: int | None, description: str) -> tuple[Item, dict]:
+def adhoc_for_term_end(amount: int | None, description: str) -> tuple[Item, Doc]:
     """add_charge_at_term_end: (the item, the waiting charge) of an ad-hoc charge."""
     if amount is None:
         raise ParamError("amount : cannot be blank", param="amount")
@@ -178,16 +179,16 @@ class State:
 
     anchor: int | None = None  # term boundaries are anchor + k periods
     cancel_scheduled: bool = False  # cancel at the end of the current term (or trial)
-    scheduled: dict | None = None  # changes for the term end: plan_id, plan_quantity, addons, coupons, cycles
-    charges: list[dict] = field(default_factory=list)  # for the term end: {amount, description} | {addon_id, quantity}
+    scheduled: Doc | None = None  # changes for the term end: plan_id, plan_quantity, addons, coupons, cycles
+    charges: list[Doc] = field(default_factory=list)  # for the term end: {amount, description} | {addon_id, quantity}
     setup_pending: bool = False  # the plan's setup cost is billed with the first invoice
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> Doc:
         return {"anchor": self.anchor, "cancel_scheduled": self.cancel_scheduled, "scheduled": self.scheduled,
                 "charges": self.charges, "setup_pending": self.setup_pending}
 
     @classmethod
-    def from_dict(cls, d: dict) -> State:
+    def from_dict(cls, d: Doc) -> State:
         return cls(d.get("anchor"), bool(d.get("cancel_scheduled")), d.get("scheduled"), list(d.get("charges") or []),
                    bool(d.get("setup_pending")))
 
@@ -214,11 +215,12 @@ class Item:
         return self.entity_type, self.entity_id
 
 
-def _name(doc: dict) -> str:
-    return doc.get("invoice_name") or doc.get("name") or doc["id"]
+def _name(doc: Doc) -> str:
+    name: str = doc.get("invoice_name") or doc.get("name") or doc["id"]
+    return name
 
 
-def plan_item(plan: dict, quantity: int) -> Item:
+def plan_item(plan: Doc, quantity: int) -> Item:
     """The plan's line: price x quantity; per_unit plans do not charge their free_quantity."""
     billable = quantity
     if plan.get("charge_model") == "per_unit":
@@ -226,7 +228,7 @@ def plan_item(plan: dict, quantity: int) -> Item:
     return Item("plan", plan["id"], int(plan.get("price", 0) or 0), quantity, _name(plan), billable)
 
 
-def addon_item(addon: dict, quantity: int) -> Item:
+def addon_item(addon: Doc, quantity: int) -> Item:
     return Item("addon", addon["id"], int(addon.get("price", 0) or 0), quantity, _name(addon))
 
 
@@ -244,12 +246,12 @@ class Charge:
     amount: int
     type: str  # charge | prorated_charge | setup_charge
 
-    def line_fields(self) -> dict:
+    def line_fields(self) -> Doc:
         return {"date_from": self.date_from, "date_to": self.date_to, "unit_amount": self.item.unit_amount,
                 "quantity": self.item.quantity, "amount": self.amount, "description": self.item.description,
                 "type": self.type, "entity_type": self.item.entity_type, "entity_id": self.item.entity_id}
 
-    def line(self) -> dict:
+    def line(self) -> Doc:
         """The invoice line item (untaxed; no entity_id for ad-hoc charges)."""
         li = {"date_from": self.date_from, "date_to": self.date_to, "unit_amount": self.item.unit_amount,
               "quantity": self.item.quantity, "amount": self.amount, "is_taxed": False, "tax": 0,
@@ -269,7 +271,7 @@ def one_time_charges(items: list[Item], at: int) -> list[Charge]:
     return [Charge(i, at, at, i.amount, "charge") for i in items]
 
 
-def setup_charge(plan: dict, at: int) -> Charge | None:
+def setup_charge(plan: Doc, at: int) -> Charge | None:
     """The plan's setup cost, billed with the subscription's first invoice."""
     cost = int(plan.get("setup_cost", 0) or 0)
     if cost <= 0:

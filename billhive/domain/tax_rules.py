@@ -13,6 +13,7 @@ import hashlib
 import json
 import re
 
+from billhive.domain.document import Doc
 from billhive.domain.geo import ISO_COUNTRIES
 from billhive.errors import ParamError, ParamRequired
 
@@ -34,13 +35,13 @@ def _tax_key(n: int, field: str) -> str:
     return f"tax{n}_{field}"
 
 
-def build_rule(params: dict) -> dict:
+def build_rule(params: Doc) -> Doc:
     """Validate the request parameters and return the rule as the API shows it (without status).
 
     Raises ParamError naming the offending parameter. Spec-level checks (types, lengths, enums,
     rates between 0 and 100) have already been made by the parameter decoder.
     """
-    rule: dict = {}
+    rule: Doc = {}
     if params.get("tax_profile_name") is not None:
         rule["tax_profile_name"] = params["tax_profile_name"]
 
@@ -115,7 +116,7 @@ def build_rule(params: dict) -> dict:
     return rule
 
 
-def weight(rule: dict) -> int:
+def weight(rule: Doc) -> int:
     if rule.get("zip_code") is not None:
         return WEIGHT_ZIP_CODE
     if rule.get("zip_code_start") is not None:
@@ -125,7 +126,7 @@ def weight(rule: dict) -> int:
     return WEIGHT_COUNTRY
 
 
-def status(rule: dict, now: int) -> str:
+def status(rule: Doc, now: int) -> str:
     """active | scheduled (valid_from ahead) | expired (valid_till passed), on the site clock."""
     if rule.get("valid_till") is not None and rule["valid_till"] <= now:
         return "expired"
@@ -134,14 +135,14 @@ def status(rule: dict, now: int) -> str:
     return "active"
 
 
-def region_key(rule: dict) -> str:
+def region_key(rule: Doc) -> str:
     """Digest of what a rule covers: rules with equal keys describe the same region and service."""
     parts = [rule.get("tax_profile_name"), rule["country"], rule.get("state", ANY_STATE), rule.get("zip_code"),
              rule.get("zip_code_start"), rule.get("zip_code_end"), rule.get("service_type")]
     return hashlib.sha256(json.dumps(parts, separators=(",", ":")).encode()).hexdigest()
 
 
-def windows_overlap(a: dict, b: dict) -> bool:
+def windows_overlap(a: Doc, b: Doc) -> bool:
     """Whether the validity windows [valid_from, valid_till) of two rules share a moment (open ends
     are unbounded)."""
     a_from, a_till = a.get("valid_from"), a.get("valid_till")
@@ -151,7 +152,7 @@ def windows_overlap(a: dict, b: dict) -> bool:
     return starts_before_b_ends and b_starts_before_a_ends
 
 
-def conflicts(new: dict, existing: list[dict]) -> list[dict]:
+def conflicts(new: Doc, existing: list[Doc]) -> list[Doc]:
     """The existing rules of the same region whose validity overlaps the new rule's."""
     key = region_key(new)
     return [r for r in existing if region_key(r) == key and windows_overlap(new, r)]

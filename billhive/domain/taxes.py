@@ -30,8 +30,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import Any
 
 from billhive.domain import money
+from billhive.domain.document import Doc
 from billhive.domain.tax_rules import ANY_STATE, MAX_TAXES, weight
 
 EXCLUSIVE, INCLUSIVE = "tax_exclusive", "tax_inclusive"
@@ -67,7 +69,7 @@ class Basis:
     def rate(self) -> Fraction:
         return sum((t.rate for t in self.taxes), Fraction(0))
 
-    def taxable(self, line: dict) -> bool:
+    def taxable(self, line: Doc) -> bool:
         return bool(self.taxes) and line_entity(line) not in self.untaxed
 
 
@@ -76,7 +78,7 @@ NO_TAX = Basis()
 
 # ---- which rule -----------------------------------------------------------------------------------
 
-def taxable_address(shipping: dict | None, billing: dict | None) -> dict | None:
+def taxable_address(shipping: Doc | None, billing: Doc | None) -> Doc | None:
     """The address taxes are computed for: shipping, else billing, else none (one without a
     country does not count)."""
     for address in (shipping, billing):
@@ -85,7 +87,7 @@ def taxable_address(shipping: dict | None, billing: dict | None) -> dict | None:
     return None
 
 
-def select_rule(rules: list[dict], address: dict | None, at: int) -> dict | None:
+def select_rule(rules: list[Doc], address: Doc | None, at: int) -> Doc | None:
     """The rule that applies to ``address`` at ``at`` (see the module docstring), or None.
     ``rules`` in creation order (the newest last)."""
     if address is None:
@@ -96,7 +98,7 @@ def select_rule(rules: list[dict], address: dict | None, at: int) -> dict | None
     return max(candidates, key=lambda c: _preference(c[1], c[0]))[1]
 
 
-def matches(rule: dict, address: dict) -> bool:
+def matches(rule: Doc, address: Doc) -> bool:
     """Whether the rule's region covers the address (tax profile rules never apply)."""
     if rule.get("tax_profile_name"):
         return False
@@ -114,14 +116,14 @@ def matches(rule: dict, address: dict) -> bool:
     return True
 
 
-def valid_at(rule: dict, at: int) -> bool:
+def valid_at(rule: Doc, at: int) -> bool:
     """[valid_from, valid_till): the same window ``tax_rules.status`` uses on the site clock."""
     if rule.get("valid_from") is not None and int(rule["valid_from"]) > at:
         return False
     return not (rule.get("valid_till") is not None and int(rule["valid_till"]) <= at)
 
 
-def address_state(address: dict) -> str | None:
+def address_state(address: Doc) -> str | None:
     """The address's subdivision code as rules name it (``NY``; ``US-NY`` is accepted too)."""
     code = (address.get("state_code") or "").strip().upper()
     country = (address.get("country") or "").strip().upper()
@@ -140,7 +142,7 @@ def zip_number(zip_code: str | None) -> int | None:
     return int(digits) if digits else None
 
 
-def rule_taxes(rule: dict) -> tuple[Tax, ...]:
+def rule_taxes(rule: Doc) -> tuple[Tax, ...]:
     out = []
     for n in range(1, MAX_TAXES + 1):
         name = rule.get(f"tax{n}_name")
@@ -167,7 +169,7 @@ def format_rate(rate: Fraction) -> str:
     return text
 
 
-def _preference(rule: dict, order: int) -> tuple:
+def _preference(rule: Doc, order: int) -> tuple[Any, ...]:
     span = 0
     if rule.get("zip_code_start") is not None:
         span = int(rule["zip_code_end"]) - int(rule["zip_code_start"])
@@ -189,7 +191,7 @@ def _zip_forms(zip_code: str | None) -> set[str]:
 
 # ---- the arithmetic -------------------------------------------------------------------------------
 
-def basis_for(rule: dict | None, *, price_type: str = EXCLUSIVE, exempt: bool = False,
+def basis_for(rule: Doc | None, *, price_type: str = EXCLUSIVE, exempt: bool = False,
               untaxed: frozenset[tuple[str, str]] = frozenset()) -> Basis:
     """The Basis for the selected rule (None: no rule) and the customer's taxability."""
     if price_type not in PRICE_TYPES:
@@ -198,7 +200,7 @@ def basis_for(rule: dict | None, *, price_type: str = EXCLUSIVE, exempt: bool = 
     return Basis(price_type=price_type, taxes=taxes, untaxed=untaxed)
 
 
-def apply(invoice: dict, basis: Basis) -> dict:
+def apply(invoice: Doc, basis: Basis) -> Doc:
     """Set the lines' ``is_taxed``/``tax``/``tax_rate``, the invoice's ``taxes[]`` and
     ``price_type`` from ``basis`` (in place; returns the invoice). Totals are
     domain/invoices.recompute's."""
@@ -233,7 +235,7 @@ def line_taxes(base: int, basis: Basis) -> list[int]:
     return [money.percent_of(base, t.rate) for t in basis.taxes]
 
 
-def discount_before_tax(invoice: dict) -> int:
+def discount_before_tax(invoice: Doc) -> int:
     """The invoice's discounts that come off before tax, at most its (positive) line amounts."""
     total = sum(int(d["amount"]) for d in invoice.get("discounts", ()) if d.get("type") in DISCOUNTED_BEFORE_TAX)
     return min(total, sum(max(0, int(li["amount"])) for li in invoice.get("line_items", ())))
@@ -256,7 +258,7 @@ def discount_shares(amounts: list[int], discount: int) -> list[int]:
     return shares
 
 
-def line_entity(line: dict) -> tuple[str, str]:
+def line_entity(line: Doc) -> tuple[str, str]:
     """(plan|addon, id) for catalog lines (a setup fee is its plan's); ("adhoc", "") otherwise."""
     kind = line.get("entity_type")
     if kind in ("plan", "plan_setup"):

@@ -13,7 +13,7 @@ Luhn-valid number.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from billhive.errors import ConfigurationIncompatible
 from billhive.gateway.interface import (
@@ -30,8 +30,8 @@ from billhive.gateway.test_gateway import TestGateway
 from billhive.sites import Site
 from billhive.store.db import Database
 
-__all__ = ["STRIPE", "TEST_GATEWAY", "CardDetails", "Gateway", "GatewayResult", "StoredCard", "default_gateways", "for_site",
-           "gateway_name"]
+__all__ = ["STRIPE", "TEST_GATEWAY", "CardDetails", "Gateway", "GatewayResult", "StoredCard", "default_gateways",
+           "for_site", "gateway_name"]
 
 
 def default_gateways(db: Database) -> dict[str, Gateway]:

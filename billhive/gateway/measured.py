@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import bisect
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from billhive.gateway.interface import Gateway, GatewayResult
 

@@ -47,8 +47,9 @@ KEY_FIELD = "billhive_key"  # metadata holding billhive's idempotency key (the t
 SITE_FIELD = "billhive_site"
 LOOKUP_PAGES = 20  # pages of 100 scanned by a lookup where Stripe's search API is not available
 TIMEOUT = 30.0  # seconds a Stripe call may take
-BRANDS = {"visa": "visa", "mastercard": "mastercard", "amex": "american_express", "american express": "american_express",
-          "discover": "discover", "jcb": "jcb", "diners": "diners_club", "diners club": "diners_club"}
+BRANDS = {"visa": "visa", "mastercard": "mastercard", "amex": "american_express",
+          "american express": "american_express", "discover": "discover", "jcb": "jcb", "diners": "diners_club",
+          "diners club": "diners_club"}
 AUTH_REQUIRED = ("authentication_required",
                  ("The card issuer requires authentication (3D Secure) for this payment; "
                   "the customer must authenticate or update the card"))

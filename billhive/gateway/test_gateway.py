@@ -37,7 +37,7 @@ REFUSED_AT_STORE = "4119862760338320"
 INSUFFICIENT_FUNDS = "4005519200000004"
 TIMES_OUT = "4000000000000119"
 
-V, O = S.gateway_vault, S.gateway_operations
+V, O = S.gateway_vault, S.gateway_operations  # noqa: E741 (the table aliases: O for operations)
 _VAULT_INSERT = Q(insert(V).values({c: bindparam(c) for c in ("site_id", "token", "behaviour", "brand", "last4",
                                                               "created_at")}))
 _BEHAVIOUR = Q(select(V.c.behaviour).where(V.c.site_id == bindparam("site_id"), V.c.token == bindparam("token")))
@@ -118,7 +118,7 @@ class TestGateway:
         return stored
 
     def _operation(self, site_pk: int, key: str, kind: str, amount: int, currency: str, token: str | None,
-                   decide) -> GatewayResult:  # type: ignore[no-untyped-def]
+                   decide) -> GatewayResult:
         def unit(tx: Tx) -> tuple[GatewayResult, bool]:
             existing = _lookup(tx, site_pk, key)
             if existing is not None:

@@ -17,7 +17,7 @@ from starlette.requests import Request
 
 from billhive.runtime import Config
 
-ADMIN = "admin"
+ADMIN: Literal["admin"] = "admin"
 
 
 def enabled(config: Config) -> bool:

@@ -18,7 +18,8 @@ import ipaddress
 import logging
 import re
 import time
-from typing import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 from urllib.parse import quote
 
 import orjson
@@ -297,7 +298,7 @@ def served_openapi(base_url: str, routes: list[Route] = ROUTES) -> dict:
     return spec.served(base_url, {r.op.operation_id for r in routes})
 
 
-def build(app: App, *, background: Callable[[App], Awaitable[None]] | None = None,
+def build(app: App, *, background: Callable[[App], Coroutine[Any, Any, None]] | None = None,
           extra_routes: Sequence[Route] = ()) -> Callable:
     """The ASGI callable for billhive serve (and the tests). ``extra_routes``: API routes beyond
     ROUTES (the benchmark's ceiling, tests' own)."""

@@ -10,7 +10,7 @@ form is a valid-looking prefix of the parameters, and must never be acted on.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from starlette.types import Receive
 
 from billhive.errors import PayloadTooLarge
 
@@ -19,7 +19,7 @@ class ClientDisconnected(Exception):
     """The connection closed before the request body was complete."""
 
 
-async def read_body(receive: Callable[[], Awaitable[dict]], limit: int, content_length: bytes | str | None) -> bytes:
+async def read_body(receive: Receive, limit: int, content_length: bytes | str | None) -> bytes:
     if content_length is not None and _declared(content_length) > limit:
         raise too_large(limit)
     chunks = []

@@ -6,7 +6,7 @@ Each entry is a Starlette route factory taking the App; keep them small.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from starlette.routing import BaseRoute
 

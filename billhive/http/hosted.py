@@ -71,7 +71,7 @@ def _not_found() -> HTMLResponse:
 
 
 def _date(ts: int) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d")
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d")
 
 
 def _with_result(url: str, page_id: str, state: str) -> str:
@@ -133,8 +133,8 @@ def render_form(view: H.PageView, path: str, *, error: str | None = None, values
                       + "</div><div>" + _field("last_name", "Last name", values.get("last_name", ""),
                                                autocomplete="cc-family-name") + "</div></div>")
         fields.append(_field("number", "Card number", autocomplete="cc-number", maxlength=30))
-        fields.append('<div class="row"><div>' + _field("expiry_month", "Expiry month (MM)", autocomplete="cc-exp-month",
-                                                         maxlength=2)
+        fields.append('<div class="row"><div>'
+                      + _field("expiry_month", "Expiry month (MM)", autocomplete="cc-exp-month", maxlength=2)
                       + "</div><div>" + _field("expiry_year", "Expiry year (YYYY)", autocomplete="cc-exp-year",
                                                maxlength=4)
                       + "</div><div>" + _field("cvv", "CVV", autocomplete="cc-csc", maxlength=4, required=False)

@@ -41,7 +41,8 @@ import io
 import logging
 import pickle
 import secrets
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import orjson
 from sqlalchemy import and_, bindparam, delete, insert, select, update

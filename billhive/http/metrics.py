@@ -14,7 +14,8 @@ what to alert on, in the README's "Operating billhive" section.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -38,7 +39,7 @@ class _Collector:
         self.latency = latency
         self.site_health = site_health
 
-    def collect(self):  # type: ignore[no-untyped-def]
+    def collect(self):
         yield from self._api()
         yield _histogram("billhive_http_request_duration_seconds", "HTTP requests by operation and status",
                          ["operation", "status"], requests.BUCKETS,
@@ -65,7 +66,7 @@ class _Collector:
                 out.update(stats.series)
         return out
 
-    def _api(self):  # type: ignore[no-untyped-def]
+    def _api(self):
         reqs = CounterMetricFamily("billhive_api_requests", "API requests answered", labels=["operation", "status"])
         seconds = CounterMetricFamily("billhive_api_request_seconds", "Time spent answering API requests",
                                       labels=["operation", "status"])
@@ -75,7 +76,7 @@ class _Collector:
         yield reqs
         yield seconds
 
-    def _store(self):  # type: ignore[no-untyped-def]
+    def _store(self):
         db = self.app.db
         yield GaugeMetricFamily("billhive_db_write_queue_depth",
                                 "Units of work waiting for the writer (SQLite) or the group-commit lane (PostgreSQL)",
@@ -93,7 +94,7 @@ class _Collector:
         yield CounterMetricFamily("billhive_db_units", "Units of work written (one transaction each)",
                                   value=db.stats["units"])
 
-    def _sites(self):  # type: ignore[no-untyped-def]
+    def _sites(self):
         webhooks = GaugeMetricFamily("billhive_webhook_deliveries", "Webhook deliveries pending or failed",
                                      labels=["site", "state"])
         emails = GaugeMetricFamily("billhive_email_deliveries", "Email deliveries pending or failed",

@@ -52,7 +52,7 @@ class Scalar:
     default: Any = None
 
     @classmethod
-    def from_schema(cls, s: dict) -> "Scalar":
+    def from_schema(cls, s: dict) -> Scalar:
         fmt, minimum, maximum = s.get("format"), s.get("minimum"), s.get("maximum")
         if s.get("type") == "integer" and fmt == "int64" and maximum is None:
             maximum = MAX_AMOUNT  # the v1 spec's int64 parameters are amounts in minor units
@@ -127,7 +127,7 @@ class Field:
     name: str
     kind: str  # scalar | list | object | object_list | free
     scalar: Scalar | None = None
-    subs: dict[str, "Field"] = field(default_factory=dict)
+    subs: dict[str, Field] = field(default_factory=dict)
     required: bool = False
     sub_required: tuple[str, ...] = ()
 

@@ -10,6 +10,7 @@ Who may see it is decided by services/portal_sessions.py; anything else is a pla
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from html import escape
 
 from starlette.requests import Request
@@ -52,10 +53,10 @@ def _not_found() -> HTMLResponse:
 def _date(ts: int | None) -> str:
     if ts is None:
         return ""
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d")
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d")
 
 
-def _table(headers: tuple[str, ...], rows: list[tuple[str, ...]], empty: str) -> str:
+def _table(headers: tuple[str, ...], rows: Sequence[tuple[str, ...]], empty: str) -> str:
     if not rows:
         return f"<p>{escape(empty)}</p>"
     head = "".join(f"<th>{escape(h)}</th>" for h in headers)

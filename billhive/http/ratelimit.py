@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from sqlalchemy import BigInteger, Float, Integer, bindparam, case, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert

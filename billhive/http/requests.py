@@ -16,7 +16,7 @@ import logging
 import re
 import secrets
 import time
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from billhive.util.logs import REQUEST_ID
 

@@ -14,8 +14,8 @@ from urllib.parse import unquote
 
 @dataclass
 class _Node:
-    literal: dict[str, "_Node"] = field(default_factory=dict)
-    param: "_Node | None" = None
+    literal: dict[str, _Node] = field(default_factory=dict)
+    param: _Node | None = None
     routes: dict[str, Any] = field(default_factory=dict)  # method -> route
 
 

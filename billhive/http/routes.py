@@ -7,8 +7,8 @@ To find the code for a URL: look the URL up in the spec (or below), then open
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Awaitable, Callable
 
 from billhive import spec
 from billhive.services import (

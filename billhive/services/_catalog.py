@@ -4,7 +4,7 @@ the spec, and inserts that turn a unique-key race into ``duplicate_entry``."""
 from __future__ import annotations
 
 import functools
-from typing import Callable, Iterable
+from collections.abc import Callable, Collection
 
 from sqlalchemy import select, update
 
@@ -18,7 +18,7 @@ from billhive.util.jsonutil import loads
 from billhive.work.context import Work
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def spec_defaults(schema_name: str) -> dict:
     """The defaults the spec declares for a resource's fields (e.g. Plan.period = 1)."""
     props = spec.resource_schema(schema_name).get("properties", {})
@@ -76,7 +76,7 @@ class ArchivableItems:
     archive) and the lookups other services use; each resource passes its own rules."""
 
     def __init__(self, table: DocTable, resource: str, schema_name: str, defaults: dict,
-                 normalize: Callable[[dict, Iterable[str]], dict],
+                 normalize: Callable[[dict, Collection[str]], dict],
                  check_update: Callable[..., None]):
         self.table = table
         self.resource = resource

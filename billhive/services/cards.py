@@ -55,7 +55,7 @@ def param_name(prefix: str, name: str) -> str:
     return f"{prefix}[{name}]" if prefix else name
 
 
-def gateway_for(app: "App", name: str | None, param: str) -> Gateway:
+def gateway_for(app: App, name: str | None, param: str) -> Gateway:
     """The configured gateway of that name (default: the chargebee test gateway), whichever site
     asks; ``site_gateway`` is the one a site may store cards with."""
     name = name or DEFAULT_GATEWAY
@@ -103,7 +103,7 @@ def check_expiry(expiry_year: int | None, expiry_month: int | None, now: int, pr
     if expiry_year > rules.MAX_EXPIRY_YEAR or expiry_year < 1:
         param = param_name(prefix, "expiry_year")
         raise ParamError(f"{param} : invalid value", param=param)
-    today = dt.datetime.fromtimestamp(now, dt.timezone.utc)
+    today = dt.datetime.fromtimestamp(now, dt.UTC)
     bad = rules.expired_field(expiry_year, expiry_month, today.year, today.month)
     if bad:
         raise PaymentMethodVerificationFailed(f"{param_name(prefix, bad)} : The card has expired",

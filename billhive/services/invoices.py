@@ -11,7 +11,7 @@ dunning's actions are services/payments.py's; this module calls it, never the re
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from billhive import gateway as gateways
 from billhive.domain import catalog as catalog_rules
@@ -28,7 +28,7 @@ from billhive.errors import (
     PaymentProcessingFailed,
     not_found,
 )
-from billhive.gateway import GatewayResult
+from billhive.gateway import Gateway, GatewayResult
 from billhive.services import addons as catalog_addons
 from billhive.services import coupons as catalog_coupons
 from billhive.services import csv_tax_rules, dues, dunning, invoicing, payments, pdf
@@ -99,7 +99,7 @@ async def retrieve(ctx: Ctx, invoice_id: str, params: dict) -> dict:
     return await ctx.read(run)
 
 
-def _list(ctx: Ctx, req: ListRequest, *where, sort=("created_at", True), parent=None):  # type: ignore[no-untyped-def]
+def _list(ctx: Ctx, req: ListRequest, *where, sort=("created_at", True), parent=None):
     def run(w: Work) -> dict:
         return fetch_page(w.tx, INVOICES, w.site_id, req, where=where, default_sort=sort, raw=True,
                           parent=parent).response("invoice")
@@ -262,7 +262,7 @@ def _record_refund(w: Work, inv: dict, original: dict, refund: dict) -> None:
 
 async def refund(ctx: Ctx, invoice_id: str, params: dict) -> dict:
     """Refund through the gateway to the invoice's card payment(s), fully or in part."""
-    def start(w: Work) -> tuple[str, str, str, int, str]:
+    def start(w: Work) -> tuple[str, Gateway, str, int, str]:
         inv = _require_invoice(w, invoice_id, for_update=True)
         if inv["status"] != "paid":
             raise InvalidState(f"Invoice {invoice_id} is {inv['status']}; only paid invoices can be refunded")
@@ -414,7 +414,8 @@ def compose_one_off(w: Work, params: dict, build: Build, *, use: bool = True) ->
     lines = build(w, use)
     found = [_one_time_coupon(w, params["coupon"], lines, redeem=use)] if params.get("coupon") else []
     inv = invoicing.new_invoice(w, customer=customer, start_date=w.now, line_items=lines, recurring=False,
-                                subscription_id=sub_id, discounts=found, shipping_address=params.get("shipping_address"),
+                                subscription_id=sub_id, discounts=found,
+                                shipping_address=params.get("shipping_address"),
                                 first_invoice=invoicing.is_first_for_customer(w, customer["id"]))
     if params.get("po_number"):
         inv["po_number"] = params["po_number"]

@@ -6,8 +6,9 @@ Closing (``close``) does, in the caller's transaction:
   1. take the next number from the site's invoice sequence (gapless: the sequence row is
      bumped inside this transaction, so a rollback gives the number back);
   2. set end_date (closing time, or the renewal date with the site's ``close_date`` setting);
-  3. tax it (the site's tax rules, loaded by services/csv_tax_rules.basis) and apply the customer's promotional credits, refundable credits and excess payments, in
-     that order, each up to what is still due (ledger rows, linked records on the invoice);
+  3. tax it (the site's tax rules, loaded by services/csv_tax_rules.basis) and apply the customer's
+     promotional credits, refundable credits and excess payments, in that order, each up to what
+     is still due (ledger rows, linked records on the invoice);
   4. decide payment: nothing due -> paid; auto-collection on with a usable card -> an
      ``in_progress`` payment transaction is recorded and a ChargePlan returned (the gateway
      is called after commit, see services/payments.py); otherwise payment_due.

@@ -70,7 +70,7 @@ def site_health(tx: Tx, site: sites.Site, now: int) -> SiteHealth:
     )
 
 
-def _count(tx: Tx, table, site_pk: int, *where) -> int:  # type: ignore[no-untyped-def]
+def _count(tx: Tx, table, site_pk: int, *where) -> int:
     return int(tx.scalar(select(func.count()).select_from(table).where(table.c.site_id == site_pk, *where)) or 0)
 
 
@@ -103,7 +103,7 @@ async def credit_ledger(app: App, site_pk: int, customer_id: str, limit: int = 1
     return await app.db.read(run)
 
 
-def _deliveries(tx: Tx, site_pk: int, event_id: str, deliveries, attempts, target) -> list[dict]:  # type: ignore[no-untyped-def]
+def _deliveries(tx: Tx, site_pk: int, event_id: str, deliveries, attempts, target) -> list[dict]:
     d, a = deliveries, attempts
     rows = tx.all(select(d.c.pk, target, d.c.status, d.c.attempts, d.c.next_attempt_at, d.c.last_status_code,
                          d.c.last_error).where(d.c.site_id == site_pk, d.c.event_id == event_id).order_by(d.c.pk))

@@ -52,7 +52,7 @@ _DUNNING_STATE = Q(select(INVOICES.t.c.dunning_attempts, INVOICES.t.c.dunning_st
                    .where(INVOICES.t.c.site_id == bindparam("site_id"), INVOICES.t.c.id == bindparam("id")))
 
 
-async def call_gateway(app: "App", site_pk: int, plan: ChargePlan) -> GatewayResult:
+async def call_gateway(app: App, site_pk: int, plan: ChargePlan) -> GatewayResult:
     gateway = app.gateways.get(plan.gateway)
     if gateway is None:
         return GatewayResult("failure", "", "gateway_not_configured", f"gateway {plan.gateway} is not configured")
@@ -215,7 +215,7 @@ def _unsettled(tx: Tx, site_pk: int, limit: int = 200) -> list[dict]:
                              order_by=[t.c.pk], limit=limit)
 
 
-async def recover_site(app: "App", site_pk: int) -> int:
+async def recover_site(app: App, site_pk: int) -> int:
     """Settle every unsettled payment of a site from the gateway's books. Returns how many."""
     ctx = Ctx(app, site_pk, SYSTEM)
     pending = await app.db.read(lambda tx: _unsettled(tx, site_pk))
@@ -235,10 +235,11 @@ async def recover_site(app: "App", site_pk: int) -> int:
         if result is None:
             # the gateway never saw it: charge now, with the same key (the customer's current card),
             # if that gateway still serves the site (a live site without a gateway: never charged, failed)
-            def card_of(tx: Tx, customer_id: str = txn["customer_id"]) -> tuple[str | None, bool]:
+            def card_of(tx: Tx, customer_id: str = txn["customer_id"],
+                        gateway_name: str = gateway.name) -> tuple[str | None, bool]:
                 c = CUSTOMERS.get(tx, site_pk, customer_id)
                 pm = (c or {}).get("payment_method") or {}
-                return pm.get("reference_id"), gateways.gateway_name(sites.load(tx, site_pk)) == gateway.name
+                return pm.get("reference_id"), gateways.gateway_name(sites.load(tx, site_pk)) == gateway_name
             token, serves_site = await app.db.read(card_of)
             if not serves_site:
                 result = GatewayResult("failure", "", "gateway_not_configured",
@@ -256,7 +257,7 @@ async def recover_site(app: "App", site_pk: int) -> int:
     return done
 
 
-async def recover(app: "App") -> int:
+async def recover(app: App) -> int:
     site_pks = await app.db.read(lambda tx: [s.pk for s in sites.all_sites(tx)])
     total = 0
     for pk in site_pks:

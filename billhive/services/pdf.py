@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import secrets
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fpdf import FPDF
@@ -54,7 +54,7 @@ def _create_key(tx: Tx, site_pk: int) -> str | None:
     return _load_key(tx, site_pk)
 
 
-async def signing_key(app: "App", site_pk: int, *, create: bool = True) -> bytes | None:
+async def signing_key(app: App, site_pk: int, *, create: bool = True) -> bytes | None:
     """The site's key for signing download links (made on first use when ``create``); None: no
     such site, or (not ``create``) no link was ever made for it."""
     cache = (app.db.url, site_pk)
@@ -71,7 +71,7 @@ async def signing_key(app: "App", site_pk: int, *, create: bool = True) -> bytes
 
 # ---- links ----------------------------------------------------------------------------------------
 
-async def download_link(app: "App", site_pk: int, invoice_id: str, now: int) -> dict:
+async def download_link(app: App, site_pk: int, invoice_id: str, now: int) -> dict:
     valid_till = now + LINK_TTL
     key = await signing_key(app, site_pk)
     assert key is not None  # the caller's own site
@@ -87,7 +87,7 @@ class LinkError(Exception):
         self.message = message
 
 
-async def open_link(app: "App", token: str) -> tuple[bytes, str]:
+async def open_link(app: App, token: str) -> tuple[bytes, str]:
     """The PDF a download token points to: (pdf bytes, invoice id). Raises LinkError."""
     invalid = LinkError(404, "This download link is not valid.")
     claimed = signing.peek(token)  # which site's key to check it with
@@ -143,7 +143,7 @@ def _unicode_font(extra: str | None = None) -> tuple[str, str] | None:
 def _date(ts: Any) -> str:
     if ts is None:
         return ""
-    return dt.datetime.fromtimestamp(int(ts), dt.timezone.utc).strftime("%b %d, %Y")
+    return dt.datetime.fromtimestamp(int(ts), dt.UTC).strftime("%b %d, %Y")
 
 
 def _address(addr: dict | None) -> list[str]:
@@ -197,7 +197,7 @@ def render_invoice(inv: dict, customer: dict | None, seller: str, now: int, font
     pdf.set_title(f"Invoice {inv['id']}")
     pdf.set_author(seller)
     pdf.set_creator("billhive")
-    pdf.set_creation_date(dt.datetime.fromtimestamp(now, dt.timezone.utc))
+    pdf.set_creation_date(dt.datetime.fromtimestamp(now, dt.UTC))
     pdf.add_page()
     width = pdf.epw
 

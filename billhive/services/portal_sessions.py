@@ -13,6 +13,7 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 
@@ -73,7 +74,7 @@ async def create(ctx: Ctx, params: dict) -> dict:
     def run(w: Work) -> dict:
         customer = CUSTOMERS.require(w.tx, w.site_id, customer_id, param="customer[id]")
         token = secrets.token_urlsafe(32)
-        session = {
+        session: dict[str, Any] = {
             "id": random_id("portal_", 20),
             "token": token,
             "access_url": access_url(base_url, w.site.name, token),

@@ -14,7 +14,7 @@ from billhive.work.context import Ctx, Work
 _SORT = ("date", True)
 
 
-def announce_deleted(w: Work, *where) -> None:  # type: ignore[no-untyped-def]
+def announce_deleted(w: Work, *where) -> None:
     """transaction_deleted for each transaction about to be deleted with its customer or
     subscription (the caller deletes the rows)."""
     for txn in TRANSACTIONS.find(w.tx, w.site_id, *where):
@@ -30,7 +30,7 @@ async def retrieve(ctx: Ctx, transaction_id: str, params: dict) -> dict:
     return await ctx.read(run)
 
 
-def _list(ctx: Ctx, req: ListRequest, *where, parent=None):  # type: ignore[no-untyped-def]
+def _list(ctx: Ctx, req: ListRequest, *where, parent=None):
     def run(w: Work) -> dict:
         return fetch_page(w.tx, TRANSACTIONS, w.site_id, req, where=where, default_sort=_SORT, raw=True,
                           parent=parent).response("transaction")

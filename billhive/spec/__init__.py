@@ -190,7 +190,7 @@ def served(base_url: str, implemented: set[str]) -> dict:
     """billhive's /openapi.json: the extended spec restricted to the ``implemented`` operations,
     with billhive's URL as the server."""
     doc = extended()
-    paths = {}
+    paths: dict[str, Any] = {}
     for path, item in doc["paths"].items():
         kept = {m: op for m, op in item.items() if isinstance(op, dict) and op.get("operationId") in implemented}
         if kept:
@@ -206,18 +206,18 @@ def served(base_url: str, implemented: set[str]) -> dict:
     return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def resource_schema(name: str) -> dict:
     """Resolved component schema for a resource, e.g. resource_schema('Invoice')."""
     return resolve(raw()["components"]["schemas"][name])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def resource_fields(name: str) -> tuple[str, ...]:
     return tuple(resource_schema(name).get("properties", {}))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def enum_values(schema_name: str, prop: str) -> tuple[str, ...]:
     """Enum of a resource property, e.g. enum_values('Invoice', 'status')."""
     return tuple(resource_schema(schema_name)["properties"][prop].get("enum", ()))

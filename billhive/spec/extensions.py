@@ -76,7 +76,8 @@ SCHEMAS: dict[str, Any] = {
             "failure_code": {"type": "string"},
             "failure_reason": {"type": "string"},
             "error_json": {"type": "string", "description": "The error as JSON: message, type, api_error_code and "
-                           "http_code, every value a string (what the v2 SDKs' wait_for_time_travel_completion reads)."},
+                           "http_code, every value a string (what the v2 SDKs' "
+                           "wait_for_time_travel_completion reads)."},
             # billhive: a travel's progress (the v2 resource has none; travels run in the background)
             "current_time": {**_UNIX_TIME, "description": "billhive: the time the site clock has reached so far."},
             "jobs_done": {"type": "integer", "minimum": 0,

@@ -8,7 +8,8 @@ under concurrency: ``UPDATE ... WHERE status = 'pending'`` changes one row or no
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import orjson
 from sqlalchemy import Table, and_, bindparam, delete, insert, select, update
@@ -41,7 +42,7 @@ class DocTable:
         self.index_columns = [c.name for c in table.c if c.name not in _BASE]
         overrides = columns or {}
         self.extract: dict[str, Callable[[dict], Any]] = {
-            name: overrides.get(name) or (lambda d, n=name: d.get(n)) for name in self.index_columns
+            name: overrides.get(name) or _field(name) for name in self.index_columns
         }
         t = table
         key = and_(t.c.site_id == bindparam("site_id"), t.c.id == bindparam("id"))
@@ -126,7 +127,7 @@ class DocTable:
             t = self.t
             cond = [t.c.site_id == bindparam("site_id"), t.c.id == bindparam("old_id")]
             cond += [t.c[k] == bindparam(f"expect_{k}") for k in keys]
-            values = {c: bindparam(c) for c in self._write_cols
+            values: dict[str, Any] = {c: bindparam(c) for c in self._write_cols
                       if c not in ("site_id", "created_at") and (c not in self.insert_only or c in explicit)}
             q = Q(update(t).where(and_(*cond)).values(values))
             self._update_cache[(keys, explicit)] = q
@@ -149,3 +150,8 @@ class DocTable:
 
     def delete(self, tx: Tx, site_id: int, id: str) -> bool:
         return tx.rowcount(self._delete, {"site_id": site_id, "id": id}) == 1
+
+
+def _field(name: str) -> Callable[[dict], Any]:
+    """The default extractor of an index column: the document's field of the same name."""
+    return lambda d: d.get(name)

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import orjson
 from sqlalchemy import BigInteger, Integer, and_, or_, select

@@ -17,7 +17,7 @@ def card_expires_at(card: dict) -> int | None:
     if not y or not m:
         return None
     last_day = calendar.monthrange(int(y), int(m))[1]
-    return int(dt.datetime(int(y), int(m), last_day, 23, 59, 59, tzinfo=dt.timezone.utc).timestamp())
+    return int(dt.datetime(int(y), int(m), last_day, 23, 59, 59, tzinfo=dt.UTC).timestamp())
 
 
 # in_use (plans/addons) and a code's status are table-only state, set explicitly by the catalog

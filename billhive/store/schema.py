@@ -529,7 +529,8 @@ gateway_operations = Table(  # every charge/refund/void, keyed by the caller's i
 # Tables that hold a site's data (wiped by the time machine's start_afresh); settings,
 # keys and webhook endpoints survive.
 SITE_DATA_TABLES = (
-    events, webhook_deliveries, webhook_attempts, email_deliveries, email_attempts, jobs, time_travels, idempotency_keys,
+    events, webhook_deliveries, webhook_attempts, email_deliveries, email_attempts, jobs, time_travels,
+    idempotency_keys,
     plans, addons, coupons, coupon_codes, customers, cards, credit_ledger, payment_intents,
     addresses, subscriptions, invoices, transactions, invoice_transactions, orders, comments,
     hosted_pages, portal_sessions, csv_tax_rules, gateway_vault, gateway_operations,

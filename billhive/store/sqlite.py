@@ -22,7 +22,8 @@ import queue
 import sqlite3
 import threading
 import time
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from billhive.errors import StoreError, StoreNotWritable, StoreTimeout, StoreUnavailable
 from billhive.store.tx import Tx
@@ -372,7 +373,7 @@ class SqliteStore(Store):
 class _SqliteConnection(sqlite3.Connection):
     """A sqlite3 connection that carries its statement budget (and whether to reopen it)."""
 
-    budget: "_Budget"
+    budget: _Budget
     broken = False
 
 

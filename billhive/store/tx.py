@@ -103,7 +103,7 @@ class Tx:
             return _Pipeline(self)
         return contextlib.nullcontext()
 
-    def savepoint(self) -> "_Savepoint":
+    def savepoint(self) -> _Savepoint:
         """``with tx.savepoint():`` - a failure inside rolls back only what the block did."""
         return _Savepoint(self)
 
@@ -135,7 +135,7 @@ class _Savepoint:
         _Savepoint._n += 1
         self.name = f"sp{_Savepoint._n}"
 
-    def __enter__(self) -> "_Savepoint":
+    def __enter__(self) -> _Savepoint:
         self.tx.cur.execute(f"SAVEPOINT {self.name}")
         return self
 

@@ -14,8 +14,9 @@ Service shape (one function per API operation):
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from billhive import sites
 from billhive.errors import InvalidState
@@ -46,7 +47,7 @@ class Work:
 
     __slots__ = ("tx", "app", "_site", "_site_pk", "_now", "origin", "_cache", "emitted", "after")
 
-    def __init__(self, tx: Tx, app: "App", site: sites.Site | None, origin: Origin, now: int | None = None, *,
+    def __init__(self, tx: Tx, app: App, site: sites.Site | None, origin: Origin, now: int | None = None, *,
                  site_pk: int | None = None):
         self.tx = tx
         self.app = app
@@ -110,7 +111,7 @@ class Claim(Protocol):
 class Ctx:
     """A request's (or a scheduler run's) handle on one site."""
 
-    app: "App"
+    app: App
     site_id: int
     origin: Origin = field(default_factory=Origin)
     claim: Claim | None = None  # set for a POST with chargebee-idempotency-key

@@ -17,8 +17,8 @@ retried later with back-off.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping
 
 from sqlalchemy import and_, bindparam, delete, insert, select, update
 

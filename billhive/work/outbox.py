@@ -29,8 +29,9 @@ duplicated). The abandoned attempt row is then marked as such.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from sqlalchemy import Table, bindparam, func, insert, or_, select, text, update
 

@@ -35,9 +35,9 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 
@@ -245,7 +245,8 @@ def run_backend(backend: str, database_url: str, args: argparse.Namespace) -> bo
             cmd = [str(st) if st.exists() else "st", "--config-file", str(config), "run", base + "/openapi.json",
                    "--auth", f"{key}:", "--seed", str(args.seed), "--max-examples", str(examples),
                    "--checks", args.checks, "--phases", args.phases, "--workers", str(args.workers),
-                   "--exclude-path-regex", "^/admin/", "--generation-database", "none", "--no-color", "--request-timeout", "30"]
+                   "--exclude-path-regex", "^/admin/", "--generation-database", "none", "--no-color",
+                   "--request-timeout", "30"]
             if args.report_dir:
                 cmd += ["--report", "junit,har", "--report-dir", str(workdir)]
             cmd += args.st_args

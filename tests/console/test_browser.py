@@ -111,7 +111,7 @@ def test_time_travel_shows_its_progress(browser_page, server, site, console_on, 
     monkeypatch.setattr(time_machines.scheduled, "run_due", slow)
     sign_in(page, server)
     page.goto(f"{server.base_url}/admin/sites/{site.name}/time_machine")
-    destination = dt.datetime.fromtimestamp(GENESIS + 200 * 86400, dt.timezone.utc)
+    destination = dt.datetime.fromtimestamp(GENESIS + 200 * 86400, dt.UTC)
     page.fill("input[name=destination]", destination.strftime("%Y-%m-%dT%H:%M"))
     page.click("button:has-text('Travel')")
     page.wait_for_url("**/time_machine")

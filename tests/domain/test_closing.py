@@ -120,7 +120,7 @@ def test_closing_always_adds_up(lines, coupon, promotional, refundable, unused, 
     assert all(0 < take <= dict(payments)[t] for t, take in taken.items())
     assert out["amount_paid"] == sum(taken.values())
     # oldest first: a payment is touched only when every older one is used up
-    for i, (t, available) in enumerate(payments):
+    for i, (t, _available) in enumerate(payments):
         if t in taken and i > 0:
             assert all(taken.get(older) == dict(payments)[older] for older, _ in payments[:i])
     assert (out["status"] == "paid") == (out["amount_due"] == 0)

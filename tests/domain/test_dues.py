@@ -43,7 +43,8 @@ def test_apply_drops_the_fields_once_paid_and_says_whether_it_changed():
 
 
 invoices = st.lists(st.builds(inv, st.sampled_from("abcdef"), st.sampled_from(STATUSES),
-                              st.integers(0, 10**9), st.integers(0, 10**6), st.one_of(st.none(), st.integers(0, 10**6))))
+                              st.integers(0, 10**9), st.integers(0, 10**6),
+                              st.one_of(st.none(), st.integers(0, 10**6))))
 
 
 @given(invoices)

@@ -12,7 +12,7 @@ from billhive.domain import periods as P
 
 
 def ts(y: int, m: int, d: int, h: int = 0, mi: int = 0) -> int:
-    return int(dt.datetime(y, m, d, h, mi, tzinfo=dt.timezone.utc).timestamp())
+    return int(dt.datetime(y, m, d, h, mi, tzinfo=dt.UTC).timestamp())
 
 
 @pytest.mark.parametrize("start, count, unit, expected", [

@@ -45,7 +45,8 @@ def refused(site, method: str, path: str, data: dict, param: str) -> dict:
         body = site.api.get(path, data, expect=400).body
     else:
         body = site.api.post(path, data, expect=400).body
-    assert (body["api_error_code"], body.get("param"), body["http_status_code"]) == ("param_wrong_value", param, 400), body
+    assert (body["api_error_code"], body.get("param"), body["http_status_code"]) == \
+        ("param_wrong_value", param, 400), body
     assert body["type"] == "invalid_request" and body["error_code"] == "param_wrong_value"
     assert state(site) == before
     return body

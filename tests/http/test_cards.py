@@ -30,7 +30,7 @@ from tests.support.customers import (
 
 
 def ts(*args: int) -> int:
-    return int(dt.datetime(*args, tzinfo=dt.timezone.utc).timestamp())
+    return int(dt.datetime(*args, tzinfo=dt.UTC).timestamp())
 
 
 @pytest.mark.parametrize("number, brand", [

@@ -65,7 +65,7 @@ def test_credits_apply_in_order_promotional_refundable_excess(tsite):
     customer = tsite.app.db.read_sync(lambda tx: CUSTOMERS.get(tx, tsite.pk, cust["id"]))
     assert (customer["account_credits"], customer["refundable_credits"], customer["excess_payments"]) == (0, 0, 200)
     for kind in credits.KINDS:
-        assert tsite.app.db.read_sync(lambda tx: credits.ledger_sum(tx, tsite.pk, cust["id"], kind)) == \
+        assert tsite.app.db.read_sync(lambda tx, kind=kind: credits.ledger_sum(tx, tsite.pk, cust["id"], kind)) == \
             credits.balance(customer, kind)
     assert tsite.app.gateways["chargebee"].charge_count(tsite.pk) == 0
     ev = types(tsite)

@@ -25,7 +25,8 @@ def test_create_retrieve_delete(tsite):
     c = comment(tsite, "customer", cust["id"], "Asked for an invoice copy")
     assert c["id"].startswith("cmt_") and len(c["id"]) <= 40
     assert c == {"id": c["id"], "entity_type": "customer", "entity_id": cust["id"],
-                 "notes": "Asked for an invoice copy", "created_at": GENESIS, "type": "user", "added_by": "full_access_key", "object": "comment"}
+                 "notes": "Asked for an invoice copy", "created_at": GENESIS, "type": "user",
+                 "added_by": "full_access_key", "object": "comment"}
     assert tsite.api.get(f"/comments/{c['id']}")["comment"] == c
     assert tsite.api.post(f"/comments/{c['id']}/delete")["comment"] == c
     r = tsite.api.get(f"/comments/{c['id']}", expect=404)

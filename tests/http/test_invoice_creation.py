@@ -261,8 +261,9 @@ def test_create_invoice_with_addons_charges_coupon_and_shipping(tsite):
     assert [(li["entity_type"], li.get("entity_id"), li["amount"]) for li in inv["line_items"]] == \
         [("addon", gb["id"], 1500), ("addon", setup["id"], 2000), ("adhoc", None, 1000)]
     assert inv["sub_total"] == 4500
+    # 12.5% of 4500 = 562.5, rounded half up
     assert inv["discounts"] == [{"amount": 563, "description": coupon["name"], "type": "coupon",
-                                 "entity_id": coupon["id"], "object": "discount"}]  # 12.5% of 4500 = 562.5, rounded half up
+                                 "entity_id": coupon["id"], "object": "discount"}]
     assert inv["amount"] == 3937 and inv["amount_paid"] == 3937 and inv["status"] == "paid"
     assert inv["shipping_address"]["first_name"] == "Ada" and inv["shipping_address"]["country"] == "GB"
     assert inv["po_number"] == "PO-1"

@@ -91,7 +91,7 @@ def test_another_sites_key_neither_reaches_nor_changes_an_object(route: Route, s
     op = route.op
     missing = [p for p in op.path_params if id_factory(op.operation_id, p) is None and p not in SITE_SINGLETONS]
     if missing:
-        pytest.fail(f"{op.operation_id} ({op.method} {op.path}) takes {', '.join('{%s}' % p for p in missing)}, "
+        pytest.fail(f"{op.operation_id} ({op.method} {op.path}) takes {', '.join(f'{{{p}}}' for p in missing)}, "
                     f"and tests/support/factories.py has no factory for it: add a function that creates one "
                     f"on a site (through its API) and returns the id, and register it in ID_FACTORIES")
     a, b = site_a, make_site()
@@ -99,7 +99,7 @@ def test_another_sites_key_neither_reaches_nor_changes_an_object(route: Route, s
     for p in op.path_params:
         factory = id_factory(op.operation_id, p)
         value = factory(a) if factory is not None else SITE_SINGLETONS[p]
-        path = path.replace("{%s}" % p, quote(value, safe=""))
+        path = path.replace(f"{{{p}}}", quote(value, safe=""))
     singleton_only = all(p in SITE_SINGLETONS for p in op.path_params)
     before = snapshot(a)
 

@@ -131,7 +131,7 @@ def test_void_releases_applied_credits(tsite):
     c = customer_doc(tsite, inv["customer_id"])
     assert c["account_credits"] == 100 and c["refundable_credits"] == 200
     for kind in ("promotional", "refundable"):
-        assert tsite.app.db.read_sync(lambda tx: credits.ledger_sum(tx, tsite.pk, c["id"], kind)) == \
+        assert tsite.app.db.read_sync(lambda tx, kind=kind: credits.ledger_sum(tx, tsite.pk, c["id"], kind)) == \
             credits.balance(c, kind)
     tsite.api.post(f"/invoices/{inv['id']}/void", expect=409)
 

@@ -12,7 +12,7 @@ def _plan(api, id: str = "basic", **extra) -> dict:
     return api.post("/plans", {"id": id, "name": id.capitalize(), "price": 1000, **extra})["plan"]
 
 
-def _use(site: "support.TestSite", plan_id: str, **kw) -> dict:
+def _use(site: support.TestSite, plan_id: str, **kw) -> dict:
     """What a subscription does with its plan (services.plans.use_plan)."""
     return site.ctx().write_sync(lambda w: plans.use_plan(w, plan_id, **kw))
 

@@ -109,7 +109,8 @@ def test_oversized_bodies_are_refused_with_413(server, chunked):
 def test_a_body_at_the_limit_is_read(server):
     status, body = exchange(server.port, request_head("POST", "/api/v1/customers", b"host: x\r\n", FORM,
                                                       b"content-length: %d\r\n" % MB), b"a" * MB)
-    assert status == 401 and body["api_error_code"] == "api_authentication_failed"  # read whole, then the missing key is the answer
+    # read whole, then the missing key is the answer
+    assert status == 401 and body["api_error_code"] == "api_authentication_failed"
 
 
 # ---- time ------------------------------------------------------------------------------------
@@ -213,8 +214,8 @@ def test_requests_without_a_key_do_not_make_the_server_keep_memory(tmp_path):
     def checkout(i: int) -> tuple[int, dict]:
         path = f"/hosted_pages/demo-test/{uuid.uuid4().hex}"
         if i % 2:
-            return exchange(port, request_head("POST", path, b"host: x\r\n", FORM, b"content-length: %d\r\n" % (2 * MB)),
-                            b"a" * (2 * MB))
+            return exchange(port, request_head("POST", path, b"host: x\r\n", FORM,
+                                               b"content-length: %d\r\n" % (2 * MB)), b"a" * (2 * MB))
         return exchange(port, request_head("POST", path, b"host: x\r\n", FORM, b"transfer-encoding: chunked\r\n"),
                         b"".join(b"10000\r\n%s\r\n" % (b"a" * 65536) for _ in range(32)) + b"0\r\n\r\n")
 

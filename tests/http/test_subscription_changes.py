@@ -188,11 +188,13 @@ def test_billing_details_card_and_shipping_address(tsite):
     body = change(tsite, sub["id"], **{"card[number]": "5555555555554444", "card[expiry_month]": 1,
                                        "card[expiry_year]": 2031, "billing_address[city]": "Lyon",
                                        "customer[vat_number]": "FR123", "shipping_address[line1]": "1 Rue"})
-    assert body["card"]["last4"] == "4444" and body["customer"]["billing_address"] == {"city": "Lyon", "object": "billing_address"}
+    assert body["card"]["last4"] == "4444"
+    assert body["customer"]["billing_address"] == {"city": "Lyon", "object": "billing_address"}
     assert body["customer"]["vat_number"] == "FR123"
     assert body["subscription"]["shipping_address"] == {"line1": "1 Rue", "object": "shipping_address"}
     ev = types(tsite)
-    assert {"card_added", "customer_changed", "subscription_shipping_address_updated", "subscription_changed"} <= set(ev)
+    assert {"card_added", "customer_changed", "subscription_shipping_address_updated",
+            "subscription_changed"} <= set(ev)
     r = change(tsite, sub["id"], 400, **{"card[number]": "4111111111111112", "card[expiry_month]": 1,
                                          "card[expiry_year]": 2031})
     assert r["param"] == "card[number]"

@@ -148,7 +148,8 @@ def test_promotional_credits_come_off_before_tax_at_collect(tsite):
     charged = tsite.api.post(f"/invoices/{draft['id']}/add_charge", {"amount": 500, "description": "More"})["invoice"]
     assert charged["tax"] == 150 and charged["amount"] == 1650
     inv = tsite.api.post(f"/invoices/{draft['id']}/collect")["invoice"]
-    assert inv["discounts"] == [{"amount": 300, "description": "Promotional Credits", "type": "account_credits", "object": "discount"}]
+    assert inv["discounts"] == [{"amount": 300, "description": "Promotional Credits", "type": "account_credits",
+                                 "object": "discount"}]
     assert inv["tax"] == 120 and inv["amount"] == 1320 and inv["credits_applied"] == 200
     assert inv["amount_paid"] == 1120 and inv["status"] == "paid"
 

@@ -23,7 +23,7 @@ def test_collect_keeps_every_balance_equal_to_its_ledger(site, amounts, promotio
     inv = site.api.post(f"/invoices/{draft['id']}/collect")["invoice"]
     after = site.app.db.read_sync(lambda tx: CUSTOMERS.get(tx, site.pk, cust["id"]))
     for kind in credits.KINDS:
-        assert site.app.db.read_sync(lambda tx: credits.ledger_sum(tx, site.pk, cust["id"], kind)) == \
+        assert site.app.db.read_sync(lambda tx, kind=kind: credits.ledger_sum(tx, site.pk, cust["id"], kind)) == \
             credits.balance(after, kind) >= 0
     used_promo = promotional - after["account_credits"]
     used_refundable = refundable - after["refundable_credits"]
@@ -31,5 +31,6 @@ def test_collect_keeps_every_balance_equal_to_its_ledger(site, amounts, promotio
     assert used_promo == D.discount_total(inv, types=("account_credits",))
     assert used_refundable == inv["credits_applied"] <= min(inv["amount"], refundable)
     assert used_excess == inv["amount_paid"]
-    assert inv["amount_due"] == inv["amount"] - inv["credits_applied"] - inv["amount_paid"] - inv["amount_adjusted"] >= 0
+    assert inv["amount_due"] == \
+        inv["amount"] - inv["credits_applied"] - inv["amount_paid"] - inv["amount_adjusted"] >= 0
     assert inv["status"] == ("paid" if inv["amount_due"] == 0 else "payment_due")

@@ -14,8 +14,8 @@ from billhive.store.resources import CUSTOMERS
 
 def test_insert_many_writes_documents_and_derived_columns(app):
     site, _ = app.db.write_sync(lambda tx: sites.create(tx, f"t{uuid.uuid4().hex[:10]}-test", now=int(time.time())))
-    docs = [{"id": f"cust_{i}", "object": "customer", "email": f"c{i}@example.com", "auto_collection": "off" if i else "on",
-             "created_at": 1000 + i} for i in range(3)]
+    docs = [{"id": f"cust_{i}", "object": "customer", "email": f"c{i}@example.com",
+             "auto_collection": "off" if i else "on", "created_at": 1000 + i} for i in range(3)]
     app.db.write_sync(lambda tx: CUSTOMERS.insert_many(tx, site.pk, docs, 2000))
     app.db.write_sync(lambda tx: CUSTOMERS.insert_many(tx, site.pk, [], 2000))  # nothing to do
     c = S.customers.c

@@ -97,19 +97,19 @@ def _compile(schema: dict) -> jsonschema.protocols.Validator:
     return cls(schema)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _response_validator(method: str, path: str, status: str) -> jsonschema.protocols.Validator | None:
     op = document()["paths"][path][method.lower()]
     content = (op["responses"].get(status, {}).get("content") or {}).get("application/json")
     return _compile(content["schema"]) if content else None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _error_validator(status: str) -> jsonschema.protocols.Validator:
     return _compile({"$ref": f"#/components/schemas/{status}"})
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def resource_validator(key: str) -> jsonschema.protocols.Validator | None:
     """The strict validator of a resource by its response key (``invoice`` -> Invoice)."""
     name = "".join(part.capitalize() for part in key.split("_"))
@@ -136,7 +136,7 @@ def _events(body: Any) -> list[dict]:
             and isinstance(entry.get("event"), dict)]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _content_validator(event_type: str) -> jsonschema.protocols.Validator | None:
     """The event type's content as the spec's webhook payload describes it (``customer_deleted``:
     customer, card, subscriptions), each resource strict. Which resources are present varies with

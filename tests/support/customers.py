@@ -24,7 +24,7 @@ INSUFFICIENT_FUNDS = "4005519200000004"
 TIMES_OUT = "4000000000000119"
 
 # 2030-06-15 12:00 UTC: a fixed site clock for expiry tests (start_afresh)
-GENESIS = int(dt.datetime(2030, 6, 15, 12, tzinfo=dt.timezone.utc).timestamp())
+GENESIS = int(dt.datetime(2030, 6, 15, 12, tzinfo=dt.UTC).timestamp())
 
 
 FUTURE_YEAR = 2040  # a valid expiry for real time and for the time machine's GENESIS
@@ -67,7 +67,7 @@ def events(api, event_type: str | None = None, **filters: Any) -> list[dict]:
     return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _content_validator(event_type: str) -> jsonschema.protocols.Validator:
     name = "".join(p.capitalize() for p in event_type.split("_")) + "Event"
     schema = dict(spec.resource_schema(name)["properties"]["content"])

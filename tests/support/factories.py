@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from billhive.gateway import CardDetails
 from billhive.services import credits, invoicing
@@ -53,7 +54,8 @@ def customer(site: TestSite, *, card: str | None = SUCCESS_CARD, auto_collection
     card_doc = store_card(site, card) if card else None
 
     def unit(w: Work) -> dict:
-        doc = {"id": cid, "object": "customer", "email": email or f"{cid}@example.com", "auto_collection": auto_collection,
+        doc = {"id": cid, "object": "customer", "email": email or f"{cid}@example.com",
+               "auto_collection": auto_collection,
                "allow_direct_debit": False, "created_at": w.now, "taxability": "taxable",
                "account_credits": 0, "refundable_credits": 0, "excess_payments": 0}
         if card_doc:

@@ -98,7 +98,7 @@ class Api:
         self.use_host = use_host
         self.client = httpx.Client(base_url=server.base_url, timeout=60)
 
-    def with_key(self, key: str | None) -> "Api":
+    def with_key(self, key: str | None) -> Api:
         return Api(self.server, self.site_name, key, use_host=self.use_host)
 
     def request(self, method: str, path: str, *, params: Any = None, data: Any = None, content: bytes | None = None,

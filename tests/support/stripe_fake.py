@@ -65,7 +65,8 @@ class StripeFake:
 
     def intents(self, site_pk: int) -> list[dict[str, Any]]:
         """Every PaymentIntent billhive made for the site (oldest first)."""
-        return [p for p in self._all("/v1/payment_intents") if (p.get("metadata") or {}).get(SITE_FIELD) == str(site_pk)]
+        return [p for p in self._all("/v1/payment_intents")
+                if (p.get("metadata") or {}).get(SITE_FIELD) == str(site_pk)]
 
     def charges_by_key(self, site_pk: int) -> dict[str, list[str]]:
         """billhive idempotency key -> statuses of the PaymentIntents carrying it."""

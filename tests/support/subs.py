@@ -14,7 +14,7 @@ DAY = 86400
 
 
 def ts(y: int, m: int, d: int, h: int = 0) -> int:
-    return int(dt.datetime(y, m, d, h, tzinfo=dt.timezone.utc).timestamp())
+    return int(dt.datetime(y, m, d, h, tzinfo=dt.UTC).timestamp())
 
 
 def start(site: TestSite, at: int = GENESIS) -> TestSite:

@@ -160,7 +160,7 @@ async def delete(ctx: Ctx, subscription_id: str, params: dict) -> dict:
     def run(w: Work) -> dict:
         sub, _ = require(w, subscription_id, for_update=True)
         body = content(w, sub)
-        I, X, L = S.invoices, S.transactions, S.invoice_transactions
+        I, X, L = S.invoices, S.transactions, S.invoice_transactions  # noqa: E741 (table aliases)
         inv_ids = [r[0] for r in w.tx.all(select(I.c.id).where(I.c.site_id == w.site_id,
                                                                I.c.subscription_id == sub["id"]))]
         txn_ids = [r[0] for r in w.tx.all(select(X.c.id).where(X.c.site_id == w.site_id,
