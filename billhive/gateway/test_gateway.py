@@ -22,6 +22,7 @@ same database (concurrent writers are PostgreSQL's business).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import bindparam, create_engine, func, insert, pool, select
@@ -118,7 +119,8 @@ class TestGateway:
         return stored
 
     def _operation(self, site_pk: int, key: str, kind: str, amount: int, currency: str, token: str | None,
-                   decide) -> GatewayResult:
+                   decide: Callable[[Tx], tuple[str, str | None, str | None]]
+                   ) -> Callable[[Tx], tuple[GatewayResult, bool]]:
         def unit(tx: Tx) -> tuple[GatewayResult, bool]:
             existing = _lookup(tx, site_pk, key)
             if existing is not None:
@@ -129,7 +131,7 @@ class TestGateway:
                                         currency_code=currency, status=status, reference=ref, error_code=code,
                                         error_text=text, created_at=wall_clock()))
             return GatewayResult(status, ref, code, text), True
-        return unit  # type: ignore[return-value]
+        return unit
 
     async def charge(self, site_pk: int, idempotency_key: str, token: str, amount: int,
                      currency: str) -> GatewayResult:
