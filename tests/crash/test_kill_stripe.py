@@ -19,7 +19,7 @@ from tests.crash.test_kill_collect import Handle, wait_settled
 from tests.support import factories as F
 from tests.support.process import ServerProcess
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.alone]  # its two variants share the session's Stripe fake
 CUSTOMERS = 3
 
 
