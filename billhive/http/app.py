@@ -254,14 +254,7 @@ class ApiEndpoint:
             if ctype != b"application/x-www-form-urlencoded":
                 raise ParamError("Content-Type must be application/x-www-form-urlencoded")
             pairs += parse_pairs(body)
-        list_req = None
-        if compiled.is_list:
-            pairs, list_req = _list_request(compiled, pairs)
-        params = compiled.decoder.decode(pairs)
-        if list_req is not None:
-            list_req.limit = params.get("limit", 10)
-            list_req.offset = params.get("offset")
-            params["_list"] = list_req
+        pairs, params = _decode(compiled, pairs)
         ikey = headers.get(b"chargebee-idempotency-key")
         claim = idempotency.Claim(principal.site_pk, ikey.decode("latin-1")) if ikey is not None \
             and method == "POST" else None
@@ -280,16 +273,23 @@ class ApiEndpoint:
         compiled, args, _ = self.router.match(method, "/".join(quote(seg, safe="") for seg in path.split("/")))
         if compiled is None:
             raise NotFound(f"no API operation {method} {path}")
-        pairs = list(pairs)
-        list_req = None
-        if compiled.is_list:
-            pairs, list_req = _list_request(compiled, pairs)
-        params = compiled.decoder.decode(pairs)
-        if list_req is not None:
-            list_req.limit = params.get("limit", 10)
-            list_req.offset = params.get("offset")
-            params["_list"] = list_req
+        _, params = _decode(compiled, list(pairs))
         return orjson.loads(orjson.dumps(await compiled.fn(ctx, *args, params)))
+
+
+def _decode(compiled: Any, pairs: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], dict]:
+    """The operation's parameters from the request's pairs (decoded and validated from the spec); a
+    list operation's filters and sort taken out first, its page request under ``_list``. Returns
+    the pairs the decoder saw (the idempotency journal keys on them) and the parameters."""
+    list_req = None
+    if compiled.is_list:
+        pairs, list_req = _list_request(compiled, pairs)
+    params = compiled.decoder.decode(pairs)
+    if list_req is not None:
+        list_req.limit = params.get("limit", 10)
+        list_req.offset = params.get("offset")
+        params["_list"] = list_req
+    return pairs, params
 
 
 def served_openapi(base_url: str, routes: list[Route] = ROUTES) -> dict:
