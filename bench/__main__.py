@@ -1,4 +1,4 @@
-"""python -m bench collect|retrieve|list|all|console — see bench/README.md."""
+"""python -m bench collect|retrieve|list|all|console|metrics — see bench/README.md."""
 
 from __future__ import annotations
 
@@ -50,6 +50,12 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--requests", type=int, default=40, help="measured requests per page (default 40)")
     c.add_argument("--pg-url", default=harness.DEFAULT_PG)
     c.add_argument("--json", type=Path)
+    m = sub.add_parser("metrics", help="/metrics' per-site figures with many sites, beside the per-site queries")
+    m.add_argument("--store", choices=STORES, default="sqlite")
+    m.add_argument("--sites", type=int, default=3000)
+    m.add_argument("--deliveries", type=int, default=200_000, help="succeeded deliveries on one site")
+    m.add_argument("--rounds", type=int, default=7)
+    m.add_argument("--pg-url", default=harness.DEFAULT_PG)
     so = sub.add_parser("store-only", help=argparse.SUPPRESS)  # the harness's child process
     so.add_argument("--url", required=True)
     so.add_argument("--site-pk", type=int, required=True)
@@ -72,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import console
 
         return console.run(args.store, args.invoices, args.requests, args.pg_url, args.json)
+    if args.command == "metrics":
+        from bench import metrics
+
+        return metrics.run(args.store, args.sites, args.deliveries, args.rounds, args.pg_url)
     if args.command == "all":
         stores = [s.strip() for s in args.stores.split(",") if s.strip()]
         if any(s not in STORES for s in stores):

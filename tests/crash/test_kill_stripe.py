@@ -18,6 +18,7 @@ from billhive.store.resources import INVOICES, TRANSACTIONS
 from tests.crash.test_kill_collect import Handle, wait_settled
 from tests.support import factories as F
 from tests.support.process import ServerProcess
+from tests.support.stripe_fake import KEY_FIELD
 
 pytestmark = [pytest.mark.slow, pytest.mark.alone]  # its two variants share the session's Stripe fake
 CUSTOMERS = 3
@@ -81,7 +82,8 @@ def test_sigkill_between_the_stripe_charge_and_its_settlement(crash_db, tmp_path
             txns = h.app.db.read_sync(lambda tx: TRANSACTIONS.find(tx, h.pk))
             assert sorted(t["status"] for t in txns) == ["success"] * CUSTOMERS
             assert mine(stripe_fake, h, [t["id"] for t in txns]) == {t["id"]: ["succeeded"] for t in txns}
-            amounts = sorted(p["amount"] for p in stripe_fake.intents(h.pk))
+            ids = {t["id"] for t in txns}
+            amounts = sorted(p["amount"] for p in stripe_fake.intents(h.pk) if p["metadata"][KEY_FIELD] in ids)
             assert amounts == [1500 + i for i in range(CUSTOMERS)]
         finally:
             server.stop()
