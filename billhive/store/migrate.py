@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import tempfile
 from pathlib import Path
 
 from alembic import command
@@ -57,9 +59,6 @@ def regenerate_initial() -> Path:
     ``python -m billhive.store.migrate`` - used during development instead of stacking
     migrations; once a release ships, new migrations are added with ``revision()``.
     """
-    import re
-    import tempfile
-
     versions = MIGRATIONS / "versions"
     for old in versions.glob("*.py"):
         if old.name != "__init__.py":
@@ -70,6 +69,9 @@ def regenerate_initial() -> Path:
     (generated,) = [p for p in versions.glob("0001_*.py")]
     text = generated.read_text()
     text = re.sub(r"Create Date: .*\n", "", text)
+    text = re.sub(r"[ \t]+\n", "\n", text)  # as ruff wants it: no trailing spaces, imports sorted
+    text = re.sub(r"from alembic import op\nimport sqlalchemy as sa\n+",
+                  "import sqlalchemy as sa\nfrom alembic import op\n\n", text)
     target = versions / "0001_initial.py"
     generated.unlink()
     target.write_text(text)
