@@ -75,11 +75,12 @@ def _seed(app: App, n_sites: int, big: int) -> None:
                                       due_at=now + 3600 * (k - 1), attempts=0, created_at=now) for k in range(4)])
     for first in range(0, n_sites, 100):  # units of work have a deadline: a hundred sites each
         app.db.write_sync(lambda tx, first=first: make(tx, first))  # type: ignore[misc]
+    big_site = app.db.read_sync(lambda tx: sites.require(tx, "m00000-test")).pk
     chunk = 20_000
     for start in range(0, big, chunk):
         def more(tx: Tx, start: int = start) -> None:
             _insert(tx, S.webhook_deliveries, [
-                dict(site_id=1, event_id=f"big_{k}", endpoint_id="ep", status="succeeded", attempts=1,
+                dict(site_id=big_site, event_id=f"big_{k}", endpoint_id="ep", status="succeeded", attempts=1,
                      created_at=now, updated_at=now) for k in range(start, min(big, start + chunk))])
         app.db.write_sync(more)
 
