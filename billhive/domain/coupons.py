@@ -8,6 +8,11 @@ Applying coupons to an invoice's lines (in this order):
    or a fixed amount.
 Each discount is rounded once (half up); the discounts never exceed the sub total.
 
+When a pending invoice's lines change (add_charge, add_addon_charge, at close) ``rediscount``
+computes its coupons' discounts again for the new lines (the spec's apply_on: an invoice_amount
+coupon "is applied to the invoice sub_total"); its other discounts keep their amounts, at most
+what the coupons leave.
+
 On a subscription a coupon is an entry ``{coupon_id, apply_till?, applied_count, coupon_code?}``
 and its duration decides which invoices it discounts: ``one_time`` the first only, ``forever``
 all, ``limited_period`` those dated before ``apply_till`` (attachment + duration_month months).
@@ -90,6 +95,31 @@ def discount(coupon: Doc, lines: list[Doc]) -> Doc | None:
     when it discounts nothing."""
     found = discounts([coupon], lines)
     return found[0] if found else None
+
+
+def rediscount(current: list[Doc], coupons: dict[str, Doc], lines: list[Doc]) -> list[Doc]:
+    """An invoice's discounts once its lines are ``lines``: each coupon entry of ``current`` whose
+    coupon is in ``coupons`` (by id) is computed again (``discounts``: item coupons first, then
+    invoice_amount ones) and leaves when it discounts nothing now; every other entry (a coupon no
+    longer in the catalog, credit adjustments, account credits) keeps its amount, at most what is
+    left of the sub total, in order. Entries keep their place and their other keys."""
+    known = [coupons[d["entity_id"]] for d in current if _is_coupon(d) and d["entity_id"] in coupons]
+    fresh = {d["entity_id"]: int(d["amount"]) for d in discounts(known, lines)}
+    left = max(0, sum(int(li["amount"]) for li in lines) - sum(fresh.values()))
+    out: list[Doc] = []
+    for d in current:
+        if _is_coupon(d) and d["entity_id"] in coupons:
+            amount = fresh.get(d["entity_id"], 0)
+        else:
+            amount = min(int(d["amount"]), left)
+            left -= amount
+        if amount > 0:
+            out.append({**d, "amount": amount})
+    return out
+
+
+def _is_coupon(entry: Doc) -> bool:
+    return entry.get("type") == "coupon" and entry.get("entity_id") is not None
 
 
 def _entry(coupon: Doc, amount: int) -> Doc:

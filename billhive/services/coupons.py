@@ -43,6 +43,13 @@ def get_coupon(w: Work, coupon_id: str, *, param: str | None = "coupon_id", for_
     return view(COUPONS.require(w.tx, w.site_id, coupon_id, for_update=for_update, param=param), w.now)
 
 
+def on_invoice(w: Work, inv: dict) -> dict[str, dict]:
+    """The catalog's coupons behind an invoice's coupon discounts, by id (deleted ones left out)."""
+    ids = {d["entity_id"] for d in inv.get("discounts", ()) if d.get("type") == "coupon" and d.get("entity_id")}
+    found = (COUPONS.get(w.tx, w.site_id, i) for i in sorted(ids))
+    return {c["id"]: c for c in found if c is not None}
+
+
 def resolve(w: Work, value: str, *, param: str = "coupon") -> tuple[dict, str | None]:
     """A v1 ``coupon`` parameter names a coupon id or a coupon code: (coupon, code or None)."""
     coupon = COUPONS.get(w.tx, w.site_id, value)

@@ -65,6 +65,7 @@ def _close_pending(w: Work, invoice_id: str, params: dict) -> tuple[dict, invoic
             raise ParamError("invoice_date : must lie between the invoice's start date and now",
                              param="invoice_date")
         inv["end_date"] = params["invoice_date"]
+    _rediscount(w, inv)
     loaded = invoicing.load_closing(w, inv)  # the customer's balances, earlier payments, card
     decided = closing.close(inv, balances=loaded.balances, payer=loaded.payer, now=w.now,  # the decision
                             keep_end_date=loaded.keep_end_date, taxes=loaded.taxes)
@@ -139,11 +140,19 @@ async def add_charge(ctx: Ctx, invoice_id: str, params: dict) -> dict:
         inv["line_items"].append(invoicing.line_item(
             date_from=w.now, date_to=w.now, unit_amount=params["amount"], description=params["description"],
             entity_type="adhoc"))
+        _rediscount(w, inv)
         D.recompute(inv, "amount", taxes=csv_tax_rules.basis(w, inv))
         INVOICES.save(w.tx, w.site_id, inv, w.now)
         w.emit("invoice_updated", {"invoice": inv})
         return {"invoice": inv}
     return await ctx.write(run)
+
+
+def _rediscount(w: Work, inv: dict) -> None:
+    """A pending invoice's coupons discount its lines as they are now (domain/coupons.rediscount);
+    the caller recomputes the totals and taxes after."""
+    inv["discounts"] = coupon_rules.rediscount(inv.get("discounts", []), catalog_coupons.on_invoice(w, inv),
+                                               inv["line_items"])
 
 
 async def delete(ctx: Ctx, invoice_id: str, params: dict) -> dict:
@@ -525,6 +534,7 @@ async def add_addon_charge(ctx: Ctx, invoice_id: str, params: dict) -> dict:
         inv = _pending(w, invoice_id)
         addon = _catalog_addon(w, params["addon_id"], "addon_id")
         inv["line_items"].append(_addon_line(w, addon, params.get("addon_quantity"), "addon_quantity"))
+        _rediscount(w, inv)
         D.recompute(inv, "addon_quantity", taxes=csv_tax_rules.basis(w, inv))
         INVOICES.save(w.tx, w.site_id, inv, w.now)
         w.emit("invoice_updated", {"invoice": inv})

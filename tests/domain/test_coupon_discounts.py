@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from billhive.domain.coupons import discounts
+from billhive.domain.coupons import discounts, rediscount
 
 
 def coupon_discount(coupon: dict, lines: list[dict]) -> int:
@@ -72,3 +72,44 @@ def test_discount_is_between_zero_and_the_total(coupon, raw):
 def test_full_percentage_on_the_invoice_is_the_total(values):
     c = {"apply_on": "invoice_amount", "discount_type": "percentage", "discount_percentage": 100.0}
     assert coupon_discount(c, [line(v) for v in values]) == sum(values)
+
+
+# ---- rediscount: a pending invoice's lines changed (issue 12 item 9) -------------------------------
+
+def test_rediscount_follows_the_new_sub_total():
+    ten = {"id": "ten", "apply_on": "invoice_amount", "discount_type": "percentage", "discount_percentage": 10}
+    before = [line(1850, kind="plan")]
+    current = [*discounts([ten], before),
+               {"amount": 500, "description": "Prorated credits", "type": "credit_adjustment"}]
+    assert [d["amount"] for d in current] == [185, 500]
+    after = rediscount(current, {"ten": ten}, [*before, line(2500, kind="adhoc")])
+    assert [(d.get("entity_id"), d["amount"]) for d in after] == [("ten", 435), (None, 500)]
+    assert after[0]["description"] == current[0]["description"]
+    # a coupon gone from the catalog keeps its amount
+    assert rediscount(current, {}, [*before, line(2500, kind="adhoc")]) == current
+
+
+line_lists = st.lists(st.tuples(st.integers(0, 10**6), st.sampled_from(["addon", "adhoc", "plan"]),
+                                st.integers(1, 5)), max_size=5)
+
+
+@given(st.lists(coupons, min_size=1, max_size=3), line_lists, line_lists, st.integers(0, 10**7))
+def test_rediscount_is_discounts_computed_afresh(raw_coupons, first, added, credit):
+    """After lines are added, the coupon entries are exactly what ``discounts`` gives the new lines
+    for the coupons on the invoice (as if it had been made with them), the other discounts keep
+    their amount unless the coupons leave less, and the discounts never exceed the sub total."""
+    cs = [{"id": f"c{i}", **c} for i, c in enumerate(raw_coupons)]
+    old = [{"entity_type": k, "entity_id": "x", "quantity": q, "unit_amount": a, "amount": a * q} for a, k, q in first]
+    new = old + [{"entity_type": k, "entity_id": "x", "quantity": q, "unit_amount": a, "amount": a * q}
+                 for a, k, q in added]
+    current = discounts(cs, old)
+    current.append({"amount": credit, "description": "Prorated credits", "type": "credit_adjustment"})
+    after = rediscount(current, {c["id"]: c for c in cs}, new)
+    on_invoice = [c for c in cs if any(d.get("entity_id") == c["id"] for d in current)]
+    fresh = {d["entity_id"]: d["amount"] for d in discounts(on_invoice, new)}
+    kept = {d["entity_id"]: d["amount"] for d in after if d["type"] == "coupon"}
+    assert kept == fresh
+    total = sum(li["amount"] for li in new)
+    credit_after = sum(d["amount"] for d in after if d["type"] == "credit_adjustment")
+    assert credit_after == min(credit, total - sum(kept.values()))
+    assert sum(d["amount"] for d in after) <= total

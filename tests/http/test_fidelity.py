@@ -214,3 +214,38 @@ def test_scheduled_job_events_have_no_user(tsite):
     assert renewed and renewed[0]["source"] == "scheduled_job" and "user" not in renewed[0]
     created = next(e for e in F.events_of(tsite) if e["event_type"] == "subscription_created")
     assert created["source"] == "api" and created["user"]
+
+
+# ---- 9. coupons on pending invoices -----------------------------------------------------------
+# Spec, coupon apply_on: invoice_amount - "The coupon is applied to the invoice sub_total";
+# each_specified_item - "applied to the invoice.line_item.amount that corresponds to the plan or
+# addon specified". The sub_total of a pending invoice changes with add_charge/add_addon_charge.
+
+def test_coupons_on_a_pending_invoice_follow_its_lines(metered_site):
+    site = metered_site
+    site.api.post("/time_machines/delorean/start_afresh", {"genesis_time": GENESIS})
+    site.api.post("/csv_tax_rules", {"country": "US", "state": "NY", "tax1_name": "Sales tax", "tax1_rate": "10"})
+    F.plan(site, "basic", price=1850)
+    site.api.post("/addons", {"id": "setup", "name": "Setup", "price": 1000, "type": "on_off",
+                              "charge_type": "non_recurring", "period_unit": "not_applicable"})
+    site.api.post("/coupons", {"id": "ten", "name": "Ten", "discount_type": "percentage", "discount_percentage": 10,
+                               "duration_type": "forever", "apply_on": "invoice_amount"})
+    cust = F.customer(site)
+    site.api.post(f"/customers/{cust['id']}/update_billing_info",
+                  {"billing_address[first_name]": "Ada", "billing_address[state_code]": "NY",
+                   "billing_address[zip]": "10001", "billing_address[country]": "US"})
+    sub = site.api.post(f"/customers/{cust['id']}/subscriptions", {"plan_id": "basic", "coupon": "ten"})
+    travel(site, sub["subscription"]["current_term_end"] + 60)
+    (inv,) = [i["invoice"] for i in site.api.get("/invoices", {"limit": 10}).body["list"]
+              if i["invoice"]["status"] == "pending"]
+    assert (inv["sub_total"], inv["discounts"][0]["amount"], inv["tax"]) == (1850, 185, 167)  # 10 % of 1,665
+    inv = site.api.post(f"/invoices/{inv['id']}/add_charge", {"amount": 1500, "description": "Overage"})["invoice"]
+    assert (inv["sub_total"], [d["amount"] for d in inv["discounts"]]) == (3350, [335])
+    assert (inv["tax"], inv["amount"]) == (302, 3350 - 335 + 302)  # 10 % of 3,015, rounded half up
+    inv = site.api.post(f"/invoices/{inv['id']}/add_addon_charge", {"addon_id": "setup"})["invoice"]
+    assert (inv["sub_total"], [d["amount"] for d in inv["discounts"]]) == (4350, [435])
+    assert (inv["tax"], inv["amount"]) == (392, 4350 - 435 + 392)  # 10 % of 3,915 = 391.5
+    assert site.api.get(f"/invoices/{inv['id']}")["invoice"] == inv
+    closed = site.api.post(f"/invoices/{inv['id']}/collect")["invoice"]
+    assert [(d["entity_id"], d["amount"]) for d in closed["discounts"]] == [("ten", 435)]
+    assert (closed["tax"], closed["amount"], closed["amount_paid"], closed["status"]) == (392, 4307, 4307, "paid")
