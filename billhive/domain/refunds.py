@@ -35,7 +35,8 @@ def refundable(invoice: Doc, payments: list[Doc | None]) -> tuple[list[Doc], int
     links = invoice.get("linked_transactions", ())
     refunded = sum(int(lt["applied_amount"]) for lt in links
                    if lt["txn_type"] == "refund" and lt.get("txn_status") in COUNTED)
-    paid = sum(int(lt["applied_amount"]) for lt in links if lt["txn_type"] == "payment")
+    paid = sum(int(lt["applied_amount"]) for lt in links  # failed attempts are listed too: they paid nothing
+               if lt["txn_type"] == "payment" and lt.get("txn_status", "success") == "success")
     return successful, paid - refunded
 
 

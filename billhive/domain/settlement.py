@@ -12,7 +12,11 @@ The rules:
   ``timeout`` (the payment is initiated); the invoice is unchanged; recovery settles it later.
 - ``success``: the transaction's amount is applied to the invoice (``amount_paid``, a linked
   transaction); nothing left due -> ``paid`` (``paid_on`` now), and dunning ends (domain/dunning).
-- ``failure``: the transaction is ``failure`` with the gateway's error; by purpose —
+- ``failure``: the transaction is ``failure`` with the gateway's error; it is linked to the invoice
+  both ways with the attempted amount (``linked_transactions`` entry with ``txn_status: failure``,
+  ``linked_invoices[].applied_amount``: Chargebee's payment_failed sample) but pays nothing:
+  ``amount_paid`` and ``amount_due`` count successful payments only (not for ``create``, whose
+  invoice should never have existed); by purpose —
   ``close`` (an invoice closed with a charge) and ``dunning`` (a retry) start or advance dunning;
   ``create`` (a one-off invoice, which exists only if its charge succeeds: Chargebee) voids the
   invoice and gives back the balances it took (``undo_balances``); ``collect_payment`` leaves the
@@ -116,6 +120,10 @@ def settle(transaction: Doc, invoice: Doc, answer: Answer, *, purpose: str, now:
         txn["status"] = "failure"
         txn["error_code"] = answer.error_code or "failure"
         txn["error_text"] = answer.error_text or "The payment failed"
+        if purpose != "create":  # on both documents, as Chargebee's payment_failed sample; it pays nothing
+            attempted = int(txn["amount"])
+            txn["linked_invoices"][0]["applied_amount"] = attempted
+            inv.setdefault("linked_transactions", []).append(closing.transaction_link(txn, attempted, now))
         if purpose in ("close", "dunning"):
             decision = dunning.on_failure(inv, dunning_state or dunning.State(), dunning_settings or dunning.Settings(),
                                           now, retry=purpose == "dunning")

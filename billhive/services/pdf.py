@@ -285,7 +285,8 @@ def render_invoice(inv: dict, customer: dict | None, seller: str, now: int, font
         pdf.cell(width - 45, 6, pdf.t(label), align="R")
         pdf.cell(45, 6, pdf.t(value), align="R", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
 
-    payments = [lt for lt in inv.get("linked_transactions", ()) if lt.get("applied_amount")]
+    payments = [lt for lt in inv.get("linked_transactions", ()) if lt.get("applied_amount")  # failed attempts
+                and not (lt.get("txn_type") == "payment" and lt.get("txn_status") == "failure")]  # paid nothing
     if payments:
         pdf.ln(4)
         pdf.font(10, True)

@@ -80,7 +80,10 @@ def test_a_failed_close_starts_dunning():
     assert s.transaction["status"] == "failure" and s.transaction["error_code"] == "card_declined"
     assert s.invoice["status"] == "payment_due" and s.invoice["dunning_status"] == "in_progress"
     assert s.invoice["next_retry"] == NOW + 2 * DAY and s.dunning is not None and s.dunning.retry_at == NOW + 2 * DAY
-    assert s.applied == 0 and s.invoice["amount_paid"] == 0
+    assert s.applied == 0 and s.invoice["amount_paid"] == 0 and s.invoice["amount_due"] == 1000
+    (lt,) = s.invoice["linked_transactions"]  # Chargebee's payment_failed sample: listed, applied = attempted
+    assert (lt["txn_status"], lt["applied_amount"]) == ("failure", 1000)
+    assert s.transaction["linked_invoices"][0]["applied_amount"] == 1000
     assert s.events == ("invoice_generated", "transaction_created", "payment_failed")
 
 
@@ -95,7 +98,10 @@ def test_a_failed_one_off_charge_voids_the_invoice_and_gives_balances_back():
 def test_a_failed_collect_payment_leaves_the_invoice():
     assert not settlement.needs_dunning_state(DECLINED, "collect_payment")
     s = settlement.settle(charge(), invoice(), DECLINED, purpose="collect_payment", now=NOW)
-    assert s.invoice == invoice() and s.dunning is None and not s.undo_balances
+    failed = {**invoice(), "linked_transactions": [
+        {"txn_id": "txn_1", "applied_amount": 1000, "applied_at": NOW, "txn_type": "payment", "txn_status": "failure",
+         "txn_date": NOW, "txn_amount": 1000}]}
+    assert s.invoice == failed and s.dunning is None and not s.undo_balances  # only the failed attempt listed
     assert s.transaction["error_text"] == "Declined"
 
 

@@ -249,3 +249,50 @@ def test_coupons_on_a_pending_invoice_follow_its_lines(metered_site):
     closed = site.api.post(f"/invoices/{inv['id']}/collect")["invoice"]
     assert [(d["entity_id"], d["amount"]) for d in closed["discounts"]] == [("ten", 435)]
     assert (closed["tax"], closed["amount"], closed["amount_paid"], closed["status"]) == (392, 4307, 4307, "paid")
+
+
+# ---- 5. failed charges on the invoice -----------------------------------------------------------
+# Chargebee's payment_failed sample (apidocs events page, e.g. the copy in bonusly/mock_chargebee
+# lib/mock_chargebee/fixtures/webhooks/payment_failed.json): the invoice lists the failed
+# transaction (txn_status "failure", applied_amount = the attempted 224) while amount_paid stays 0
+# and amount_due 224; the transaction's linked_invoices[].applied_amount is 224 too.
+
+def swap_card(site, customer_id: str) -> None:
+    site.api.post(f"/customers/{customer_id}/credit_card", card(prefix=""))  # a good card replaces the declined one
+
+
+def test_a_failed_charge_is_on_the_invoice_and_pays_nothing(tsite):
+    cust = F.customer(tsite, card=F.DECLINE_CARD, refundable=300)
+    draft = F.pending_invoice(tsite, cust["id"], ((1500, "Usage"),))
+    inv = tsite.api.post(f"/invoices/{draft['id']}/collect")["invoice"]
+    (lt,) = inv["linked_transactions"]
+    assert (lt["txn_status"], lt["txn_type"], lt["applied_amount"], lt["txn_amount"]) == ("failure", "payment",
+                                                                                         1200, 1200)
+    assert (inv["status"], inv["amount_paid"], inv["credits_applied"], inv["amount_due"]) == ("payment_due", 0,
+                                                                                              300, 1200)
+    txn = tsite.api.get(f"/transactions/{lt['txn_id']}")["transaction"]
+    assert txn["status"] == "failure" and [li["applied_amount"] for li in txn["linked_invoices"]] == [1200]
+    (failed,) = [e for e in F.events_of(tsite) if e["event_type"] == "payment_failed"]
+    assert failed["content"]["invoice"]["linked_transactions"] == inv["linked_transactions"]
+    assert failed["content"]["transaction"]["linked_invoices"][0]["applied_amount"] == 1200
+    assert tsite.api.get(f"/invoices/{inv['id']}")["invoice"] == inv
+    assert "Payments" not in pdf_text(tsite, inv["id"])  # the failed attempt paid nothing
+    # a later retry with a good card: both attempts are listed, only the success pays
+    swap_card(tsite, cust["id"])
+    travel(tsite, GENESIS + DAY + 60)
+    paid = tsite.api.get(f"/invoices/{inv['id']}")["invoice"]
+    assert [(x["txn_status"], x["applied_amount"]) for x in paid["linked_transactions"]] == [("failure", 1200),
+                                                                                               ("success", 1200)]
+    assert (paid["status"], paid["amount_paid"], paid["amount_due"]) == ("paid", 1200, 0)
+    text = pdf_text(tsite, inv["id"])
+    assert paid["linked_transactions"][1]["txn_id"] in text and lt["txn_id"] not in text
+    # only the successful payment can be refunded
+    assert tsite.api.post(f"/invoices/{inv['id']}/refund", {"refund_amount": 1201}, expect=400)["param"]
+    refunded = tsite.api.post(f"/invoices/{inv['id']}/refund", {"refund_amount": 1200})["invoice"]
+    assert refunded["linked_transactions"][-1]["txn_type"] == "refund"
+
+
+def pdf_text(site, invoice_id: str) -> str:
+    link = site.api.post(f"/invoices/{invoice_id}/pdf")["download"]["download_url"]
+    pdf = pypdf.PdfReader(io.BytesIO(httpx.get(link, timeout=30).content))
+    return "\n".join(page.extract_text() for page in pdf.pages)
