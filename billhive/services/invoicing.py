@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, delete, insert, update
+from sqlalchemy import bindparam, delete, insert, select, update
 
 from billhive import gateway as gateways
 from billhive.domain import closing
@@ -206,6 +206,13 @@ def link_transaction(w: Work, inv: dict, txn: dict, applied: int, *, row_exists:
         set_applied(w, inv["id"], txn["id"], applied)
     else:
         insert_link(w, inv["id"], txn["id"], applied)
+
+
+def charging(w: Work, invoice_id: str) -> bool:
+    """Whether a charge of the invoice is recorded in_progress (to be made after commit)."""
+    link, t = S.invoice_transactions, TRANSACTIONS.t
+    ids = select(link.c.txn_id).where(link.c.site_id == w.site_id, link.c.invoice_id == invoice_id)
+    return bool(TRANSACTIONS.find(w.tx, w.site_id, t.c.id.in_(ids), t.c.status == "in_progress", limit=1))
 
 
 def insert_link(w: Work, invoice_id: str, txn_id: str, applied: int) -> None:

@@ -38,7 +38,7 @@ from billhive.store.db import Q, Tx
 from billhive.store.resources import CUSTOMERS, INVOICES, TRANSACTIONS
 from billhive.util import failpoints
 from billhive.util.ids import txn_id
-from billhive.work import jobs
+from billhive.work import jobs, outbox
 from billhive.work.context import SYSTEM, Ctx, Work
 
 if TYPE_CHECKING:
@@ -86,8 +86,10 @@ def settle(w: Work, txn_id: str, result: GatewayResult, purpose: str | None = No
     txn, inv = s.transaction, s.invoice
     content_extra = invoicing.snapshot(w, inv["customer_id"], inv.get("subscription_id")) \
         if any(e.startswith("payment_") for e in s.events) else {}
+    held = outbox.held_for(w.tx, w.site_id, inv_id)  # events that show this invoice once settled
     if not s.final:  # a timeout: the payment is initiated, recovery settles it from the gateway later
         TRANSACTIONS.save(w.tx, w.site_id, txn, w.now)
+        _release(w, held, inv)
         _emit(w, s.events, txn, inv, content_extra)
         return inv
     with w.tx.pipeline():  # reads are done: the writes go in one round trip on PostgreSQL
@@ -98,9 +100,17 @@ def settle(w: Work, txn_id: str, result: GatewayResult, purpose: str | None = No
             invoicing.undo_balances(w, inv)
         TRANSACTIONS.save(w.tx, w.site_id, txn, w.now)
         INVOICES.update(w.tx, w.site_id, inv, w.now, columns=columns)
-        dues.refresh(w, inv, content_extra)
+        dues.refresh(w, inv, content_extra, *(e["content"] for e in held))
+        _release(w, held, inv)
         _emit(w, s.events, txn, inv, content_extra)
     return inv
+
+
+def _release(w: Work, held: list[dict], inv: dict) -> None:
+    """Held events (subscription_created, _renewed... of this invoice) get the settled invoice and go out."""
+    for event in held:
+        event["content"]["invoice"] = inv
+        outbox.release(w.tx, w.site_id, w.now, event)
 
 
 # the event types the settlement and refund decisions name (domain/settlement.py, refunds.py),

@@ -89,9 +89,10 @@ class Work:
         work later (e.g. an ``in_progress`` transaction that recovery settles)."""
         self.after.append(fn)
 
-    def emit(self, event_type: str, content: dict) -> dict:
-        """Record an event in this transaction (the outbox); returns the event as the API shows it."""
-        event = outbox.record(self.tx, self.site, self.origin, self.now, event_type, content)
+    def emit(self, event_type: str, content: dict, *, held: bool = False) -> dict:
+        """Record an event in this transaction (the outbox); returns the event as the API shows it.
+        ``held``: delivered once the charge of its invoice settles (``outbox.record``)."""
+        event = outbox.record(self.tx, self.site, self.origin, self.now, event_type, content, held=held)
         self.emitted.append(event)
         return event
 

@@ -45,6 +45,7 @@ from billhive.util.jsonutil import dumps, loads
 from billhive.work.origin import Origin
 
 PENDING = ("scheduled", "re_scheduled")
+HELD = "held"  # events.webhook_status column of an event held for its charge's settlement (``record``)
 IN_PROGRESS = "in progress"
 ABANDONED = "no result recorded: the worker stopped before the answer was saved (lease expired)"
 
@@ -236,8 +237,16 @@ _EMAIL_DELIVERY = Q(insert(S.email_deliveries).values(
                                "round_start", "next_attempt_at", "created_at", "updated_at")}))
 
 
-def record(tx: Tx, site: sites.Site, origin: Origin, now: int, event_type: str, content: dict) -> dict:
-    """Record an event of ``site`` at ``now`` with its deliveries; returns the event as the API shows it."""
+def record(tx: Tx, site: sites.Site, origin: Origin, now: int, event_type: str, content: dict, *,
+           held: bool = False) -> dict:
+    """Record an event of ``site`` at ``now`` with its deliveries; returns the event as the API shows it.
+
+    ``held``: the event stands for a state a charge made right after commit settles (a
+    subscription's first invoice, a renewal): its deliveries are not due (``next_attempt_at``
+    NULL) and its row is marked ``HELD`` until ``release`` — in the settlement's transaction —
+    puts the settled resources in it and makes them due. The charge is recorded ``in_progress``
+    in this same transaction, so a crash before the settlement leaves it to recovery, whose
+    settlement releases the event: delivered once, never lost."""
     eid = event_id()
     endpoints = webhook_endpoints.cached(tx, site.pk, site.config_version)
     wanted = [e for e in endpoints if e.wants(event_type)]
@@ -273,18 +282,41 @@ def record(tx: Tx, site: sites.Site, origin: Origin, now: int, event_type: str, 
         event["user"] = origin.user
     if origin.origin_json:
         event["origin"] = origin.origin_json  # billhive extension: the request-origin headers
-    EVENTS.insert(tx, site.pk, event, now, columns={"email_status": email_status})
+    columns = {"email_status": email_status, **({"webhook_status": HELD} if held else {})}
+    EVENTS.insert(tx, site.pk, event, now, columns=columns)
+    due = None if held else now
     if webhook_status == "scheduled":
         for e in wanted:
             tx.execute(_WEBHOOK_DELIVERY, {
                 "site_id": site.pk, "event_id": eid, "endpoint_id": e.id, "status": "scheduled", "attempts": 0,
-                "round_start": 0, "next_attempt_at": now, "created_at": now, "updated_at": now})
+                "round_start": 0, "next_attempt_at": due, "created_at": now, "updated_at": now})
     if email_status == "scheduled":
         tx.execute(_EMAIL_DELIVERY, {
             "site_id": site.pk, "event_id": eid, "template": event_type, "recipient": recipient,
-            "status": "scheduled", "attempts": 0, "round_start": 0, "next_attempt_at": now, "created_at": now,
+            "status": "scheduled", "attempts": 0, "round_start": 0, "next_attempt_at": due, "created_at": now,
             "updated_at": now})
     return event
+
+
+def held_for(tx: Tx, site_pk: int, invoice_id: str) -> list[dict]:
+    """The held events (``record(held=True)``) whose content carries the invoice ``invoice_id``,
+    locked, oldest first."""
+    ev = S.events
+    rows = tx.all(select(ev.c.data).where(ev.c.site_id == site_pk, ev.c.webhook_status == HELD)
+                  .order_by(ev.c.occurred_at, ev.c.id).with_for_update())
+    found = [loads(r[0]) for r in rows]
+    return [e for e in found if (e["content"].get("invoice") or {}).get("id") == invoice_id]
+
+
+def release(tx: Tx, site_pk: int, now: int, event: dict) -> None:
+    """A held event, its content now the settled state, is stored and its deliveries made due."""
+    ev = S.events
+    tx.execute(update(ev).where(ev.c.site_id == site_pk, ev.c.id == event["id"])  # the column as the document
+               .values(data=dumps(event), webhook_status=event["webhook_status"], updated_at=now))
+    for outbox in (WEBHOOKS, EMAILS):
+        d = outbox.deliveries
+        tx.execute(update(d).where(d.c.site_id == site_pk, d.c.event_id == event["id"], d.c.next_attempt_at.is_(None),
+                                   d.c.status.in_(PENDING)).values(next_attempt_at=now, updated_at=now))
 
 
 def _email_recipient(tx: Tx, site_id: int, content: dict) -> str | None:

@@ -4,6 +4,7 @@ scheduled jobs. Each test names the Chargebee source of the rule it holds (see d
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import io
 
@@ -11,8 +12,11 @@ import httpx
 import pypdf
 import pytest
 
+from billhive.services import payments
+from billhive.services import subscriptions as subs
 from tests.support import factories as F
 from tests.support.customers import VISA, card
+from tests.support.delivery import WebhookReceiver, add_endpoint, run_delivery_pass, wait_until
 
 GENESIS = 1_767_225_600  # 2026-01-01T00:00:00Z
 DAY = 86400
@@ -296,3 +300,82 @@ def pdf_text(site, invoice_id: str) -> str:
     link = site.api.post(f"/invoices/{invoice_id}/pdf")["download"]["download_url"]
     pdf = pypdf.PdfReader(io.BytesIO(httpx.get(link, timeout=30).content))
     return "\n".join(page.extract_text() for page in pdf.pages)
+
+
+# ---- 2. an event's resources are the state it stands for -----------------------------------------
+# Chargebee's subscription_created / subscription_renewed carry the subscription's invoice as the
+# API shows it once the card was charged: the v1 sample_event (a `payment_due` first invoice of a
+# customer with no card, and due_invoices_count 1) agrees with the API's own answer for that
+# signup; the v1 payment_succeeded sample shows the paid invoice with its success link. billhive's
+# answer to a paid signup is the paid invoice, so its subscription_created shows that invoice too.
+
+@pytest.fixture
+def hooks():
+    r = WebhookReceiver()
+    yield r
+    r.stop()
+
+
+def sent(hooks: WebhookReceiver, event_id: str) -> dict:
+    return wait_until(lambda: hooks.for_event(event_id), what=event_id)[0].json
+
+
+def test_subscription_events_show_the_settled_invoice(tsite, hooks):
+    add_endpoint(tsite, hooks.url)
+    F.plan(tsite)
+    cust = F.customer(tsite)
+    body = tsite.api.post(f"/customers/{cust['id']}/subscriptions", {"plan_id": "basic"}).body
+    assert body["invoice"]["status"] == "paid"
+    (created,) = [e for e in F.events_of(tsite) if e["event_type"] == "subscription_created"]
+    assert created["content"]["invoice"] == body["invoice"]
+    assert created["content"]["subscription"] == body["subscription"]
+    assert created["webhook_status"] == "scheduled"
+    run_delivery_pass(tsite.app)
+    got = sent(hooks, created["id"])
+    assert got["content"]["invoice"]["status"] == "paid" and got["content"]["invoice"]["amount_paid"] == 1000
+    assert got["content"]["subscription"]["due_invoices_count"] == 0
+    # a renewal charged by the scheduler: subscription_renewed shows the paid renewal invoice
+    travel(tsite, body["subscription"]["current_term_end"] + 60)
+    (renewed,) = [e for e in F.events_of(tsite) if e["event_type"] == "subscription_renewed"]
+    inv = tsite.api.get(f"/invoices/{renewed['content']['invoice']['id']}")["invoice"]
+    assert inv["status"] == "paid" and renewed["content"]["invoice"] == inv
+    run_delivery_pass(tsite.app)
+    assert sent(hooks, renewed["id"])["content"]["invoice"] == inv
+    assert len(hooks.for_event(created["id"])) == len(hooks.for_event(renewed["id"])) == 1
+
+
+def test_a_declined_renewal_event_shows_the_failed_attempt(tsite):
+    F.plan(tsite)
+    cust = F.customer(tsite)
+    sub = tsite.api.post(f"/customers/{cust['id']}/subscriptions", {"plan_id": "basic"})["subscription"]
+    tsite.api.post(f"/customers/{cust['id']}/credit_card", card(F.DECLINE_CARD, prefix=""))
+    travel(tsite, sub["current_term_end"] + 60)
+    (renewed,) = [e for e in F.events_of(tsite) if e["event_type"] == "subscription_renewed"]
+    inv = tsite.api.get(f"/invoices/{renewed['content']['invoice']['id']}")["invoice"]
+    assert inv["status"] == "payment_due" and renewed["content"]["invoice"] == inv
+    assert [lt["txn_status"] for lt in inv["linked_transactions"]] == ["failure"]
+    assert renewed["content"]["subscription"]["due_invoices_count"] == 1
+    assert renewed["content"]["subscription"]["total_dues"] == 1000
+
+
+def test_a_signup_interrupted_before_its_charge_is_delivered_once_recovered(tsite, hooks):
+    """A crash between the signup's commit and its charge: the held subscription_created is not
+    delivered; payment recovery settles the charge, which releases the event with the paid invoice."""
+    add_endpoint(tsite, hooks.url)
+    F.plan(tsite)
+    cust = F.customer(tsite)
+    ctx = tsite.ctx()
+    pay = asyncio.run(subs.prepare_payment(ctx, {}))
+    out = ctx.write_sync(subs.create_unit, {"plan_id": "basic"}, cust["id"], pay)  # ... the process dies here
+    assert out.charges
+    (created,) = [e for e in F.events_of(tsite) if e["event_type"] == "subscription_created"]
+    run_delivery_pass(tsite.app)
+    assert hooks.for_event(created["id"]) == []
+    assert asyncio.run(payments.recover_site(tsite.app, tsite.pk)) == 1
+    run_delivery_pass(tsite.app)
+    got = sent(hooks, created["id"])
+    assert got["content"]["invoice"]["status"] == "paid"
+    assert got == {**tsite.api.get(f"/events/{created['id']}")["event"], "webhook_status": "scheduled",
+                   "webhooks": got["webhooks"]}
+    run_delivery_pass(tsite.app)
+    assert len(hooks.for_event(created["id"])) == 1

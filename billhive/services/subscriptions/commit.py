@@ -159,9 +159,11 @@ def _key(kind: str, sub_id: str) -> str:
 # ---- events and responses ----------------------------------------------------------------------------
 
 def record_event(w: Work, event_type: str, sub: dict, invoice: dict | None = None) -> dict:
-    """Record ``event_type`` with the subscription (its customer and card, the invoice); returns the content."""
+    """Record ``event_type`` with the subscription (its customer and card, the invoice); returns the
+    content. While the invoice's charge is to be made after commit, the event is held and shows the
+    settled invoice (payments.settle releases it): an event's resources are the state it stands for."""
     body = content(w, copy.deepcopy(sub), invoice)
-    w.emit(event_type, body)
+    w.emit(event_type, body, held=invoice is not None and invoicing.charging(w, invoice["id"]))
     return body
 
 
