@@ -86,7 +86,8 @@ def settle(w: Work, txn_id: str, result: GatewayResult, purpose: str | None = No
     txn, inv = s.transaction, s.invoice
     content_extra = invoicing.snapshot(w, inv["customer_id"], inv.get("subscription_id")) \
         if any(e.startswith("payment_") for e in s.events) else {}
-    held = outbox.held_for(w.tx, w.site_id, inv_id)  # events that show this invoice once settled
+    # subscription events held until this invoice's charge settles (commit.record_event)
+    held = outbox.held_for(w.tx, w.site_id, inv_id) if inv.get("subscription_id") else []
     if not s.final:  # a timeout: the payment is initiated, recovery settles it from the gateway later
         TRANSACTIONS.save(w.tx, w.site_id, txn, w.now)
         _release(w, held, inv)

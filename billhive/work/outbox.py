@@ -302,10 +302,11 @@ def held_for(tx: Tx, site_pk: int, invoice_id: str) -> list[dict]:
     """The held events (``record(held=True)``) whose content carries the invoice ``invoice_id``,
     locked, oldest first."""
     ev = S.events
-    rows = tx.all(select(ev.c.data).where(ev.c.site_id == site_pk, ev.c.webhook_status == HELD)
-                  .order_by(ev.c.occurred_at, ev.c.id).with_for_update())
-    found = [loads(r[0]) for r in rows]
-    return [e for e in found if (e["content"].get("invoice") or {}).get("id") == invoice_id]
+    rows = tx.all(select(ev.c.id, ev.c.data).where(ev.c.site_id == site_pk, ev.c.webhook_status == HELD)
+                  .order_by(ev.c.occurred_at, ev.c.id))
+    ids = [r[0] for r in rows if (loads(r[1])["content"].get("invoice") or {}).get("id") == invoice_id]
+    locked = (lock_event(tx, site_pk, i) for i in ids)  # only this invoice's: other settlements go on
+    return [e for e in locked if e is not None]
 
 
 def release(tx: Tx, site_pk: int, now: int, event: dict) -> None:
