@@ -56,6 +56,11 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--deliveries", type=int, default=200_000, help="succeeded deliveries on one site")
     m.add_argument("--rounds", type=int, default=7)
     m.add_argument("--pg-url", default=harness.DEFAULT_PG)
+    t = sub.add_parser("timetravel", help="due jobs/s of a time travel (target >= 5,000 on SQLite)")
+    t.add_argument("--store", choices=STORES, default="sqlite")
+    t.add_argument("--subscriptions", type=int, default=1000, help="monthly subscriptions per site (default 1,000)")
+    t.add_argument("--months", type=int, default=12)
+    t.add_argument("--pg-url", default=harness.DEFAULT_PG)
     so = sub.add_parser("store-only", help=argparse.SUPPRESS)  # the harness's child process
     so.add_argument("--url", required=True)
     so.add_argument("--site-pk", type=int, required=True)
@@ -82,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import metrics
 
         return metrics.run(args.store, args.sites, args.deliveries, args.rounds, args.pg_url)
+    if args.command == "timetravel":
+        from bench import timetravel
+
+        return timetravel.run(args.store, args.subscriptions, args.months, args.pg_url)
     if args.command == "all":
         stores = [s.strip() for s in args.stores.split(",") if s.strip()]
         if any(s not in STORES for s in stores):
