@@ -53,7 +53,7 @@ NAME = "delorean"
 INLINE_BUDGET = 2.0  # seconds travel_forward advances a travel before answering (then: in_progress)
 RESUME_BUDGET = 5.0  # seconds one background pass advances one travel before turning to the next
 LEASE = 10.0  # seconds a traveller holds a travel without renewing it; then another may take it over
-BATCH = 50  # jobs run between two lease renewals and budget checks
+BATCH = 50  # jobs run between two lease renewals and budget checks, in one transaction (a savepoint each)
 TT = S.time_travels
 
 
@@ -131,7 +131,7 @@ async def advance(app: App, site_pk: int, *, budget: float) -> bool:
             step = await app.db.write(lambda tx: _next_step(tx, app, site_pk, owner))
             if step is None:  # arrived (or the travel is no longer ours)
                 return True
-            done = await scheduled.run_due(app, site_pk, at=step, limit=BATCH)
+            done = await scheduled.run_due(app, site_pk, at=step, limit=BATCH, batch=BATCH)
             failpoints.hit("time_travel.batch")
             await app.db.write(lambda tx, done=done: _progress(tx, app, site_pk, owner, done))
             if time.monotonic() > deadline:

@@ -20,52 +20,50 @@ def _retry_delay(attempts: int) -> int:
     return min(60 * 2 ** attempts, 86400)
 
 
-def _run_one_unit(app: App, site_pk: int, handlers: jobs.Handlers, at: int | None):
-    def unit(tx: Tx) -> tuple[jobs.Job, list] | None:
+def _run_batch_unit(app: App, site_pk: int, handlers: jobs.Handlers, at: int | None, size: int):
+    """One transaction running up to ``size`` due jobs, earliest first, each in its own savepoint
+    (a failing job's changes are rolled back and it is put back for a retry; the others commit).
+    The site is loaded once per batch. Exactly-once: a job is claimed (deleted) in the transaction
+    that runs it, so a crash before the commit loses the whole batch and runs it again."""
+    def unit(tx: Tx) -> list[tuple[jobs.Job, list]]:
         site = sites.load(tx, site_pk)
         now = at if at is not None else site.now(app.wall)
-        job = jobs.claim(tx, site_pk, now)
-        if job is None:
-            return None
-        w = Work(tx, app, site, SCHEDULER, now)
-        handle = handlers.get(job.kind)
-        try:
-            with tx.savepoint():
-                if handle is None:
-                    raise RuntimeError(f"no handler for job kind {job.kind!r}")
-                handle(w, job)
-        except Exception as exc:  # the job's own changes are rolled back; keep it for a retry
-            log.error("job %s (%s) failed on site %s: %s", job.key, job.kind, site.name, exc,
-                      extra={"site": site.name, "job_id": job.key, "job_kind": job.kind, "attempt": job.attempts})
-            log.debug("%s", traceback.format_exc())
-            jobs.record_failure(tx, site_pk, job, f"{type(exc).__name__}: {exc}",
-                                now + _retry_delay(job.attempts))
-            return job, []
-        log.info("job %s (%s) ran on site %s", job.key, job.kind, site.name,
-                 extra={"site": site.name, "job_id": job.key, "job_kind": job.kind, "due_at": job.due_at,
-                        "event_ids": ",".join(e["id"] for e in w.emitted) or None})
-        return job, w.after
+        ran: list[tuple[jobs.Job, list]] = []
+        while len(ran) < size:
+            job = jobs.claim(tx, site_pk, now)
+            if job is None:
+                break
+            ran.append(_run_job(tx, app, site, handlers, job, now))
+        return ran
     return unit
 
 
 async def run_due(app: App, site_pk: int, handlers: jobs.Handlers, at: int | None = None,
-                  limit: int | None = None) -> int:
+                  limit: int | None = None, batch: int = 1) -> int:
     """Run the site's jobs due at ``at`` (default: the site clock), earliest first, each in its
-    own transaction followed by its after-commit work (e.g. a dunning retry's charge)."""
+    savepoint, up to ``batch`` jobs to a transaction (group-committed), each batch followed by its
+    jobs' after-commit work in order (e.g. a dunning retry's charge).
+
+    ``batch`` > 1 only for a runner that is the site's only one (a time travel, under its lease):
+    concurrent runners keep one job to a transaction, since on PostgreSQL a batch holds the site's
+    number sequence across its jobs and would deadlock against another runner's batch."""
     done = 0
     while limit is None or done < limit:
-        outcome = await app.db.write(_run_one_unit(app, site_pk, handlers, at))
-        if outcome is None:
+        size = batch if limit is None else min(batch, limit - done)
+        ran = await app.db.write(_run_batch_unit(app, site_pk, handlers, at, size))
+        if not ran:
             break
-        _, after = outcome
-        for hook in after:
-            try:
-                await hook()
-            except StoreError as exc:  # e.g. a charge's settlement: payment recovery finishes it later
-                log.warning("after-commit work of a job failed on site %s: %s", site_pk, exc.message)
-            except Exception:
-                log.exception("after-commit work of a job failed on site %s", site_pk)
-        done += 1
+        for _, after in ran:
+            for hook in after:
+                try:
+                    await hook()
+                except StoreError as exc:  # e.g. a charge's settlement: payment recovery finishes it later
+                    log.warning("after-commit work of a job failed on site %s: %s", site_pk, exc.message)
+                except Exception:
+                    log.exception("after-commit work of a job failed on site %s", site_pk)
+        done += len(ran)
+        if len(ran) < size:
+            break
     return done
 
 
@@ -81,3 +79,24 @@ async def run_all_sites(app: App, handlers: jobs.Handlers) -> int:
 
 def next_due(app: App, site_pk: int) -> int | None:
     return app.db.read_sync(lambda tx: jobs.next_due(tx, site_pk))
+
+
+def _run_job(tx: Tx, app: App, site: sites.Site, handlers: jobs.Handlers, job: jobs.Job,
+             now: int) -> tuple[jobs.Job, list]:
+    w = Work(tx, app, site, SCHEDULER, now)
+    handle = handlers.get(job.kind)
+    try:
+        with tx.savepoint():
+            if handle is None:
+                raise RuntimeError(f"no handler for job kind {job.kind!r}")
+            handle(w, job)
+    except Exception as exc:  # the job's own changes are rolled back; keep it for a retry
+        log.error("job %s (%s) failed on site %s: %s", job.key, job.kind, site.name, exc,
+                  extra={"site": site.name, "job_id": job.key, "job_kind": job.kind, "attempt": job.attempts})
+        log.debug("%s", traceback.format_exc())
+        jobs.record_failure(tx, site.pk, job, f"{type(exc).__name__}: {exc}", now + _retry_delay(job.attempts))
+        return job, []
+    log.info("job %s (%s) ran on site %s", job.key, job.kind, site.name,
+             extra={"site": site.name, "job_id": job.key, "job_kind": job.kind, "due_at": job.due_at,
+                    "event_ids": ",".join(e["id"] for e in w.emitted) or None})
+    return job, w.after
