@@ -339,3 +339,37 @@ def test_a_due_renewal_runs_once_with_several_workers(tsite):
         assert [i["start_date"] for i in invoices(tsite, s["id"])] == [GENESIS, FEB_1]
         assert sub_of(tsite, s["id"])["current_term_end"] == MAR_1
     assert len(events(tsite, "subscription_renewed")) == 3
+
+
+def test_a_failing_job_in_a_batch_loses_and_duplicates_none_of_the_others(tsite, monkeypatch):
+    """The time travel runs due jobs many to a transaction, each in its own savepoint: one job's
+    failure rolls back only its own changes (it is put back for a retry); the others commit once."""
+    import asyncio
+
+    from sqlalchemy import select
+
+    from billhive.services import jobs as runner
+    from billhive.services import subscriptions
+    from billhive.store import schema as S
+
+    subs = [subscribe(tsite, F.customer(tsite)["id"])["subscription"] for _ in range(4)]
+    bad = subs[1]["id"]
+    real = runner.HANDLERS[subscriptions.JOB_TERM_END]
+
+    def failing(w, job):
+        real(w, job)  # its writes happen, then it fails: the savepoint must take them back
+        if job.ref_id == bad:
+            raise RuntimeError("boom")
+    monkeypatch.setitem(runner.HANDLERS, subscriptions.JOB_TERM_END, failing)
+    ran = asyncio.run(runner.run_due(tsite.app, tsite.pk, at=FEB_1, batch=50))
+    assert ran == 8  # four reminders and four renewals, in one batch
+    for s in subs:
+        starts = [i["start_date"] for i in invoices(tsite, s["id"])]
+        assert starts == ([GENESIS] if s["id"] == bad else [GENESIS, FEB_1])
+        assert sub_of(tsite, s["id"])["current_term_end"] == (FEB_1 if s["id"] == bad else MAR_1)
+    assert len(events(tsite, "subscription_renewed")) == 3
+    assert asyncio.run(runner.run_due(tsite.app, tsite.pk, at=FEB_1, batch=50)) == 0  # nothing runs twice
+    back = tsite.app.db.read_sync(lambda tx: tx.all(
+        select(S.jobs.c.ref_id, S.jobs.c.attempts, S.jobs.c.due_at).where(
+            S.jobs.c.site_id == tsite.pk, S.jobs.c.kind == subscriptions.JOB_TERM_END, S.jobs.c.attempts > 0)))
+    assert [(r[0], r[1]) for r in back] == [(bad, 1)] and back[0][2] > FEB_1  # put back for a retry, later
