@@ -6,14 +6,18 @@ another site. (Webhook delivery modes: tests/delivery/test_webhook_faults.py.)""
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
 
 from billhive.services import faults as fault_service
 from tests.support.admin import Admin
+from tests.support.delivery import add_endpoint
 from tests.support.server import Api
 
 TOKEN = "admin-token-for-fault-tests"
@@ -235,3 +239,17 @@ def test_documented_in_openapi(server):
     hook = doc["paths"]["/admin/api/sites/{name}/webhook_endpoints/{id}/fault"]
     assert {"get", "post", "delete"} <= set(hook)
     assert "AdminFaultRule" in doc["components"]["schemas"]
+
+
+def test_the_readme_snippet_bodies_are_accepted(admin, site):
+    """docs/snippets/faults.md (pasted into the README): each body it posts is accepted as printed."""
+    text = (Path(__file__).parents[2] / "docs" / "snippets" / "faults.md").read_text()
+    calls = re.findall(r"\$S(/\S+) \\?\s*-d '([^']+)'", text, flags=re.S)
+    assert len(calls) == 3, calls
+    ep = add_endpoint(site, "http://127.0.0.1:9/hook", endpoint_id="wh_1")
+    for path, body in calls:
+        admin.post(f"/sites/{site.name}{path.replace('wh_1', ep.id)}", json.loads(body))
+    listed = admin.get(_faults(admin, site))
+    assert len(listed["list"]) == 2 and [e["endpoint_id"] for e in listed["webhook_endpoints"]] == ["wh_1"]
+    admin.delete(_faults(admin, site))
+    assert admin.get(_faults(admin, site)).body == {"list": [], "webhook_endpoints": []}
