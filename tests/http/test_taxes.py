@@ -11,7 +11,7 @@ import pypdf
 import pytest
 
 from tests.support import factories as F
-from tests.support.subs import DAY, invoices, plan, start, subscribe, travel, ts
+from tests.support.subs import DAY, addon, coupon, invoices, plan, start, subscribe, travel, ts
 
 FEB_1 = ts(2026, 2, 1)
 NY = {"billing_address[first_name]": "Ada", "billing_address[line1]": "1 Main St",
@@ -184,3 +184,52 @@ def pdf_text(site, invoice_id: str) -> str:
     url = site.api.post(f"/invoices/{invoice_id}/pdf")["download"]["download_url"]
     reader = pypdf.PdfReader(io.BytesIO(httpx.get(url, timeout=30).content))
     return "\n".join(page.extract_text() for page in reader.pages)
+
+
+@pytest.mark.parametrize("price_type, tax, amount", [("tax_exclusive", 100, 1350), ("tax_inclusive", 91, 1250)])
+def test_a_coupon_on_an_untaxed_addon_leaves_the_plans_tax_whole(tsite, price_type, tax, amount):
+    # A 50 % coupon limited to the addon (apply_on each_specified_item) takes 250 off the addon
+    # line only (docs/CHOICES.md, "Taxes": discounts before tax); the addon is not taxable, so
+    # the plan is taxed on its full 1000: 10 % on top (100), or carved out of it (1000 x 10 / 110
+    # = 90.9 -> 91). The estimates show what the subscription and its renewal then charge.
+    tsite.setting(price_type=price_type)
+    tax_rule(tsite)
+    addon(tsite, "gift", 500, taxable="false")
+    coupon(tsite, "gift-half", apply_on="each_specified_item", discount_percentage=50, plan_constraint="none",
+           addon_constraint="specific", **{"addon_ids[0]": "gift"})
+    cust = ny_customer(tsite)
+    params = {"addons[id][0]": "gift", "coupon": "gift-half"}
+    est = tsite.api.get(f"/customers/{cust['id']}/create_subscription_estimate",
+                        {"subscription[plan_id]": "basic", "subscription[coupon]": "gift-half",
+                         "addons[id][0]": "gift"})["estimate"]
+    body = subscribe(tsite, cust["id"], id="sub-gift", **params)
+    inv = body["invoice"]
+    assert [d["amount"] for d in inv["discounts"]] == [250]
+    assert [li["tax"] for li in inv["line_items"]] == [tax, 0]
+    assert (inv["sub_total"], inv["tax"], inv["amount"], inv["amount_paid"]) == (1500, tax, amount, amount)
+    assert est["amount"] == amount and est["taxes"] == inv["taxes"]
+    assert [li["tax"] for li in est["line_items"]] == [tax, 0]
+    renewal_est = tsite.api.get("/subscriptions/sub-gift/renewal_estimate")["estimate"]
+    travel(tsite, FEB_1 + DAY)
+    renewal = invoices(tsite, "sub-gift")[1]
+    assert (renewal["tax"], renewal["amount"]) == (tax, amount)
+    assert renewal_est["amount"] == amount and renewal_est["taxes"] == renewal["taxes"]
+
+
+def test_a_coupon_on_the_plan_reduces_only_the_plans_tax(tsite):
+    # A fixed 200 off the plan only, an untaxed addon of 500 and a taxed one of 300: the plan is
+    # taxed on 800 (80), the taxed addon on its full 300 (30). A one-off invoice's estimate agrees.
+    tax_rule(tsite)
+    addon(tsite, "gift", 500, taxable="false")
+    addon(tsite, "extra", 300)
+    coupon(tsite, "plan-200", apply_on="each_specified_item", discount_type="fixed_amount", discount_amount=200,
+           plan_constraint="specific", addon_constraint="none", **{"plan_ids[0]": "basic"})
+    cust = ny_customer(tsite)
+    est = tsite.api.get(f"/customers/{cust['id']}/create_subscription_estimate", {
+        "subscription[plan_id]": "basic", "subscription[coupon]": "plan-200", "addons[id][0]": "gift",
+        "addons[id][1]": "extra"})["estimate"]
+    inv = subscribe(tsite, cust["id"], **{"coupon": "plan-200", "addons[id][0]": "gift",
+                                          "addons[id][1]": "extra"})["invoice"]
+    assert [li["tax"] for li in inv["line_items"]] == [80, 0, 30]
+    assert (inv["tax"], inv["amount"]) == (110, 1800 - 200 + 110)
+    assert est["amount"] == inv["amount"] and est["taxes"] == inv["taxes"]
