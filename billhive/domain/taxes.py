@@ -242,6 +242,17 @@ def line_taxes(base: int, basis: Basis) -> list[int]:
     return [money.percent_of(base, t.rate) for t in basis.taxes]
 
 
+def credit_tax(credited: list[Doc], excess: int, basis: Basis) -> int:
+    """The tax that prorated credits beyond a change's invoice (``excess``) give back with them:
+    the excess is shared among the credited items in proportion to their credits (largest
+    remainder) and each taxable item's share taxed as its line was (half up, per tax). With
+    tax-inclusive prices the credit already holds its tax (the prices did): 0."""
+    if basis.price_type == INCLUSIVE or not basis.taxes or excess <= 0:
+        return 0
+    shares = discount_shares([int(c["amount"]) for c in credited], excess)
+    return sum(sum(line_taxes(share, basis)) for c, share in zip(credited, shares) if basis.taxable(c))
+
+
 def discount_before_tax(invoice: Doc) -> int:
     """The invoice's discounts that come off before tax, at most its (positive) line amounts."""
     total = sum(int(d["amount"]) for d in invoice.get("discounts", ()) if d.get("type") in DISCOUNTED_BEFORE_TAX)

@@ -75,6 +75,15 @@ def _item_coupons(w: Work, discounts: Iterable[dict]) -> tuple[dict, ...]:
     return tuple(c for c in found if c.get("apply_on") == "each_specified_item")
 
 
+def credit_tax(w: Work, customer: dict, sub: dict, credited: list[dict], excess: int) -> int:
+    """The tax ``excess`` prorated credits of a change to ``sub`` now give back (domain/taxes.py
+    ``credit_tax``): the rule for the subscription's shipping address (else the customer's
+    billing address) valid now, as the change's invoice was taxed."""
+    probe = {"customer_id": customer["id"], "start_date": w.now, "shipping_address": sub.get("shipping_address"),
+             "line_items": credited}
+    return T.credit_tax(credited, excess, basis(w, probe, customer))
+
+
 def candidates(w: Work, address: dict) -> list[dict]:
     """The site's rules that can match ``address``: those of its country for the whole country
     (``*``) or its state (the (site, country, state) index), in creation order. Memoised for the

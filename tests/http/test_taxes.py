@@ -233,3 +233,41 @@ def test_a_coupon_on_the_plan_reduces_only_the_plans_tax(tsite):
     assert [li["tax"] for li in inv["line_items"]] == [80, 0, 30]
     assert (inv["tax"], inv["amount"]) == (110, 1800 - 200 + 110)
     assert est["amount"] == inv["amount"] and est["taxes"] == inv["taxes"]
+
+
+@pytest.mark.parametrize("price_type", ["tax_exclusive", "tax_inclusive"])
+def test_a_downgrade_gives_back_the_tax_with_the_credits_beyond_its_invoice(tsite, price_type):
+    # pro (2000) -> basic (1000) on Jan 16 (16 of 31 days left): the unused pro (1032) is
+    # credited, 516 of it pays the prorated basic on the change's invoice, the rest becomes
+    # refundable credits. Tax-exclusive, the customer paid 10 % on top of the pro term, so the
+    # credits carry that tax: 516 + 52 (51.6 half up). Tax-inclusive the prices held the tax: 516.
+    tsite.setting(price_type=price_type)
+    tax_rule(tsite)
+    plan(tsite, "pro", 2000)
+    cust = ny_customer(tsite)
+    first = subscribe(tsite, cust["id"], "pro", id="sub-down")["invoice"]
+    assert first["tax"] == (200 if price_type == "tax_exclusive" else 182)
+    travel(tsite, ts(2026, 1, 16))
+    inv = tsite.api.post("/subscriptions/sub-down", {"plan_id": "basic"})["invoice"]
+    assert inv["line_items"][0]["amount"] == 516 and inv["discounts"][0]["amount"] == 516
+    assert inv["tax"] == 0 and inv["amount"] == 0
+    expected = 516 + 52 if price_type == "tax_exclusive" else 516
+    assert refundable(tsite, cust["id"]) == expected
+    # the renewal (basic, 1000 + 100 tax exclusive) takes the credits after tax
+    travel(tsite, FEB_1 + DAY)
+    renewal = invoices(tsite, "sub-down")[-1]
+    assert renewal["credits_applied"] == expected
+
+
+def test_credits_of_an_untaxed_plan_carry_no_tax(tsite):
+    tax_rule(tsite)
+    plan(tsite, "pro", 2000, taxable="false")
+    cust = ny_customer(tsite)
+    assert subscribe(tsite, cust["id"], "pro", id="sub-free")["invoice"]["tax"] == 0
+    travel(tsite, ts(2026, 1, 16))
+    tsite.api.post("/subscriptions/sub-free", {"plan_id": "basic"})
+    assert refundable(tsite, cust["id"]) == 516
+
+
+def refundable(site, customer_id: str) -> int:
+    return site.api.get(f"/customers/{customer_id}")["customer"]["refundable_credits"]
