@@ -271,3 +271,66 @@ def test_credits_of_an_untaxed_plan_carry_no_tax(tsite):
 
 def refundable(site, customer_id: str) -> int:
     return site.api.get(f"/customers/{customer_id}")["customer"]["refundable_credits"]
+
+
+TAXED_SAME = ("sub_total", "tax", "amount", "line_items", "discounts", "taxes")
+
+
+def same_taxes(estimate: dict, invoice: dict) -> None:
+    """A v1 estimate has no ``tax`` field: its taxes[] add up to the invoice's."""
+    for k in TAXED_SAME:
+        if k == "tax":
+            assert sum(t["amount"] for t in estimate["taxes"]) == invoice["tax"]
+        else:
+            assert estimate[k] == invoice[k], k
+
+
+@pytest.mark.parametrize("price_type", ["tax_exclusive", "tax_inclusive"])
+def test_update_estimate_with_an_item_coupon_is_what_the_change_charges(tsite, price_type):
+    # Mid-term upgrade to pro with an untaxed addon and a 20 % coupon limited to pro; the
+    # prorated credit is shared over what the coupon leaves. The estimate equals the change.
+    tsite.setting(price_type=price_type)
+    tax_rule(tsite)
+    plan(tsite, "pro", 3000)
+    addon(tsite, "gift", 500, taxable="false")
+    coupon(tsite, "pro-20", apply_on="each_specified_item", discount_percentage=20, plan_constraint="specific",
+           addon_constraint="none", **{"plan_ids[0]": "pro"})
+    cust = ny_customer(tsite)
+    subscribe(tsite, cust["id"], id="sub-up")
+    travel(tsite, ts(2026, 1, 16))
+    est = tsite.api.post("/estimates/update_subscription", {
+        "subscription[id]": "sub-up", "subscription[plan_id]": "pro", "subscription[coupon]": "pro-20",
+        "addons[id][0]": "gift"})["estimate"]
+    inv = tsite.api.post("/subscriptions/sub-up", {"plan_id": "pro", "coupon": "pro-20",
+                                                   "addons[id][0]": "gift"})["invoice"]
+    same_taxes(est, inv)
+    pro, gift = inv["line_items"]
+    assert (pro["entity_id"], pro["amount"], gift["entity_id"], gift["amount"]) == ("pro", 1548, "gift", 258)
+    assert [(d["type"], d["amount"]) for d in inv["discounts"]] == [("coupon", 310), ("credit_adjustment", 516)]
+    assert gift["is_taxed"] is False and gift["tax"] == 0
+    # pro is taxed on 1548 - 310 - its share of the 516 (516 x 1238 / 1496 = 427): 811
+    expected = 81 if price_type == "tax_exclusive" else 74  # 81.1; 811 x 10 / 110 = 73.7
+    assert pro["tax"] == inv["tax"] == expected
+
+
+@pytest.mark.parametrize("price_type", ["tax_exclusive", "tax_inclusive"])
+def test_invoice_estimate_with_an_item_coupon_is_what_the_invoice_charges(tsite, price_type):
+    # A one-off invoice: a kit (non-recurring addon, 2 x 1200) with a one-time 25 % coupon on the
+    # kit only, and an ad hoc charge of 600 (taxed too): the coupon's 600 comes off the kit
+    # alone, the charge is taxed whole. The estimate equals the invoice.
+    tsite.setting(price_type=price_type)
+    tax_rule(tsite)
+    addon(tsite, "kit", 1200, type="quantity", charge_type="non_recurring")
+    coupon(tsite, "kit-25", apply_on="each_specified_item", duration_type="one_time", discount_percentage=25,
+           plan_constraint="none", addon_constraint="specific", **{"addon_ids[0]": "kit"})
+    cust = ny_customer(tsite)
+    params = {"coupon": "kit-25", "addons[id][0]": "kit", "addons[quantity][0]": 2,
+              "charges[amount][0]": 600, "charges[description][0]": "Installation"}
+    est = tsite.api.post("/estimates/create_invoice", {"invoice[customer_id]": cust["id"], **params})["estimate"]
+    inv = tsite.api.post("/invoices", {"customer_id": cust["id"], **params})["invoice"]
+    same_taxes(est, inv)
+    assert [d["amount"] for d in inv["discounts"]] == [600]
+    # kit taxed on 2400 - 600 = 1800, the charge on 600
+    expected = [180, 60] if price_type == "tax_exclusive" else [164, 55]  # 163.6, 54.5 half up
+    assert [li["tax"] for li in inv["line_items"]] == expected
+    assert inv["amount"] == 3000 - 600 + (240 if price_type == "tax_exclusive" else 0)
