@@ -518,7 +518,9 @@ portal_sessions = doc_table(
 csv_tax_rules = doc_table(  # id: billhive's own handle (the resource has none and is never looked up by it)
     "csv_tax_rules",
     Column("region_key", String(64), nullable=False),  # domain.tax_rules.region_key: rules of one region
-    indexes=(("region_key",),),
+    Column("country", String(2), nullable=False),  # the rule's country and state (``*``): the rules that
+    Column("state", String(3), nullable=False),  # can match an address (services/csv_tax_rules.basis)
+    indexes=(("region_key",), ("country", "state")),
 )
 
 # --- the test gateway's own books (stands in for the remote gateway) --------------------------

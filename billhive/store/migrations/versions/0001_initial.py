@@ -173,11 +173,14 @@ def upgrade() -> None:
     sa.Column('created_at', sa.BigInteger(), nullable=False),
     sa.Column('updated_at', sa.BigInteger(), nullable=False),
     sa.Column('region_key', sa.String(length=64), nullable=False),
+    sa.Column('country', sa.String(length=2), nullable=False),
+    sa.Column('state', sa.String(length=3), nullable=False),
     sa.Column('data', sa.Text(), nullable=False),
     sa.PrimaryKeyConstraint('pk', name=op.f('pk_csv_tax_rules')),
     sa.UniqueConstraint('site_id', 'id', name=op.f('uq_csv_tax_rules_site_id_id'))
     )
     with op.batch_alter_table('csv_tax_rules', schema=None) as batch_op:
+        batch_op.create_index('ix_csv_tax_rules_site_country_state', ['site_id', 'country', 'state', 'pk'], unique=False)
         batch_op.create_index('ix_csv_tax_rules_site_created', ['site_id', 'created_at', 'pk'], unique=False)
         batch_op.create_index('ix_csv_tax_rules_site_region_key', ['site_id', 'region_key', 'pk'], unique=False)
         batch_op.create_index('ix_csv_tax_rules_site_updated', ['site_id', 'updated_at', 'pk'], unique=False)
@@ -744,6 +747,7 @@ def downgrade() -> None:
         batch_op.drop_index('ix_csv_tax_rules_site_updated')
         batch_op.drop_index('ix_csv_tax_rules_site_region_key')
         batch_op.drop_index('ix_csv_tax_rules_site_created')
+        batch_op.drop_index('ix_csv_tax_rules_site_country_state')
 
     op.drop_table('csv_tax_rules')
     with op.batch_alter_table('credit_ledger', schema=None) as batch_op:
