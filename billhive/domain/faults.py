@@ -18,12 +18,11 @@ and the HTTP layer only keep and apply what these return.
 
 from __future__ import annotations
 
-import random
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from billhive import spec
 from billhive.errors import ParamError
 
 ALL_OPERATIONS = "*"
@@ -82,26 +81,25 @@ class Rule:
         return self.operation in (operation_id, ALL_OPERATIONS)
 
 
-def error_codes(status: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The api_error_codes and types the spec documents for an error status."""
-    props = spec.resource_schema(str(status))["properties"]
-    return tuple(props["api_error_code"]["enum"]), tuple(props["type"]["enum"])
+# an error status -> the api_error_codes and the types the spec documents for it
+Documented = Mapping[int, tuple[tuple[str, ...], tuple[str, ...]]]
 
 
-def default_type(status: int, code: str) -> str:
-    """The type Chargebee gives a code: ``payment`` for the payment codes of 400, else the status's."""
+def default_type(status: int, code: str, types: tuple[str, ...]) -> str:
+    """The type Chargebee gives a code: ``payment`` for the payment codes of 400, else the status's
+    (``types``: those the spec documents for the status)."""
     if status == 400 and code.startswith("payment_"):
         return "payment"
-    _, types = error_codes(status)
     own = ERROR_STATUSES[status][1]
     return own if own in types else types[0]
 
 
-def rule_from_json(body: Mapping[str, Any], *, operations: Mapping[str, str], seed: int) -> Rule:
+def rule_from_json(body: Mapping[str, Any], *, operations: Mapping[str, str], documented: Documented,
+                   seed: int) -> Rule:
     """A rule from the admin API's JSON. ``operations``: every name a rule may use for an
     operation (the operationIds served, and "METHOD /path" as the spec writes the path) to its
-    operationId. ``seed``: the random seed when the body gives none. Raises ParamError naming
-    the field."""
+    operationId. ``documented``: the spec's codes and types for each of ERROR_STATUSES.
+    ``seed``: the random seed when the body gives none. Raises ParamError naming the field."""
     unknown = sorted(set(body) - set(RULE_FIELDS))
     if unknown:
         raise ParamError(f"{unknown[0]} : is not a fault rule field (one of {', '.join(RULE_FIELDS)})",
@@ -124,12 +122,12 @@ def rule_from_json(body: Mapping[str, Any], *, operations: Mapping[str, str], se
         if status not in ERROR_STATUSES:
             raise ParamError(f"status : must be one of the statuses the spec documents for every operation "
                              f"({', '.join(map(str, ERROR_STATUSES))})", param="status")
-        codes, types = error_codes(status)
+        codes, types = documented[status]
         code = _opt_str(body, "api_error_code", 100) or ERROR_STATUSES[status][0]
         if code not in codes:
             raise ParamError(f"api_error_code : the spec's codes for {status} are {', '.join(codes)}",
                              param="api_error_code")
-        error_type = _opt_str(body, "type", 50) or default_type(status, code)
+        error_type = _opt_str(body, "type", 50) or default_type(status, code, types)
         if error_type not in types:
             raise ParamError(f"type : the spec's types for {status} are {', '.join(types)}", param="type")
         message = _opt_str(body, "message", MAX_MESSAGE) or f"Injected fault: {code} (billhive fault rule)"
@@ -163,7 +161,8 @@ def strikes(rule: Rule, call: int) -> bool:
         return False
     if rule.probability is None:
         return True
-    return random.Random(f"{rule.seed}:{call}").random() < rule.probability
+    digest = hashlib.sha256(f"{rule.seed}:{call}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < rule.probability
 
 
 def _method_path(name: str) -> str:

@@ -13,6 +13,7 @@ processes and concurrent requests.
 
 from __future__ import annotations
 
+import functools
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, delete, insert, select, update
 
-from billhive import webhook_endpoints
+from billhive import spec, webhook_endpoints
 from billhive.domain import faults as F
 from billhive.errors import NotFound
 from billhive.runtime import App
@@ -42,7 +43,7 @@ class Stored:
 # ---- operation fault rules: the admin API -------------------------------------------------------
 
 async def add_rule(app: App, name: str, body: Mapping[str, Any], operations: Mapping[str, str]) -> dict[str, Any]:
-    rule = F.rule_from_json(body, operations=operations, seed=secrets.randbits(31))
+    rule = F.rule_from_json(body, operations=operations, documented=documented_errors(), seed=secrets.randbits(31))
     now = int(app.wall())
 
     def unit(tx: Tx) -> dict[str, Any]:
@@ -193,3 +194,13 @@ def _endpoint_view(tx: Tx, site_pk: int, endpoint_id: str) -> dict[str, Any]:
 
 def _no_endpoint(name: str, endpoint_id: str) -> NotFound:
     return NotFound(f"No webhook endpoint {endpoint_id} on site {name}", api_error_code="resource_not_found")
+
+
+@functools.cache
+def documented_errors() -> F.Documented:
+    """The api_error_codes and types the spec documents for each status a fault rule may answer."""
+    out = {}
+    for status in F.ERROR_STATUSES:
+        props = spec.resource_schema(str(status))["properties"]
+        out[status] = (tuple(props["api_error_code"]["enum"]), tuple(props["type"]["enum"]))
+    return out
