@@ -58,10 +58,11 @@ def on_completion(planned: Charge, composed: list[Charge], answer: Answer) -> st
 
 
 def after_crash(answer: Answer | None) -> str:
-    """Recovery of an attempt whose request died before creating anything: the caller never got
-    an answer, and its parameters are not kept, so nothing is created; money the gateway took
-    is given back. (A retry with the same idempotency key before recovery completes the
-    operation instead.) None: the gateway never saw the charge. A timeout: ask again later."""
+    """An attempt that will not be created - its request died before creating anything (the caller
+    never got an answer, and its parameters are not kept), or its creation failed: money the
+    gateway took is given back. (A retry with the same idempotency key before recovery completes
+    the operation instead.) None: the gateway never saw the charge. A timeout: the attempt stays
+    and is asked about again later."""
     if answer is None or answer.status == "failure":
         return NOTHING
     return REFUND if answer.status == "success" else "later"

@@ -125,10 +125,12 @@ async def run(ctx: Ctx, unit: Unit, *args: Any, allowed: tuple[str, ...] | None 
     try:
         return await ctx.write(_complete, unit, args, plan, result, ctx.claim is not None)
     except Exception as exc:  # nothing was created: the money taken is given back
-        if result.ok and not isinstance(exc, _Resolved):
-            await _refund(ctx.app, ctx.site_id, plan, result)
         if not isinstance(exc, _Resolved):
-            await ctx.write(_forget, plan.txn_id)
+            undo = D.after_crash(result)
+            if undo == D.REFUND:
+                await _refund(ctx.app, ctx.site_id, plan, result)
+            if undo != "later":  # after a timeout the attempt stays: recovery asks the gateway (GRACE)
+                await ctx.write(_forget, plan.txn_id)
         if isinstance(exc, _Changed):
             raise PaymentProcessingFailed("The operation changed while its payment was made; the payment was "
                                           "refunded and nothing was created") from None

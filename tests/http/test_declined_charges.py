@@ -12,11 +12,12 @@ from dataclasses import asdict
 
 import pytest
 
-from billhive.services import charge_first, payments
+from billhive.services import charge_first, credits, payments
 from billhive.services.invoicing import ChargePlan
 from billhive.store.resources import CUSTOMERS
 from billhive.util.ids import txn_id
 from billhive.work import jobs
+from billhive.work.context import Ctx
 from tests.support import factories as F
 from tests.support.customers import card
 from tests.support.subs import DAY, GENESIS, addon, plan, start, subscribe, travel, types
@@ -202,3 +203,32 @@ def test_recovery_forgets_an_attempt_the_gateway_never_saw(tsite):
     assert asyncio.run(charge_first.resolve(tsite.app, tsite.pk, plan_)) == "nothing"
     no_attempts(tsite)
     assert tsite.app.gateways["chargebee"].charge_count(tsite.pk) == 0
+
+
+def test_an_operation_that_changed_while_it_was_charged_is_refunded_and_not_created(tsite, monkeypatch):
+    """Between the charge and the creation the customer got promotional credits: the signup,
+    composed again, would charge less than was taken - so the charge is refunded, nothing created."""
+    cust = F.customer(tsite)
+    real = payments.call_gateway
+    made: list[ChargePlan] = []
+
+    def give_credits(w):
+        doc = CUSTOMERS.require(w.tx, w.site_id, cust["id"], for_update=True)
+        credits.move(w, doc, "promotional", 300, "add", description="meanwhile")
+        CUSTOMERS.save(w.tx, w.site_id, doc, w.now)
+
+    async def racing(app, site_pk, plan_):
+        result = await real(app, site_pk, plan_)
+        made.append(plan_)
+        await Ctx(app, site_pk).write(give_credits)
+        return result
+    monkeypatch.setattr(payments, "call_gateway", racing)
+    before = counts(tsite)
+    r = tsite.api.post(f"/customers/{cust['id']}/subscriptions", {"plan_id": "basic"}, expect=400).body
+    assert r["api_error_code"] == "payment_processing_failed" and "refunded" in r["message"]
+    assert counts(tsite) == before
+    (charged,) = made
+    gw = tsite.app.gateways["chargebee"]
+    assert asyncio.run(gw.lookup(tsite.pk, charged.txn_id)).ok  # it was charged ...
+    assert asyncio.run(gw.lookup(tsite.pk, f"{charged.txn_id}_undo")).ok  # ... and refunded
+    no_attempts(tsite)
