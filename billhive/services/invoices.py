@@ -30,8 +30,8 @@ from billhive.errors import (
 )
 from billhive.gateway import Gateway, GatewayResult
 from billhive.services import addons as catalog_addons
+from billhive.services import charge_first, csv_tax_rules, dues, dunning, invoicing, payments, pdf
 from billhive.services import coupons as catalog_coupons
-from billhive.services import csv_tax_rules, dues, dunning, invoicing, payments, pdf
 from billhive.store.lists import Filter, ListRequest, fetch_page
 from billhive.store.resources import CUSTOMERS, INVOICES, SUBSCRIPTIONS, TRANSACTIONS
 from billhive.util import failpoints
@@ -339,10 +339,12 @@ async def record_refund(ctx: Ctx, invoice_id: str, params: dict) -> dict:
 # create (POST /invoices), charge (POST /invoices/charge), charge_addon (POST /invoices/charge_addon):
 # a one-off invoice built here and closed at creation by invoicing.close(insert=True) — number,
 # credits and excess payments, auto-collection. Like Chargebee, an invoice whose automatic charge
-# fails is not kept: it is voided (balances given back) and the call answers 400
-# payment_processing_failed; the site setting one_off_charge_failure=dunning keeps it payment_due
-# with dunning instead. Auto-collection on, an amount due and no usable card: 400
-# payment_method_not_present, nothing written (with one_off_charge_failure=dunning: payment_due).
+# fails is never created: the charge is made first (services/charge_first.py) and a decline answers
+# 400 payment_processing_failed with nothing written; the site setting one_off_charge_failure=dunning
+# creates it first and keeps it payment_due with dunning instead. (Settling a charge of purpose
+# ``create`` still voids its invoice: a hosted one-time page left in flight by an earlier version.)
+# Auto-collection on, an amount due and no usable card: 400 payment_method_not_present, nothing
+# written (with one_off_charge_failure=dunning: payment_due).
 
 def _catalog_addon(w: Work, addon_id: str, param: str, *, use: bool = True) -> dict:
     """A non-recurring, active addon of the catalog (404 / 400 naming ``param``), marked as used
@@ -454,9 +456,17 @@ def failure_error(result: GatewayResult, invoice_id: str) -> PaymentProcessingFa
                                    f"{invoice_id} was voided")
 
 
+def _one_off_unit(w: Work, params: dict, build: Build) -> charge_first.Outcome:
+    inv, plan = create_one_off(w, params, build)
+    return charge_first.Outcome({"invoice": inv}, [plan] if plan is not None else [])
+
+
 async def _one_off(ctx: Ctx, params: dict, build: Build) -> dict:
-    inv, plan = await ctx.write(create_one_off, params, build)
-    if plan is not None:
+    """Charged first (charge_first.run): a declined charge creates no invoice and answers 400;
+    under one_off_charge_failure=dunning (purpose ``close``) the invoice is kept payment_due."""
+    out = await charge_first.run(ctx, _one_off_unit, params, build, allowed=("create",))
+    inv = out.body["invoice"]
+    for plan in out.charges:
         result = await payments.call_gateway(ctx.app, ctx.site_id, plan)
         failpoints.hit("charge.answered")
         inv = await ctx.write(payments.settle, plan.txn_id, result, plan.purpose)

@@ -228,9 +228,15 @@ def set_applied(w: Work, invoice_id: str, txn_id: str, applied: int) -> None:
                                 "applied_amount": applied, "applied_at": w.now})
 
 
+# the gateway keys of charges already made, in order, for the next start_charge calls of this
+# transaction to take (services/charge_first.py: an operation created once its charge succeeded)
+PRESET_TXN_IDS = "invoicing.preset_txn_ids"
+
+
 def new_payment(w: Work, *, inv: dict, customer: dict, card: dict, amount: int) -> dict:
+    preset: list[str] = w.cached(PRESET_TXN_IDS, list)
     doc = {
-        "id": txn_id(),
+        "id": preset.pop(0) if preset else txn_id(),
         "object": "transaction",
         "customer_id": customer["id"],
         "payment_method": "card",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from billhive.domain.dunning import CANCEL_REASON
 from billhive.runtime import App
-from billhive.services import cards, dunning, subscriptions
+from billhive.services import cards, charge_first, dunning, subscriptions
 from billhive.work import jobs, scheduler
 
 HANDLERS: dict[str, jobs.Handler] = {
@@ -24,6 +24,9 @@ HANDLERS: dict[str, jobs.Handler] = {
     dunning.CANCEL_JOB: lambda w, job: subscriptions.cancel_for_non_payment(w, job.ref_id, CANCEL_REASON),
     cards.JOB_EXPIRING: cards.on_card_expiring,
     cards.JOB_EXPIRED: cards.on_card_expired,
+    charge_first.JOB: charge_first.on_attempt,
+    charge_first.REFUNDING: charge_first.on_attempt,
+    charge_first.DONE: charge_first.on_done,
 }
 
 

@@ -191,13 +191,24 @@ def test_declined_card_shows_the_error_and_the_page_stays_requested(tsite):
     assert ok.status_code == 303 and retrieve(tsite, page["id"])["state"] == "succeeded"
 
 
-def test_a_card_that_stores_but_fails_to_pay_still_subscribes_like_the_api(tsite):
-    # create_a_subscription answers 200 with the first invoice payment_due (dunning): so does the page
+def test_a_card_that_stores_but_fails_to_pay_creates_nothing_like_the_api(tsite):
+    # create_a_subscription answers 400 payment_processing_failed and creates nothing: the page shows
+    # the decline and stays requested (the spec's checkout_new: "web hook events will be fired only
+    # after ... successful creation of subscription"); another card then succeeds
     page = create(tsite, "checkout_new", **{"subscription[plan_id]": "basic"})
-    assert checkout(tsite, page, {**GOOD, "number": "4005519200000004"}).status_code == 200
+    b = browser(tsite)
+    b.get(page["url"])
+    refused = b.post(page["url"], data={**GOOD, "number": "4005519200000004", "email": "ada@example.com"})
+    assert refused.status_code == 400 and "Insufficient funds" in refused.text
+    assert retrieve(tsite, page["id"])["state"] == "requested"
+    assert tsite.api.get("/subscriptions").body == {"list": []} and tsite.api.get("/customers").body == {"list": []}
+    assert tsite.api.get("/invoices").body == {"list": []} and F.events_of(tsite) == []
+    ok = b.post(page["url"], data={**GOOD, "email": "ada@example.com"})
+    assert ok.status_code == 200  # no redirect_url: the page's own success view
     done = retrieve(tsite, page["id"])
-    assert done["state"] == "succeeded" and done["content"]["invoice"]["status"] == "payment_due"
-    assert done["content"]["invoice"]["dunning_status"] == "in_progress"
+    assert done["state"] == "succeeded" and done["content"]["invoice"]["status"] == "paid"
+    assert done["content"]["invoice"]["id"] == "1"
+    assert sorted(tsite.app.gateways["chargebee"].charges(tsite.pk).values()) == ["failure", "success"]
 
 
 def test_a_refusal_at_submission_is_shown(tsite):
@@ -263,7 +274,7 @@ def test_checkout_onetime_charge(tsite):
     assert content["card"]["last4"] == "1111"
 
 
-def test_onetime_charge_declined_voids_the_invoice_and_reopens_the_page(tsite):
+def test_onetime_charge_declined_creates_no_invoice_and_reopens_the_page(tsite):
     sub = subscribe(tsite, F.customer(tsite)["id"])["subscription"]
     page = create(tsite, "checkout_onetime_charge", **{"subscription[id]": sub["id"], "amount": 700,
                                                       "description": "Repair"})
@@ -272,10 +283,11 @@ def test_onetime_charge_declined_voids_the_invoice_and_reopens_the_page(tsite):
     failed = b.post(page["url"], data={**GOOD, "number": "4005519200000004"})
     assert failed.status_code == 400 and "Insufficient funds" in failed.text
     assert retrieve(tsite, page["id"])["state"] == "requested"
-    voided = [i["invoice"] for i in tsite.api.get("/invoices", {"status[is]": "voided"}).body["list"]]
-    assert len(voided) == 1 and voided[0]["amount"] == 700  # as POST /invoices/charge leaves it
+    # as POST /invoices/charge: no invoice (only the subscription's first one), no number taken
+    assert [i["invoice"]["id"] for i in tsite.api.get("/invoices").body["list"]] == ["1"]
     ok = b.post(page["url"], data=GOOD)
-    assert ok.status_code == 200 and retrieve(tsite, page["id"])["content"]["invoice"]["status"] == "paid"
+    inv = retrieve(tsite, page["id"])["content"]["invoice"]
+    assert ok.status_code == 200 and inv["status"] == "paid" and inv["id"] == "2"
 
 
 def test_onetime_charge_timeout_succeeds_as_the_api_answers(tsite):

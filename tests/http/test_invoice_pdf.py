@@ -84,11 +84,12 @@ def test_pdf_of_a_pending_invoice_follows_it_when_closed(tsite):
 
 
 def test_voided_and_dunning_invoices_show_their_state(tsite):
-    cust = F.customer(tsite, card=F.DECLINE_CARD)
-    tsite.api.post("/invoices/charge", {"customer_id": cust["id"], "amount": 500, "description": "Declined"},
-                   expect=400)
+    cust = F.customer(tsite, card=F.DECLINE_CARD, auto_collection="off")
+    tsite.api.post("/invoices/charge", {"customer_id": cust["id"], "amount": 500, "description": "Voided"})
+    tsite.api.post("/invoices/1/void")
     link = tsite.api.post("/invoices/1/pdf")["download"]["download_url"]
     assert "Status: Voided" in text_of(download(link).content)
+    tsite.api.post(f"/customers/{cust['id']}", {"auto_collection": "on"})
     tsite.setting(one_off_charge_failure="dunning")
     tsite.api.post("/invoices/charge", {"customer_id": cust["id"], "amount": 500, "description": "Declined"})
     link = tsite.api.post("/invoices/2/pdf")["download"]["download_url"]

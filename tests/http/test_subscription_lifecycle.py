@@ -7,6 +7,7 @@ import pytest
 
 from tests.support import factories as F
 from tests.support import timemachine
+from tests.support.customers import card
 from tests.support.subs import (
     DAY,
     GENESIS,
@@ -61,9 +62,16 @@ def test_month_end_anchor_is_kept(tsite):
         ts(2026, 2, 28, 9), ts(2026, 3, 31, 9), ts(2026, 4, 30, 9)]
 
 
+def declining(site, customer_id: str) -> None:
+    """The customer's card is replaced by one that stores but declines every charge (a signup with
+    it would create nothing: tests/http/test_declined_charges.py)."""
+    site.api.post(f"/customers/{customer_id}/credit_card", card(F.DECLINE_CARD, prefix=""))
+
+
 def test_renewal_with_declined_card_starts_dunning_and_stays_active(tsite):
-    cust = F.customer(tsite, card=F.DECLINE_CARD)
+    cust = F.customer(tsite)
     sub = subscribe(tsite, cust["id"])["subscription"]
+    declining(tsite, cust["id"])
     tsite.setting(dunning_retry_days="40")  # no retry of the first invoice before the renewal
     travel(tsite, FEB_1 + 60)
     renewal = invoices(tsite, sub["id"])[-1]
@@ -303,22 +311,26 @@ def test_renewal_reminder(tsite):
 
 def test_dunning_exhausted_cancels_the_subscription(tsite):
     tsite.setting(dunning_cancel_subscription="true")
-    cust = F.customer(tsite, card=F.DECLINE_CARD)
+    cust = F.customer(tsite)
     sub = subscribe(tsite, cust["id"])["subscription"]
-    travel(tsite, GENESIS + 6 * DAY)
+    declining(tsite, cust["id"])
+    travel(tsite, FEB_1 + 6 * DAY)  # the renewal's charge fails; retries 1, 3 and 5 days later
     s = sub_of(tsite, sub["id"])
     assert s["status"] == "cancelled" and s["cancel_reason"] == "not_paid"
-    assert s["cancelled_at"] == GENESIS + 5 * DAY
-    (inv,) = invoices(tsite, sub["id"])
-    assert inv["status"] == "not_paid" and inv["dunning_status"] == "exhausted"
-    travel(tsite, MAR_1)
-    assert len(invoices(tsite, sub["id"])) == 1
+    assert s["cancelled_at"] == FEB_1 + 5 * DAY
+    first, renewal = invoices(tsite, sub["id"])
+    assert first["status"] == "paid"
+    assert renewal["status"] == "not_paid" and renewal["dunning_status"] == "exhausted"
+    travel(tsite, MAR_1 + DAY)
+    assert len(invoices(tsite, sub["id"])) == 2
 
 
 def test_dunning_exhausted_leaves_the_subscription_by_default(tsite):
-    cust = F.customer(tsite, card=F.DECLINE_CARD)
+    cust = F.customer(tsite)
     sub = subscribe(tsite, cust["id"])["subscription"]
-    travel(tsite, GENESIS + 6 * DAY)
+    declining(tsite, cust["id"])
+    travel(tsite, FEB_1 + 6 * DAY)
+    assert invoices(tsite, sub["id"])[-1]["dunning_status"] == "exhausted"
     assert sub_of(tsite, sub["id"])["status"] == "active"
 
 

@@ -86,13 +86,12 @@ def test_inline_customer_without_card_needs_auto_collection_off(tsite):
     assert tsite.app.gateways["chargebee"].charge_count(tsite.pk) == 0
 
 
-def test_declined_card_leaves_the_first_invoice_in_dunning(tsite):
+def test_declined_card_creates_no_subscription(tsite):
+    # Chargebee: "created only if the payment was successful" (more in tests/http/test_declined_charges.py)
     cust = F.customer(tsite, card=F.DECLINE_CARD)
-    body = subscribe(tsite, cust["id"])
-    assert body["subscription"]["status"] == "active"
-    inv = body["invoice"]
-    assert inv["status"] == "payment_due" and inv["dunning_status"] == "in_progress"
-    assert "payment_failed" in types(tsite)
+    r = tsite.api.post(f"/customers/{cust['id']}/subscriptions", {"plan_id": "basic"}, expect=400).body
+    assert r["api_error_code"] == "payment_processing_failed" and r["type"] == "payment"
+    assert tsite.api.get("/subscriptions").body == {"list": []} and types(tsite) == []
 
 
 def test_credits_pay_the_first_invoice(tsite):

@@ -53,7 +53,9 @@ def test_declined_charge_raises_payment_error(cb):
     with pytest.raises(chargebee.PaymentError) as exc:
         chargebee.Invoice.charge({"customer_id": cust["id"], "amount": 900, "description": "Declined"})
     assert exc.value.api_error_code == "payment_processing_failed" and exc.value.http_status_code == 400
-    assert chargebee.Invoice.retrieve("1").invoice.status == "voided"
+    with pytest.raises(chargebee.InvalidRequestError) as exc:  # no invoice was generated (issue 12 item 1)
+        chargebee.Invoice.retrieve("1")
+    assert exc.value.http_status_code == 404 and list(chargebee.Invoice.list({"limit": 5})) == []
     with pytest.raises(chargebee.InvalidRequestError) as exc:
         chargebee.Invoice.charge({"customer_id": "nobody", "amount": 900, "description": "x"})
     assert exc.value.http_status_code == 404 and exc.value.param == "customer_id"

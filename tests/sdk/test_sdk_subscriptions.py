@@ -100,3 +100,21 @@ def test_errors_are_typed(cb):
     assert exc.value.http_status_code == 409 and exc.value.api_error_code == "invalid_state_for_request"
     deleted = chargebee.Subscription.delete(sub.id).subscription
     assert deleted.id == sub.id
+
+
+# Issue 12 item 1: Chargebee's create "will be created only if the payment was successful" (spec,
+# POST /subscriptions) and answers a gateway decline with 400 type payment, api_error_code
+# payment_processing_failed (apidocs.chargebee.com/docs/api/error-handling, "Sample error response 2").
+def test_a_declined_signup_raises_a_payment_error_and_creates_nothing(cb):
+    with pytest.raises(chargebee.PaymentError) as exc:
+        _create(customer={"id": "dee", "email": "dee@example.com"},
+                card={"number": "4005519200000004", "expiry_month": 12, "expiry_year": 2030, "cvv": "100"})
+    assert exc.value.http_status_code == 400 and exc.value.api_error_code == "payment_processing_failed"
+    assert list(chargebee.Subscription.list({"limit": 5})) == []
+    assert list(chargebee.Invoice.list({"limit": 5})) == [] and list(chargebee.Event.list({"limit": 5})) == []
+    with pytest.raises(chargebee.InvalidRequestError) as missing:
+        chargebee.Customer.retrieve("dee")
+    assert missing.value.http_status_code == 404
+    # the same signup with a good card: created, paid, and its invoice takes the first number
+    result = _create(customer={"id": "dee", "email": "dee@example.com"})
+    assert result.subscription.status == "active" and result.invoice.status == "paid" and result.invoice.id == "1"

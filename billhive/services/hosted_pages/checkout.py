@@ -6,8 +6,9 @@ the card the form gives (stored at the gateway before any transaction).
 - The page succeeds exactly when the API call would have answered 200; its ``content`` is then the
   resources (subscription, customer, card, invoice). A declined card (or any refusal) is shown on
   the page, which stays ``requested``; cancelling marks it ``cancelled``.
-- Subscription checkouts commit the operation and the page's success in one transaction (the
-  first invoice is charged after commit, as the API does; the page's content is then refreshed).
+- Subscription checkouts run like the API's operation (``charge_first.run``): an immediate charge
+  is made first, and the operation and the page's success are committed in one transaction once it
+  succeeded; a decline creates nothing and is shown on the page.
 - A one-off invoice exists only if its charge does not fail (the API voids it and answers 400), so
   the page records the charge in flight and succeeds or reopens in the settling transaction; a
   page found with a charge in flight (a crash before the settlement) is finished as soon as the
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 
 from billhive.errors import BillhiveError, ParamError, params_renamed
 from billhive.gateway import GatewayResult
-from billhive.services import cards, customers, invoices, invoicing, payments
+from billhive.services import cards, charge_first, customers, invoices, invoicing, payments
 from billhive.services import subscriptions as subs
 from billhive.services.hosted_pages import pages
 from billhive.store.resources import INVOICES, PLANS, TRANSACTIONS
@@ -45,16 +46,18 @@ async def submit(ctx: Ctx, page_id: str, form: CheckoutForm, *, ip: str | None) 
             _customer_params(page, checkout, form)  # the form's own checks, before the card goes anywhere
         pay = await subs.prepare_payment(op, {"card": _card_params(form, checkout.get("gateway"))})
         if page["type"] in ("checkout_new", "checkout_existing"):
-            submitted, done = await op.write(_complete_subscription, page_id, form, pay, ip)
-            if done.charges:
-                submitted.page = await op.write(_refresh_content, page_id, await subs.finish(op, done))
-            return submitted
-        submitted, plan = await op.write(complete_one_off, page_id, pay)
-        if plan is not None:
+            # charged first, as the API does: a declined card creates nothing, the page stays requested
+            done = await charge_first.run(op, _subscription_unit, page_id, form, pay, ip)
+            content = await subs.finish(op, done)
+            return await op.write(_submitted, page_id, content, bool(done.charges or done.settled))
+        # charged first, as POST /invoices/charge is: a declined card creates no invoice
+        done = await charge_first.run(op, _one_off_unit, page_id, pay, allowed=("create",))
+        if done.charges:  # one_off_charge_failure=dunning: the invoice first, its charge in flight
+            plan = done.charges[0]
             result = await payments.call_gateway(op.app, op.site_id, plan)
             settled = await op.write(_settle_charge, page_id, plan, result)
-            submitted.page, submitted.error = settled.page, settled.error
-        return submitted
+            return Submitted(settled.page, error=settled.error)
+        return await op.write(_submitted, page_id, done.body, done.settled, False)
     except BillhiveError as exc:
         return Submitted(page, error=exc.message, error_param=exc.param)
 
@@ -144,20 +147,57 @@ def _complete_subscription(w: Work, page_id: str, form: CheckoutForm, pay: subs.
     return Submitted(page, _redirect_target(w, page, checkout, done.body)), done
 
 
-def _refresh_content(w: Work, page_id: str, content: dict) -> dict:
-    """The content after the first invoice's charge was settled (the commit showed it unpaid)."""
-    page, checkout = pages.require(w, page_id, for_update=True)
-    if page["state"] == "succeeded":
+def _subscription_unit(w: Work, page_id: str, form: CheckoutForm, pay: subs.PaymentIn,
+                       ip: str | None) -> subs.Outcome:
+    """A subscription checkout's write unit (for charge_first.run): the operation and the page's success."""
+    return _complete_subscription(w, page_id, form, pay, ip)[1]
+
+
+def _submitted(w: Work, page_id: str, content: dict, refresh: bool, redirect: bool = True) -> Submitted:
+    """The page after its checkout's operation; ``refresh``: its content gets the settled invoice
+    (the operation's commit showed it before its charge settled)."""
+    page, checkout = pages.require(w, page_id, for_update=refresh)
+    if refresh and page["state"] == "succeeded":
         page["content"] = copy.deepcopy(content)
         pages.save(w, page, checkout, "succeeded")
-    return page
+    if not redirect:
+        return Submitted(page)
+    return Submitted(page, _redirect_target(w, page, checkout, page.get("content") or content))
+
+
+def _one_off_unit(w: Work, page_id: str, pay: subs.PaymentIn) -> charge_first.Outcome:
+    """A one-off checkout's write unit for charge_first.run: the customer gets the card, the invoice
+    is created, and the page succeeds in the same transaction - unless its charge is kept on failure
+    (one_off_charge_failure=dunning: purpose ``close``), then the charge is in flight as in
+    ``complete_one_off``."""
+    page, checkout = _open_for_submit(w, page_id)
+    inv, plan = _one_off_invoice(w, page, checkout, pay)
+    content = _one_off_content(w, inv)
+    if plan is not None and plan.purpose != "create":
+        checkout["in_flight"] = plan.txn_id
+        pages.save(w, page, checkout, page["state"])
+    else:
+        _succeed(w, page, checkout, content)
+    return charge_first.Outcome(content, [plan] if plan is not None else [])
 
 
 def complete_one_off(w: Work, page_id: str, pay: subs.PaymentIn
                      ) -> tuple[Submitted, invoicing.ChargePlan | None]:
-    """A one-off checkout's write unit: the customer gets the card, the invoice is created and its
-    charge recorded in flight (the page succeeds once it is settled)."""
+    """A one-off checkout's invoice created first with its charge recorded in flight (the page
+    succeeds once it is settled; a failure voids the invoice and reopens the page). The checkout
+    itself charges first (``_one_off_unit``); this remains what a page in flight was made by."""
     page, checkout = _open_for_submit(w, page_id)
+    inv, plan = _one_off_invoice(w, page, checkout, pay)
+    if plan is None:  # nothing to charge now: the API answers 200 at once
+        _succeed(w, page, checkout, _one_off_content(w, inv))
+        return Submitted(page), None
+    checkout["in_flight"] = plan.txn_id
+    pages.save(w, page, checkout, page["state"])
+    return Submitted(page), plan
+
+
+def _one_off_invoice(w: Work, page: dict, checkout: dict, pay: subs.PaymentIn
+                     ) -> tuple[dict, invoicing.ChargePlan | None]:
     with params_renamed(pages.ONE_OFF_NAMES):
         p = pages.one_off_params(w, checkout)
         customer = customers.get_customer(w, p["customer_id"], for_update=True)
@@ -166,13 +206,7 @@ def complete_one_off(w: Work, page_id: str, pay: subs.PaymentIn
             cards.save_customer(w, customer)
             for event, card in card_events:
                 w.emit(event, cards.content(customer, card))
-        inv, plan = invoices.create_one_off(w, p, pages.one_off_build(page["type"], p))
-    if plan is None:  # nothing to charge now: the API answers 200 at once
-        _succeed(w, page, checkout, _one_off_content(w, inv))
-        return Submitted(page), None
-    checkout["in_flight"] = plan.txn_id
-    pages.save(w, page, checkout, page["state"])
-    return Submitted(page), plan
+        return invoices.create_one_off(w, p, pages.one_off_build(page["type"], p))
 
 
 async def _resolve(ctx: Ctx, page_id: str) -> None:

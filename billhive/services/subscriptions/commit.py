@@ -18,11 +18,11 @@ subscription after every change):
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
 
 from billhive.domain import subscriptions as R
 from billhive.errors import PaymentMethodNotPresent
 from billhive.services import cards, dues, invoicing, payments
+from billhive.services.charge_first import Outcome
 from billhive.services.subscriptions import catalog
 from billhive.services.subscriptions.billing import compose_delayed_only
 from billhive.services.subscriptions.state import State, save
@@ -43,21 +43,14 @@ EMITS = ("subscription_created", "subscription_started", "subscription_activated
          "subscription_renewal_reminder", "subscription_cancelling", "subscription_shipping_address_updated")
 
 
-@dataclass
-class Outcome:
-    """What a committed operation answers, and the charges to make once it is durable."""
-
-    body: dict
-    charges: list[invoicing.ChargePlan] = field(default_factory=list)
-
-
 async def finish(ctx: Ctx, out: Outcome) -> dict:
-    """Charge after commit (never inside a transaction); the answer shows the settled invoice."""
+    """Charge after commit (never inside a transaction); the answer shows the settled invoice
+    (``out.settled``: charged first and settled already, see charge_first.run)."""
     for plan in out.charges:
         inv = await payments.charge_and_settle(ctx, plan)
         if out.body.get("invoice", {}).get("id") == inv["id"]:
             out.body["invoice"] = inv
-    return await dues.reload(ctx, out.body) if out.charges else out.body
+    return await dues.reload(ctx, out.body) if out.charges or out.settled else out.body
 
 
 def charge_in_job(w: Work, plan: invoicing.ChargePlan | None) -> None:

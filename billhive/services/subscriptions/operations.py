@@ -22,7 +22,7 @@ from billhive.errors import (
     DuplicateEntry,
     not_found,
 )
-from billhive.services import cards, credits, csv_tax_rules, dunning, invoicing, transactions
+from billhive.services import cards, charge_first, credits, csv_tax_rules, dunning, invoicing, transactions
 from billhive.services.subscriptions import billing, catalog
 from billhive.services.subscriptions.commit import (
     Outcome,
@@ -66,13 +66,13 @@ async def create(ctx: Ctx, params: dict) -> dict:
     """POST /subscriptions — a subscription with its customer (customer[...], card[...],
     payment_intent[...] or payment_method[...], billing_address[...])."""
     pay = await prepare_payment(ctx, params)
-    return await finish(ctx, await ctx.write(create_unit, params, None, pay))
+    return await finish(ctx, await charge_first.run(ctx, create_unit, params, None, pay))
 
 
 async def create_for_customer(ctx: Ctx, customer_id: str, params: dict) -> dict:
     """POST /customers/{id}/subscriptions (payment_intent[...] gives the customer its card first)."""
     pay = await prepare_payment(ctx, params)
-    return await finish(ctx, await ctx.write(create_unit, params, customer_id, pay))
+    return await finish(ctx, await charge_first.run(ctx, create_unit, params, customer_id, pay))
 
 
 # ==== reads =============================================================================================
@@ -101,7 +101,7 @@ async def list_for_customer(ctx: Ctx, customer_id: str, params: dict) -> dict:
 async def update(ctx: Ctx, subscription_id: str, params: dict) -> dict:
     """POST /subscriptions/{id} — plan, quantity, addons, coupon, cycles; now (prorated) or at term end."""
     pay = await prepare_payment(ctx, params)
-    return await finish(ctx, await ctx.write(update_unit, subscription_id, params, pay))
+    return await finish(ctx, await charge_first.run(ctx, update_unit, subscription_id, params, pay))
 
 
 # ==== cancel, reactivate, scheduled cancellation ==============================================================
@@ -150,7 +150,7 @@ async def reactivate(ctx: Ctx, subscription_id: str, params: dict) -> dict:
             require_payment_method(w, c.invoice, charge)
         reschedule(w, c.sub, c.st)
         return Outcome(record_event(w, "subscription_reactivated", c.sub, c.invoice), [charge] if charge else [])
-    return await finish(ctx, await ctx.write(run))
+    return await finish(ctx, await charge_first.run(ctx, run))
 
 
 # ==== delete, term end, scheduled changes ====================================================================
