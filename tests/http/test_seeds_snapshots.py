@@ -13,12 +13,14 @@ from pathlib import Path
 import orjson
 import pytest
 import yaml
+from sqlalchemy import update
 
 from billhive.cli import main
 from billhive.services import site_admin, snapshots
 from billhive.store import schema as S
 from tests.support.admin import Admin
 from tests.support.server import Api
+from tests.support.timemachine import travel
 
 TOKEN = "admin-token-for-seed-tests"
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "seed.yaml"
@@ -106,7 +108,11 @@ LISTS = ["/plans", "/addons", "/coupons", "/customers", "/subscriptions", "/invo
 
 def _answers(api: Api) -> dict:
     """What the API answers for every list (every page) and every listed object's retrieve."""
-    out: dict = {"/time_machines/delorean": api.get("/time_machines/delorean").body}
+    out: dict = {"/time_machines/delorean": api.get("/time_machines/delorean").body,
+                 "/coupon_codes/LAUNCH-1": api.get("/coupon_codes/LAUNCH-1").body,
+                 "/addresses": api.get("/addresses", {"subscription_id": "ada-basic", "label": "shipping"}).body}
+    for path in getattr(api, "extra", {}).values():
+        out[path] = api.get(path).body
     for path in LISTS:
         items, offset = [], None
         while True:
@@ -137,6 +143,14 @@ def _busy_site(admin, server) -> tuple[dict, Api]:
     api.post("/invoices/charge", {"customer_id": "ada", "amount": 250, "description": "setup"})
     api.post("/comments", {"entity_type": "customer", "entity_id": "ada", "notes": "vip"})
     api.post("/customers/grace/add_account_credits", {"amount": 300, "description": "sorry"})
+    api.post("/coupon_codes", {"coupon_id": "welcome-10", "coupon_set_name": "launch", "code": "LAUNCH-1"})
+    api.post("/addresses", {"subscription_id": "ada-basic", "label": "shipping", "first_name": "Ada", "city": "London"})
+    extra = {
+        "portal_session": api.post("/portal_sessions", {"customer[id]": "ada", "redirect_url": "https://x.test/"}),
+        "hosted_page": api.post("/hosted_pages/checkout_new", {"subscription[plan_id]": "basic-monthly"}),
+        "payment_intent": api.post("/payment_intents", {"amount": 500, "currency_code": "USD", "customer_id": "ada"}),
+    }
+    api.extra = {k: f"/{k}s/{v[k]['id']}" for k, v in extra.items()}  # type: ignore[attr-defined]
     return site, api
 
 
@@ -148,6 +162,7 @@ def test_snapshot_restore_round_trip_into_the_same_and_another_site(admin, serve
 
     # the same site, changed after the snapshot, comes back as it was (keys too)
     api.post("/customers", {"id": "later", "first_name": "Later"})
+    api.post("/subscriptions/ada-basic/cancel")
     api.post("/plans/basic-monthly/delete")
     r = admin.post(f"/sites/{site['name']}/restore", snap)
     assert r["keys_restored"] is True and r["rows"]["customers"] == 3
@@ -158,6 +173,7 @@ def test_snapshot_restore_round_trip_into_the_same_and_another_site(admin, serve
     r = admin.post(f"/sites/{other['name']}/restore", snap)
     assert r["keys_restored"] is False and r["snapshot_of"] == site["name"]
     other_api = _api(server, other)
+    other_api.extra = api.extra  # type: ignore[attr-defined]
     assert _answers(other_api) == before
     _api(server, other, site["api_key"]).get("/customers/ada")  # the key still chooses the source site
     # both sites live on independently
@@ -177,7 +193,9 @@ def test_snapshot_over_the_cli_restores_into_another_site(admin, server, databas
     code = main(["site", "restore", other["name"], str(f), "--database-url", database_url])
     out = capsys.readouterr()
     assert code == 0, out.err
-    assert _answers(_api(server, other)) == before
+    other_api = _api(server, other)
+    other_api.extra = api.extra  # type: ignore[attr-defined]
+    assert _answers(other_api) == before
 
 
 def test_an_configuration_incompatible_is_refused_and_changes_nothing(admin, server):
@@ -214,3 +232,37 @@ def test_a_snapshot_holds_every_table(admin, server):
     assert snap["tables"]["jobs"]["rows"] and snap["tables"]["api_keys"]["rows"]
     assert snap["site"]["settings"]["tm_status"] is not None  # the time machine's clock
     orjson.dumps(snap)
+
+
+def test_a_restored_site_goes_on_renewing_like_the_original(admin, server):
+    """The jobs, the clock and the invoice sequence come back live: travelling both the source and
+    the restored copy one more month gives both the same renewal."""
+    site, api = _busy_site(admin, server)
+    month = 31 * 86400
+    travel(api, 1_700_000_000 + month + 3600)
+    snap = admin.get(f"/sites/{site['name']}/snapshot").body
+    other = admin.post("/sites")["site"]
+    admin.post(f"/sites/{other['name']}/restore", snap)
+    other_api = _api(server, other)
+    assert other_api.get("/time_machines/delorean").body == api.get("/time_machines/delorean").body
+    for a in (api, other_api):
+        travel(a, 1_700_000_000 + 2 * month + 7200)
+
+    def renewals(a: Api) -> list:
+        return [(i["invoice"]["id"], i["invoice"]["amount"], i["invoice"]["start_date"])
+                for i in a.get("/invoices", {"subscription_id[is]": "ada-basic", "limit": 10})["list"]]
+    assert len(renewals(api)) == 3 and renewals(other_api) == renewals(api)
+
+
+def test_no_snapshot_or_restore_while_the_site_travels(admin, server, monkeypatch):
+    site = admin.post("/sites")["site"]
+    snap = admin.get(f"/sites/{site['name']}/snapshot").body
+    server.app.db.write_sync(lambda tx: tx.execute(
+        update(S.sites).where(S.sites.c.name == site["name"]).values(tm_status="in_progress")))
+    try:
+        assert admin.get(f"/sites/{site['name']}/snapshot", expect=409)["api_error_code"] == \
+            "invalid_state_for_request"
+        admin.post(f"/sites/{site['name']}/restore", snap, expect=409)
+    finally:
+        server.app.db.write_sync(lambda tx: tx.execute(
+            update(S.sites).where(S.sites.c.name == site["name"]).values(tm_status=None)))
