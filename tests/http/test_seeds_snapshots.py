@@ -266,3 +266,19 @@ def test_no_snapshot_or_restore_while_the_site_travels(admin, server, monkeypatc
     finally:
         server.app.db.write_sync(lambda tx: tx.execute(
             update(S.sites).where(S.sites.c.name == site["name"]).values(tm_status=None)))
+
+
+def test_the_cli_names_a_bad_entry_and_refuses_a_bad_snapshot(admin, server, database_url, capsys, tmp_path):
+    site = admin.post("/sites")["site"]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"plans": [{"id": "ok", "name": "Ok", "price": 1}, {"id": "no", "name": "No", "price": "x"}]}))
+    assert main(["site", "seed", site["name"], str(bad), "--database-url", database_url]) == 2
+    err = capsys.readouterr().err
+    assert "seed entry plans[1] (id no)" in err and "price" in err
+    _api(server, site).get("/plans/ok", expect=404)  # all or nothing
+    snap = tmp_path / "snap.json"
+    snap.write_text(json.dumps({"format": snapshots.FORMAT, "version": 0}))
+    assert main(["site", "restore", site["name"], str(snap), "--database-url", database_url]) == 2
+    assert "format version 0" in capsys.readouterr().err
+    assert main(["site", "snapshot", "nosuch-test", "--database-url", database_url]) == 2
+    assert "No site named nosuch-test" in capsys.readouterr().err
