@@ -271,7 +271,8 @@ def test_no_snapshot_or_restore_while_the_site_travels(admin, server, monkeypatc
 def test_the_cli_names_a_bad_entry_and_refuses_a_bad_snapshot(admin, server, database_url, capsys, tmp_path):
     site = admin.post("/sites")["site"]
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"plans": [{"id": "ok", "name": "Ok", "price": 1}, {"id": "no", "name": "No", "price": "x"}]}))
+    plans = [{"id": "ok", "name": "Ok", "price": 1}, {"id": "no", "name": "No", "price": "x"}]
+    bad.write_text(json.dumps({"plans": plans}))
     assert main(["site", "seed", site["name"], str(bad), "--database-url", database_url]) == 2
     err = capsys.readouterr().err
     assert "seed entry plans[1] (id no)" in err and "price" in err
