@@ -26,6 +26,7 @@ from billhive.http.routes import ROUTES
 from billhive.runtime import App, Config
 from billhive.services import snapshots
 from billhive.store import migrate
+from billhive.store.db import Tx
 from billhive.work.context import Ctx, Origin
 
 BUDGET = 1.0  # seconds
@@ -66,7 +67,7 @@ async def _run(app: App, store: str, objects: int) -> int:
     result = await snapshots.restore(app, "target-test", snap)
     restored = time.perf_counter() - started
 
-    def counts(tx, name):  # type: ignore[no-untyped-def]
+    def counts(tx: Tx, name: str) -> dict[str, int]:
         pk = snapshots.site_pk(tx, name)
         return {t.name: tx.scalar(select(func.count()).select_from(t).where(t.c.site_id == pk))
                 for t in snapshots.SITE_TABLES if t.name != "api_keys"}
