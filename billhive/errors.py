@@ -217,6 +217,19 @@ class StoreTimeout(StoreError):
     api_error_code = "internal_temporary_error"
 
 
+class InjectedFault(BillhiveError):
+    """An error a fault rule made an operation answer (admin API, billhive/domain/faults.py): any
+    status, code and type the spec documents for every operation."""
+
+    def __init__(self, message: str, *, http_status: int, error_type: str, api_error_code: str,
+                 param: str | None = None):
+        super().__init__(message, param=param, api_error_code=api_error_code)
+        self.http_status = http_status
+        self.error_type = error_type
+        if http_status in (429, 503):  # as billhive's own 429s and 503s: when to retry
+            self.headers = ((b"retry-after", b"1"),)
+
+
 def not_found(resource: str, ident: str | None = None, *, param: str | None = None) -> NotFound:
     """Chargebee phrases 404s as '<Resource> not found for id <id>' (v1: '... is not present')."""
     label = resource.replace("_", " ").capitalize()

@@ -29,17 +29,19 @@ class Endpoint:
     secret: str | None
     event_types: tuple[str, ...] | None  # None = every event type
     enabled: bool
+    fault: dict | None = None  # delivery modes set on purpose (billhive/domain/faults.py); None: none
 
     def wants(self, event_type: str) -> bool:
         return self.enabled and (self.event_types is None or event_type in self.event_types)
 
 
-_COLS = (T.c.id, T.c.url, T.c.username, T.c.password, T.c.secret, T.c.event_types, T.c.enabled)
+_COLS = (T.c.id, T.c.url, T.c.username, T.c.password, T.c.secret, T.c.event_types, T.c.enabled, T.c.fault)
 _ALL = Q(select(*_COLS).where(T.c.site_id == bindparam("site_id")).order_by(T.c.pk))
 
 
 def _row(r: tuple) -> Endpoint:
-    return Endpoint(r[0], r[1], r[2], r[3], r[4], tuple(loads(r[5])) if r[5] else None, bool(r[6]))
+    return Endpoint(r[0], r[1], r[2], r[3], r[4], tuple(loads(r[5])) if r[5] else None, bool(r[6]),
+                    loads(r[7]) if r[7] else None)
 
 
 def list_all(tx: Tx, site_pk: int) -> list[Endpoint]:
@@ -96,6 +98,14 @@ def update(tx: Tx, site_pk: int, endpoint_id: str, **values: object) -> None:
         values["enabled"] = 1 if values["enabled"] else 0
     tx.execute(sa_update(T).where(T.c.site_id == site_pk, T.c.id == endpoint_id).values(**values))
     _bump(tx, site_pk)
+
+
+def set_fault(tx: Tx, site_pk: int, endpoint_id: str, fault: dict | None) -> bool:
+    """Set (or clear, with None) the endpoint's delivery modes; False if there is no such endpoint."""
+    changed = tx.rowcount(sa_update(T).where(T.c.site_id == site_pk, T.c.id == endpoint_id)
+                          .values(fault=dumps(fault) if fault else None)) == 1
+    _bump(tx, site_pk)
+    return changed
 
 
 def remove(tx: Tx, site_pk: int, endpoint_id: str) -> bool:

@@ -22,6 +22,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import sqlalchemy
 from hypothesis import settings
 
 from billhive.runtime import App, Config
@@ -140,9 +141,26 @@ def database_url(request, backend):
 @pytest.fixture(scope="session")
 def app(database_url):
     migrate.upgrade(database_url)
+    if database_url.startswith("postgresql"):
+        _sites_from(database_url, PG_FIRST_SITE_PK)
     a = App.open(Config(database_url=database_url, scheduler_interval=0.2, delivery_interval=0.1))
     yield a
     a.close()
+
+
+# The PostgreSQL database's sites are numbered from here, so a site's pk never names a site of the
+# SQLite database too: fakes shared by both stores in one test worker (localstripe tags each
+# PaymentIntent with the site's pk) then tell the two stores' sites apart.
+PG_FIRST_SITE_PK = 1_000_000
+
+
+def _sites_from(database_url: str, first: int) -> None:
+    engine = sqlalchemy.create_engine(database_url)
+    with engine.begin() as conn:
+        conn.execute(sqlalchemy.text(
+            "SELECT setval(pg_get_serial_sequence('sites', 'pk'), :first, false)"
+            " WHERE (SELECT coalesce(max(pk), 0) FROM sites) < :first"), {"first": first})
+    engine.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,14 @@ mechanics are in ``billhive.work.outbox``.
 Endpoints are served side by side, one lane each (``billhive.delivery.lanes``): at most
 ``webhook_concurrency_per_endpoint`` deliveries in flight to one endpoint and
 ``webhook_concurrency`` in all (per process), so an endpoint that hangs delays only itself.
+
+Faults on purpose (an endpoint's delivery modes, set through the admin API; see
+billhive/domain/faults.py): ``delay_seconds`` holds each claimed delivery that long before it is
+sent; ``out_of_order`` gathers the lane's deliveries for ``window_seconds`` after a claim (a second
+claim takes what became due meanwhile) and sends them one at a time, newest first;
+``fail_first_n`` sends the first N attempts of each delivery's round but records them as failed,
+so the retry schedule runs; ``duplicate`` sends every delivery a second time right after the
+first. Leases cover the holds.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ import httpx
 
 from billhive import webhook_endpoints
 from billhive.delivery import lanes
+from billhive.domain.faults import WebhookFault, webhook_fault_from_stored
 from billhive.runtime import App
 from billhive.store.db import Tx
 from billhive.work import loops, outbox
@@ -125,15 +134,38 @@ def _record(batch: Batch, results: dict[int, Outcome]):
 def _claim(app: App, lane: tuple[int, str], limit: int):
     site_id, endpoint_id = lane
 
+    def lease(tx: Tx, site) -> float:
+        timeout = site.setting("webhook_timeout")
+        endpoint = next((e for e in webhook_endpoints.cached(tx, site.pk, site.config_version)
+                         if e.id == endpoint_id), None)
+        fault = webhook_fault_from_stored(endpoint.fault) if endpoint else None
+        if fault is None:
+            return timeout + app.config.delivery_lease_grace
+        # held, then (out of order: one at a time, this claim's and the window's second claim's)
+        sends = 2 * limit if fault.out_of_order else 1
+        return fault.hold_seconds() + sends * timeout * (2 if fault.duplicate else 1) + app.config.delivery_lease_grace
+
     def unit(tx: Tx) -> Batch:
         return OUTBOX.claim(tx, site_id, wall=app.wall(), limit=limit, lane=endpoint_id,
-                            lease=lambda site: site.setting("webhook_timeout") + app.config.delivery_lease_grace,
-                            load=_endpoints, skip=_skip)
+                            lease=lambda site: lease(tx, site), load=_endpoints, skip=_skip)
     return unit
+
+
+def _fault(batch: Batch) -> WebhookFault | None:
+    """The delivery modes of the batch's endpoint (a lane is one endpoint), if any."""
+    for c in batch.claims:
+        endpoint = (batch.context or {}).get(c.row["endpoint_id"])
+        if endpoint is not None:
+            return webhook_fault_from_stored(endpoint.fault)
+    return None
 
 
 async def _deliver(app: App, client: httpx.AsyncClient, batch: Batch) -> None:
     """POST a claimed batch (one endpoint's deliveries) concurrently and record the answers."""
+    fault = _fault(batch)
+    if fault is not None and any(c.skip is None for c in batch.claims):
+        await _deliver_faulty(app, client, batch, fault)
+        return
     timeout = float(batch.site.setting("webhook_timeout"))
     live = [c for c in batch.claims if c.skip is None]
     outcomes = await asyncio.gather(*(
@@ -141,6 +173,53 @@ async def _deliver(app: App, client: httpx.AsyncClient, batch: Batch) -> None:
         if c.event_id in batch.events else _missing()
         for c in live))
     await app.db.write(_record(batch, {c.pk: o for c, o in zip(live, outcomes)}))
+    _log(batch, live, outcomes)
+
+
+async def _deliver_faulty(app: App, client: httpx.AsyncClient, first: Batch, fault: WebhookFault) -> None:
+    """A batch of an endpoint with delivery modes (see the module's docstring)."""
+    batches = [first]
+    if fault.delay_seconds:
+        await asyncio.sleep(fault.delay_seconds)
+    if fault.out_of_order:
+        await asyncio.sleep(fault.window_seconds)
+        lane = (first.site.pk, first.claims[0].row["endpoint_id"])
+        more = await app.db.write(_claim(app, lane, app.config.webhook_concurrency_per_endpoint))
+        if more.claims:
+            batches.append(more)
+    timeout = float(first.site.setting("webhook_timeout"))
+
+    async def one(batch: Batch, c: Claim) -> Outcome:
+        if c.event_id not in batch.events:
+            return await _missing()
+        endpoint = batch.context[c.row["endpoint_id"]]
+        body = batch.events[c.event_id].encode()
+        outcome = await post(client, endpoint, body, timeout, app.wall())
+        if fault.duplicate:
+            again = await post(client, endpoint, body, timeout, app.wall())
+            log.info("webhook %s sent again to %s (fault: duplicate): %s", c.event_id, endpoint.id,
+                     again.error or again.status_code)
+        in_round = c.attempt - c.round_start
+        if outcome.ok and fault.treated_as_failed(in_round):
+            outcome = Outcome(False, outcome.status_code, f"fault fail_first_n: attempt {in_round} of the first "
+                              f"{fault.fail_first_n} recorded as failed (the endpoint answered "
+                              f"{outcome.status_code})", outcome.duration_ms)
+        return outcome
+
+    pairs = [(b, c) for b in batches for c in b.claims if c.skip is None]
+    if fault.out_of_order:  # one at a time, newest delivery first (claims come oldest first)
+        pairs.sort(key=lambda bc: bc[1].pk, reverse=True)
+        outcomes = [await one(b, c) for b, c in pairs]
+    else:
+        outcomes = list(await asyncio.gather(*(one(b, c) for b, c in pairs)))
+    results = {c.pk: o for (_, c), o in zip(pairs, outcomes)}
+    for batch in batches:
+        await app.db.write(_record(batch, results))
+        live = [c for c in batch.claims if c.skip is None]
+        _log(batch, live, [results[c.pk] for c in live])
+
+
+def _log(batch: Batch, live: list[Claim], outcomes: list[Outcome]) -> None:
     for c, o in zip(live, outcomes):
         log.log(logging.INFO if o.ok else logging.WARNING, "webhook %s %s to %s: %s", c.event_id,
                 "delivered" if o.ok else "failed", c.row["endpoint_id"], o.error or o.status_code,

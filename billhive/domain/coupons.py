@@ -46,7 +46,8 @@ def applicable(coupon: Doc, items: list[tuple[str, str | None]]) -> bool:
     return any(applies_to(coupon, t, i) for t, i in items)
 
 
-def _line_discount(coupon: Doc, line: Doc, left: int) -> int:
+def line_discount(coupon: Doc, line: Doc, left: int) -> int:
+    """What an each_specified_item coupon takes off one line it applies to, at most ``left``."""
     kind = coupon["discount_type"]
     if kind == "percentage":
         d = percent_of(int(line["amount"]), Fraction(str(coupon["discount_percentage"])))
@@ -68,7 +69,7 @@ def discounts(coupons: list[Doc], lines: list[Doc]) -> list[Doc]:
         total = 0
         for i, line in enumerate(lines):
             if applies_to(coupon, line.get("entity_type", ""), line.get("entity_id")):
-                d = _line_discount(coupon, line, left_by_line[i])
+                d = line_discount(coupon, line, left_by_line[i])
                 left_by_line[i] -= d
                 total += d
         if total > 0:

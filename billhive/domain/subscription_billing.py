@@ -87,6 +87,9 @@ class Decision:
     plan: Doc
     bill: Bill | None = None
     credit_left: int = 0  # prorated credits beyond the bill: refundable credits for the customer
+    # what the prorated credits credit back: line-like documents (entity_type, entity_id, amount),
+    # for the tax the credit carries (domain/taxes.py credit_tax)
+    credited: list[Doc] = field(default_factory=list)
     coupon: tuple[Doc, str | None] | None = None  # a coupon to redeem (and the code it was given by)
     events: list[str] = field(default_factory=list)  # recorded before the operation's own event
 
@@ -250,6 +253,8 @@ def change(sub: Doc, st: State, params: Doc, customer: Doc, plan: Doc, given: li
         proration = (R.prorate_change(old_items, new_items, now, term_start, term_end, policies(catalog, addons))
                      if prorate else R.Proration([], 0))
     charges = list(proration.charges) + R.one_time_charges(once, now)
+    out.credited = [{"entity_type": i.entity_type, "entity_id": i.entity_id, "amount": a}
+                    for i, a in proration.credited if a > 0]
     if charges:
         charges += R.one_time_charges(delayed_items(catalog, st), now)  # collected along with the change
         st.charges = []

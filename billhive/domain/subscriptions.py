@@ -296,6 +296,7 @@ class Proration:
 
     charges: list[Charge]
     credit: int
+    credited: list[tuple[Item, int]] = field(default_factory=list)  # (item, its unused amount), the credit's parts
 
     @property
     def charge_total(self) -> int:
@@ -314,10 +315,10 @@ def prorate_change(old: list[Item], new: list[Item], now: int, term_start: int, 
     old_by = {i.key: i for i in old}
     new_by = {i.key: i for i in new}
     charges = []
-    credit = 0
+    credited = []
     for key, item in old_by.items():
         if new_by.get(key) != item:
-            credit += unused(item.amount, now, term_start, term_end)
+            credited.append((item, unused(item.amount, now, term_start, term_end)))
     for key, item in new_by.items():
         if old_by.get(key) != item:
             policy = (policies or {}).get(key, "partial_term")
@@ -328,15 +329,15 @@ def prorate_change(old: list[Item], new: list[Item], now: int, term_start: int, 
             else:
                 charges.append(Charge(item, now, term_end, unused(item.amount, now, term_start, term_end),
                                       "prorated_charge"))
-    return Proration(charges, credit)
+    return Proration(charges, sum(a for _, a in credited), credited)
 
 
 def reset_term_change(old: list[Item], new: list[Item], now: int, term_start: int, old_end: int,
                       new_end: int) -> Proration:
     """A change to a plan with another billing period restarts the term now: the whole new term
     is charged, the unused part of the old one credited."""
-    credit = sum(unused(i.amount, now, term_start, old_end) for i in old)
-    return Proration(term_charges(new, now, new_end), credit)
+    credited = [(i, unused(i.amount, now, term_start, old_end)) for i in old]
+    return Proration(term_charges(new, now, new_end), sum(a for _, a in credited), credited)
 
 
 # ---- billing cycles ---------------------------------------------------------------------------------

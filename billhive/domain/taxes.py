@@ -16,9 +16,10 @@ estimates all go through the same arithmetic. Sources for every rule: docs/CHOIC
    never apply (a v1 plan or addon cannot name one).
 2. **Who and what**: an ``exempt`` customer pays none; a line of a plan or addon whose ``taxable``
    is false is not taxed; every other line (setup fees, ad hoc charges) is.
-3. **Arithmetic** (``apply``): invoice-level discounts (coupons, prorated credits, promotional
-   credits) come off before tax, shared among the lines in proportion to their amounts (largest
-   remainder, so the shares add up to the discount exactly). Each tax of the rule is computed on
+3. **Arithmetic** (``apply``): discounts come off before tax (``line_discounts``): an item-limited
+   coupon's only from the lines it applies to, invoice-level ones (invoice_amount coupons, prorated
+   credits, promotional credits) shared among the lines in proportion to what is left of them
+   (largest remainder, so the shares add up to the discount exactly). Each tax of the rule is computed on
    the same discounted line amount (they stack side by side, not compounded) and rounded half up
    per line and per tax; the line's tax is the sum, the invoice's the sum of the lines.
    - ``tax_exclusive``: tax = base x rate / 100, added on top (amount = sub_total - discounts + tax);
@@ -28,10 +29,12 @@ estimates all go through the same arithmetic. Sources for every rule: docs/CHOIC
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
+from billhive.domain import coupons as coupon_rules
 from billhive.domain import money
 from billhive.domain.document import Doc
 from billhive.domain.tax_rules import ANY_STATE, MAX_TAXES, weight
@@ -64,6 +67,9 @@ class Basis:
     price_type: str = EXCLUSIVE
     taxes: tuple[Tax, ...] = ()
     untaxed: frozenset[tuple[str, str]] = field(default_factory=frozenset)  # (plan|addon, id) not taxable
+    # the invoice's each_specified_item coupons (catalog documents): their discounts come off
+    # only the lines they apply to
+    item_coupons: tuple[Doc, ...] = ()
 
     @property
     def rate(self) -> Fraction:
@@ -192,12 +198,13 @@ def _zip_forms(zip_code: str | None) -> set[str]:
 # ---- the arithmetic -------------------------------------------------------------------------------
 
 def basis_for(rule: Doc | None, *, price_type: str = EXCLUSIVE, exempt: bool = False,
-              untaxed: frozenset[tuple[str, str]] = frozenset()) -> Basis:
+              untaxed: frozenset[tuple[str, str]] = frozenset(), item_coupons: tuple[Doc, ...] = ()) -> Basis:
     """The Basis for the selected rule (None: no rule) and the customer's taxability."""
     if price_type not in PRICE_TYPES:
         raise ValueError(f"unknown price_type {price_type}")
     taxes = () if rule is None or exempt else rule_taxes(rule)
-    return Basis(price_type=price_type, taxes=taxes, untaxed=untaxed)
+    item_coupons = tuple(c for c in item_coupons if c.get("apply_on") == "each_specified_item")
+    return Basis(price_type=price_type, taxes=taxes, untaxed=untaxed, item_coupons=item_coupons)
 
 
 def apply(invoice: Doc, basis: Basis) -> Doc:
@@ -206,7 +213,7 @@ def apply(invoice: Doc, basis: Basis) -> Doc:
     domain/invoices.recompute's."""
     lines = invoice.get("line_items", [])
     invoice["price_type"] = basis.price_type
-    shares = discount_shares([int(li["amount"]) for li in lines], discount_before_tax(invoice))
+    shares = line_discounts(lines, invoice.get("discounts", ()), basis.item_coupons)
     totals = [0] * len(basis.taxes)
     for li, share in zip(lines, shares):
         li.pop("tax_rate", None)
@@ -235,10 +242,56 @@ def line_taxes(base: int, basis: Basis) -> list[int]:
     return [money.percent_of(base, t.rate) for t in basis.taxes]
 
 
+def credit_tax(credited: list[Doc], excess: int, basis: Basis) -> int:
+    """The tax that prorated credits beyond a change's invoice (``excess``) give back with them:
+    the excess is shared among the credited items in proportion to their credits (largest
+    remainder) and each taxable item's share taxed as its line was (half up, per tax). With
+    tax-inclusive prices the credit already holds its tax (the prices did): 0."""
+    if basis.price_type == INCLUSIVE or not basis.taxes or excess <= 0:
+        return 0
+    shares = discount_shares([int(c["amount"]) for c in credited], excess)
+    return sum(sum(line_taxes(share, basis)) for c, share in zip(credited, shares) if basis.taxable(c))
+
+
 def discount_before_tax(invoice: Doc) -> int:
     """The invoice's discounts that come off before tax, at most its (positive) line amounts."""
     total = sum(int(d["amount"]) for d in invoice.get("discounts", ()) if d.get("type") in DISCOUNTED_BEFORE_TAX)
     return min(total, sum(max(0, int(li["amount"])) for li in invoice.get("line_items", ())))
+
+
+def line_discounts(lines: list[Doc], discounts: Iterable[Doc], item_coupons: Iterable[Doc] = ()) -> list[int]:
+    """Each line's share of the invoice's discounts before tax. The discount of an
+    ``each_specified_item`` coupon in ``item_coupons`` comes off only the lines the coupon applies
+    to (plan_constraint / addon_constraint), shared as the coupon computes it per line
+    (domain/coupons.py ``line_discount``); every other discount (invoice_amount coupons, prorated
+    credits, promotional credits) is shared among all lines in proportion to what the item coupons
+    leave of them. The shares add up to ``discount_before_tax`` and none goes beyond its line."""
+    by_id = {c["id"]: c for c in item_coupons if c.get("apply_on") == "each_specified_item"}
+    left = [max(0, int(li["amount"])) for li in lines]
+    shares = [0] * len(lines)
+    pool = 0
+    for d in discounts:
+        if d.get("type") not in DISCOUNTED_BEFORE_TAX:
+            continue
+        amount = max(0, int(d["amount"]))
+        coupon = by_id.get(d.get("entity_id") or "") if d.get("type") == "coupon" else None
+        if coupon is None:
+            pool += amount
+            continue
+        weights = [coupon_rules.line_discount(coupon, li, left[i])
+                   if coupon_rules.applies_to(coupon, li.get("entity_type", ""), li.get("entity_id")) else 0
+                   for i, li in enumerate(lines)]
+        if sum(weights) == 0:  # the coupon computes nothing now: share among the lines it names
+            weights = [left[i] if coupon_rules.applies_to(coupon, li.get("entity_type", ""), li.get("entity_id"))
+                       else 0 for i, li in enumerate(lines)]
+        taken = discount_shares(weights, amount)
+        for i, t in enumerate(taken):
+            shares[i] += t
+            left[i] -= t
+        pool += amount - sum(taken)  # beyond the lines it names (stale amounts): like an invoice discount
+    for i, t in enumerate(discount_shares(left, pool)):
+        shares[i] += t
+    return shares
 
 
 def discount_shares(amounts: list[int], discount: int) -> list[int]:

@@ -13,6 +13,15 @@ errors are Chargebee's error JSON. The work is done by billhive/services/site_ad
     POST   /admin/api/sites/{name}/seed          a seed document (JSON, or YAML as application/yaml)
     GET    /admin/api/sites/{name}/snapshot
     POST   /admin/api/sites/{name}/restore       a snapshot document
+    POST   /admin/api/sites/{name}/faults        {"operation", "status"?, "api_error_code"?, "type"?,
+                                                  "message"?, "param"?, "probability"?, "seed"?,
+                                                  "times"?, "latency_ms"?}
+    GET    /admin/api/sites/{name}/faults
+    DELETE /admin/api/sites/{name}/faults        (every rule and every endpoint's delivery modes)
+    DELETE /admin/api/sites/{name}/faults/{id}
+    GET|POST|DELETE /admin/api/sites/{name}/webhook_endpoints/{id}/fault
+                                                 {"duplicate"?, "out_of_order"?, "window_seconds"?,
+                                                  "delay_seconds"?, "fail_first_n"?}
 """
 
 from __future__ import annotations
@@ -28,8 +37,9 @@ from starlette.routing import BaseRoute, Route
 from billhive.errors import AuthenticationFailed, BillhiveError, NotFound, ParamError
 from billhive.http import admin_auth, seeds
 from billhive.http.bodies import read_body
+from billhive.http.routes import ROUTES
 from billhive.runtime import App
-from billhive.services import site_admin, snapshots
+from billhive.services import faults, site_admin, snapshots
 
 PREFIX = "/admin/api"
 MAX_BODY = 64 << 20  # seeds and snapshots can be large; still bounded
@@ -56,6 +66,13 @@ def routes(app: App, *, on_change: Callable[[], None], call: seeds.Call | None =
         *([route("/sites/{name}/seed", "POST", _seeder(call), changes=True)] if call is not None else []),
         route("/sites/{name}/snapshot", "GET", _snapshot),
         route("/sites/{name}/restore", "POST", _restore, changes=True),
+        route("/sites/{name}/faults", "POST", _add_fault, changes=True),
+        route("/sites/{name}/faults", "GET", _list_faults),
+        route("/sites/{name}/faults", "DELETE", _clear_faults, changes=True),
+        route("/sites/{name}/faults/{id}", "DELETE", _delete_fault, changes=True),
+        route("/sites/{name}/webhook_endpoints/{id}/fault", "POST", _set_webhook_fault),
+        route("/sites/{name}/webhook_endpoints/{id}/fault", "GET", _get_webhook_fault),
+        route("/sites/{name}/webhook_endpoints/{id}/fault", "DELETE", _clear_webhook_fault),
     ]
 
 
@@ -97,6 +114,42 @@ async def _snapshot(app: App, request: Request, body: dict) -> dict:
 
 async def _restore(app: App, request: Request, body: dict) -> dict:
     return await snapshots.restore(app, request.path_params["name"], body)
+# a fault rule names an operation by its operationId or as the spec writes it ("POST /invoices/{invoice-id}/collect")
+_OPERATIONS = {**{r.op.operation_id: r.op.operation_id for r in ROUTES},
+               **{f"{r.op.method} {r.op.path}": r.op.operation_id for r in ROUTES}}
+
+
+async def _add_fault(app: App, request: Request, body: dict) -> dict:
+    return {"fault_rule": await faults.add_rule(app, request.path_params["name"], body, _OPERATIONS)}
+
+
+async def _list_faults(app: App, request: Request, body: dict) -> dict:
+    name = request.path_params["name"]
+    return {"list": [{"fault_rule": r} for r in await faults.list_rules(app, name)],
+            "webhook_endpoints": await faults.webhook_faults(app, name)}
+
+
+async def _clear_faults(app: App, request: Request, body: dict) -> dict:
+    return {"faults": await faults.clear_all(app, request.path_params["name"])}
+
+
+async def _delete_fault(app: App, request: Request, body: dict) -> dict:
+    return {"fault_rule": await faults.delete_rule(app, request.path_params["name"], request.path_params["id"])}
+
+
+async def _set_webhook_fault(app: App, request: Request, body: dict) -> dict:
+    return {"webhook_endpoint_fault": await faults.set_webhook_fault(
+        app, request.path_params["name"], request.path_params["id"], body)}
+
+
+async def _get_webhook_fault(app: App, request: Request, body: dict) -> dict:
+    return {"webhook_endpoint_fault": await faults.get_webhook_fault(
+        app, request.path_params["name"], request.path_params["id"])}
+
+
+async def _clear_webhook_fault(app: App, request: Request, body: dict) -> dict:
+    return {"webhook_endpoint_fault": await faults.clear_webhook_fault(
+        app, request.path_params["name"], request.path_params["id"])}
 
 
 async def _serve(app: App, request: Request, handler: Handler, changed: Callable[[], None] | None) -> Response:

@@ -43,6 +43,7 @@ from billhive.http import admin_api, console, idempotency, requests
 from billhive.http import extra_routes as pages
 from billhive.http.auth import Authenticator
 from billhive.http.bodies import ClientDisconnected, read_body
+from billhive.http.faults import FaultGate
 from billhive.http.metrics import render as metrics_text
 from billhive.http.params import Decoder, parse_pairs
 from billhive.http.ratelimit import RateLimiter
@@ -174,6 +175,7 @@ class ApiEndpoint:
         self.app = app
         self.auth = Authenticator(app.db, app.config.domain, ttl=app.config.cache_ttl)
         self.rate = RateLimiter(app.db, ttl=app.config.cache_ttl)
+        self.faults = FaultGate(app, ttl=app.config.cache_ttl)  # faults on purpose (admin API)
         self.max_body = app.config.max_body_bytes
         self.router = Router()
         # (operationId, status) -> [requests, seconds]: read by /metrics (plain dict: no
@@ -246,6 +248,8 @@ class ApiEndpoint:
         if any("\x00" in a for a in args):
             # no id holds NUL (and PostgreSQL could not even compare one)
             raise NotFound("Sorry, we couldn't find that resource")
+        # faults on purpose: before the operation runs, so a faulted call changes nothing
+        await self.faults.check(principal.site_pk, route.op.operation_id)
         origin = _origin(headers, principal.key_name)
         qs = scope.get("query_string", b"")
         pairs = parse_pairs(qs) if qs else []
@@ -377,10 +381,14 @@ def build(app: App, *, background: Callable[[App], Coroutine[Any, Any, None]] | 
             health = []
         return Response(metrics_text(app, api, latency, health), media_type="text/plain; version=0.0.4")
 
+    def admin_changed() -> None:  # what the API caches of sites, keys and fault rules is stale
+        api.auth.clear()
+        api.faults.clear()
+
     starlette = Starlette(
         routes=[StarletteRoute("/health", health), StarletteRoute("/openapi.json", openapi),
                 StarletteRoute("/metrics", metrics),
-                *admin_api.routes(app, on_change=api.auth.clear, call=api.call),
+                *admin_api.routes(app, on_change=admin_changed, call=api.call),
                 *pages.routes(app), *console.routes(app, api)],
         exception_handlers={404: not_found, StoreError: store_error},
         lifespan=lifespan,

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from billhive.domain import tax_rules as D
 from billhive.domain import taxes as T
 from billhive.errors import DuplicateEntry
-from billhive.store.resources import ADDONS, CSV_TAX_RULES, CUSTOMERS, PLANS
+from billhive.store.resources import ADDONS, COUPONS, CSV_TAX_RULES, CUSTOMERS, PLANS
 from billhive.util.ids import random_id
 from billhive.work.context import Ctx, Work
 
@@ -37,6 +37,7 @@ async def create(ctx: Ctx, params: dict) -> dict:
             CSV_TAX_RULES.delete(w.tx, w.site_id, old["id"])
         doc = {"id": random_id("ctr_", 20), **rule, "status": D.status(rule, w.now), "object": "csv_tax_rule"}
         CSV_TAX_RULES.insert(w.tx, w.site_id, doc, w.now, columns={"region_key": key})
+        w.forget(_MEMO)
         return {"csv_tax_rule": _public(doc)}
 
     return await ctx.write(run)
@@ -58,10 +59,48 @@ def basis(w: Work, inv: dict, customer: dict | None = None) -> T.Basis:
     exempt = customer.get("taxability") == "exempt"
     if address is None or exempt:
         return T.basis_for(None, price_type=price_type, exempt=exempt)
-    rule = T.select_rule(CSV_TAX_RULES.find(w.tx, w.site_id), address, int(inv["start_date"]))
+    rule = T.select_rule(candidates(w, address), address, int(inv["start_date"]))
     if rule is None:
         return T.basis_for(None, price_type=price_type)
-    return T.basis_for(rule, price_type=price_type, untaxed=_untaxed(w, inv.get("line_items", ())))
+    return T.basis_for(rule, price_type=price_type, untaxed=_untaxed(w, inv.get("line_items", ())),
+                       item_coupons=_item_coupons(w, inv.get("discounts", ())))
+
+
+def _item_coupons(w: Work, discounts: Iterable[dict]) -> tuple[dict, ...]:
+    """The catalog coupons of the invoice's coupon discounts that apply to specified items."""
+    ids = sorted({d["entity_id"] for d in discounts if d.get("type") == "coupon" and d.get("entity_id")})
+    if not ids:
+        return ()
+    found = COUPONS.find(w.tx, w.site_id, COUPONS.t.c.id.in_(ids))
+    return tuple(c for c in found if c.get("apply_on") == "each_specified_item")
+
+
+def credit_tax(w: Work, customer: dict, sub: dict, credited: list[dict], excess: int) -> int:
+    """The tax ``excess`` prorated credits of a change to ``sub`` now give back (domain/taxes.py
+    ``credit_tax``): the rule for the subscription's shipping address (else the customer's
+    billing address) valid now, as the change's invoice was taxed."""
+    probe = {"customer_id": customer["id"], "start_date": w.now, "shipping_address": sub.get("shipping_address"),
+             "line_items": credited}
+    return T.credit_tax(credited, excess, basis(w, probe, customer))
+
+
+def candidates(w: Work, address: dict) -> list[dict]:
+    """The site's rules that can match ``address``: those of its country for the whole country
+    (``*``) or its state (the (site, country, state) index), in creation order. Memoised for the
+    transaction, so an operation that taxes several invoices (a batch of renewals, an estimate
+    and the change it shows) reads them once per region; an import in the same transaction
+    forgets the memo."""
+    country = (address.get("country") or "").strip().upper()
+    states = sorted({D.ANY_STATE, T.address_state(address) or D.ANY_STATE})
+    t = CSV_TAX_RULES.t
+
+    def load() -> list[dict]:
+        return CSV_TAX_RULES.find(w.tx, w.site_id, t.c.country == country, t.c.state.in_(states))
+
+    return w.cached(f"{_MEMO}{country}:{','.join(states)}", load)
+
+
+_MEMO = "csv_tax_rules:"
 
 
 def _untaxed(w: Work, lines: Iterable[dict]) -> frozenset[tuple[str, str]]:

@@ -297,6 +297,97 @@ ADMIN_OPERATIONS.update({
     },
 })
 
+# ---- faults on purpose (billhive/domain/faults.py) ----
+
+_STATUSES = [400, 401, 403, 404, 405, 409, 422, 429, 500, 503]
+_FAULT_RULE_FIELDS: dict[str, Any] = {
+    "operation": {"type": "string", "description": "The operation: its operationId in this document (e.g. "
+                  "close_pending_invoice), or its method and path as written here (\"POST /invoices/{invoice-id}/"
+                  "collect\"), or \"*\" for every operation of the site."},
+    "status": {"type": "integer", "enum": _STATUSES, "description": "The error status to answer (a status every "
+               "operation documents). Without it the rule only adds latency and the operation runs."},
+    "api_error_code": {"type": "string", "description": "One of the codes this document lists for the status "
+                       "(default: billhive's own code for it, e.g. 503 internal_temporary_error)."},
+    "type": {"type": "string", "description": "One of the types listed for the status (default: payment for "
+             "the payment_* codes of 400, else the status's usual type)."},
+    "message": {"type": "string", "maxLength": 500},
+    "param": {"type": "string", "maxLength": 200, "description": "The param the error names, if any."},
+    "probability": {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "description": "The chance that a "
+                    "counted call is struck (default: every counted call)."},
+    "seed": {"type": "integer", "description": "Seeds the probability: the n-th counted call is struck or not "
+             "whatever process serves it, so a seed reproduces a run (default: random, shown here)."},
+    "times": {"type": "integer", "minimum": 1, "maximum": 1000000, "description": "The rule applies to the "
+              "next this-many calls of the operation, then never again (default: no limit)."},
+    "latency_ms": {"type": "integer", "minimum": 0, "maximum": 30000, "description": "Wait this long before "
+                   "answering (or running the operation)."},
+}
+SCHEMAS["AdminFaultRule"] = {
+    "type": "object",
+    "description": "billhive: a fault rule of a site (faults on purpose: off while a site has none).",
+    "properties": {
+        "id": {"type": "string"}, **_FAULT_RULE_FIELDS,
+        "calls": {"type": "integer", "description": "Calls of the operation counted so far (at most times)."},
+        "struck": {"type": "integer", "description": "Calls the rule struck."},
+        "remaining": {"type": "integer", "description": "Calls left to count (rules with times)."},
+        "created_at": _UNIX_TIME, "deleted": {"type": "boolean"}, "object": OBJECT_FIELD,
+    },
+    "required": ["id", "operation", "latency_ms", "seed", "calls", "struck"],
+}
+_WEBHOOK_FAULT_FIELDS: dict[str, Any] = {
+    "duplicate": {"type": "boolean", "description": "Every delivery is sent twice (the second right after "
+                  "the first; its answer is logged, not recorded)."},
+    "out_of_order": {"type": "boolean", "description": "Deliveries are gathered for window_seconds and sent "
+                     "one at a time, newest first."},
+    "window_seconds": {"type": "integer", "minimum": 1, "maximum": 60, "description": "out_of_order's window "
+                       "(default 2)."},
+    "delay_seconds": {"type": "integer", "minimum": 0, "maximum": 60, "description": "Each delivery is held "
+                      "at least this long (wall clock) before it is sent."},
+    "fail_first_n": {"type": "integer", "minimum": 0, "maximum": 8, "description": "The first N attempts of "
+                     "each delivery are sent but recorded as failed, so Chargebee's retry schedule runs (on "
+                     "the site clock)."},
+}
+SCHEMAS["AdminWebhookFault"] = {
+    "type": "object",
+    "description": "billhive: a webhook endpoint's delivery modes (faults on purpose).",
+    "properties": {"endpoint_id": {"type": "string"}, "url": {"type": "string"},
+                   "fault": {"type": "object", "properties": _WEBHOOK_FAULT_FIELDS},
+                   "object": OBJECT_FIELD},
+    "required": ["endpoint_id"],
+}
+_FAULT_ANSWER = {"type": "object", "properties": {"fault_rule": _ref("AdminFaultRule")}, "required": ["fault_rule"]}
+_WEBHOOK_FAULT_ANSWER = {"type": "object", "properties": {"webhook_endpoint_fault": _ref("AdminWebhookFault")},
+                         "required": ["webhook_endpoint_fault"]}
+_ID = _path_param("id")
+ADMIN_OPERATIONS["/admin/api/sites/{name}/faults"] = {
+    "post": _admin_op("admin_add_fault_rule", "Add a fault rule: an operation of the site answers an error "
+                      "and/or waits, for the next N calls or with a probability; the error is applied before "
+                      "the operation runs, so a struck call changes nothing", [_SITE_NAME], _FAULT_ANSWER,
+                      {"type": "object", "properties": _FAULT_RULE_FIELDS, "required": ["operation"]}),
+    "get": _admin_op("admin_list_faults", "List the site's fault rules and the webhook endpoints with delivery "
+                     "modes", [_SITE_NAME], {"type": "object", "properties": {
+                         "list": {"type": "array", "items": _FAULT_ANSWER},
+                         "webhook_endpoints": {"type": "array", "items": _ref("AdminWebhookFault")}},
+                         "required": ["list", "webhook_endpoints"]}),
+    "delete": _admin_op("admin_clear_faults", "Every fault of the site off: its rules deleted, every webhook "
+                        "endpoint delivered normally", [_SITE_NAME], {"type": "object", "properties": {
+                            "faults": {"type": "object", "properties": {
+                                "fault_rules_deleted": {"type": "integer"},
+                                "webhook_endpoints_cleared": {"type": "array", "items": {"type": "string"}},
+                                "object": OBJECT_FIELD}}}, "required": ["faults"]}),
+}
+ADMIN_OPERATIONS["/admin/api/sites/{name}/faults/{id}"] = {
+    "delete": _admin_op("admin_delete_fault_rule", "Delete one fault rule", [_SITE_NAME, _ID], _FAULT_ANSWER),
+}
+ADMIN_OPERATIONS["/admin/api/sites/{name}/webhook_endpoints/{id}/fault"] = {
+    "post": _admin_op("admin_set_webhook_fault", "Set a webhook endpoint's delivery modes (replacing any "
+                      "set before): duplicate, out_of_order, delay_seconds, fail_first_n",
+                      [_SITE_NAME, _ID], _WEBHOOK_FAULT_ANSWER,
+                      {"type": "object", "properties": _WEBHOOK_FAULT_FIELDS}),
+    "get": _admin_op("admin_retrieve_webhook_fault", "Retrieve a webhook endpoint's delivery modes",
+                     [_SITE_NAME, _ID], _WEBHOOK_FAULT_ANSWER),
+    "delete": _admin_op("admin_clear_webhook_fault", "Deliver to the endpoint normally again",
+                        [_SITE_NAME, _ID], _WEBHOOK_FAULT_ANSWER),
+}
 # how the admin API authenticates (components.securitySchemes in /openapi.json)
 ADMIN_SECURITY = {"billhive_admin_token": {
     "type": "http", "scheme": "bearer",

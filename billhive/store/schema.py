@@ -119,6 +119,26 @@ webhook_endpoints = Table(
     Column("event_types", Text, nullable=True),  # JSON list; NULL = all
     Column("enabled", Integer, nullable=False),
     Column("created_at", BigInteger, nullable=False),
+    # faults on purpose (admin API): JSON of the delivery modes (duplicate, out_of_order, delay
+    # seconds, fail_first_n); NULL = delivered normally (billhive/domain/faults.py)
+    Column("fault", Text, nullable=True),
+    UniqueConstraint("site_id", "id"),
+)
+
+# faults on purpose (admin API, billhive/services/faults.py): an operation answers an error and/or
+# waits, for a share of its calls or the next N; off while a site has no rule
+fault_rules = Table(
+    "fault_rules",
+    metadata,
+    _pk(),
+    Column("site_id", Integer, nullable=False),
+    Column("id", String(40), nullable=False),
+    Column("operation", String(120), nullable=False),  # the spec's operationId, or "*"
+    Column("rule", Text, nullable=False),  # JSON: status, api_error_code, type, message, param, latency_ms...
+    Column("times", Integer, nullable=True),  # applies to this many calls, then never again; NULL = no limit
+    Column("calls", BigInteger, nullable=False, server_default=text("0")),  # calls counted so far (exact)
+    Column("struck", BigInteger, nullable=False, server_default=text("0")),  # calls it answered
+    Column("created_at", BigInteger, nullable=False),
     UniqueConstraint("site_id", "id"),
 )
 
@@ -498,7 +518,9 @@ portal_sessions = doc_table(
 csv_tax_rules = doc_table(  # id: billhive's own handle (the resource has none and is never looked up by it)
     "csv_tax_rules",
     Column("region_key", String(64), nullable=False),  # domain.tax_rules.region_key: rules of one region
-    indexes=(("region_key",),),
+    Column("country", String(2), nullable=False),  # the rule's country and state (``*``): the rules that
+    Column("state", String(3), nullable=False),  # can match an address (services/csv_tax_rules.basis)
+    indexes=(("region_key",), ("country", "state")),
 )
 
 # --- the test gateway's own books (stands in for the remote gateway) --------------------------

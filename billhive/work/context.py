@@ -82,6 +82,11 @@ class Work:
             self._cache[key] = load()
         return self._cache[key]
 
+    def forget(self, prefix: str) -> None:
+        """Drop the memos whose key starts with ``prefix`` (after a write that changes them)."""
+        for key in [k for k in self._cache if k.startswith(prefix)]:
+            del self._cache[key]
+
     def after_commit(self, fn: Callable[[], Awaitable[Any]]) -> None:
         """Run ``await fn()`` once this transaction is durable (e.g. call the payment gateway).
 

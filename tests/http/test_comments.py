@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.support import factories as F
+from tests.support import timemachine
 
 GENESIS = 1_767_225_600  # 2026-01-01T00:00:00Z
 
@@ -90,7 +91,7 @@ def test_list_newest_first_with_entity_filters_and_paging(tsite):
     made = []
     for i, (etype, eid) in enumerate([("customer", a["id"]), ("customer", b["id"]), ("subscription", sub["id"]),
                                       ("customer", a["id"])]):
-        tsite.api.post("/time_machines/delorean/travel_forward", {"destination_time": GENESIS + 60 * (i + 1)})
+        timemachine.travel(tsite.api, GENESIS + 60 * (i + 1))
         made.append(comment(tsite, etype, eid, f"note {i}"))
     ids = lambda body: [e["comment"]["id"] for e in body["list"]]  # noqa: E731
     assert ids(tsite.api.get("/comments").body) == [c["id"] for c in reversed(made)]

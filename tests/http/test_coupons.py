@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from billhive.services import coupons
+from tests.support import timemachine
 
 GENESIS = 1_700_000_000
 
@@ -28,7 +29,7 @@ def _frozen(api) -> None:
 
 
 def _travel(api, to: int) -> None:
-    api.post("/time_machines/delorean/travel_forward", {"destination_time": to})
+    timemachine.travel(api, to)
 
 
 # ---- create / retrieve ---------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import pytest
 from billhive.services import payments
 from billhive.services import subscriptions as subs
 from tests.support import factories as F
+from tests.support import timemachine
 from tests.support.customers import VISA, card
 from tests.support.delivery import WebhookReceiver, add_endpoint, run_delivery_pass, wait_until
 
@@ -29,7 +30,7 @@ def tsite(site):
 
 
 def travel(site, to: int) -> None:
-    site.api.post("/time_machines/delorean/travel_forward", {"destination_time": to})
+    timemachine.travel(site.api, to)
 
 
 def new_customer(site, **params) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.support import factories as F
+from tests.support import timemachine
 
 GENESIS = 1_767_225_600  # 2026-01-01T00:00:00Z
 
@@ -44,10 +45,10 @@ def test_create_order_links_it_to_the_invoice(tsite):
 def test_update_moves_status_forward_and_keeps_the_invoice_in_sync(tsite):
     inv = closed_invoice(tsite)
     tsite.api.post("/orders", {"invoice_id": inv["id"], "id": "o1"})
-    tsite.api.post("/time_machines/delorean/travel_forward", {"destination_time": GENESIS + 60})
+    timemachine.travel(tsite.api, GENESIS + 60)
     o = tsite.api.post("/orders/o1", {"status": "processing", "tracking_id": "TRK1"})["order"]
     assert o["status"] == "processing" and o["status_update_at"] == GENESIS + 60 and o["tracking_id"] == "TRK1"
-    tsite.api.post("/time_machines/delorean/travel_forward", {"destination_time": GENESIS + 120})
+    timemachine.travel(tsite.api, GENESIS + 120)
     o = tsite.api.post("/orders/o1", {"status": "processing", "note": "packed"})["order"]
     assert o["status_update_at"] == GENESIS + 60 and o["note"] == "packed"  # same status: no status change
     o = tsite.api.post("/orders/o1", {"status": "complete", "fulfillment_status": "Shipped"})["order"]
@@ -113,7 +114,7 @@ def test_list_orders_and_orders_of_an_invoice(tsite):
     b = closed_invoice(tsite)
     for i in range(3):
         tsite.api.post("/orders", {"invoice_id": a["id"], "id": f"a{i}"})
-        tsite.api.post("/time_machines/delorean/travel_forward", {"destination_time": GENESIS + 10 * (i + 1)})
+        timemachine.travel(tsite.api, GENESIS + 10 * (i + 1))
     tsite.api.post("/orders", {"invoice_id": b["id"], "id": "b0", "status": "processing"})
     every = tsite.api.get("/orders", {"limit": 3}).body
     assert [o["order"]["id"] for o in every["list"]] == ["b0", "a2", "a1"]

@@ -7,6 +7,7 @@ import pytest
 from billhive.services import credits
 from billhive.store.resources import CARDS, CUSTOMERS
 from tests.support import factories as F
+from tests.support import timemachine
 
 GENESIS = 1_767_225_600
 DAY = 86400
@@ -32,7 +33,7 @@ def customer_doc(site, cid):
 
 
 def travel(site, to):
-    site.api.post("/time_machines/delorean/travel_forward", {"destination_time": to})
+    timemachine.travel(site.api, to)
 
 
 # ---- record_payment ---------------------------------------------------------------------------

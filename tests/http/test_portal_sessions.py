@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from tests.support import factories as F
+from tests.support import timemachine
 
 GENESIS = 1_767_225_600  # 2026-01-01T00:00:00Z
 
@@ -19,7 +20,7 @@ def tsite(site):
 
 
 def travel(site, to: int) -> None:
-    site.api.post("/time_machines/delorean/travel_forward", {"destination_time": to})
+    timemachine.travel(site.api, to)
 
 
 def create(site, customer_id: str, **extra) -> dict:

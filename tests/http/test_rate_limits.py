@@ -130,11 +130,17 @@ def test_limit_holds_across_api_processes_on_postgresql(pg_url, tmp_path):
     servers = [ServerProcess(pg_url, log_path=tmp_path / f"server{i}.log") for i in range(2)]
     try:
         away_from_a_minute_boundary()
+        # one request through each process first (each admits one: both count), so that a process
+        # still cold on a loaded machine (its first key lookup) does not lose the whole burst's race
+        for i, s in enumerate(servers):
+            key = site.key if i else site.read_only_key
+            first = httpx.get(s.base_url + "/api/v1/customers", params={"limit": 1}, timeout=30, auth=(key, ""),
+                              headers={"Host": f"{site.name}.localhost"})
+            assert first.status_code == 200, first.text
         answers = burst(site, 60, [s.base_url for s in servers])  # alternating between the two processes
         admitted = [i for i, r in enumerate(answers) if r.status_code == 200]
-        assert len(admitted) == 10, [r.status_code for r in answers]
+        assert len(admitted) == 8, [r.status_code for r in answers]  # 10 a minute over both processes
         assert {r.status_code for r in answers} == {200, 429}
-        assert {i % 2 for i in admitted} == {0, 1}  # both processes admitted some: one shared count
     finally:
         for s in servers:
             s.stop()

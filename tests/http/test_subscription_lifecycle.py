@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.support import factories as F
+from tests.support import timemachine
 from tests.support.subs import (
     DAY,
     GENESIS,
@@ -52,7 +53,7 @@ def test_renewal_without_metered_billing_closes_and_charges_at_once(tsite):
 
 def test_month_end_anchor_is_kept(tsite):
     start_at = ts(2026, 1, 31, 9)
-    tsite.api.post("/time_machines/delorean/travel_forward", {"destination_time": start_at})
+    timemachine.travel(tsite.api, start_at)
     sub = subscribe(tsite, F.customer(tsite)["id"])["subscription"]
     assert sub["current_term_end"] == ts(2026, 2, 28, 9)
     travel(tsite, ts(2026, 4, 1))

@@ -4,6 +4,7 @@ waits for usage charges and is then collected."""
 from __future__ import annotations
 
 from tests.support import factories as F
+from tests.support import timemachine
 
 GENESIS = 1_767_225_600  # 2026-01-01T00:00:00Z
 FEB_1 = 1_769_904_000  # 2026-02-01T00:00:00Z
@@ -20,7 +21,7 @@ def test_metered_renewal_is_pending_until_collected(metered_site):
     first = created["invoice"]  # the first invoice is never pending: closed and paid at once
     assert first["status"] == "paid" and first["first_invoice"] is True and first["amount_paid"] == 1000
 
-    api.post("/time_machines/delorean/travel_forward", {"destination_time": FEB_1 + 3600})
+    timemachine.travel(api, FEB_1 + 3600)
 
     pending = api.get("/invoices", {"status[is]": "pending"}).body["list"]
     assert len(pending) == 1
@@ -52,7 +53,7 @@ def test_renewal_date_setting_keeps_the_renewal_date_on_close(metered_site):
     api.post("/time_machines/delorean/start_afresh", {"genesis_time": GENESIS})
     api.post("/plans", {"id": "basic", "name": "Basic", "price": 1000})
     sub = api.post(f"/customers/{F.customer(metered_site)['id']}/subscriptions", {"plan_id": "basic"})["subscription"]
-    api.post("/time_machines/delorean/travel_forward", {"destination_time": FEB_1 + 5 * 86400})
+    timemachine.travel(api, FEB_1 + 5 * 86400)
     (pending,) = [i["invoice"] for i in api.get("/invoices", {"status[is]": "pending"}).body["list"]]
     assert pending["subscription_id"] == sub["id"]
     closed = api.post(f"/invoices/{pending['id']}/collect")["invoice"]

@@ -9,7 +9,7 @@ import datetime as dt
 import chargebee
 import pytest
 
-from tests.support import sdk
+from tests.support import sdk, timemachine
 from tests.support.customers import VISA
 
 
@@ -25,7 +25,7 @@ def cb(server, site):
 
 
 def travel(site, to: int) -> None:
-    site.api.post("/time_machines/delorean/travel_forward", {"destination_time": to})
+    timemachine.travel(site.api, to)
 
 
 def _card(year: int, month: int = 12) -> dict:

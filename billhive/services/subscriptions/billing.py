@@ -41,6 +41,7 @@ class Composed:
     invoice: dict | None = None  # billed now
     first: bool = False  # the subscription's first invoice (never pending)
     credit_left: int = 0  # prorated credits beyond the invoice: refundable credits for the customer
+    credited: list[dict] = field(default_factory=list)  # what the credits credit back (Decision.credited)
     coupon: tuple[dict, str | None] | None = None  # a coupon to redeem
     events: list[str] = field(default_factory=list)
 
@@ -164,7 +165,8 @@ def estimate_of(w: Work, inv: dict | None, sub: dict | None, *, collect_now: boo
 
 def _composed(w: Work, d: B.Decision, customer: dict) -> Composed:
     """The decision with its bill as an invoice document (in memory, not numbered)."""
-    out = Composed(d.sub, d.st, customer, d.plan, credit_left=d.credit_left, coupon=d.coupon, events=d.events)
+    out = Composed(d.sub, d.st, customer, d.plan, credit_left=d.credit_left, credited=d.credited,
+                   coupon=d.coupon, events=d.events)
     if d.bill is not None:
         out.invoice = _invoice(w, d.sub, customer, d.bill)
         out.first = d.bill.first

@@ -22,7 +22,7 @@ from billhive.errors import (
     DuplicateEntry,
     not_found,
 )
-from billhive.services import cards, credits, dunning, invoicing, transactions
+from billhive.services import cards, credits, csv_tax_rules, dunning, invoicing, transactions
 from billhive.services.subscriptions import billing, catalog
 from billhive.services.subscriptions.commit import (
     Outcome,
@@ -307,8 +307,9 @@ def update_unit(w: Work, subscription_id: str, params: dict, pay: PaymentIn) -> 
     card_events = apply_payment(w, customer, pay)
     if card_events:
         customer_changed = True
-    if c.credit_left > 0:
-        credits.move(w, customer, "refundable", c.credit_left, "proration", reference_type="subscription",
+    if c.credit_left > 0:  # the credits give back the tax paid on them (docs/CHOICES.md, "Taxes")
+        given_back = c.credit_left + csv_tax_rules.credit_tax(w, customer, c.sub, c.credited, c.credit_left)
+        credits.move(w, customer, "refundable", given_back, "proration", reference_type="subscription",
                      reference_id=sub["id"], description="Prorated credits for the unused period")
         customer_changed = True
     if customer_changed:

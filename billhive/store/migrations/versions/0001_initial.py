@@ -173,11 +173,14 @@ def upgrade() -> None:
     sa.Column('created_at', sa.BigInteger(), nullable=False),
     sa.Column('updated_at', sa.BigInteger(), nullable=False),
     sa.Column('region_key', sa.String(length=64), nullable=False),
+    sa.Column('country', sa.String(length=2), nullable=False),
+    sa.Column('state', sa.String(length=3), nullable=False),
     sa.Column('data', sa.Text(), nullable=False),
     sa.PrimaryKeyConstraint('pk', name=op.f('pk_csv_tax_rules')),
     sa.UniqueConstraint('site_id', 'id', name=op.f('uq_csv_tax_rules_site_id_id'))
     )
     with op.batch_alter_table('csv_tax_rules', schema=None) as batch_op:
+        batch_op.create_index('ix_csv_tax_rules_site_country_state', ['site_id', 'country', 'state', 'pk'], unique=False)
         batch_op.create_index('ix_csv_tax_rules_site_created', ['site_id', 'created_at', 'pk'], unique=False)
         batch_op.create_index('ix_csv_tax_rules_site_region_key', ['site_id', 'region_key', 'pk'], unique=False)
         batch_op.create_index('ix_csv_tax_rules_site_updated', ['site_id', 'updated_at', 'pk'], unique=False)
@@ -262,6 +265,19 @@ def upgrade() -> None:
         batch_op.create_index('ix_events_site_updated', ['site_id', 'updated_at', 'pk'], unique=False)
         batch_op.create_index('ix_events_site_webhook_status', ['site_id', 'webhook_status', 'pk'], unique=False)
 
+    op.create_table('fault_rules',
+    sa.Column('pk', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('site_id', sa.Integer(), nullable=False),
+    sa.Column('id', sa.String(length=40), nullable=False),
+    sa.Column('operation', sa.String(length=120), nullable=False),
+    sa.Column('rule', sa.Text(), nullable=False),
+    sa.Column('times', sa.Integer(), nullable=True),
+    sa.Column('calls', sa.BigInteger(), server_default=sa.text('0'), nullable=False),
+    sa.Column('struck', sa.BigInteger(), server_default=sa.text('0'), nullable=False),
+    sa.Column('created_at', sa.BigInteger(), nullable=False),
+    sa.PrimaryKeyConstraint('pk', name=op.f('pk_fault_rules')),
+    sa.UniqueConstraint('site_id', 'id', name=op.f('uq_fault_rules_site_id_id'))
+    )
     op.create_table('gateway_operations',
     sa.Column('pk', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('site_id', sa.Integer(), nullable=False),
@@ -602,6 +618,7 @@ def upgrade() -> None:
     sa.Column('event_types', sa.Text(), nullable=True),
     sa.Column('enabled', sa.Integer(), nullable=False),
     sa.Column('created_at', sa.BigInteger(), nullable=False),
+    sa.Column('fault', sa.Text(), nullable=True),
     sa.PrimaryKeyConstraint('pk', name=op.f('pk_webhook_endpoints')),
     sa.UniqueConstraint('site_id', 'id', name=op.f('uq_webhook_endpoints_site_id_id'))
     )
@@ -700,6 +717,7 @@ def downgrade() -> None:
         batch_op.drop_index('ix_gateway_operations_site_reference')
 
     op.drop_table('gateway_operations')
+    op.drop_table('fault_rules')
     with op.batch_alter_table('events', schema=None) as batch_op:
         batch_op.drop_index('ix_events_site_webhook_status')
         batch_op.drop_index('ix_events_site_updated')
@@ -729,6 +747,7 @@ def downgrade() -> None:
         batch_op.drop_index('ix_csv_tax_rules_site_updated')
         batch_op.drop_index('ix_csv_tax_rules_site_region_key')
         batch_op.drop_index('ix_csv_tax_rules_site_created')
+        batch_op.drop_index('ix_csv_tax_rules_site_country_state')
 
     op.drop_table('csv_tax_rules')
     with op.batch_alter_table('credit_ledger', schema=None) as batch_op:
