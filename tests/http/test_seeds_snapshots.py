@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import copy
 import json
+import shlex
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 import yaml
@@ -283,3 +285,61 @@ def test_the_cli_names_a_bad_entry_and_refuses_a_bad_snapshot(admin, server, dat
     assert "format version 0" in capsys.readouterr().err
     assert main(["site", "snapshot", "nosuch-test", "--database-url", database_url]) == 2
     assert "No site named nosuch-test" in capsys.readouterr().err
+
+
+def _snippet() -> str:
+    """The README's "Seeds and snapshots" once pasted there, else its draft in docs/snippets/."""
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text()
+    section = readme.split("### Seeds and snapshots", 1)[-1].split("\n### ", 1)[0]
+    return section if "billhive site seed" in section else (root / "docs/snippets/seeds-snapshots.md").read_text()
+
+
+def test_the_readme_snippet_runs_as_printed(admin, server, database_url, capsys, tmp_path, monkeypatch):
+    """Every command of the snippet's sh blocks, as printed: the CLI ones through billhive's main (on
+    this test's database), the curl ones as the same HTTP requests to this server."""
+    root = Path(__file__).resolve().parents[2]
+    keys = {name: admin.post("/sites", {"name": name})["site"]["api_key"] for name in ("acme-test", "other-test")}
+    monkeypatch.chdir(root)
+    blocks = [b.split("```", 1)[0] for b in _snippet().split("```sh\n")[1:]]
+    ran = 0
+    for line in "\n".join(blocks).replace("\\\n", " ").splitlines():
+        line = line.split("#", 1)[0].strip() if line.lstrip().startswith("#") else line.split("  #", 1)[0].strip()
+        if not line:
+            continue
+        out_file = None
+        if " > " in line:
+            line, out_file = (s.strip() for s in line.split(" > "))
+        words = shlex.split(line.replace("$BILLHIVE_ADMIN_TOKEN", TOKEN))
+        words = [("@" if w.startswith("@") else "") + str(tmp_path / w.lstrip("@")) if w.endswith(".json") else w
+                 for w in words]  # the snapshot files in a folder of the test's own
+        if words[0] == "billhive":
+            code = main([*words[1:], "--database-url", database_url])
+            out = capsys.readouterr()
+            assert code == 0, (line, out.err)
+            body = out.out.encode()
+        else:
+            assert words[0] == "curl", line
+            method, headers, data, url = "GET", {}, None, None
+            it = iter(words[1:])
+            for w in it:
+                if w == "-X":
+                    method = next(it)
+                elif w == "-H":
+                    k, _, v = next(it).partition(": ")
+                    headers[k] = v
+                elif w == "--data-binary":
+                    data = Path(next(it).lstrip("@")).read_bytes()
+                else:
+                    url = w
+            assert url is not None and url.startswith("http://localhost:8080/"), line
+            r = httpx.request(method, server.base_url + url[len("http://localhost:8080"):], headers=headers,
+                              content=data, timeout=60)
+            assert r.status_code == 200, (line, r.text[:500])
+            body = r.content
+        if out_file:
+            (tmp_path / out_file).write_bytes(body)
+        ran += 1
+    assert ran >= 6
+    for name in ("acme-test", "other-test"):
+        _check_example_loaded(_api(server, {"name": name}, keys[name]))
