@@ -56,6 +56,11 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--deliveries", type=int, default=200_000, help="succeeded deliveries on one site")
     m.add_argument("--rounds", type=int, default=7)
     m.add_argument("--pg-url", default=harness.DEFAULT_PG)
+    sn = sub.add_parser("snapshot", help="restore time of a 1,000-object site's snapshot (budget 1 s), beside "
+                                         "creating the same objects through the API")
+    sn.add_argument("--store", choices=STORES, default="sqlite")
+    sn.add_argument("--objects", type=int, default=1000)
+    sn.add_argument("--pg-url", default=harness.DEFAULT_PG)
     t = sub.add_parser("timetravel", help="due jobs/s of a time travel (target >= 5,000 on SQLite)")
     t.add_argument("--store", choices=STORES, default="sqlite")
     t.add_argument("--subscriptions", type=int, default=1000, help="monthly subscriptions per site (default 1,000)")
@@ -87,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import metrics
 
         return metrics.run(args.store, args.sites, args.deliveries, args.rounds, args.pg_url)
+    if args.command == "snapshot":
+        from bench import snapshot
+
+        return snapshot.run(args.store, args.objects, args.pg_url)
     if args.command == "timetravel":
         from bench import timetravel
 

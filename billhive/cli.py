@@ -14,15 +14,18 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 import uvicorn
 from uvicorn.supervisors import Multiprocess
 
 from billhive import sites, webhook_endpoints
-from billhive.errors import SettingError, StoreError
-from billhive.http.app import build
+from billhive.errors import BillhiveError, SettingError, StoreError
+from billhive.http import seeds
+from billhive.http.app import ApiEndpoint, build
 from billhive.http.protocol import uvicorn_options
-from billhive.http.routes import Route
+from billhive.http.routes import ROUTES, Route
 from billhive.runtime import DEFAULT_DATABASE_URL, HTTP_LIMITS, App, Config, http_limit
+from billhive.services import snapshots
 from billhive.sites import COLUMN_SETTINGS, SETTINGS, WEBHOOK_SETTINGS
 from billhive.store import migrate
 from billhive.store.db import check_writable
@@ -296,6 +299,56 @@ def cmd_site_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_async(args: argparse.Namespace, fn: Any) -> Any:
+    """``fn(app)`` (a coroutine function) on a freshly opened app; BillhiveErrors become
+    ``billhive: <message>`` and exit status 2."""
+    app = _open(args)
+
+    async def main() -> Any:
+        return await fn(app)
+    try:
+        return asyncio.run(main())
+    finally:
+        app.close()
+
+
+def cmd_site_seed(args: argparse.Namespace) -> int:
+    try:
+        with open(args.file, "rb") as f:
+            doc = seeds.parse(f.read())
+        result = _run_async(args, lambda app: seeds.load(app, ApiEndpoint(app, ROUTES).call, args.name, doc))
+    except OSError as exc:
+        return _fail(f"cannot read {args.file}: {exc.strerror}")
+    except BillhiveError as exc:
+        return _fail(exc.message)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_site_snapshot(args: argparse.Namespace) -> int:
+    try:
+        doc = _run_async(args, lambda app: snapshots.snapshot(app, args.name))
+    except BillhiveError as exc:
+        return _fail(exc.message)
+    sys.stdout.buffer.write(orjson.dumps(doc) + b"\n")
+    return 0
+
+
+def cmd_site_restore(args: argparse.Namespace) -> int:
+    try:
+        with open(args.file, "rb") as f:
+            doc = orjson.loads(f.read())
+        result = _run_async(args, lambda app: snapshots.restore(app, args.name, doc))
+    except OSError as exc:
+        return _fail(f"cannot read {args.file}: {exc.strerror}")
+    except orjson.JSONDecodeError:
+        return _fail(f"{args.file} is not JSON (a snapshot from billhive site snapshot)")
+    except BillhiveError as exc:
+        return _fail(exc.message)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def cmd_site_list(args: argparse.Namespace) -> int:
     app = _open(args)
     try:
@@ -455,6 +508,22 @@ def parser() -> argparse.ArgumentParser:
     sh.add_argument("name")
     _add_db(sh)
     sh.set_defaults(fn=cmd_site_show)
+    sd = site.add_parser("seed", help="load a seed file (YAML or JSON: plans, addons, coupons, customers, "
+                                      "subscriptions, webhook endpoints) through the API's operations")
+    sd.add_argument("name")
+    sd.add_argument("file")
+    _add_db(sd)
+    sd.set_defaults(fn=cmd_site_seed)
+    sn = site.add_parser("snapshot", help="print everything of a site as JSON: billhive site snapshot NAME > FILE")
+    sn.add_argument("name")
+    _add_db(sn)
+    sn.set_defaults(fn=cmd_site_snapshot)
+    rs = site.add_parser("restore", help="replace a site's data by a snapshot's (the target keeps its own keys "
+                                         "unless the snapshot is of the same site)")
+    rs.add_argument("name")
+    rs.add_argument("file")
+    _add_db(rs)
+    rs.set_defaults(fn=cmd_site_restore)
     ls = site.add_parser("list", help="list sites")
     _add_db(ls)
     ls.set_defaults(fn=cmd_site_list)

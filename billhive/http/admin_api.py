@@ -10,6 +10,9 @@ errors are Chargebee's error JSON. The work is done by billhive/services/site_ad
     DELETE /admin/api/sites/{name}
     POST   /admin/api/sites/{name}/reset
     POST   /admin/api/sites/{name}/rotate_keys
+    POST   /admin/api/sites/{name}/seed          a seed document (JSON, or YAML as application/yaml)
+    GET    /admin/api/sites/{name}/snapshot
+    POST   /admin/api/sites/{name}/restore       a snapshot document
     POST   /admin/api/sites/{name}/faults        {"operation", "status"?, "api_error_code"?, "type"?,
                                                   "message"?, "param"?, "probability"?, "seed"?,
                                                   "times"?, "latency_ms"?}
@@ -32,11 +35,11 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from billhive.errors import AuthenticationFailed, BillhiveError, NotFound, ParamError
-from billhive.http import admin_auth
+from billhive.http import admin_auth, seeds
 from billhive.http.bodies import read_body
 from billhive.http.routes import ROUTES
 from billhive.runtime import App
-from billhive.services import faults, site_admin
+from billhive.services import faults, site_admin, snapshots
 
 PREFIX = "/admin/api"
 MAX_BODY = 64 << 20  # seeds and snapshots can be large; still bounded
@@ -44,9 +47,10 @@ MAX_BODY = 64 << 20  # seeds and snapshots can be large; still bounded
 Handler = Callable[[App, Request, dict], Awaitable[dict]]
 
 
-def routes(app: App, *, on_change: Callable[[], None]) -> list[BaseRoute]:
+def routes(app: App, *, on_change: Callable[[], None], call: seeds.Call | None = None) -> list[BaseRoute]:
     """The admin API's routes. ``on_change``: called after an operation that changes sites or
-    keys (the API's authentication cache forgets what it knew)."""
+    keys (the API's authentication cache forgets what it knew). ``call``: runs a v1 API
+    operation in-process (``ApiEndpoint.call``), for seeds."""
     def route(path: str, method: str, handler: Handler, changes: bool = False) -> Route:
         async def endpoint(request: Request) -> Response:
             return await _serve(app, request, handler, on_change if changes else None)
@@ -59,6 +63,9 @@ def routes(app: App, *, on_change: Callable[[], None]) -> list[BaseRoute]:
         route("/sites/{name}", "DELETE", _delete, changes=True),
         route("/sites/{name}/reset", "POST", _reset, changes=True),
         route("/sites/{name}/rotate_keys", "POST", _rotate, changes=True),
+        *([route("/sites/{name}/seed", "POST", _seeder(call), changes=True)] if call is not None else []),
+        route("/sites/{name}/snapshot", "GET", _snapshot),
+        route("/sites/{name}/restore", "POST", _restore, changes=True),
         route("/sites/{name}/faults", "POST", _add_fault, changes=True),
         route("/sites/{name}/faults", "GET", _list_faults),
         route("/sites/{name}/faults", "DELETE", _clear_faults, changes=True),
@@ -95,6 +102,18 @@ async def _rotate(app: App, request: Request, body: dict) -> dict:
     return {"site": await site_admin.rotate_keys(app, request.path_params["name"])}
 
 
+def _seeder(call: seeds.Call) -> Handler:
+    async def seed(app: App, request: Request, body: dict) -> dict:
+        return await seeds.load(app, call, request.path_params["name"], body)
+    return seed
+
+
+async def _snapshot(app: App, request: Request, body: dict) -> dict:
+    return await snapshots.snapshot(app, request.path_params["name"])
+
+
+async def _restore(app: App, request: Request, body: dict) -> dict:
+    return await snapshots.restore(app, request.path_params["name"], body)
 # a fault rule names an operation by its operationId or as the spec writes it ("POST /invoices/{invoice-id}/collect")
 _OPERATIONS = {**{r.op.operation_id: r.op.operation_id for r in ROUTES},
                **{f"{r.op.method} {r.op.path}": r.op.operation_id for r in ROUTES}}
@@ -153,8 +172,10 @@ async def _body(request: Request) -> dict:
     if not raw.strip():
         return {}
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype in seeds.YAML_TYPES:
+        return seeds.parse(raw)
     if ctype != "application/json":
-        raise ParamError("Content-Type must be application/json")
+        raise ParamError("Content-Type must be application/json (or application/yaml)")
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:

@@ -388,7 +388,7 @@ def build(app: App, *, background: Callable[[App], Coroutine[Any, Any, None]] | 
     starlette = Starlette(
         routes=[StarletteRoute("/health", health), StarletteRoute("/openapi.json", openapi),
                 StarletteRoute("/metrics", metrics),
-                *admin_api.routes(app, on_change=admin_changed),
+                *admin_api.routes(app, on_change=admin_changed, call=api.call),
                 *pages.routes(app), *console.routes(app, api)],
         exception_handlers={404: not_found, StoreError: store_error},
         lifespan=lifespan,

@@ -226,6 +226,77 @@ ADMIN_OPERATIONS: dict[str, dict[str, Any]] = {
     },
 }
 
+# seeds and snapshots (billhive/http/seeds.py, billhive/services/snapshots.py)
+_SEED = {
+    "type": "object",
+    "description": "billhive: a seed (examples/seed.yaml): lists of entries, each the parameters of the v1 "
+                   "operation that creates it, nested (card: {number: ...}, addons: [{id: ..., quantity: ...}]). "
+                   "Loaded in this order through the API's operations; on the first bad entry the site is put "
+                   "back as it was and the error's param names the entry (customers[1].card[number]).",
+    "properties": {
+        **{name: {"type": "array", "items": {"type": "object"}, "description": f"The parameters of {op}."}
+           for name, op in (("plans", "POST /plans"), ("addons", "POST /addons"), ("coupons", "POST /coupons"),
+                            ("customers", "POST /customers"),
+                            ("subscriptions", "POST /subscriptions, or POST /customers/{customer}/subscriptions "
+                                              "when the entry's customer is an id"))},
+        "webhook_endpoints": {"type": "array", "items": {"type": "object", "properties": {
+            "url": {"type": "string"}, "id": {"type": "string"}, "username": {"type": "string"},
+            "password": {"type": "string"}, "secret": {"type": "string"},
+            "event_types": {"type": "array", "items": {"type": "string"}}, "enabled": {"type": "boolean"}},
+            "required": ["url"]}, "description": "Added after the other sections."},
+    },
+    "additionalProperties": False,
+}
+_SEED_ANSWER = {"type": "object", "properties": {
+    "object": {"type": "string", "enum": ["site_seed"]}, "name": {"type": "string"},
+    "created": {"type": "object", "description": "The ids made, per section.",
+                "additionalProperties": {"type": "array", "items": {"type": "string"}}}},
+    "required": ["object", "name", "created"]}
+_SNAPSHOT = {
+    "type": "object",
+    "description": "billhive: everything of one site - the site row's settings, invoice number sequence and "
+                   "time machine, and the rows of every table of the site (keys, catalog, customers, cards' "
+                   "gateway tokens, subscriptions, invoices, transactions, events, deliveries, jobs). Restored "
+                   "only by a billhive at the same format version and schema revision.",
+    "properties": {
+        "object": {"type": "string", "enum": ["site_snapshot"]},
+        "format": {"type": "string", "enum": ["billhive.site_snapshot"]},
+        "version": {"type": "integer"},
+        "schema_revision": {"type": "string"},
+        "schema": {"type": "string", "description": "A digest of the tables and columns held."},
+        "taken_at": _UNIX_TIME,
+        "site": {"type": "object", "properties": {"name": {"type": "string"}, "settings": {"type": "object"}},
+                 "required": ["name", "settings"]},
+        "tables": {"type": "object", "additionalProperties": {"type": "object", "properties": {
+            "columns": {"type": "array", "items": {"type": "string"}}, "rows": {"type": "array"}},
+            "required": ["columns", "rows"]}},
+    },
+    "required": ["format", "version", "schema_revision", "schema", "site", "tables"],
+}
+_RESTORE_ANSWER = {"type": "object", "properties": {
+    "object": {"type": "string", "enum": ["site_restore"]}, "name": {"type": "string"},
+    "snapshot_of": {"type": "string"},
+    "keys_restored": {"type": "boolean", "description": "True when the snapshot is of this site (same name); "
+                                                        "into another site the target keeps its own keys."},
+    "rows": {"type": "object", "additionalProperties": {"type": "integer"}}},
+    "required": ["object", "name", "keys_restored", "rows"]}
+_seed_op = _admin_op("admin_seed_site", "Load a seed (plans, addons, coupons, customers with test cards, "
+                     "subscriptions, webhook endpoints) through the API's operations; all or nothing",
+                     [_SITE_NAME], _SEED_ANSWER, _SEED)
+_seed_op["requestBody"]["content"]["application/yaml"] = {"schema": _SEED}
+ADMIN_OPERATIONS.update({
+    "/admin/api/sites/{name}/seed": {"post": _seed_op},
+    "/admin/api/sites/{name}/snapshot": {
+        "get": _admin_op("admin_snapshot_site", "Everything of the site as one JSON document (refused while its "
+                         "time machine travels)", [_SITE_NAME], _SNAPSHOT),
+    },
+    "/admin/api/sites/{name}/restore": {
+        "post": _admin_op("admin_restore_site", "Replace the site's data by a snapshot's, in one transaction (into "
+                          "another site: the target keeps its name and keys); an incompatible snapshot is refused "
+                          "with configuration_incompatible", [_SITE_NAME], _RESTORE_ANSWER, _SNAPSHOT),
+    },
+})
+
 # ---- faults on purpose (billhive/domain/faults.py) ----
 
 _STATUSES = [400, 401, 403, 404, 405, 409, 422, 429, 500, 503]

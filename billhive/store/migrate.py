@@ -80,3 +80,8 @@ def regenerate_initial() -> Path:
 
 if __name__ == "__main__":
     print(regenerate_initial())
+
+
+def head() -> str:
+    """The newest migration's revision id (what ``upgrade`` brings a database to)."""
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head() or ""
