@@ -288,11 +288,11 @@ def test_the_cli_names_a_bad_entry_and_refuses_a_bad_snapshot(admin, server, dat
 
 
 def _snippet() -> str:
-    """The README's "Seeds and snapshots" once pasted there, else its draft in docs/snippets/."""
-    root = Path(__file__).resolve().parents[2]
-    readme = (root / "README.md").read_text()
-    section = readme.split("### Seeds and snapshots", 1)[-1].split("\n### ", 1)[0]
-    return section if "billhive site seed" in section else (root / "docs/snippets/seeds-snapshots.md").read_text()
+    """The README's "Seeds and snapshots"."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### Seeds and snapshots", 1)[1].split("\n### ", 1)[0]
+    assert "billhive site seed" in section
+    return section
 
 
 def test_the_readme_snippet_runs_as_printed(admin, server, database_url, capsys, tmp_path, monkeypatch):
