@@ -300,8 +300,10 @@ def record(tx: Tx, site: sites.Site, origin: Origin, now: int, event_type: str, 
 _EV = S.events
 _LOCK_EVENT = Q(select(_EV.c.data).where(_EV.c.site_id == bindparam("site_id"), _EV.c.id == bindparam("id"))
                 .with_for_update())
-_HELD = Q(select(_EV.c.id, _EV.c.data).where(_EV.c.site_id == bindparam("site_id"), _EV.c.webhook_status == HELD)
-          .order_by(_EV.c.occurred_at, _EV.c.id))
+# no ORDER BY (sorted here): ordered, SQLite walks the site's (site_id, occurred_at) index over every event
+# instead of the few held ones' (site_id, webhook_status) - 38% of a time travel's writer time on a plain site
+_HELD = Q(select(_EV.c.id, _EV.c.data, _EV.c.occurred_at).where(_EV.c.site_id == bindparam("site_id"),
+                                                                 _EV.c.webhook_status == HELD))
 _RELEASE_EVENT = Q(update(_EV).where(_EV.c.site_id == bindparam("site_id"), _EV.c.id == bindparam("id")).values(
     data=bindparam("data"), webhook_status=bindparam("webhook_status"), updated_at=bindparam("updated_at")))
 _RELEASE_DELIVERIES = tuple(
@@ -314,7 +316,7 @@ _RELEASE_DELIVERIES = tuple(
 def held_for(tx: Tx, site_pk: int, invoice_id: str) -> list[dict]:
     """The held events (``record(held=True)``) whose content carries the invoice ``invoice_id``,
     locked, oldest first."""
-    rows = tx.all(_HELD, {"site_id": site_pk})
+    rows = sorted(tx.all(_HELD, {"site_id": site_pk}), key=lambda r: (r[2], r[0]))
     ids = [r[0] for r in rows if (loads(r[1])["content"].get("invoice") or {}).get("id") == invoice_id]
     locked = (lock_event(tx, site_pk, i) for i in ids)  # only this invoice's: other settlements go on
     return [e for e in locked if e is not None]
