@@ -38,11 +38,8 @@ def retry(w: Work, job: jobs.Job) -> None:
         w.emit("invoice_updated", {"invoice": inv})
         return
     plan = invoicing.start_charge(w, inv, customer, card, "dunning")
-    app, site_pk, origin = w.app, w.site_id, w.origin
-
-    async def charge() -> None:
-        await payments.charge_and_settle(Ctx(app, site_pk, origin), plan)
-    w.after_commit(charge)
+    ctx = Ctx(w.app, w.site_id, w.origin)
+    w.after_commit_grouped(payments.charge_and_settle_all, ctx, (ctx, plan))  # a batch's charges: one settlement
 
 
 def on_paid(w: Work, inv: dict, *, by_retry: bool) -> None:

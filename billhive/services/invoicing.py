@@ -208,11 +208,16 @@ def link_transaction(w: Work, inv: dict, txn: dict, applied: int, *, row_exists:
         insert_link(w, inv["id"], txn["id"], applied)
 
 
+_CHARGING = Q(select(TRANSACTIONS.t.c.pk).where(
+    TRANSACTIONS.t.c.site_id == bindparam("site_id"), TRANSACTIONS.t.c.status == "in_progress",
+    TRANSACTIONS.t.c.id.in_(select(S.invoice_transactions.c.txn_id).where(
+        S.invoice_transactions.c.site_id == bindparam("site_id"),
+        S.invoice_transactions.c.invoice_id == bindparam("invoice_id")))).limit(1))
+
+
 def charging(w: Work, invoice_id: str) -> bool:
     """Whether a charge of the invoice is recorded in_progress (to be made after commit)."""
-    link, t = S.invoice_transactions, TRANSACTIONS.t
-    ids = select(link.c.txn_id).where(link.c.site_id == w.site_id, link.c.invoice_id == invoice_id)
-    return bool(TRANSACTIONS.find(w.tx, w.site_id, t.c.id.in_(ids), t.c.status == "in_progress", limit=1))
+    return w.tx.one(_CHARGING, {"site_id": w.site_id, "invoice_id": invoice_id}) is not None
 
 
 def insert_link(w: Work, invoice_id: str, txn_id: str, applied: int) -> None:

@@ -21,10 +21,12 @@ services/dunning.py: they call it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING
 
 from sqlalchemy import bindparam, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from billhive import gateway as gateways
 from billhive import sites
@@ -68,6 +70,34 @@ async def charge_and_settle(ctx: Ctx, plan: ChargePlan) -> dict:
     result = await call_gateway(ctx.app, ctx.site_id, plan)
     failpoints.hit("charge.answered")
     return await ctx.write(settle, plan.txn_id, result, plan.purpose)
+
+
+async def charge_and_settle_all(items: list[tuple[Ctx, ChargePlan]]) -> None:
+    """Steps 2 and 3 for several recorded in_progress transactions of one site (a batch of jobs'
+    charges, grouped by the scheduler: ``Work.after_commit_grouped``): every gateway call first
+    (all at once, none inside a transaction), then one transaction settling them all, each in its
+    savepoint - a charge whose settlement fails is left in_progress for recovery, the others commit.
+    Exactly-once as ``charge_and_settle``: a crash before that commit leaves them all to recovery."""
+    ctx = items[0][0]
+    results = await asyncio.gather(*(call_gateway(c.app, c.site_id, plan) for c, plan in items))
+    for _ in items:
+        failpoints.hit("charge.answered")
+    await ctx.write(_settle_all, [(plan, result) for (_, plan), result in zip(items, results, strict=True)])
+
+
+def _settle_all(w: Work, answers: list[tuple[ChargePlan, GatewayResult]]) -> None:
+    for plan, result in answers:
+        one = Work(w.tx, w.app, w.site, w.origin, w.now)
+        try:
+            with w.tx.savepoint():
+                settle(one, plan.txn_id, result, plan.purpose)
+        except SQLAlchemyError:
+            raise  # the store's trouble: the whole group is left to recovery
+        except Exception:
+            log.exception("settling charge %s failed on site %s; recovery settles it", plan.txn_id, w.site_id)
+            continue
+        w.emitted.extend(one.emitted)
+        w.after.extend(one.after)
 
 
 def settle(w: Work, txn_id: str, result: GatewayResult, purpose: str | None = None) -> dict:

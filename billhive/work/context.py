@@ -25,7 +25,7 @@ from billhive.util import failpoints
 from billhive.work import outbox
 from billhive.work.origin import SCHEDULER, SYSTEM, Origin
 
-__all__ = ["SCHEDULER", "SYSTEM", "Claim", "Ctx", "Origin", "Work"]
+__all__ = ["SCHEDULER", "SYSTEM", "Claim", "Ctx", "Grouped", "Origin", "Work"]
 
 if TYPE_CHECKING:
     from billhive.runtime import App
@@ -36,6 +36,21 @@ T = TypeVar("T")
 # code for it; invalid_state_for_request is its code for "not in this state", see docs/CHOICES.md)
 TRAVELLING = ("The site's time machine is travelling: retry once GET /time_machines/delorean no longer answers "
               "time_travel_status in_progress")
+
+
+@dataclass(frozen=True)
+class Grouped:
+    """After-commit work that may run together with others: the scheduler hands consecutive hooks
+    of the same ``runner`` and ``key`` (in a batch of jobs) to one ``runner(items)`` call, e.g.
+    every renewal charge of a batch settled in one transaction (payments.charge_and_settle_all).
+    Alone (``Ctx.write``) it is ``runner([item])``."""
+
+    runner: Callable[[list], Awaitable[Any]]
+    key: Any
+    item: Any
+
+    def __call__(self) -> Awaitable[Any]:
+        return self.runner([self.item])
 
 
 class Work:
@@ -93,6 +108,10 @@ class Work:
         If the process dies before it runs, the committed state must be enough to finish the
         work later (e.g. an ``in_progress`` transaction that recovery settles)."""
         self.after.append(fn)
+
+    def after_commit_grouped(self, runner: Callable[[list], Awaitable[Any]], key: Any, item: Any) -> None:
+        """``after_commit`` of work that may be grouped with the same runner's (``Grouped``)."""
+        self.after.append(Grouped(runner, key, item))
 
     def emit(self, event_type: str, content: dict, *, held: bool = False) -> dict:
         """Record an event in this transaction (the outbox); returns the event as the API shows it.

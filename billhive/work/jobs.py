@@ -82,9 +82,12 @@ def schedule(w: Work, kind: str, ref_id: str, due_at: int, *, key: str | None = 
                                  attempts=0, created_at=w.now))
 
 
+_GET = Q(select(*_COLS).where(J.c.site_id == bindparam("site_id"), J.c.key == bindparam("key")).with_for_update())
+
+
 def get(w: Work, key: str) -> Job | None:
     """The job with this key, locked until the transaction ends (or None)."""
-    row = w.tx.one(select(*_COLS).where(J.c.site_id == w.site_id, J.c.key == key).with_for_update())
+    row = w.tx.one(_GET, {"site_id": w.site_id, "key": key})
     return _job(row) if row is not None else None
 
 

@@ -3,15 +3,18 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import traceback
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from billhive import sites
 from billhive.errors import StoreError
 from billhive.runtime import App
 from billhive.store.db import Tx
 from billhive.work import jobs
-from billhive.work.context import SCHEDULER, Work
+from billhive.work.context import SCHEDULER, Grouped, Work
 
 log = logging.getLogger("billhive.scheduler")
 
@@ -53,18 +56,34 @@ async def run_due(app: App, site_pk: int, handlers: jobs.Handlers, at: int | Non
         ran = await app.db.write(_run_batch_unit(app, site_pk, handlers, at, size))
         if not ran:
             break
-        for _, after in ran:
-            for hook in after:
-                try:
-                    await hook()
-                except StoreError as exc:  # e.g. a charge's settlement: payment recovery finishes it later
-                    log.warning("after-commit work of a job failed on site %s: %s", site_pk, exc.message)
-                except Exception:
-                    log.exception("after-commit work of a job failed on site %s", site_pk)
+        for hook in _grouped([hook for _, after in ran for hook in after]):
+            try:
+                await hook()
+            except StoreError as exc:  # e.g. a charge's settlement: payment recovery finishes it later
+                log.warning("after-commit work of a job failed on site %s: %s", site_pk, exc.message)
+            except Exception:
+                log.exception("after-commit work of a job failed on site %s", site_pk)
         done += len(ran)
         if len(ran) < size:
             break
     return done
+
+
+def _grouped(hooks: list[Callable[[], Awaitable[Any]]]) -> list[Callable[[], Awaitable[Any]]]:
+    """The batch's after-commit work in order, consecutive ``Grouped`` hooks of one runner and key
+    joined into one call with all their items."""
+    out: list[Callable[[], Awaitable[Any]]] = []
+    items: list = []
+    for i, hook in enumerate(hooks):
+        if not isinstance(hook, Grouped):
+            out.append(hook)
+            continue
+        items.append(hook.item)
+        following = hooks[i + 1] if i + 1 < len(hooks) else None
+        if not (isinstance(following, Grouped) and (following.runner, following.key) == (hook.runner, hook.key)):
+            out.append(functools.partial(hook.runner, items))
+            items = []
+    return out
 
 
 async def run_all_sites(app: App, handlers: jobs.Handlers) -> int:

@@ -10,12 +10,13 @@ retrieve while in_progress, then on failed read ``http_code`` from ``json.loads(
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
 from sqlalchemy import update
 
-from billhive.services import time_machines
+from billhive.services import payments, time_machines
 from billhive.store.schema import time_travels as TT
 from tests.support import factories as F
 from tests.support import subs as S
@@ -116,3 +117,46 @@ def test_an_abandoned_travel_is_resumed_once_its_lease_runs_out(site, monkeypatc
     assert wait_for_travel(site.api)["time_travel_status"] == "succeeded"
     assert [len(S.invoices(site, i)) for i in ids] == [3, 3]
     site.api.post("/customers", {"first_name": "After"})
+
+
+# ---- a batch's renewal charges: called after the batch commits, settled in one transaction --------
+
+def test_a_batch_of_renewal_charges_is_settled_together_and_once(site, monkeypatch):
+    ids = _subscribed(site, 4)  # four renewals due at the same time: one batch of jobs
+    groups: list[int] = []
+    grouped = payments.charge_and_settle_all
+
+    async def spy(items):
+        groups.append(len(items))
+        await grouped(items)
+    monkeypatch.setattr(payments, "charge_and_settle_all", spy)
+    S.travel(site, S.GENESIS + 2 * 31 * S.DAY)
+    assert max(groups) == 4  # the batch's four charges went to one settlement
+    for sub_id in ids:
+        invoices = S.invoices(site, sub_id)
+        assert len(invoices) == 3 and all(i["status"] == "paid" for i in invoices)
+    assert site.app.gateways["chargebee"].charge_count(site.pk) == 4 * 3  # each charged exactly once
+    renewed = S.events(site, "subscription_renewed")  # held until its invoice settled, then shown paid
+    assert len(renewed) == 8 and all(e["content"]["invoice"]["status"] == "paid" for e in renewed)
+    assert all(e["webhook_status"] != "held" for e in renewed)
+
+
+def test_a_settlement_failing_in_a_group_is_left_to_recovery_and_the_others_commit(site, monkeypatch):
+    ids = _subscribed(site, 3)
+    settle, failed = payments.settle, []
+
+    def settle_but_one(w, txn_id, result, purpose=None):
+        if not failed:
+            failed.append(txn_id)
+            raise RuntimeError("settlement interrupted")
+        return settle(w, txn_id, result, purpose)
+    monkeypatch.setattr(payments, "settle", settle_but_one)
+    S.travel(site, S.GENESIS + 31 * S.DAY)
+    monkeypatch.setattr(payments, "settle", settle)
+    assert site.api.get(f"/transactions/{failed[0]}")["transaction"]["status"] == "in_progress"
+    renewals = [S.invoices(site, sub_id)[-1] for sub_id in ids]
+    assert sorted(i["status"] for i in renewals) == ["paid", "paid", "payment_due"]
+    assert asyncio.run(payments.recover_site(site.app, site.pk)) == 1  # settled from the gateway's books
+    assert site.api.get(f"/transactions/{failed[0]}")["transaction"]["status"] == "success"
+    assert all(S.invoices(site, sub_id)[-1]["status"] == "paid" for sub_id in ids)
+    assert site.app.gateways["chargebee"].charge_count(site.pk) == 3 * 2  # not charged again

@@ -57,11 +57,8 @@ def charge_in_job(w: Work, plan: invoicing.ChargePlan | None) -> None:
     """From a scheduler job: charge once the job's transaction is durable."""
     if plan is None:
         return
-    app, site_pk, origin = w.app, w.site_id, w.origin
-
-    async def charge() -> None:
-        await payments.charge_and_settle(Ctx(app, site_pk, origin), plan)
-    w.after_commit(charge)
+    ctx = Ctx(w.app, w.site_id, w.origin)
+    w.after_commit_grouped(payments.charge_and_settle_all, ctx, (ctx, plan))  # a batch's charges: one settlement
 
 
 def issue(w: Work, inv: dict, *, may_pend: bool) -> invoicing.ChargePlan | None:

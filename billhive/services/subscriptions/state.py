@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from billhive import spec
 from billhive.domain import subscriptions as R
@@ -18,6 +18,7 @@ from billhive.domain.subscriptions import State
 from billhive.errors import not_found
 from billhive.services import dues
 from billhive.store import schema as S
+from billhive.store.db import Q
 from billhive.store.resources import SUBSCRIPTIONS
 from billhive.util.jsonutil import dumps, loads
 from billhive.work.context import Work
@@ -26,11 +27,12 @@ LIVE = R.LIVE
 T = S.subscriptions
 
 
+_LOAD = Q(select(T.c.data, T.c.internal).where(T.c.site_id == bindparam("site_id"), T.c.id == bindparam("id")))
+_LOAD_FOR_UPDATE = Q(_LOAD.stmt.with_for_update())
+
+
 def load(w: Work, subscription_id: str, *, for_update: bool = False) -> tuple[dict, State] | None:
-    stmt = select(T.c.data, T.c.internal).where(T.c.site_id == w.site_id, T.c.id == subscription_id)
-    if for_update:
-        stmt = stmt.with_for_update()
-    row = w.tx.one(stmt)
+    row = w.tx.one(_LOAD_FOR_UPDATE if for_update else _LOAD, {"site_id": w.site_id, "id": subscription_id})
     return (loads(row[0]), State.from_dict(loads(row[1]) if row[1] else {})) if row else None
 
 
