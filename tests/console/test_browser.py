@@ -104,9 +104,9 @@ def test_time_travel_shows_its_progress(browser_page, server, site, console_on, 
                                      "customer[auto_collection]": "off"})
     real = time_machines.scheduled.run_due
 
-    async def slow(app, site_pk, at=None, limit=None):  # type: ignore[no-untyped-def]
+    async def slow(app, site_pk, **kwargs):  # type: ignore[no-untyped-def]
         await asyncio.sleep(0.4)  # each stop of the travel takes a moment: the page can show it going
-        return await real(app, site_pk, at=at, limit=limit)
+        return await real(app, site_pk, **kwargs)
 
     monkeypatch.setattr(time_machines.scheduled, "run_due", slow)
     sign_in(page, server)
