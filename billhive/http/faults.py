@@ -39,6 +39,7 @@ class FaultGate:
         self._generation += 1
         self._sites_until = 0.0
         self._rules.clear()
+        self._spent.clear()  # only a shortcut: a spent rule still there is found spent again
 
     async def check(self, site_pk: int, operation_id: str, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
                     ) -> None:
@@ -85,6 +86,7 @@ class FaultGate:
             if generation == self._generation:
                 self._sites_until = now + self.ttl
             self._rules = {pk: v for pk, v in self._rules.items() if pk in self._sites}
+            self._spent = {key for key in self._spent if key[0] in self._sites}  # bounded by live sites' rules
         finally:
             self._loading.set_result(None)
             self._loading = None
