@@ -11,6 +11,7 @@ from typing import Protocol
 CREATE = "create"  # create everything, the charge settled with the gateway's answer
 NOTHING = "nothing"  # create nothing: the call answers 400 payment_processing_failed
 REFUND = "refund"  # the money was taken but the operation can no longer be created as charged
+LATER = "later"  # the gateway's answer is not known yet (a timeout): asked again after the grace
 
 
 class Answer(Protocol):
@@ -65,4 +66,4 @@ def after_crash(answer: Answer | None) -> str:
     and is asked about again later."""
     if answer is None or answer.status == "failure":
         return NOTHING
-    return REFUND if answer.status == "success" else "later"
+    return REFUND if answer.status == "success" else LATER

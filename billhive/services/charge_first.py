@@ -129,7 +129,7 @@ async def run(ctx: Ctx, unit: Unit, *args: Any, allowed: tuple[str, ...] | None 
             undo = D.after_crash(result)
             if undo == D.REFUND:
                 await _refund(ctx.app, ctx.site_id, plan, result)
-            if undo != "later":  # after a timeout the attempt stays: recovery asks the gateway (GRACE)
+            if undo != D.LATER:  # after a timeout the attempt stays: recovery asks the gateway (GRACE)
                 await ctx.write(_forget, plan.txn_id)
         if isinstance(exc, _Changed):
             raise PaymentProcessingFailed("The operation changed while its payment was made; the payment was "
@@ -204,7 +204,7 @@ async def resolve(app: App, site_pk: int, plan: ChargePlan) -> str:
     gateway = app.gateways.get(plan.gateway)
     answer = await gateway.lookup(site_pk, plan.txn_id) if gateway is not None else None
     decision = D.after_crash(answer)
-    if decision == "later":
+    if decision == D.LATER:
         return decision
     ctx = Ctx(app, site_pk, SYSTEM)
 

@@ -43,6 +43,6 @@ def test_the_operation_composed_again_must_ask_for_the_very_charge():
 
 
 @pytest.mark.parametrize("answer, decision", [(None, D.NOTHING), (A("failure"), D.NOTHING),
-                                              (A("success"), D.REFUND), (A("timeout"), "later")])
+                                              (A("success"), D.REFUND), (A("timeout"), D.LATER)])
 def test_an_attempt_whose_request_died(answer, decision):
     assert D.after_crash(answer) == decision
