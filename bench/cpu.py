@@ -66,6 +66,7 @@ class CpuMeter:
 
     def __init__(self, server_pids: tuple[int, ...], pg_url: str | None = None):
         self.server_pids, self.pg_url = server_pids, pg_url
+        self.exclude: set[int] = set()  # backends that are the harness's own (bench/pgwait.py's sampler)
         self.start_server = self._server()
         self.start_pg = self._pg()
 
@@ -91,5 +92,5 @@ class CpuMeter:
             server = (end_server - self.start_server) * TICK_US
         pg = None
         if end_pg is not None and self.start_pg is not None:
-            pg = sum(t - self.start_pg.get(pid, 0) for pid, t in end_pg.items()) * TICK_US
+            pg = sum(t - self.start_pg.get(pid, 0) for pid, t in end_pg.items() if pid not in self.exclude) * TICK_US
         return Usage(server, pg)

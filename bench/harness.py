@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from bench import cpu, load, noise, seed
+from bench import cpu, load, noise, pgwait, seed
 from bench.report import profile_summary
 from bench.server import ROOT, Profiler, Server
 
@@ -115,14 +115,18 @@ class Run:
              mode: str = "cycle", hook: bool = False) -> load.WrkResult:
         prefix = load.write_ids(self.workdir, name, ids, self.opt.threads) if ids else "-"
         meter = cpu.CpuMeter((self.server_pid,), self.url)
+        waits = pgwait.WaitSampler(self.url)
+        meter.exclude.add(waits.pid or 0)
         r = load.run_wrk(self.wrk, self.base_url, seconds=seconds, connections=self.opt.connections,
                          threads=self.opt.threads, method=method, path=path, auth=self.auth, ids_prefix=prefix,
                          mode=mode, hook=hook, our_pids=(self.server_pid, *self.profiler_pids))
         r.cpu = meter.stop().per_request(r.requests)
-        self.detail[name] = r.as_dict()
+        self.detail[name] = dict(r.as_dict(), pg_waits=waits.stop())
         self.log(f"{name:19} {r.rps:9.1f} req/s  p50 {r.p50_ms:7.2f} ms  p99 {r.p99_ms:7.2f} ms  "
                  f"errors {r.errors}  ({r.requests:,} requests in {r.seconds:.2f} s; other work "
                  f"{_pct(r.other_cpu_pct)} of the CPU; {cpu_text(r.cpu)})")
+        if self.detail[name]["pg_waits"]:
+            self.log(f"{'':19} {pgwait.text(self.detail[name]['pg_waits'])}")
         return r
 
     def _collect(self, http_pool: list[str]) -> None:
@@ -148,7 +152,7 @@ class Run:
             ids_exhausted=r.threads_exhausted > 0, calibration_rps=cal.rps, calibration_errors=cal.errors,
             ceiling_p50_ms=ceiling.p50_ms, ceiling_p99_ms=ceiling.p99_ms, ceiling_errors=ceiling.errors,
             other_cpu_pct=r.other_cpu_pct, ceiling_other_cpu_pct=ceiling.other_cpu_pct,
-            profiled=profiler is not None, **cpu_keys("", r, ceiling))
+            profiled=profiler is not None, pg_waits=self.detail["collect"]["pg_waits"], **cpu_keys("", r, ceiling))
 
     def _profiler(self, op: str, seconds: int) -> Profiler | None:
         """--profile: py-spy on the server for the measured run of op."""

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import cpu, harness, load, noise, report, seed
+from bench import cpu, harness, load, noise, pgwait, report, seed
 from bench.server import Server
 
 SINGLE_SHARE = 0.2  # of the invoices, on the first site
@@ -97,13 +97,16 @@ def _run(opt: Options, url: str, workdir: Path) -> dict:
     def go(name: str, ids: list[str], seconds: int) -> load.WrkResult:
         prefix = load.write_ids(workdir, name, ids, opt.threads)
         meter = cpu.CpuMeter((server.pid,), url)
+        waits = pgwait.WaitSampler(url)
+        meter.exclude.add(waits.pid or 0)
         r = load.run_wrk(wrk, server.base_url, seconds=seconds, connections=opt.connections, threads=opt.threads,
                          method="POST", path=harness.COLLECT[1], auth=auth, ids_prefix=prefix, mode="once",
                          hook=True, our_pids=(server.pid,))
         r.cpu = meter.stop().per_request(r.requests)
-        detail[name] = r.as_dict()
+        detail[name] = dict(r.as_dict(), pg_waits=waits.stop())
         _log(f"{name:19} {r.rps:9.1f} req/s  p50 {r.p50_ms:7.2f} ms  p99 {r.p99_ms:7.2f} ms  errors {r.errors}  "
              f"({r.requests:,} requests in {r.seconds:.2f} s; {harness.cpu_text(r.cpu)})")
+        _log(f"{'':19} {pgwait.text(detail[name]['pg_waits'])}")
         return r
 
     try:
@@ -162,5 +165,7 @@ def lines(rec: dict) -> list[str]:
         out.append(f"  {label:8} {rec[run + '_seconds']:>5.1f}  {rec[run + '_rps']:>8,.0f}  "
                    f"{rec[run + '_p50_ms']:>7.1f}  {rec[run + '_p99_ms']:>7.1f}  {rec[run + '_errors']:>3}  "
                    f"{report.num(rec.get(run + '_server_cpu_us')):>10}  {report.num(rec.get(run + '_pg_cpu_us')):>9}")
+    for run in ("single", "multi"):
+        out.append(f"  {run}: {pgwait.text(rec['wrk'][run].get('pg_waits'))}")
     out.append(f"  multi / single = {rec['ratio']}")
     return out

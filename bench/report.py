@@ -11,6 +11,8 @@ import subprocess
 from collections import Counter
 from pathlib import Path
 
+from bench import pgwait
+
 ROOT = Path(__file__).resolve().parents[1]
 # issue 17, round 2: what PASS/MISS is judged against
 RATIO_TARGET = {"sqlite": 0.15, "postgres": 0.08}  # collect / ceiling
@@ -191,6 +193,9 @@ def table(doc: dict) -> str:
                      "completed; PG us/req: the bench database's PostgreSQL backends, the same way")
     if any(r.get("ids_exhausted") for r in doc["runs"]):
         lines.append("* the collect run ran out of pending invoices before its planned duration (secs is actual)")
+    for r in doc["runs"]:
+        if r.get("pg_waits"):
+            lines.append(f"{r['store']} {r['invoices']:,} collect: {pgwait.text(r['pg_waits'])}")
     for extra in EXTRAS:
         for rec in doc.get(extra, []):
             lines.append("")

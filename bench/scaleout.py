@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from bench import cpu, harness, load, noise, report, seed
+from bench import cpu, harness, load, noise, pgwait, report, seed
 from bench.server import Server, Worker
 from billhive import webhook_endpoints
 from billhive.store.db import Database, StoreLimits
@@ -147,6 +147,8 @@ class _Run:
         meters = {f"server_{chr(65 + i)}": cpu.CpuMeter((s.pid,)) for i, s in enumerate(self.servers)}
         meters["worker"] = cpu.CpuMeter((self.worker.pid,)) if self.worker else None  # type: ignore[assignment]
         pg_meter = cpu.CpuMeter((), self.url)
+        waits = pgwait.WaitSampler(self.url)
+        pg_meter.exclude.add(waits.pid or 0)
         results: list[load.WrkResult | BaseException] = [RuntimeError("wrk did not run")] * k
 
         def one(i: int) -> None:
@@ -169,6 +171,7 @@ class _Run:
         requests = sum(r.requests for r in rs)
         used = {key: m.stop() for key, m in meters.items() if m is not None}
         pg = pg_meter.stop()
+        pg_waits = waits.stop()
         out = {
             "processes": k, "connections": conns * k, "rps": round(sum(r.rps for r in rs), 1),
             "requests": requests, "seconds": max(r.seconds for r in rs),
@@ -176,13 +179,14 @@ class _Run:
             "errors": sum(r.errors for r in rs), "status_errors": sum(r.status_errors for r in rs),
             "ids_exhausted": any(r.threads_exhausted for r in rs),
             "cpu_us": {key: u.per_request(requests)["server_cpu_us"] for key, u in used.items()},
-            "pg_cpu_us": pg.per_request(requests)["pg_cpu_us"],
+            "pg_cpu_us": pg.per_request(requests)["pg_cpu_us"], "pg_waits": pg_waits,
             "wrk": [r.as_dict() for r in rs]}
         self.detail[name] = out
         cpu_txt = ", ".join(f"{key} {v}" for key, v in out["cpu_us"].items())
         _log(f"{name:24} {out['rps']:9.1f} req/s  p50 {out['p50_ms']:7.2f} ms  p99 {out['p99_ms']:7.2f} ms  "
              f"errors {out['errors']}  ({requests:,} requests in {out['seconds']:.2f} s; CPU us/req: {cpu_txt}, "
              f"PostgreSQL {out['pg_cpu_us']})")
+        _log(f"{'':24} {pgwait.text(pg_waits)}")
         return out
 
     def quiet(self) -> None:
@@ -344,5 +348,7 @@ def lines(rec: dict) -> list[str]:
         out.append(f"  {name:24} {d['seconds']:>5.1f}  {d['rps']:>8,.0f}  {d['p50_ms']:>7.1f}  {d['p99_ms']:>7.1f}  "
                    f"{d['errors']:>3}  {report.num(c.get('server_A'))}, {report.num(c.get('server_B'))}, "
                    f"{report.num(c.get('worker'))}; {report.num(d['pg_cpu_us'])}")
+    for name in ("collect_1_process", "collect_2_processes"):
+        out.append(f"  {name}: {pgwait.text(rec['runs'][name].get('pg_waits'))}")
     out.append(f"  collect 2/1 = {rec['collect_ratio']}, retrieve 2/1 = {rec['retrieve_ratio']}")
     return out

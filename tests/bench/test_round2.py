@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 import time
 
-from bench import cpu, report, seed
+import pytest
+
+from bench import cpu, harness, pgwait, report, seed
 
 
 def _rec(store: str, ratio: float, p99: float, cpu_us: float | None = None) -> dict:
@@ -71,3 +73,26 @@ def test_seed_splits_invoices_among_sites_each_with_its_own_key(tmp_path):
     assert per_site == {x.site_pk: len(x.invoice_ids) for x in s.sites}
     keys = {r[0] for r in seed.query(db.url, "SELECT site_id FROM api_keys")}
     assert keys == {x.site_pk for x in s.sites}
+
+
+def test_pg_wait_sampler_sees_the_bench_databases_backends_only(tmp_path):
+    try:
+        db = seed.create_database("postgres", tmp_path, harness.DEFAULT_PG)
+    except Exception as exc:  # noqa: BLE001
+        pytest.skip(f"no PostgreSQL at {harness.DEFAULT_PG}: {exc}")
+    try:
+        holder = seed.connect(db.url)  # a backend of the bench database, idle in a transaction
+        holder.autocommit = False
+        holder.execute("SELECT 1")
+        meter = cpu.CpuMeter((), db.url)
+        sampler = pgwait.WaitSampler(db.url)
+        meter.exclude.add(sampler.pid)
+        time.sleep(0.5)
+        waits = sampler.stop()
+        used = meter.stop()
+        holder.close()
+        assert waits["samples"] >= 3 and waits["busy_backends"] == 1.0  # the holder; not the sampler itself
+        assert waits["share"] == [["idle in transaction: Client:ClientRead", 100.0]]
+        assert used.pg_us is not None and used.server_us == 0
+    finally:
+        db.drop()
