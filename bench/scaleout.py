@@ -86,7 +86,11 @@ class Receiver:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 1024  # the worker opens many connections at once (the default backlog is 5)
+            daemon_threads = True
+
+        self.httpd = Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hook"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
@@ -327,10 +331,13 @@ def _checks(url: str, site_pk: int, answered_2xx: int, receiver: Receiver, worke
         time.sleep(1.0)
     events = {r[0] for r in q(url, "SELECT id FROM events WHERE site_id = ? AND event_type = ?", (site_pk, EVENT))}
     missing = len(events - receiver.events)
+    failed_attempts = q(url, "SELECT coalesce(status_code, 0), error, count(*) FROM webhook_attempts WHERE site_id = ? "
+                             "AND error IS NOT NULL GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 3", (site_pk,))
     alive = worker is not None and worker.alive()
     out.append({"name": f"the worker's job done: nothing in_progress, every {EVENT} delivered, worker alive",
                 "value": f"{in_progress} in_progress, {len(events):,} {EVENT} events, {missing} not delivered "
-                         f"({pending} deliveries pending; {receiver.posts:,} POSTs received), worker "
+                         f"({pending} deliveries pending; {receiver.posts:,} POSTs received; failed attempts: "
+                         f"{[tuple(r) for r in failed_attempts] or 'none'}), worker "
                          f"{'running' if alive else 'not running'}",
                 "pass": in_progress == 0 and missing == 0 and len(events) > 0 and alive})
     return out
