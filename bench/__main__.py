@@ -1,4 +1,5 @@
-"""python -m bench collect|retrieve|list|all|console|metrics — see bench/README.md."""
+"""python -m bench collect|retrieve|list|all|multisite|scaleout|timetravel|console|metrics|snapshot — see
+bench/README.md."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from bench import harness, load, report
+from bench import harness, load, multisite, report, scaleout, timetravel
 
 SIZES = (10_000, 1_000_000)
 STORES = ("sqlite", "postgres")
@@ -40,10 +41,28 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--store", choices=STORES, default="sqlite")
         s.add_argument("--invoices", type=int, default=10_000, help="pending invoices (and customers) seeded")
         _common(s)
-    a = sub.add_parser("all", help="collect, retrieve and list on SQLite and PostgreSQL at 10 k and 1 M invoices")
+    a = sub.add_parser("all", help="collect, retrieve and list on SQLite and PostgreSQL at 10 k and 1 M invoices; "
+                                   "multisite and scaleout on PostgreSQL; timetravel on each store")
     a.add_argument("--stores", default=",".join(STORES), help="comma-separated (default sqlite,postgres)")
     a.add_argument("--sizes", default=",".join(str(n) for n in SIZES), help="comma-separated (default 10000,1000000)")
+    a.add_argument("--sites", type=int, default=50, help="multisite: sites (default 50)")
+    a.add_argument("--multisite-invoices", type=int, default=60_000, help="multisite: invoices over all sites")
+    a.add_argument("--scaleout-invoices", type=int, default=30_000, help="scaleout: invoices")
+    a.add_argument("--subscriptions", type=int, default=1000, help="timetravel: monthly subscriptions per site")
+    a.add_argument("--months", type=int, default=12, help="timetravel: months travelled")
+    a.add_argument("--skip", default="", help="comma-separated parts to leave out: matrix, multisite, scaleout, "
+                                              "timetravel")
     _common(a)
+    ms = sub.add_parser("multisite", help="PostgreSQL: collect over 50 sites at once beside one site alone "
+                                          "(target >= 2x)")
+    ms.add_argument("--sites", type=int, default=50)
+    ms.add_argument("--invoices", type=int, default=60_000, help="pending invoices over all sites (a fifth on the "
+                                                                 "single site)")
+    _common(ms)
+    sc = sub.add_parser("scaleout", help="PostgreSQL: two API processes and a worker beside one process, with the "
+                                         "exactly-once and gapless checks")
+    sc.add_argument("--invoices", type=int, default=30_000)
+    _common(sc)
     c = sub.add_parser("console", help="the admin console's pages, one request at a time (p95 budget 300 ms)")
     c.add_argument("--store", choices=STORES, default="sqlite")
     c.add_argument("--invoices", type=int, default=100_000)
@@ -97,18 +116,25 @@ def main(argv: list[str] | None = None) -> int:
 
         return snapshot.run(args.store, args.objects, args.pg_url)
     if args.command == "timetravel":
-        from bench import timetravel
-
         return timetravel.run(args.store, args.subscriptions, args.months, args.pg_url)
+    parts = {"matrix"}
+    stores = [args.store] if hasattr(args, "store") else ["postgres"]
     if args.command == "all":
         stores = [s.strip() for s in args.stores.split(",") if s.strip()]
         if any(s not in STORES for s in stores):
             raise SystemExit(f"--stores: choose from {', '.join(STORES)}")
         plan = [(store, int(n)) for store in stores for n in args.sizes.split(",")]
         ops = harness.OPS
+        parts = {"matrix", "multisite", "scaleout", "timetravel"} - {p.strip() for p in args.skip.split(",")}
+        if "postgres" not in stores:
+            parts -= {"multisite", "scaleout"}
+    elif args.command in ("multisite", "scaleout"):
+        plan, ops, parts = [], (), {args.command}
     else:
         plan = [(args.store, args.invoices)]
         ops = (args.command,)
+    if "matrix" not in parts:
+        plan = []
     wrk = load.ensure_wrk()
     json_path = args.json or report.default_json_path()
     opt = harness.Options(seconds=args.seconds, connections=args.connections, threads=args.threads,
@@ -124,14 +150,35 @@ def main(argv: list[str] | None = None) -> int:
         except Exception:  # noqa: BLE001 - one failed run does not lose the others' figures
             failed += 1
             print(f"bench: the {store} {n:,} run failed:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
-    settings = {"command": args.command, "seconds": args.seconds, "connections": args.connections,
-                "threads": args.threads, "ops": list(ops), "profile": args.profile, "quiet_wait": args.quiet_wait,
+    extras: dict[str, list[dict]] = {"multisite": [], "scaleout": [], "timetravel": []}
+    def attempt(name: str, fn) -> None:  # type: ignore[no-untyped-def]
+        nonlocal failed
+        try:
+            extras[name].append(fn())
+        except Exception:  # noqa: BLE001 - as above
+            failed += 1
+            print(f"bench: the {name} run failed:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
+    common = {"seconds": args.seconds, "connections": args.connections, "threads": args.threads,
+              "pg_admin_url": args.pg_url, "keep": args.keep, "quiet_wait": args.quiet_wait}
+    if "multisite" in parts:
+        n = args.invoices if args.command == "multisite" else args.multisite_invoices
+        attempt("multisite", lambda: multisite.run(multisite.Options(sites=args.sites, invoices=n, **common)))
+    if "scaleout" in parts:
+        n = args.invoices if args.command == "scaleout" else args.scaleout_invoices
+        attempt("scaleout", lambda: scaleout.run(scaleout.Options(invoices=n, **common)))
+    if "timetravel" in parts:
+        for store in stores:
+            attempt("timetravel", lambda store=store: timetravel.measure(store, args.subscriptions, args.months,
+                                                                         args.pg_url))
+    settings = {"command": args.command, "parts": sorted(parts), "seconds": args.seconds,
+                "connections": args.connections, "threads": args.threads, "ops": list(ops), "profile": args.profile,
+                "quiet_wait": args.quiet_wait,
                 "server": "billhive serve (uvicorn, uvloop, httptools; 1 process; background workers on; "
                           "no access log) with the ceiling routes (python -m bench.ceiling serve)",
                 "durability": {"sqlite": "synchronous=FULL (WAL)", "postgres": "synchronous_commit as configured "
                                f"({machine.get('postgresql_settings', {}).get('synchronous_commit', '?')})"}}
     machine["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
-    doc = report.document(runs, settings, machine, sha, dirty, started)
+    doc = report.document(runs, settings, machine, sha, dirty, started, extras)
     print()
     print(report.table(doc))
     for r in runs:
@@ -140,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
             print(report.print_profile(prof))
     report.write(doc, json_path)
     print(f"\nresults: {json_path}")
+    # a correctness check that failed (scaleout's guarantees, timetravel's checks) fails the command too
+    failed += sum(1 for recs in extras.values() for rec in recs for t in rec.get("targets", [])
+                  if t.get("check") and not t["pass"])
     return 1 if failed else 0
 
 

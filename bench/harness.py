@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from bench import load, noise, seed
+from bench import cpu, load, noise, pgwait, seed
 from bench.report import profile_summary
 from bench.server import ROOT, Profiler, Server
 
@@ -114,13 +114,19 @@ class Run:
     def _wrk(self, name: str, method: str, path: str, seconds: int, ids: list[str] | None = None,
              mode: str = "cycle", hook: bool = False) -> load.WrkResult:
         prefix = load.write_ids(self.workdir, name, ids, self.opt.threads) if ids else "-"
+        meter = cpu.CpuMeter((self.server_pid,), self.url)
+        waits = pgwait.WaitSampler(self.url)
+        meter.exclude.add(waits.pid or 0)
         r = load.run_wrk(self.wrk, self.base_url, seconds=seconds, connections=self.opt.connections,
                          threads=self.opt.threads, method=method, path=path, auth=self.auth, ids_prefix=prefix,
                          mode=mode, hook=hook, our_pids=(self.server_pid, *self.profiler_pids))
-        self.detail[name] = r.as_dict()
+        r.cpu = meter.stop().per_request(r.requests)
+        self.detail[name] = dict(r.as_dict(), pg_waits=waits.stop())
         self.log(f"{name:19} {r.rps:9.1f} req/s  p50 {r.p50_ms:7.2f} ms  p99 {r.p99_ms:7.2f} ms  "
                  f"errors {r.errors}  ({r.requests:,} requests in {r.seconds:.2f} s; other work "
-                 f"{_pct(r.other_cpu_pct)} of the CPU)")
+                 f"{_pct(r.other_cpu_pct)} of the CPU; {cpu_text(r.cpu)})")
+        if self.detail[name]["pg_waits"]:
+            self.log(f"{'':19} {pgwait.text(self.detail[name]['pg_waits'])}")
         return r
 
     def _collect(self, http_pool: list[str]) -> None:
@@ -146,7 +152,7 @@ class Run:
             ids_exhausted=r.threads_exhausted > 0, calibration_rps=cal.rps, calibration_errors=cal.errors,
             ceiling_p50_ms=ceiling.p50_ms, ceiling_p99_ms=ceiling.p99_ms, ceiling_errors=ceiling.errors,
             other_cpu_pct=r.other_cpu_pct, ceiling_other_cpu_pct=ceiling.other_cpu_pct,
-            profiled=profiler is not None)
+            profiled=profiler is not None, pg_waits=self.detail["collect"]["pg_waits"], **cpu_keys("", r, ceiling))
 
     def _profiler(self, op: str, seconds: int) -> Profiler | None:
         """--profile: py-spy on the server for the measured run of op."""
@@ -175,19 +181,7 @@ class Run:
             self.log(f"waited {time.perf_counter() - t:.0f} s for other work to calm down (now {_pct(pct)})")
 
     def _quiesce(self, timeout: float = 60) -> None:
-        """wrk ends a run with requests in flight, and the server finishes them: wait until it has
-        (closed invoices and unsettled payments stop changing), so that they neither overlap the
-        next run nor rename an invoice that retrieve has just drawn."""
-        sql = ("SELECT (SELECT count(*) FROM invoices WHERE site_id = ? AND status <> 'pending'), "
-               "(SELECT count(*) FROM transactions WHERE site_id = ? AND status = 'in_progress')")
-        last, deadline = None, time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            now = seed.query(self.url, sql, (self.site_pk, self.site_pk))[0]
-            if now == last and now[1] == 0:
-                return
-            last = now
-            time.sleep(0.3)
-        self.log(f"the server was still busy {timeout:.0f} s after the run ({last})")
+        settled(self.url, self.log, timeout)
 
     def _pay(self, ids: list[str]) -> None:
         """Collect invoices so that list has paid ones to page through (not measured)."""
@@ -249,7 +243,8 @@ class Run:
             f"{op}_p50_ms": r.p50_ms, f"{op}_p99_ms": r.p99_ms, f"{op}_errors": r.errors, f"{op}_seconds": r.seconds,
             f"{op}_ceiling_p50_ms": ceiling.p50_ms, f"{op}_ceiling_p99_ms": ceiling.p99_ms,
             f"{op}_ceiling_errors": ceiling.errors, f"{op}_other_cpu_pct": r.other_cpu_pct,
-            f"{op}_ceiling_other_cpu_pct": ceiling.other_cpu_pct, f"{op}_profiled": profiler is not None})
+            f"{op}_ceiling_other_cpu_pct": ceiling.other_cpu_pct, f"{op}_profiled": profiler is not None,
+            **cpu_keys(f"{op}_", r, ceiling)})
 
     def _retrieve(self) -> None:
         existing = [r[0] for r in seed.query(self.url, "SELECT id FROM invoices WHERE site_id = ?", (self.site_pk,))]
@@ -269,6 +264,38 @@ class Run:
     def _paid(self) -> int:
         return int(seed.query(self.url, "SELECT count(*) FROM invoices WHERE site_id = ? AND status = ?",
                               (self.site_pk, "paid"))[0][0])
+
+
+def settled(url: str, log: Callable[[str], None], timeout: float = 60) -> bool:
+    """wrk ends a run with requests in flight, and the server finishes them: wait until it has
+    (closed invoices and unsettled payments stop changing, on every site), so that they neither
+    overlap the next run nor rename an invoice that retrieve has just drawn."""
+    sql = ("SELECT (SELECT count(*) FROM invoices WHERE status <> 'pending'), "
+           "(SELECT count(*) FROM transactions WHERE status = 'in_progress')")
+    last, deadline = None, time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = seed.query(url, sql)[0]
+        if now == last and now[1] == 0:
+            return True
+        last = now
+        time.sleep(0.3)
+    log(f"the server was still busy {timeout:.0f} s after the run ({last})")
+    return False
+
+
+def cpu_keys(pre: str, r: load.WrkResult, ceiling: load.WrkResult) -> dict:
+    """The run's and its ceiling's CPU per request (bench/cpu.py), side by side: server_cpu_us
+    (the server process, all threads), pg_cpu_us (the bench database's PostgreSQL backends)."""
+    return {f"{pre}server_cpu_us": r.cpu.get("server_cpu_us"), f"{pre}pg_cpu_us": r.cpu.get("pg_cpu_us"),
+            f"{pre}ceiling_server_cpu_us": ceiling.cpu.get("server_cpu_us"),
+            f"{pre}ceiling_pg_cpu_us": ceiling.cpu.get("pg_cpu_us")}
+
+
+def cpu_text(c: dict) -> str:
+    out = f"server CPU {c.get('server_cpu_us') if c.get('server_cpu_us') is not None else '?'} us/req"
+    if c.get("pg_cpu_us") is not None:
+        out += f", PostgreSQL {c['pg_cpu_us']} us/req"
+    return out
 
 
 def _pct(x: float | None) -> str:

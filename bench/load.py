@@ -7,7 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from bench.noise import Meter
@@ -74,6 +74,7 @@ class WrkResult:
     socket_errors: dict
     ids_used: int
     threads_exhausted: int
+    cpu: dict = field(default_factory=dict)  # bench/cpu.py: server and PostgreSQL CPU per request, when measured
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -104,10 +104,16 @@ def query(url: str, sql: str, params: tuple = ()) -> list[tuple]:
 # ---- seeding ----------------------------------------------------------------------------------
 
 @dataclass
-class Seeded:
+class SeededSite:
+    name: str
     site_pk: int
     key: str
-    invoice_ids: list[str]  # the pending invoices' draft ids, shuffled
+    invoice_ids: list[str]  # the site's pending invoices' draft ids, shuffled
+
+
+@dataclass
+class Seeded:
+    sites: list[SeededSite]  # the first is bench-test (the one site of a single-site run)
     insert_seconds: float  # building and inserting the rows
     finish_seconds: float  # PostgreSQL: VACUUM ANALYZE; SQLite: WAL checkpoint
     db_bytes: int | None
@@ -116,32 +122,67 @@ class Seeded:
     def seconds(self) -> float:
         return round(self.insert_seconds + self.finish_seconds, 2)
 
+    @property
+    def site_pk(self) -> int:
+        return self.sites[0].site_pk
 
-def seed(url: str, n: int, *, log: Callable[[str], None] = print, seed_value: int = 1) -> Seeded:
+    @property
+    def key(self) -> str:
+        return self.sites[0].key
+
+    @property
+    def invoice_ids(self) -> list[str]:
+        return self.sites[0].invoice_ids
+
+
+def site_name(k: int) -> str:
+    """Site k of a seeded database: bench-test, then bench-02-test, bench-03-test, ..."""
+    return SITE if k == 0 else f"bench-{k + 1:02d}-test"
+
+
+def site_key(k: int) -> str:
+    """Site k's full-access key (each site its own)."""
+    return KEY if k == 0 else f"test_bench{k + 1:02d}_0123456789abcdefghij"
+
+
+def seed(url: str, n: int, *, sites_n: int = 1, shares: list[int] | None = None,
+         log: Callable[[str], None] = print, seed_value: int = 1) -> Seeded:
+    """n customers with one pending invoice each, split among sites_n sites: evenly, or shares[k]
+    for site k (shares must add up to n)."""
+    if shares is None:
+        shares = [n // sites_n + (1 if k < n % sites_n else 0) for k in range(sites_n)]
+    if len(shares) != sites_n or sum(shares) != n:
+        raise ValueError(f"shares {shares} do not split {n} invoices among {sites_n} sites")
     migrate.upgrade(url)
     started = time.perf_counter()
     # durability is pointless while seeding: the server later opens the file with its own settings
     # and so are the serving limits: a batch of 20,000 customers may take longer than 5 s on a busy machine
     db = Database(url, synchronous="OFF", limits=StoreLimits(unit_timeout=600, statement_timeout=600))
     books = books_for(db)  # the test gateway's books
+    out: list[SeededSite] = []
     try:
         now = int(time.time())
-        site, _ = db.write_sync(lambda tx: sites.create(tx, SITE, now=now, api_key=KEY))
         rng = random.Random(seed_value)
-        customer_ids = _unique_ids(n, rng)
-        invoice_ids: list[str] = []
+        customer_ids = _unique_ids(n, rng)  # distinct over all sites
         step = max(1, n // 10)
         pending = None  # build batch k+1 in this thread while the database inserts batch k
-        for lo in range(0, n, BATCH):
-            hi = min(n, lo + BATCH)
-            rows = _build(site, now, customer_ids, lo, hi)
-            invoice_ids += rows.invoice_ids
-            if pending is not None:
-                pending.result()
-            books.write_sync(rows.insert_vault)
-            pending = db.submit_write(rows.insert)
-            if n >= 100_000 and (hi // step) != (lo // step):
-                log(f"  seeding: {hi:,}/{n:,} invoices built ({time.perf_counter() - started:.0f} s)")
+        first = 0
+        for k, share in enumerate(shares):
+            site, _ = db.write_sync(lambda tx, k=k: sites.create(tx, site_name(k), now=now, api_key=site_key(k)))
+            invoice_ids: list[str] = []
+            for lo in range(first, first + share, BATCH):
+                hi = min(first + share, lo + BATCH)
+                rows = _build(site, now, customer_ids, lo, hi)
+                invoice_ids += rows.invoice_ids
+                if pending is not None:
+                    pending.result()
+                books.write_sync(rows.insert_vault)
+                pending = db.submit_write(rows.insert)
+                if n >= 100_000 and (hi // step) != (lo // step):
+                    log(f"  seeding: {hi:,}/{n:,} invoices built ({time.perf_counter() - started:.0f} s)")
+            first += share
+            rng.shuffle(invoice_ids)
+            out.append(SeededSite(site.name, site.pk, site_key(k), invoice_ids))
         if pending is not None:
             pending.result()
         inserted = time.perf_counter() - started
@@ -152,8 +193,7 @@ def seed(url: str, n: int, *, log: Callable[[str], None] = print, seed_value: in
     t = time.perf_counter()
     _finish(url)
     finish = time.perf_counter() - t
-    rng.shuffle(invoice_ids)
-    return Seeded(site.pk, KEY, invoice_ids, round(inserted, 2), round(finish, 2), database_bytes(url))
+    return Seeded(out, round(inserted, 2), round(finish, 2), database_bytes(url))
 
 
 def _unique_ids(n: int, rng: random.Random) -> list[str]:

@@ -24,7 +24,9 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, database_url: str, log_path: Path):
+    """args: more arguments for billhive serve (e.g. --no-background)."""
+
+    def __init__(self, database_url: str, log_path: Path, args: tuple[str, ...] = ()):
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -34,7 +36,7 @@ class Server:
             env.pop(name, None)
         # billhive serve with the ceiling routes mounted (bench/ceiling.py)
         self.command = [sys.executable, "-m", "bench.ceiling", "serve", "--port", str(self.port),
-                        "--database-url", database_url]
+                        "--database-url", database_url, *args]
         self._log = open(log_path, "ab")
         self.proc = subprocess.Popen(self.command, env=env, stdout=self._log, stderr=subprocess.STDOUT,
                                      cwd=str(ROOT))
@@ -63,6 +65,49 @@ class Server:
     def log_tail(self, lines: int = 30) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=30)
+        self._log.close()
+        return self.proc.returncode
+
+
+class Worker:
+    """``billhive worker`` as a child process: the background loops without the API."""
+
+    def __init__(self, database_url: str, log_path: Path):
+        self.log_path = log_path
+        env = dict(os.environ)
+        for name in ("BILLHIVE_FAILPOINTS", "BILLHIVE_DATABASE_URL", "BILLHIVE_BACKGROUND"):
+            env.pop(name, None)
+        self._log = open(log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "billhive", "worker", "--database-url", database_url],
+                                     env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=str(ROOT))
+        deadline = time.monotonic() + 60
+        while "running background jobs" not in self.log_text():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"billhive worker did not start; see {log_path}:\n{self.log_text()[-2000:]}")
+            time.sleep(0.1)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
         except OSError:
             return ""
 

@@ -2,7 +2,9 @@
 --   method    GET or POST (POST sends an empty form body, as the SDK does for collect)
 --   template  the path, "{id}" replaced by an invoice id: /api/v1/invoices/{id}/collect
 --   auth      the Authorization header's value
---   prefix    thread k reads its ids from <prefix><k>.txt, one a line; "-": no ids
+--   prefix    thread k reads its ids from <prefix><k>.txt, one a line; "-": no ids. A line may be
+--             "<id>\t<Authorization value>": that request goes with its own key (many sites at
+--             once: bench/multisite.py), instead of auth's
 --   mode      once:   each id at most once, in file order (collect: an id is never collected
 --                     twice); when a thread's ids run out, its connections wait for their last
 --                     answers and the thread stops
@@ -47,9 +49,24 @@ function init(args)
     body = ""
   end
   ids = {}
+  auths = {}  -- ids[k]'s own headers (a line "<id>\t<auth>"), else nil: the common headers
+  local by_auth = {}
   if args[4] ~= "-" then
     for line in io.lines(args[4] .. tid .. ".txt") do
-      ids[#ids + 1] = line
+      local id, auth = line:match("^([^\t]+)\t(.+)$")
+      if id then
+        if not by_auth[auth] then
+          local h = {["Authorization"] = auth}
+          for k, v in pairs(headers) do
+            if k ~= "Authorization" then h[k] = v end
+          end
+          by_auth[auth] = h
+        end
+        ids[#ids + 1] = id
+        auths[#ids] = by_auth[auth]
+      else
+        ids[#ids + 1] = line
+      end
     end
   end
   used = 0  -- ids sent
@@ -89,9 +106,9 @@ function request()
   if static then
     return static
   end
-  local id
+  local k
   if mode == "random" then
-    id = ids[math.random(#ids)]
+    k = math.random(#ids)
   elseif mode == "once" then
     if used >= handed then  -- no reservation: wrk's first check, or a reconnect after a socket error
       if handed >= #ids then
@@ -100,15 +117,15 @@ function request()
       handed = handed + 1
     end
     used = used + 1
-    id = ids[used]
+    k = used
   else
     if used >= #ids then
       used = 0
     end
     used = used + 1
-    id = ids[used]
+    k = used
   end
-  return wrk.format(method, (template:gsub("{id}", id)), headers, body)
+  return wrk.format(method, (template:gsub("{id}", ids[k])), auths[k] or headers, body)
 end
 
 function done(summary, latency, requests)

@@ -23,7 +23,8 @@ def test_bench_all_runs_end_to_end_and_writes_its_json(tmp_path):
     out = tmp_path / "bench.json"
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run([sys.executable, "-m", "bench", "all", "--stores", "sqlite", "--sizes", "300",
-                           "--seconds", "1", "--quiet-wait", "0", "--json", str(out)],
+                           "--seconds", "1", "--quiet-wait", "0", "--subscriptions", "5", "--months", "2",
+                           "--json", str(out)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     doc = json.loads(out.read_text())
@@ -39,3 +40,11 @@ def test_bench_all_runs_end_to_end_and_writes_its_json(tmp_path):
     errors = {t["name"]: t["value"] for t in run["targets"]}["0 errors"]
     assert errors == 0 and run["errors"] == run["store_only_errors"] == run["server_log_errors"] == 0
     assert "collect" in proc.stdout and "[" in proc.stdout  # the table, each figure beside its ceiling
+    # round 2: CPU per request beside its ceiling's, from /proc
+    assert run["server_cpu_us"] > 0 and run["ceiling_server_cpu_us"] > 0 and run["pg_cpu_us"] is None
+    names = [t["name"] for t in run["targets"]]
+    assert "collect/ceiling >= 0.15" in names and "server CPU/collect <= 150 us" in names
+    # time travel is part of all: 2 sites x 5 subscriptions x 2 months (at least one due job each), checked
+    (tt,) = doc["timetravel"]
+    assert tt["store"] == "sqlite" and tt["jobs"] >= 2 * 5 * 2 and tt["ok"] and tt["jobs_per_s"] > 0
+    assert "multisite" not in doc and "scaleout" not in doc  # PostgreSQL only
