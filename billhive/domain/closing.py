@@ -21,11 +21,10 @@ The rules, in this order:
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 from billhive.domain import invoices as D
-from billhive.domain.document import Doc
+from billhive.domain.document import Doc, clone
 from billhive.domain.taxes import Basis
 from billhive.errors import ConfigurationIncompatible, InvalidState
 
@@ -80,7 +79,7 @@ def close(invoice: Doc, *, balances: Balances, payer: Payer, now: int, keep_end_
     if not invoice.get("line_items"):
         raise InvalidState("The invoice has no line items and cannot be closed; delete it instead",
                            api_error_code="invalid_state_for_request")
-    inv = copy.deepcopy(invoice)
+    inv = clone(invoice)
     if not (keep_end_date and inv.get("end_date")):
         inv["end_date"] = now
     D.recompute(inv, taxes=taxes)
@@ -125,7 +124,7 @@ def use_excess(payment: Doc, invoice: Doc, take: int, now: int) -> Doc:
     """The earlier payment after ``take`` of its unused amount went to ``invoice`` (a copy)."""
     if not 0 < take <= int(payment.get("amount_unused", 0)):
         raise ValueError(f"cannot take {take} of payment {payment['id']}")
-    out = copy.deepcopy(payment)
+    out = clone(payment)
     out["amount_unused"] = int(out["amount_unused"]) - take
     out.setdefault("linked_invoices", []).append(invoice_link(invoice, take, now))
     return out
@@ -150,7 +149,7 @@ class GiveBack:
 def give_back(invoice: Doc, *, taxes: Basis | None = None) -> GiveBack:
     """Everything ``close`` took for ``invoice`` (``invoice`` is not changed); ``taxes``: its tax
     basis, to tax it again without the promotional credits."""
-    inv = copy.deepcopy(invoice)
+    inv = clone(invoice)
     promotional = D.discount_total(inv, types=("account_credits",))
     if promotional:
         inv["discounts"] = [d for d in inv.get("discounts", ()) if d["type"] != "account_credits"]
@@ -171,7 +170,7 @@ def give_back(invoice: Doc, *, taxes: Basis | None = None) -> GiveBack:
 def return_excess(payment: Doc, invoice_id: str, take: int) -> Doc:
     """The earlier payment after ``take`` went back from ``invoice_id`` to its unused amount (a copy;
     the reverse of ``use_excess``)."""
-    out = copy.deepcopy(payment)
+    out = clone(payment)
     out["amount_unused"] = int(out.get("amount_unused", 0)) + take
     out["linked_invoices"] = [li for li in out.get("linked_invoices", ()) if li["invoice_id"] != invoice_id]
     return out

@@ -17,12 +17,11 @@ beyond it (AmountTooLarge, naming the request parameter the caller says added to
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 from billhive.domain import money
 from billhive.domain import taxes as T
-from billhive.domain.document import Doc
+from billhive.domain.document import Doc, clone
 from billhive.errors import InvalidState
 
 STATUSES = ("pending", "paid", "payment_due", "not_paid", "voided")
@@ -141,7 +140,7 @@ def allocate(invoice: Doc, *, promotional: int, refundable: int, excess: int,
 def with_promotional(invoice: Doc, amount: int) -> Doc:
     """A copy of ``invoice`` with ``amount`` of promotional credits as a discount (totals not
     recomputed)."""
-    out = copy.deepcopy(invoice)
+    out = clone(invoice)
     if amount:
         out.setdefault("discounts", []).append({"amount": amount, "description": PROMOTIONAL_CREDITS,
                                                 "type": "account_credits"})

@@ -28,13 +28,12 @@ to the amount due, the rest an excess payment of the customer.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Protocol
 
 from billhive.domain import closing, dunning
 from billhive.domain import invoices as D
-from billhive.domain.document import Doc
+from billhive.domain.document import Doc, clone
 from billhive.errors import ParamError
 
 UNSETTLED = ("in_progress", "timeout")
@@ -157,7 +156,7 @@ def offline_payment(invoice: Doc, *, txn_id: str, payment_method: str, paid_at: 
     """record_payment: ``amount`` (default: the amount due) paid at ``paid_at``, not in the future."""
     if paid_at > now:
         raise ParamError("paid_at : cannot be in the future", param="paid_at")
-    inv = copy.deepcopy(invoice)
+    inv = clone(invoice)
     amount = inv["amount_due"] if amount is None else amount
     applied = min(amount, inv["amount_due"])
     excess = amount - applied

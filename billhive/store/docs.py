@@ -2,8 +2,11 @@
 
 ``DocTable`` is the one way resources are read and written. On every insert/update the
 index columns are recomputed from the document, so a column and the JSON can never
-disagree. Conditional updates (``expect=``) are how state transitions stay exactly-once
-under concurrency: ``UPDATE ... WHERE status = 'pending'`` changes one row or none.
+disagree. An update writes the document and only those columns whose values differ from the
+row's as this unit loaded or last wrote it (``Tx.rows``; without that, every column): an UPDATE
+naming a column rewrites every index holding it, changed or not. Conditional updates
+(``expect=``) are how state transitions stay exactly-once under concurrency:
+``UPDATE ... WHERE status = 'pending'`` changes one row or none.
 """
 
 from __future__ import annotations
@@ -45,25 +48,35 @@ class DocTable:
             name: overrides.get(name) or _field(name) for name in self.index_columns
         }
         t = table
+        self.name = table.name
+        # the columns an update may leave out when their value is unchanged (Tx.rows knows them);
+        # insert_only columns named in ``columns=`` are always written (others may set them)
+        self._known = ("id", "updated_at", *(c for c in self.index_columns if c not in self.insert_only))
         key = and_(t.c.site_id == bindparam("site_id"), t.c.id == bindparam("id"))
-        self._get = Q(select(t.c.data).where(key))
-        self._get_lock = Q(select(t.c.data).where(key).with_for_update())
+        known = [t.c[c] for c in self._known]
+        self._get = Q(select(t.c.data, *known).where(key))
+        self._get_lock = Q(select(t.c.data, *known).where(key).with_for_update())
+        self._get_raw = Q(select(t.c.data).where(key))
         self._exists = Q(select(t.c.pk).where(key))
         write_cols = ["site_id", "id", "created_at", "updated_at", *self.index_columns, "data"]
         self._write_cols = write_cols
-        self._insert = Q(insert(t).values({c: bindparam(c) for c in write_cols}))
-        self._update_cache: dict[tuple[tuple[str, ...], tuple[str, ...]], Q] = {}
-        self._delete = Q(delete(t).where(key))
+        self._insert = _own(Q(insert(t).values({c: bindparam(c) for c in write_cols})))
+        self._update_cache: dict[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...] | None], Q] = {}
+        self._delete = _own(Q(delete(t).where(key)))
 
     # ---- reads --------------------------------------------------------------------------
 
     def get(self, tx: Tx, site_id: int, id: str, *, for_update: bool = False) -> dict | None:
         row = tx.one(self._get_lock if for_update else self._get, {"site_id": site_id, "id": id})
-        return loads(row[0]) if row else None
+        if row is None:
+            return None
+        if for_update or tx.dialect == "sqlite":  # SQLite: one writer, nobody else changes it meanwhile
+            tx.rows[(self.name, site_id, id)] = dict(zip(self._known, row[1:]))
+        return loads(row[0])
 
     def get_raw(self, tx: Tx, site_id: int, id: str) -> Any:
         """The stored JSON as an ``orjson.Fragment`` (spliced into a response unparsed), or None."""
-        row = tx.one(self._get, {"site_id": site_id, "id": id})
+        row = tx.one(self._get_raw, {"site_id": site_id, "id": id})
         return orjson.Fragment(row[0]) if row else None
 
     def require(self, tx: Tx, site_id: int, id: str, *, for_update: bool = False,
@@ -107,7 +120,9 @@ class DocTable:
 
     def insert(self, tx: Tx, site_id: int, doc: dict, now: int, *, columns: dict | None = None) -> None:
         """columns: values for index columns that are not fields of the document."""
-        tx.execute(self._insert, self._params(site_id, doc, now, columns))
+        p = self._params(site_id, doc, now, columns)
+        tx.execute(self._insert, p)
+        tx.rows[(self.name, site_id, p["id"])] = {c: p[c] for c in self._known}
 
     def insert_many(self, tx: Tx, site_id: int, docs: Iterable[dict], now: int) -> None:
         """Insert many documents with one executemany (seeding and bulk loads)."""
@@ -122,18 +137,25 @@ class DocTable:
         """
         keys = tuple(sorted(expect)) if expect else ()
         explicit = tuple(sorted(c for c in columns if c in self.insert_only)) if columns else ()
-        q = self._update_cache.get((keys, explicit))
+        p = self._params(site_id, doc, now, columns)
+        p.pop("created_at")
+        old = p["old_id"] = old_id if old_id is not None else p["id"]
+        key = (self.name, site_id, old)
+        rows = tx.rows
+        prev = rows.get(key)
+        changed = None if prev is None else tuple(c for c in self._known if p[c] != prev[c])
+        q = self._update_cache.get((keys, explicit, changed))
         if q is None:
             t = self.t
             cond = [t.c.site_id == bindparam("site_id"), t.c.id == bindparam("old_id")]
             cond += [t.c[k] == bindparam(f"expect_{k}") for k in keys]
-            values: dict[str, Any] = {c: bindparam(c) for c in self._write_cols
-                      if c not in ("site_id", "created_at") and (c not in self.insert_only or c in explicit)}
-            q = Q(update(t).where(and_(*cond)).values(values))
-            self._update_cache[(keys, explicit)] = q
-        p = self._params(site_id, doc, now, columns)
-        p.pop("created_at")
-        p["old_id"] = old_id if old_id is not None else self.id_of(doc)
+            if changed is None:
+                names = [c for c in self._write_cols
+                         if c not in ("site_id", "created_at") and (c not in self.insert_only or c in explicit)]
+            else:
+                names = [*changed, *explicit, "data"]
+            q = _own(Q(update(t).where(and_(*cond)).values({c: bindparam(c) for c in names})))
+            self._update_cache[(keys, explicit, changed)] = q
         if expect:
             if tx.pipelined:
                 raise RuntimeError("a conditional update needs its rowcount: do it before tx.pipeline()")
@@ -141,7 +163,12 @@ class DocTable:
                 p[f"expect_{k}"] = v
         n = tx.rowcount(q, p)
         # pipelined (PostgreSQL): the count comes later; the caller holds the row (loaded for update)
-        return n == 1 or (n < 0 and tx.pipelined)
+        done = n == 1 or (n < 0 and tx.pipelined)
+        if prev is not None:
+            del rows[key]
+        if done:  # the row is this transaction's now (PostgreSQL: locked by the update)
+            rows[(self.name, site_id, p["id"])] = {c: p[c] for c in self._known}
+        return done
 
     def save(self, tx: Tx, site_id: int, doc: dict, now: int) -> None:
         """Update an existing row that the caller has already loaded in this transaction."""
@@ -149,7 +176,14 @@ class DocTable:
             raise not_found(self.resource, self.id_of(doc))
 
     def delete(self, tx: Tx, site_id: int, id: str) -> bool:
+        tx.rows.pop((self.name, site_id, id), None)
         return tx.rowcount(self._delete, {"site_id": site_id, "id": id}) == 1
+
+
+def _own(q: Q) -> Q:
+    """A DocTable statement: DocTable keeps ``Tx.rows`` for it (the Tx need not forget the table)."""
+    q.writes = None
+    return q
 
 
 def _field(name: str) -> Callable[[dict], Any]:

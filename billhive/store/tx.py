@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+from sqlalchemy import Delete, Insert, Update
 from sqlalchemy.dialects import postgresql as pg_dialects
 from sqlalchemy.dialects import sqlite as sqlite_dialects
 
@@ -19,13 +20,17 @@ _DIALECTS = {
 
 
 class Q:
-    """A statement compiled once per dialect. Literal values become default params."""
+    """A statement compiled once per dialect. Literal values become default params.
 
-    __slots__ = ("stmt", "_compiled")
+    ``writes``: the table an INSERT, UPDATE or DELETE changes (``Tx.rows`` forgets that table's
+    rows when it runs); DocTable's own statements set it to None (it keeps ``Tx.rows`` itself)."""
+
+    __slots__ = ("stmt", "_compiled", "writes")
 
     def __init__(self, stmt: Any):
         self.stmt = stmt
         self._compiled: dict[str, tuple[str, dict]] = {}
+        self.writes: str | None = _written_table(stmt)
 
     def sql(self, dialect: str) -> tuple[str, dict]:
         c = self._compiled.get(dialect)
@@ -40,10 +45,25 @@ def compile_stmt(stmt: Any, dialect: str) -> tuple[str, dict]:
     return compiled.string, dict(compiled.params)
 
 
-class Tx:
-    """One unit of work's view of its connection."""
+def _written_table(stmt: Any) -> str | None:
+    if isinstance(stmt, (Insert, Update, Delete)):
+        return getattr(stmt.table, "name", None) or "?"
+    return None
 
-    __slots__ = ("conn", "dialect", "cur", "db_key", "_pipelined")
+
+class Tx:
+    """One unit of work's view of its connection.
+
+    ``rows``: the stored column values of document rows this unit has loaded or written, by
+    (table, site_id, id), kept by ``DocTable`` so that an update writes only the columns that
+    changed (an UPDATE that names a column rewrites every index holding it). It must only ever
+    say what the row holds now, so it is forgotten whenever that may no longer be true: a unit
+    starts (``forget_rows``: the batch runner), a savepoint rolls back, or a statement other than
+    DocTable's own writes to the table. On PostgreSQL only rows this transaction holds locked
+    (loaded ``for_update``, inserted or updated) are kept: another transaction may change the rest.
+    """
+
+    __slots__ = ("conn", "dialect", "cur", "db_key", "_pipelined", "rows")
 
     def __init__(self, conn: Any, dialect: str, db_key: str = ""):
         self.conn = conn
@@ -51,12 +71,25 @@ class Tx:
         self.cur = conn.cursor()
         self.db_key = db_key  # which database (for per-process caches keyed by site)
         self._pipelined = False  # inside pipeline() (PostgreSQL)
+        self.rows: dict[tuple[str, int, str], dict[str, Any]] = {}
+
+    def forget_rows(self, table: str | None = None) -> None:
+        """Forget the rows ``rows`` knows (of one table, or all)."""
+        if table is None or table == "?":
+            self.rows.clear()
+        else:
+            for key in [k for k in self.rows if k[0] == table]:
+                del self.rows[key]
 
     def execute(self, stmt: Any, params: dict | None = None) -> Any:
         if isinstance(stmt, Q):
             sql, defaults = stmt.sql(self.dialect)
+            if stmt.writes is not None and self.rows:
+                self.forget_rows(stmt.writes)
         else:
             sql, defaults = compile_stmt(stmt, self.dialect)
+            if self.rows and (written := _written_table(stmt)) is not None:
+                self.forget_rows(written)
         if params:
             defaults = {**defaults, **params} if defaults else params
         cur = self.cur
@@ -68,6 +101,8 @@ class Tx:
         if not rows:
             return
         sql, defaults = stmt.sql(self.dialect) if isinstance(stmt, Q) else compile_stmt(stmt, self.dialect)
+        if self.rows and (written := stmt.writes if isinstance(stmt, Q) else _written_table(stmt)) is not None:
+            self.forget_rows(written)
         if not defaults.keys() <= rows[0].keys():  # values the statement carries itself (literals)
             rows = [{**defaults, **r} for r in rows]
         self.cur.executemany(sql, rows)
@@ -143,5 +178,6 @@ class _Savepoint:
         if exc_type is None:
             self.tx.cur.execute(f"RELEASE SAVEPOINT {self.name}")
         else:
+            self.tx.rows.clear()  # what they say may have been undone
             self.tx.cur.execute(f"ROLLBACK TO SAVEPOINT {self.name}")
             self.tx.cur.execute(f"RELEASE SAVEPOINT {self.name}")

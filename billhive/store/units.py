@@ -280,6 +280,7 @@ class Store:
                 continue
             if not single:
                 conn.execute("SAVEPOINT unit")
+            tx.forget_rows()  # a unit starts knowing no rows (an earlier one may have rolled back)
             self._arm(conn, j)
             try:
                 result = j.fn(tx)

@@ -1,11 +1,12 @@
-"""DocTable bulk insert: the same rows as one insert per document."""
+"""DocTable: bulk insert (the same rows as one insert per document); updates that write only the
+columns that changed, and never miss one (Tx.rows forgotten when it may be wrong)."""
 
 from __future__ import annotations
 
 import time
 import uuid
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from billhive import sites
 from billhive.store import schema as S
@@ -30,3 +31,82 @@ def test_insert_many_writes_documents_and_derived_columns(app):
                                         ("cust_1", "c1@example.com", "off", 1001, 2000),
                                         ("cust_2", "c2@example.com", "off", 1002, 2000)]
     assert loaded == docs
+
+
+class _Recording:
+    """A cursor that records the SQL it runs (and is otherwise the driver's)."""
+
+    def __init__(self, cur):
+        self._cur, self.sql = cur, []
+
+    def execute(self, sql, params=None):
+        self.sql.append(sql)
+        self._cur.execute(sql, params)
+        return self
+
+    def __getattr__(self, name):
+        return getattr(self._cur, name)
+
+
+def _customer_site(app):
+    site, _ = app.db.write_sync(lambda tx: sites.create(tx, f"t{uuid.uuid4().hex[:10]}-test", now=int(time.time())))
+    doc = {"id": "cust_1", "object": "customer", "email": "a@example.com", "first_name": "Ann",
+           "auto_collection": "on", "created_at": 1000}
+    app.db.write_sync(lambda tx: CUSTOMERS.insert(tx, site.pk, doc, 1000))
+    return site
+
+
+def _row(app, site):
+    c = S.customers.c
+    return tuple(app.db.read_sync(lambda tx: tx.one(select(c.email, c.first_name, c.auto_collection, c.updated_at)
+                                                    .where(c.site_id == site.pk, c.id == "cust_1"))))
+
+
+def test_update_names_only_the_changed_columns(app):
+    site = _customer_site(app)
+
+    def change(tx):
+        doc = CUSTOMERS.get(tx, site.pk, "cust_1", for_update=True)
+        doc["email"] = "b@example.com"
+        tx.cur = rec = _Recording(tx.cur)
+        assert CUSTOMERS.update(tx, site.pk, doc, 2000)
+        return rec.sql
+
+    [sql] = app.db.write_sync(change)
+    assert sql.startswith("UPDATE customers SET ")
+    set_clause = sql.split(" SET ")[1].split(" WHERE ")[0]
+    assert [part.split("=")[0].strip() for part in set_clause.split(",")] == ["updated_at", "email", "data"]
+    assert _row(app, site) == ("b@example.com", "Ann", "on", 2000)
+    assert app.db.read_sync(lambda tx: CUSTOMERS.get(tx, site.pk, "cust_1"))["email"] == "b@example.com"
+
+
+def test_update_after_another_statement_changed_the_row_writes_every_column(app):
+    site = _customer_site(app)
+    c = S.customers.c
+
+    def change(tx):
+        doc = CUSTOMERS.get(tx, site.pk, "cust_1", for_update=True)
+        tx.execute(update(S.customers).where(c.site_id == site.pk, c.id == "cust_1").values(email="x@example.com"))
+        doc["first_name"] = "Bo"  # email unchanged in the document: its column must be written back
+        assert CUSTOMERS.update(tx, site.pk, doc, 2000)
+
+    app.db.write_sync(change)
+    assert _row(app, site) == ("a@example.com", "Bo", "on", 2000)
+
+
+def test_update_after_a_savepoint_rolled_back_writes_what_it_undid(app):
+    site = _customer_site(app)
+
+    def change(tx):
+        doc = CUSTOMERS.get(tx, site.pk, "cust_1", for_update=True)
+        doc["email"] = "b@example.com"
+        try:
+            with tx.savepoint():
+                CUSTOMERS.update(tx, site.pk, doc, 2000)
+                raise ValueError("undo")
+        except ValueError:
+            pass
+        assert CUSTOMERS.update(tx, site.pk, doc, 2000)  # the same document again: the row holds a@ again
+
+    app.db.write_sync(change)
+    assert _row(app, site) == ("b@example.com", "Ann", "on", 2000)
