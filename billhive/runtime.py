@@ -27,8 +27,8 @@ HTTP_LIMITS = ("max_header_bytes", "max_body_bytes", "header_timeout", "body_tim
                "max_connections")
 # fields that must be positive when given (a zero or negative value would disable a safety bound)
 _POSITIVE = {*HTTP_LIMITS, "unit_timeout", "statement_timeout", "read_threads", "recovery_interval", "cache_ttl",
-             "idempotency_stale", "webhook_concurrency", "webhook_concurrency_per_endpoint", "email_concurrency",
-             "email_concurrency_per_site", "scheduler_interval", "delivery_interval"}
+             "idempotency_stale", "time_travel_lease", "webhook_concurrency", "webhook_concurrency_per_endpoint",
+             "email_concurrency", "email_concurrency_per_site", "scheduler_interval", "delivery_interval"}
 
 
 @dataclass
@@ -64,6 +64,9 @@ class Config:
     # a chargebee-idempotency-key claim whose request shows no sign of life for this long
     # (its process died) is taken over by a retry with the same key
     idempotency_stale: float = 120.0
+    # seconds a time travel's traveller holds it without renewing its lease (after every batch of
+    # jobs); a travel whose lease ran out (its process died) is taken over by another
+    time_travel_lease: float = 10.0
     # store limits (see billhive.store.db): a unit of work waits at most unit_timeout for its
     # turn; a statement runs at most statement_timeout (SQLite: a unit's time in SQLite)
     unit_timeout: float = 10.0

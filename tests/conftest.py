@@ -204,6 +204,28 @@ def pytest_collection_modifyitems(config, items):
             callspec = getattr(item, "callspec", None)
             if callspec and callspec.params.get("backend") == "postgres":
                 item.add_marker(pytest.mark.postgres)
+    items[:] = long_ones_first(items)
+
+
+def long_ones_first(items: list[pytest.Item]) -> list[pytest.Item]:
+    """The run order: modules with an ``alone`` test, then modules with a ``slow`` one, then the rest
+    (each group, and each module's tests, in collection order; a module stays in one piece, so its
+    module-scoped fixtures are made once per worker).
+
+    xdist's worksteal hands each worker a contiguous share of this list and an idle worker steals
+    from the end of another's: long tests at the front are spread while there is work to steal, and
+    the run does not end on one worker finishing a 20-second crash test while the other waits. The
+    ``alone`` tests come first of all: each waits only for the test the other worker is running, and
+    at the start that is a short one."""
+    def rank(module: list[pytest.Item]) -> int:
+        if any(i.get_closest_marker("alone") for i in module):
+            return 0
+        return 1 if any(i.get_closest_marker("slow") for i in module) else 2
+    modules: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        modules.setdefault(item.nodeid.split("::")[0], []).append(item)
+    ordered = sorted(modules.values(), key=rank)  # stable: collection order within a rank
+    return [item for module in ordered for item in module]
 
 
 @pytest.fixture(scope="session")

@@ -2,28 +2,41 @@
 
 from __future__ import annotations
 
-import functools
 import subprocess
 import sys
 import textwrap
+
+import pytest
 
 from billhive import coverage, spec
 from billhive.http.routes import implemented_operation_ids
 
 
-def test_coverage_doc_is_current():
-    want = coverage.render()
+@pytest.fixture(scope="module")
+def scan() -> coverage.EmitScan:
+    """One scan of billhive's code for the tests that only read it (the code does not change meanwhile)."""
+    return coverage.scan_emitted()
+
+
+@pytest.fixture(scope="module")
+def rendered(scan: coverage.EmitScan) -> str:
+    """docs/coverage.md as `coverage.render()` makes it from that scan."""
+    return coverage.render(scan)
+
+
+def test_coverage_doc_is_current(rendered):
+    want = rendered
     have = coverage.DOC.read_text(encoding="utf-8") if coverage.DOC.exists() else ""
     assert have == want, (f"docs/coverage.md is stale (an operation or an event type was added?): "
                           f"regenerate it with `{coverage.COMMAND}` and commit it")
 
 
-def test_emitted_event_types_are_resolvable_and_known():
-    assert coverage.problems(coverage.scan_emitted()) == []
+def test_emitted_event_types_are_resolvable_and_known(scan):
+    assert coverage.problems(scan) == []
 
 
-def test_doc_lists_every_operation_and_event_type_from_the_spec():
-    doc = coverage.render()
+def test_doc_lists_every_operation_and_event_type_from_the_spec(rendered):
+    doc = rendered
     ops = spec.operations()
     assert len(ops) == 104 and len(coverage.spec_operations()) == len(ops)
     for op_id, op in ops.items():
@@ -102,14 +115,14 @@ def test_scan_finds_literals_constants_imports_and_declared_types(tmp_path):
     assert "| not yet | `subscription_created` |  |" in doc
 
 
-def test_check_mode_reports_a_stale_file(tmp_path, monkeypatch):
+def test_check_mode_reports_a_stale_file(tmp_path, monkeypatch, scan):
     out = tmp_path / "coverage.md"
     cmd = [sys.executable, "-m", "billhive.coverage", "--output", str(out)]
     r = subprocess.run(cmd + ["--check"], capture_output=True, text=True)  # the command itself, once
     assert r.returncode == 1 and "python -m billhive.coverage" in r.stderr
-    # then its main(), in this process, three times over one scan of the code (the code does not
-    # change in between; the scan is what the other tests here check)
-    monkeypatch.setattr(coverage, "scan_emitted", functools.cache(coverage.scan_emitted))
+    # then its main(), in this process, three times over the module's one scan of the code (the code
+    # does not change in between; the scan is what the other tests here check)
+    monkeypatch.setattr(coverage, "scan_emitted", lambda: scan)
     args = ["--output", str(out)]
     assert coverage.main(args) == 0
     assert coverage.main(args + ["--check"]) == 0

@@ -120,12 +120,18 @@ def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-def test_no_import_cycles():
-    assert _cycles(_graph()[0]) == []
+@pytest.fixture(scope="module")
+def graph() -> tuple[dict[str, set[str]], list[tuple[str, str, int]]]:
+    """billhive's import graph, parsed once for the three tests that only read it."""
+    return _graph()
 
 
-def test_no_import_of_a_higher_layer():
-    edges, _ = _graph()
+def test_no_import_cycles(graph):
+    assert _cycles(graph[0]) == []
+
+
+def test_no_import_of_a_higher_layer(graph):
+    edges, _ = graph
     bad = []
     for mod, targets in edges.items():
         for t in targets:
@@ -136,8 +142,8 @@ def test_no_import_of_a_higher_layer():
     assert bad == []
 
 
-def test_no_imports_inside_functions():
-    _, inner = _graph()
+def test_no_imports_inside_functions(graph):
+    _, inner = graph
     assert [f"{m}:{line} imports {t}" for m, t, line in inner] == []
 
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 import time
 
 import httpx
 import pytest
 
+from tests.support import zygote
 from tests.support.process import ROOT, ServerProcess
 
 pytestmark = pytest.mark.slow
@@ -24,9 +23,8 @@ def test_a_taken_port_fails_before_anything_starts(tmp_path):
     port = taken.getsockname()[1]
     db = tmp_path / "never.db"
     try:
-        out = subprocess.run([sys.executable, "-m", "billhive", "serve", "--port", str(port), "--database-url",
-                              f"sqlite:///{db}"], capture_output=True, text=True, cwd=ROOT, timeout=60,
-                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+        out = zygote.run(["serve", "--port", str(port), "--database-url", f"sqlite:///{db}"], cwd=str(ROOT),
+                         timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
     finally:
         taken.close()
     assert out.returncode == 2

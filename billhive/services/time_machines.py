@@ -52,7 +52,6 @@ log = logging.getLogger("billhive.time_machine")
 NAME = "delorean"
 INLINE_BUDGET = 2.0  # seconds travel_forward advances a travel before answering (then: in_progress)
 RESUME_BUDGET = 5.0  # seconds one background pass advances one travel before turning to the next
-LEASE = 10.0  # seconds a traveller holds a travel without renewing it; then another may take it over
 BATCH = 50  # jobs run between two lease renewals and budget checks, in one transaction (a savepoint each)
 TT = S.time_travels
 
@@ -184,7 +183,7 @@ def _take_lease(tx: Tx, app: App, site_pk: int, owner: str) -> bool:
     return tx.rowcount(update(TT).where(
         TT.c.site_id == site_pk, (TT.c.lease_until.is_(None)) | (TT.c.lease_until < wall),
         TT.c.site_id.in_(select(S.sites.c.pk).where(S.sites.c.tm_status == "in_progress")),
-    ).values(lease_owner=owner, lease_until=wall + LEASE, updated_at=wall)) == 1
+    ).values(lease_owner=owner, lease_until=wall + app.config.time_travel_lease, updated_at=wall)) == 1
 
 
 def _holds(tx: Tx, site_pk: int, owner: str) -> bool:
@@ -213,7 +212,7 @@ def _next_step(tx: Tx, app: App, site_pk: int, owner: str) -> int | None:
 def _progress(tx: Tx, app: App, site_pk: int, owner: str, done: int) -> None:
     wall = app.wall()
     tx.execute(update(TT).where(TT.c.site_id == site_pk, TT.c.lease_owner == owner).values(
-        jobs_done=TT.c.jobs_done + done, lease_until=wall + LEASE, updated_at=wall))
+        jobs_done=TT.c.jobs_done + done, lease_until=wall + app.config.time_travel_lease, updated_at=wall))
 
 
 def _release(tx: Tx, site_pk: int, owner: str) -> None:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -24,6 +22,7 @@ from billhive.store import migrate
 from billhive.store import schema as S
 from billhive.work.context import Origin, Work
 from tests.support.delivery import CUSTOMER, wait_until
+from tests.support.zygote import Forked, Zygote
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,12 +47,13 @@ def own_database(backend, tmp_path, request):
         admin.close()
 
 
-def start_worker(url: str, log: Path) -> subprocess.Popen:
+def start_worker(url: str, log: Path) -> Forked:
+    """``billhive worker`` as a process of its own (forked by the zygote: tests/support/zygote.py)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "BILLHIVE_DELIVERY_LEASE_GRACE": "1",
            "BILLHIVE_DELIVERY_INTERVAL": "0.05"}
     with open(log, "ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "billhive", "worker", "--database-url", url],
-                                env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        return Zygote.get().spawn(["worker", "--database-url", url], env=env, cwd=str(ROOT), stdout=out.fileno(),
+                                  stderr=out.fileno())
 
 
 def deliveries(app: App) -> list[tuple]:
@@ -72,7 +72,7 @@ def test_sigkill_mid_delivery_then_restart_loses_nothing(own_database, receiver,
     url = own_database
     migrate.upgrade(url)
     app = App.open(Config(database_url=url))  # this process only writes and reads; it delivers nothing
-    workers: list[subprocess.Popen] = []
+    workers: list[Forked] = []
     try:
         now = int(time.time())
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ import pytest
 from billhive import sites
 from billhive.runtime import App, Config
 from billhive.store import migrate
+from tests.support import zygote
 from tests.support.process import ROOT, ServerProcess, free_port
 from tests.support.server import Api, LiveServer
 
@@ -85,8 +85,8 @@ def test_disk_full_for_real_on_a_small_filesystem(tmp_path):
         server = ServerProcess(url, log_path=tmp_path / "server.log")
         try:
             key = "test_" + uuid.uuid4().hex
-            out = subprocess.run([sys.executable, "-m", "billhive", "site", "create", "fs-test", "--api-key", key,
-                                  "--database-url", url], capture_output=True, text=True, cwd=ROOT)
+            out = zygote.run(["site", "create", "fs-test", "--api-key", key, "--database-url", url],
+                             env=dict(os.environ), cwd=str(ROOT), timeout=60)
             assert out.returncode == 0, out.stderr
             c = httpx.Client(base_url=server.base_url, auth=(key, ""), timeout=15)
             assert c.post("/api/v1/customers", data={"id": "before"}).status_code == 200
@@ -156,11 +156,9 @@ def test_refuses_to_start_on_a_database_it_cannot_write(tmp_path):
         ro_url = f"sqlite:///{ro / 'billhive.db'}"
         port = free_port()
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        out = subprocess.run([sys.executable, "-m", "billhive", "serve", "--port", str(port), "--database-url",
-                              ro_url], capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
+        out = zygote.run(["serve", "--port", str(port), "--database-url", ro_url], cwd=str(ROOT), env=env, timeout=60)
         assert out.returncode != 0
         assert f"cannot write to the database {ro / 'billhive.db'}" in out.stderr, out.stderr
         assert "listening" not in out.stdout and "startup complete" not in out.stderr
-        out = subprocess.run([sys.executable, "-m", "billhive", "worker", "--database-url", ro_url],
-                             capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
+        out = zygote.run(["worker", "--database-url", ro_url], cwd=str(ROOT), env=env, timeout=60)
         assert out.returncode != 0 and str(ro / "billhive.db") in out.stderr, out.stderr

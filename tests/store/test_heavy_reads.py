@@ -13,7 +13,7 @@ from sqlalchemy.engine import make_url
 
 from billhive import sites
 from billhive.store import migrate
-from billhive.store.db import Database
+from billhive.store.db import Database, StoreLimits
 from billhive.store.resources import CUSTOMERS
 from tests.support.process import ServerProcess
 
@@ -39,7 +39,9 @@ def seeded(request, tmp_path_factory):
         admin.execute(f'CREATE DATABASE "{name}"')
         url = u.set(database=name).render_as_string(hide_password=False)
     migrate.upgrade(url)
-    db = Database(url, synchronous="OFF")
+    # the seeding writes 20,000 rows per unit: on a loaded machine that can pass the default 5 s
+    # statement budget, which is no part of what is tested here (the servers below keep their defaults)
+    db = Database(url, synchronous="OFF", limits=StoreLimits(statement_timeout=120, unit_timeout=120))
     try:
         now = int(time.time())
         key_a, key_b = "test_" + uuid.uuid4().hex, "test_" + uuid.uuid4().hex

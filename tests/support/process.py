@@ -1,4 +1,7 @@
-"""billhive serve as a real child process (for crash tests: SIGKILL and restart)."""
+"""billhive serve as a real child process (for crash tests: SIGKILL and restart).
+
+The process is forked by this test worker's zygote (tests/support/zygote.py), which has imported
+billhive already, unless the test needs a ``preexec_fn`` (then it is a fresh ``python -m billhive``)."""
 
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+
+from tests.support.zygote import Forked, Zygote
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,15 +49,23 @@ class ServerProcess:
             env["BILLHIVE_FAILPOINTS"] = failpoints
         env.update(extra_env or {})
         self.log = open(log_path, "ab") if log_path else subprocess.DEVNULL
+        self.proc: subprocess.Popen | Forked
         for attempt in range(3):
             # a free port can be taken by another process (a parallel test worker) before the server
             # binds it: then the server exits at once and, unless the port was given, it gets another
             self.port = port or free_port()
             self.base_url = f"http://127.0.0.1:{self.port}"
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "billhive", "serve", "--port", str(self.port), "--database-url", database_url,
-                 *args],
-                env=env, stdout=self.log, stderr=self.log, cwd=str(ROOT), preexec_fn=preexec_fn)
+            argv = ["serve", "--port", str(self.port), "--database-url", database_url, *args]
+            if preexec_fn is None:
+                out = self.log.fileno() if log_path else os.open(os.devnull, os.O_WRONLY)
+                try:
+                    self.proc = Zygote.get().spawn(argv, env=env, cwd=str(ROOT), stdout=out, stderr=out)
+                finally:
+                    if not log_path:
+                        os.close(out)
+            else:
+                self.proc = subprocess.Popen([sys.executable, "-m", "billhive", *argv], env=env, stdout=self.log,
+                                             stderr=self.log, cwd=str(ROOT), preexec_fn=preexec_fn)
             try:
                 self.wait_ready()
                 return
