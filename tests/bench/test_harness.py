@@ -18,7 +18,6 @@ READ_KEYS = {"rps", "ceiling_rps", "ratio", "p50_ms", "p99_ms", "errors"}
 
 
 @pytest.mark.slow  # ~25 s: seeds, serves and measures every run of `bench all` at a tiny size
-
 def test_bench_all_runs_end_to_end_and_writes_its_json(tmp_path):
     if shutil.which("wrk") is None and shutil.which("apt-get") is None:
         pytest.skip("wrk is not installed and apt-get cannot install it")
