@@ -206,10 +206,14 @@ def usable_card(w: Work, customer: dict) -> dict | None:
     return card
 
 
-def snapshot(w: Work, customer_id: str, subscription_id: str | None = None) -> dict:
-    """Event content around an invoice: customer, card (if any), subscription (if any)."""
-    customer = CUSTOMERS.get(w.tx, w.site_id, customer_id)
-    out: dict = cards.content(customer, cards.get_card(w, customer_id)) if customer is not None else {}
+def snapshot(w: Work, customer_id: str, subscription_id: str | None = None, *,
+             loaded: tuple[dict | None, dict | None] | None = None) -> dict:
+    """Event content around an invoice: customer, card (if any), subscription (if any).
+    ``loaded``: the customer and card, loaded already in this transaction."""
+    customer, card = loaded if loaded is not None else (CUSTOMERS.get(w.tx, w.site_id, customer_id), None)
+    if customer is not None and loaded is None:
+        card = cards.get_card(w, customer_id)
+    out: dict = cards.content(customer, card) if customer is not None else {}
     if subscription_id:
         sub = SUBSCRIPTIONS.get(w.tx, w.site_id, subscription_id)
         if sub is not None:
