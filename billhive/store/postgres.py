@@ -109,7 +109,7 @@ class PostgresStore(Store):
                 sets.append(f"SET synchronous_commit = {self.synchronous}")
             for s in sets:
                 conn.execute(s)
-            _commit_and_begin(conn)
+            conn.commit()
         except psycopg.Error as exc:
             self._backoff.failed(exc)
             log.warning("cannot connect to PostgreSQL: %s", one_line(exc))
@@ -171,7 +171,7 @@ class PostgresStore(Store):
                 if not read_only:
                     failpoints.hit("db.before_commit")
                 committing = True
-                _commit_and_begin(conn)
+                conn.commit()
                 if self._write_error is not None and not read_only and fn != self._probe_write_unit:
                     self._write_error = None  # a real write went through: the store writes again
                 return result
@@ -257,7 +257,7 @@ class PostgresStore(Store):
         pass  # psycopg opens the transaction with the first statement
 
     def _commit(self, conn: Any) -> None:
-        _commit_and_begin(conn)
+        conn.commit()
 
     def _rollback(self, conn: Any) -> None:
         conn.rollback()
@@ -321,17 +321,6 @@ class _Lane:
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
         self.thread = threading.Thread(target=main, args=(self,), name=name, daemon=True)
         self.in_flight: list[Job] = []
-
-
-def _commit_and_begin(conn: Any) -> None:
-    """Commit, and open the connection's next transaction in the same round trip: psycopg opens
-    a transaction with a ``BEGIN`` of its own, a round trip before the first statement, which
-    this saves every unit of work (three per collect). A transaction that is only begun holds
-    nothing - no snapshot (READ COMMITTED takes one per statement), no transaction id - so an
-    idle connection of the pool shows as "idle in transaction" and costs nothing; a server whose
-    ``idle_in_transaction_session_timeout`` ends it is a lost connection, which the next unit
-    finds before it has done anything and replaces (see ``_unit_here``)."""
-    conn.execute("COMMIT; BEGIN")
 
 
 def _pg_lost(conn: Any, exc: BaseException) -> bool:
