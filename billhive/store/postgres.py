@@ -103,14 +103,13 @@ class PostgresStore(Store):
         be reached (and, for a little while after, at once: see Backoff)."""
         self._backoff.check()
         try:
-            # autocommit: a unit's transaction is begun by its first statement, in the same
-            # round trip (billhive.store.tx.Tx); commit and rollback end what was begun
-            conn = psycopg.connect(self.conninfo, autocommit=True, **_pg_connect_options(self.sa_url))
+            conn = psycopg.connect(self.conninfo, autocommit=False, **_pg_connect_options(self.sa_url))
             sets = [f"SET statement_timeout = {int(self.limits.statement_timeout * 1000)}"]
             if self.synchronous:
                 sets.append(f"SET synchronous_commit = {self.synchronous}")
             for s in sets:
                 conn.execute(s)
+            conn.commit()
         except psycopg.Error as exc:
             self._backoff.failed(exc)
             log.warning("cannot connect to PostgreSQL: %s", one_line(exc))
@@ -268,14 +267,8 @@ class PostgresStore(Store):
             pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR)
 
     def _savepoint(self, conn: Any, release_previous: bool) -> None:
-        # one round trip (no parameters: the simple protocol takes several statements); the
-        # batch's first begins its transaction (the connection is in autocommit mode)
-        if release_previous:
-            conn.execute("RELEASE unit; SAVEPOINT unit")
-        elif conn.info.transaction_status == pq.TransactionStatus.IDLE:
-            conn.execute("BEGIN; SAVEPOINT unit")
-        else:
-            conn.execute("SAVEPOINT unit")
+        # one round trip for both (no parameters: the simple protocol takes several statements)
+        conn.execute("RELEASE unit; SAVEPOINT unit" if release_previous else "SAVEPOINT unit")
 
     def _release_last(self, conn: Any) -> None:
         pass  # the commit ends it: one round trip less

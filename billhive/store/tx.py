@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from psycopg.pq import TransactionStatus
 from sqlalchemy.dialects import postgresql as pg_dialects
 from sqlalchemy.dialects import sqlite as sqlite_dialects
 
@@ -42,41 +41,16 @@ def compile_stmt(stmt: Any, dialect: str) -> tuple[str, dict]:
 
 
 class Tx:
-    """One unit of work's view of its connection.
+    """One unit of work's view of its connection."""
 
-    On PostgreSQL the store's connections are in autocommit mode and the unit's transaction is
-    begun here, by its first statement: ``BEGIN`` goes with that statement in one round trip
-    (psycopg's own ``BEGIN`` would be a round trip of its own, one per unit of work). Every way
-    to a statement - ``execute``, ``many``, ``pipeline``, ``savepoint``, ``cur`` - begins it
-    first; the store commits or rolls back what was begun."""
-
-    __slots__ = ("conn", "dialect", "_cur", "db_key", "_pipelined", "_begun")
+    __slots__ = ("conn", "dialect", "cur", "db_key", "_pipelined")
 
     def __init__(self, conn: Any, dialect: str, db_key: str = ""):
         self.conn = conn
         self.dialect = dialect
-        self._cur = conn.cursor()
+        self.cur = conn.cursor()
         self.db_key = db_key  # which database (for per-process caches keyed by site)
         self._pipelined = False  # inside pipeline() (PostgreSQL)
-        self._begun = dialect != "postgresql"  # SQLite: its store begins the transaction
-
-    def _must_begin(self) -> bool:
-        """PostgreSQL: whether the next statement has to begin the transaction (nothing did yet;
-        a group-commit batch begins it with its first savepoint)."""
-        if self._begun:
-            return False
-        if self.conn.info.transaction_status != TransactionStatus.IDLE:
-            self._begun = True
-            return False
-        return True
-
-    @property
-    def cur(self) -> Any:
-        """The driver cursor, for statements of a unit's own (the transaction begun first)."""
-        if self._must_begin():
-            self.conn.execute("BEGIN")
-            self._begun = True
-        return self._cur
 
     def execute(self, stmt: Any, params: dict | None = None) -> Any:
         if isinstance(stmt, Q):
@@ -85,14 +59,8 @@ class Tx:
             sql, defaults = compile_stmt(stmt, self.dialect)
         if params:
             defaults = {**defaults, **params} if defaults else params
-        cur = self._cur
-        if self._must_begin():
-            with self.conn.pipeline():  # BEGIN and the statement: one round trip
-                self.conn.execute("BEGIN")
-                cur.execute(sql, defaults)
-            self._begun = True
-        else:
-            cur.execute(sql, defaults)
+        cur = self.cur
+        cur.execute(sql, defaults)
         return cur
 
     def executemany(self, stmt: Any, rows: list[dict]) -> None:
@@ -102,7 +70,7 @@ class Tx:
         sql, defaults = stmt.sql(self.dialect) if isinstance(stmt, Q) else compile_stmt(stmt, self.dialect)
         if not defaults.keys() <= rows[0].keys():  # values the statement carries itself (literals)
             rows = [{**defaults, **r} for r in rows]
-        self.cur.executemany(sql, rows)  # (cur: the transaction begun first)
+        self.cur.executemany(sql, rows)
 
     def one(self, stmt: Any, params: dict | None = None) -> tuple | None:
         return self.execute(stmt, params).fetchone()
@@ -117,9 +85,6 @@ class Tx:
             return [self.all(stmt, params) for stmt, params in stmts]
         cursors = []
         with self.conn.pipeline():
-            if self._must_begin():
-                self.conn.execute("BEGIN")
-                self._begun = True
             for stmt, params in stmts:
                 sql, defaults = stmt.sql(self.dialect) if isinstance(stmt, Q) else compile_stmt(stmt, self.dialect)
                 if params:
@@ -171,9 +136,6 @@ class _Pipeline:
     def __enter__(self) -> Any:
         entered = self.inner.__enter__()
         self.tx._pipelined = True
-        if self.tx._must_begin():
-            self.tx.conn.execute("BEGIN")
-            self.tx._begun = True
         return entered
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Any:
