@@ -119,19 +119,13 @@ class TestGateway:
         return stored
 
     def _operation(self, site_pk: int, key: str, kind: str, amount: int, currency: str, token: str | None,
-                   decide: Callable[[Tx, list[tuple]], tuple[str, str | None, str | None]],
-                   read: tuple[Q, dict] | None = None) -> Callable[[Tx], tuple[GatewayResult, bool]]:
-        """``read``: a statement whose rows ``decide`` gets, run with the look-up of the key (one
-        round trip on PostgreSQL)."""
+                   decide: Callable[[Tx], tuple[str, str | None, str | None]]
+                   ) -> Callable[[Tx], tuple[GatewayResult, bool]]:
         def unit(tx: Tx) -> tuple[GatewayResult, bool]:
-            if read is not None:
-                found, rows = tx.many((_LOOKUP, {"site_id": site_pk, "key": key}), read)
-                existing = GatewayResult(*found[0]) if found else None
-            else:
-                existing, rows = _lookup(tx, site_pk, key), []
+            existing = _lookup(tx, site_pk, key)
             if existing is not None:
                 return existing, False
-            status, code, text = decide(tx, rows)
+            status, code, text = decide(tx)
             ref = random_id("cb_", 16)
             tx.execute(_OP_INSERT, dict(site_id=site_pk, idempotency_key=key, kind=kind, token=token, amount=amount,
                                         currency_code=currency, status=status, reference=ref, error_code=code,
@@ -143,8 +137,9 @@ class TestGateway:
                      currency: str) -> GatewayResult:
         behaviour_box: list[str] = []
 
-        def decide(tx: Tx, rows: list[tuple]) -> tuple[str, str | None, str | None]:
-            behaviour = rows[0][0] if rows else "unknown_token"
+        def decide(tx: Tx) -> tuple[str, str | None, str | None]:
+            row = tx.one(_BEHAVIOUR, {"site_id": site_pk, "token": token})
+            behaviour = row[0] if row else "unknown_token"
             behaviour_box.append(behaviour)
             if behaviour == "insufficient_funds":
                 return "failure", "3001", "Insufficient funds"
@@ -153,8 +148,7 @@ class TestGateway:
             return "success", None, None  # the timeout card's charge succeeds at the gateway
 
         result, fresh = await self.db.write(self._operation(site_pk, idempotency_key, "charge", amount, currency,
-                                                                token, decide,
-                                                                (_BEHAVIOUR, {"site_id": site_pk, "token": token})))
+                                                                token, decide))
         if fresh and behaviour_box and behaviour_box[0] == "timeout":
             return GatewayResult("timeout", result.reference, "timeout", "The gateway did not answer in time")
         return result
@@ -163,7 +157,7 @@ class TestGateway:
                      currency: str) -> GatewayResult:
         behaviour_box: list[str] = []
 
-        def decide(tx: Tx, rows: list[tuple]) -> tuple[str, str | None, str | None]:
+        def decide(tx: Tx) -> tuple[str, str | None, str | None]:
             row = tx.one(_CHARGE_BY_REF, {"site_id": site_pk, "ref": charge_reference})
             if row is None or row[0] != "success":
                 return "failure", "3020", "No successful charge to refund"
@@ -178,7 +172,7 @@ class TestGateway:
         return result
 
     async def void(self, site_pk: int, idempotency_key: str, charge_reference: str) -> GatewayResult:
-        def decide(tx: Tx, rows: list[tuple]) -> tuple[str, str | None, str | None]:
+        def decide(tx: Tx) -> tuple[str, str | None, str | None]:
             return "success", None, None
         result, _ = await self.db.write(self._operation(site_pk, idempotency_key, "void", 0, "", None, decide))
         return result

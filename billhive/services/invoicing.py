@@ -61,11 +61,8 @@ class ChargePlan:
 
 def next_invoice_number(w: Work) -> str:
     """The site's next invoice number (prefix + number), taken in this transaction."""
-    return _numbered(w, w.tx.scalar(_NEXT_NUMBER, {"pk": w.site_id}))
-
-
-def _numbered(w: Work, next_number: int) -> str:
-    return D.invoice_number(w.site.setting("invoice_prefix"), next_number - 1)
+    n = w.tx.scalar(_NEXT_NUMBER, {"pk": w.site_id}) - 1
+    return D.invoice_number(w.site.setting("invoice_prefix"), n)
 
 
 _I, _C, _K = INVOICES.t, CUSTOMERS.t, CARDS.t
@@ -86,20 +83,15 @@ class ForClose:
     card: dict | None
 
 
-def lock_for_close(w: Work, invoice_id: str) -> tuple[ForClose | None, str]:
-    """collect's loads in one round trip (on PostgreSQL: one pipeline, two statements): the
-    invoice with its customer (both locked) and card, and the invoice's number from the site's
-    sequence. The number comes first, not last: collect runs on its site's lane, whose batch
-    holds the sequence row from its first unit to its commit anyway, and a unit that fails gives
-    its number back (its savepoint is rolled back). None instead of the loads when there is no
-    such invoice, or no customer for it: the caller loads what there is the usual way (and says
-    why it cannot close it)."""
-    took, found = w.tx.many((_NEXT_NUMBER, {"pk": w.site_id}), (_FOR_CLOSE, {"site_id": w.site_id, "id": invoice_id}))
-    number = _numbered(w, took[0][0])
-    if not found:
-        return None, number
-    inv, customer, card = found[0]
-    return ForClose(loads(inv), loads(customer), loads(card) if card is not None else None), number
+def lock_for_close(w: Work, invoice_id: str) -> ForClose | None:
+    """collect's loads in one statement: the invoice with its customer (both locked) and card.
+    None when there is no such invoice, or no customer for it: the caller loads what there is
+    the usual way (and says why it cannot close it)."""
+    found = w.tx.one(_FOR_CLOSE, {"site_id": w.site_id, "id": invoice_id})
+    if found is None:
+        return None
+    inv, customer, card = found
+    return ForClose(loads(inv), loads(customer), loads(card) if card is not None else None)
 
 
 def line_item(*, date_from: int, date_to: int, unit_amount: int, quantity: int = 1, description: str,
@@ -358,7 +350,7 @@ def load_closing(w: Work, inv: dict, found: ForClose | None = None) -> ClosingIn
 
 def save_closing(w: Work, inv: dict, decided: closing.Closing, loaded: ClosingInputs, *, old_id: str | None = None,
                  expect_status: str | None = "pending", insert: bool = False,
-                 purpose: str = "close", number: str | None = None, held: bool = False) -> ChargePlan | None:
+                 purpose: str = "close", held: bool = False) -> ChargePlan | None:
     """Save what closing ``inv`` decided: number it, save it, move the balances, record the charge.
     ``inv`` is updated in place to the closed, numbered invoice.
 
@@ -366,8 +358,7 @@ def save_closing(w: Work, inv: dict, decided: closing.Closing, loaded: ClosingIn
     otherwise it is renamed from ``old_id`` with a conditional update on ``expect_status`` — a
     concurrent close loses with 409. ``purpose``: how settlement treats the charge — ``close``
     (a failure starts dunning) or ``create`` (a one-off invoice: a failure voids it, see
-    ``undo_balances``). ``number``: the invoice's number, taken already (``lock_for_close``).
-    ``held``: the caller loaded ``inv`` for update in this transaction and saw it in
+    ``undo_balances``). ``held``: the caller loaded ``inv`` for update in this transaction and saw it in
     ``expect_status``, so nobody else can have changed it: its update needs no condition and goes
     with the other writes (one round trip on PostgreSQL).
     Returns the charge to make after commit, or None. invoice_generated is emitted here when no
@@ -380,7 +371,7 @@ def save_closing(w: Work, inv: dict, decided: closing.Closing, loaded: ClosingIn
     old_id = old_id or inv["id"]
     inv.clear()
     inv.update(decided.invoice)
-    inv["id"] = number or next_invoice_number(w)
+    inv["id"] = next_invoice_number(w)
     renamed = {"draft_id": old_id} if old_id != inv["id"] else None
     if insert:
         INVOICES.insert(w.tx, w.site_id, inv, w.now)

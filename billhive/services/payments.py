@@ -107,7 +107,7 @@ def settle(w: Work, txn_id: str, result: GatewayResult, purpose: str | None = No
     (``domain.settlement.settle``), save. ``purpose`` is read from the transaction's row when the
     caller does not know it (recovery). ``invoice_id``: the charge's invoice, when the caller
     knows it (its ChargePlan): the transaction and the invoice with its customer and card are
-    then loaded together (one round trip on PostgreSQL)."""
+    then loaded in one statement."""
     txn, inv, payer = _load_settling(w, txn_id, invoice_id)
     inv_id = inv["id"]
     if not settlement.unsettled(txn):
@@ -140,32 +140,28 @@ def settle(w: Work, txn_id: str, result: GatewayResult, purpose: str | None = No
     return inv
 
 
-_TXN_LOCKED = Q(select(T.c.data).where(T.c.site_id == bindparam("site_id"), T.c.id == bindparam("id"))
-                .with_for_update())
 _I, _C, _K = INVOICES.t, CUSTOMERS.t, S.cards
-_INVOICE_WITH_PAYER = Q(select(_I.c.data, _C.c.data, _K.c.data)
-                        .select_from(_I.outerjoin(_C, and_(_C.c.site_id == _I.c.site_id, _C.c.id == _I.c.customer_id))
-                                     .outerjoin(_K, and_(_K.c.site_id == _I.c.site_id, _K.c.id == _I.c.customer_id)))
-                        .where(_I.c.site_id == bindparam("site_id"), _I.c.id == bindparam("id"))
-                        .with_for_update(of=_I))
+_SETTLING = Q(select(T.c.data, _I.c.data, _C.c.data, _K.c.data)
+              .select_from(T.join(_I, and_(_I.c.site_id == T.c.site_id, _I.c.id == bindparam("invoice_id")))
+                           .outerjoin(_C, and_(_C.c.site_id == _I.c.site_id, _C.c.id == _I.c.customer_id))
+                           .outerjoin(_K, and_(_K.c.site_id == _I.c.site_id, _K.c.id == _I.c.customer_id)))
+              .where(T.c.site_id == bindparam("site_id"), T.c.id == bindparam("id"))
+              .with_for_update(of=[T, _I]))
 
 
 def _load_settling(w: Work, txn_id: str, invoice_id: str | None
                    ) -> tuple[dict, dict, tuple[dict | None, dict | None] | None]:
-    """The transaction and its invoice, both locked (in that order), and, when the invoice was
-    named, its customer and card as they are (for the payment events: ``invoicing.snapshot``)."""
+    """The transaction and its invoice, both locked, and, when the invoice was named, its
+    customer and card as they are (for the payment events: ``invoicing.snapshot``) - then in one
+    statement."""
     if invoice_id is not None:
-        txns, found = w.tx.many((_TXN_LOCKED, {"site_id": w.site_id, "id": txn_id}),
-                                (_INVOICE_WITH_PAYER, {"site_id": w.site_id, "id": invoice_id}))
-        if not txns:
-            raise not_found("transaction", txn_id)
-        txn = loads(txns[0][0])
-        if found and txn["linked_invoices"][0]["invoice_id"] == invoice_id:
-            inv, customer, card = found[0]
-            return txn, loads(inv), (loads(customer) if customer is not None else None,
-                                     loads(card) if card is not None else None)
-    else:
-        txn = TRANSACTIONS.require(w.tx, w.site_id, txn_id, for_update=True)
+        row = w.tx.one(_SETTLING, {"site_id": w.site_id, "id": txn_id, "invoice_id": invoice_id})
+        if row is not None:
+            txn = loads(row[0])
+            if txn["linked_invoices"][0]["invoice_id"] == invoice_id:
+                return txn, loads(row[1]), (loads(row[2]) if row[2] is not None else None,
+                                            loads(row[3]) if row[3] is not None else None)
+    txn = TRANSACTIONS.require(w.tx, w.site_id, txn_id, for_update=True)
     return txn, INVOICES.require(w.tx, w.site_id, txn["linked_invoices"][0]["invoice_id"], for_update=True), None
 
 

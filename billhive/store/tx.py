@@ -78,22 +78,6 @@ class Tx:
     def all(self, stmt: Any, params: dict | None = None) -> list[tuple]:
         return self.execute(stmt, params).fetchall()
 
-    def many(self, *stmts: tuple[Any, dict | None]) -> list[list[tuple]]:
-        """Run statements that do not depend on each other's results, in order, and return each
-        one's rows: on PostgreSQL in one round trip (a pipeline, one cursor each)."""
-        if self.dialect != "postgresql":
-            return [self.all(stmt, params) for stmt, params in stmts]
-        cursors = []
-        with self.conn.pipeline():
-            for stmt, params in stmts:
-                sql, defaults = stmt.sql(self.dialect) if isinstance(stmt, Q) else compile_stmt(stmt, self.dialect)
-                if params:
-                    defaults = {**defaults, **params} if defaults else params
-                cur = self.conn.cursor()
-                cur.execute(sql, defaults)
-                cursors.append(cur)
-        return [cur.fetchall() for cur in cursors]
-
     def scalar(self, stmt: Any, params: dict | None = None) -> Any:
         row = self.execute(stmt, params).fetchone()
         return row[0] if row else None
