@@ -49,7 +49,8 @@ def _require_invoice(w: Work, invoice_id: str, *, for_update: bool = False) -> d
 # ---- collect / close -------------------------------------------------------------------------
 
 def _close_pending(w: Work, invoice_id: str, params: dict) -> tuple[dict, invoicing.ChargePlan | None]:
-    inv = INVOICES.get(w.tx, w.site_id, invoice_id, for_update=True)
+    found = invoicing.lock_for_close(w, invoice_id)  # with its customer and card, in one statement
+    inv = found.invoice if found is not None else INVOICES.get(w.tx, w.site_id, invoice_id, for_update=True)
     if inv is None:
         t = INVOICES.t
         closed = INVOICES.find(w.tx, w.site_id, t.c.draft_id == invoice_id, limit=1)
@@ -66,10 +67,11 @@ def _close_pending(w: Work, invoice_id: str, params: dict) -> tuple[dict, invoic
                              param="invoice_date")
         inv["end_date"] = params["invoice_date"]
     _rediscount(w, inv)
-    loaded = invoicing.load_closing(w, inv)  # the customer's balances, earlier payments, card
+    loaded = invoicing.load_closing(w, inv, found)  # the customer's balances, earlier payments, card
     decided = closing.close(inv, balances=loaded.balances, payer=loaded.payer, now=w.now,  # the decision
                             keep_end_date=loaded.keep_end_date, taxes=loaded.taxes)
-    plan = invoicing.save_closing(w, inv, decided, loaded, old_id=invoice_id, expect_status="pending")
+    plan = invoicing.save_closing(w, inv, decided, loaded, old_id=invoice_id, expect_status="pending",
+                                  held=True)
     if "invoice_date" in params:
         inv["end_date"] = params["invoice_date"]
         INVOICES.save(w.tx, w.site_id, inv, w.now)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import and_, bindparam, delete, insert, select, update
 
 from billhive import gateway as gateways
 from billhive.domain import closing
@@ -29,8 +29,9 @@ from billhive.errors import ConfigurationIncompatible, InvalidState
 from billhive.services import cards, credits, csv_tax_rules, dues
 from billhive.store import schema as S
 from billhive.store.db import Q
-from billhive.store.resources import CUSTOMERS, INVOICES, SUBSCRIPTIONS, TRANSACTIONS
+from billhive.store.resources import CARDS, CUSTOMERS, INVOICES, SUBSCRIPTIONS, TRANSACTIONS
 from billhive.util.ids import draft_invoice_id, txn_id
+from billhive.util.jsonutil import loads
 from billhive.work.context import SCHEDULER, Work
 
 log = logging.getLogger("billhive.invoicing")
@@ -62,6 +63,35 @@ def next_invoice_number(w: Work) -> str:
     """The site's next invoice number (prefix + number), taken in this transaction."""
     n = w.tx.scalar(_NEXT_NUMBER, {"pk": w.site_id}) - 1
     return D.invoice_number(w.site.setting("invoice_prefix"), n)
+
+
+_I, _C, _K = INVOICES.t, CUSTOMERS.t, CARDS.t
+_FOR_CLOSE = Q(select(_I.c.data, _C.c.data, _K.c.data)
+               .select_from(_I.join(_C, and_(_C.c.site_id == _I.c.site_id, _C.c.id == _I.c.customer_id))
+                            .outerjoin(_K, and_(_K.c.site_id == _I.c.site_id, _K.c.id == _I.c.customer_id)))
+               .where(_I.c.site_id == bindparam("site_id"), _I.c.id == bindparam("id"))
+               .with_for_update(of=[_I, _C]))
+
+
+@dataclass(frozen=True)
+class ForClose:
+    """A pending invoice loaded to be closed: the invoice and its customer (both locked) and the
+    customer's card."""
+
+    invoice: dict
+    customer: dict
+    card: dict | None
+
+
+def lock_for_close(w: Work, invoice_id: str) -> ForClose | None:
+    """collect's loads in one statement: the invoice with its customer (both locked) and card.
+    None when there is no such invoice, or no customer for it: the caller loads what there is
+    the usual way (and says why it cannot close it)."""
+    found = w.tx.one(_FOR_CLOSE, {"site_id": w.site_id, "id": invoice_id})
+    if found is None:
+        return None
+    inv, customer, card = found
+    return ForClose(loads(inv), loads(customer), loads(card) if card is not None else None)
 
 
 def line_item(*, date_from: int, date_to: int, unit_amount: int, quantity: int = 1, description: str,
@@ -168,10 +198,14 @@ def usable_card(w: Work, customer: dict) -> dict | None:
     return card
 
 
-def snapshot(w: Work, customer_id: str, subscription_id: str | None = None) -> dict:
-    """Event content around an invoice: customer, card (if any), subscription (if any)."""
-    customer = CUSTOMERS.get(w.tx, w.site_id, customer_id)
-    out: dict = cards.content(customer, cards.get_card(w, customer_id)) if customer is not None else {}
+def snapshot(w: Work, customer_id: str, subscription_id: str | None = None, *,
+             loaded: tuple[dict | None, dict | None] | None = None) -> dict:
+    """Event content around an invoice: customer, card (if any), subscription (if any).
+    ``loaded``: the customer and card, loaded already in this transaction."""
+    customer, card = loaded if loaded is not None else (CUSTOMERS.get(w.tx, w.site_id, customer_id), None)
+    if customer is not None and loaded is None:
+        card = cards.get_card(w, customer_id)
+    out: dict = cards.content(customer, card) if customer is not None else {}
     if subscription_id:
         sub = SUBSCRIPTIONS.get(w.tx, w.site_id, subscription_id)
         if sub is not None:
@@ -298,12 +332,16 @@ class ClosingInputs:
     taxes: Basis  # the invoice's tax basis (services/csv_tax_rules.basis)
 
 
-def load_closing(w: Work, inv: dict) -> ClosingInputs:
-    customer = CUSTOMERS.get(w.tx, w.site_id, inv["customer_id"], for_update=True)
-    if customer is None:
-        raise InvalidState(f"The invoice's customer {inv['customer_id']} no longer exists")
+def load_closing(w: Work, inv: dict, found: ForClose | None = None) -> ClosingInputs:
+    """``found``: the customer and card loaded with ``inv`` (``lock_for_close``)."""
+    if found is not None:
+        customer, card = found.customer, found.card
+    else:
+        stored = CUSTOMERS.get(w.tx, w.site_id, inv["customer_id"], for_update=True)
+        if stored is None:
+            raise InvalidState(f"The invoice's customer {inv['customer_id']} no longer exists")
+        customer, card = stored, cards.get_card(w, stored["id"])
     unused = _unused_payments(w, customer) if credits.balance(customer, "excess") else []
-    card = cards.get_card(w, customer["id"])
     balances = closing.Balances(credits.balance(customer, "promotional"), credits.balance(customer, "refundable"),
                                 tuple((p["id"], int(p.get("amount_unused", 0))) for p in unused))
     return ClosingInputs(customer, unused, card, balances, _payer(w, inv, customer, card),
@@ -312,7 +350,7 @@ def load_closing(w: Work, inv: dict) -> ClosingInputs:
 
 def save_closing(w: Work, inv: dict, decided: closing.Closing, loaded: ClosingInputs, *, old_id: str | None = None,
                  expect_status: str | None = "pending", insert: bool = False,
-                 purpose: str = "close") -> ChargePlan | None:
+                 purpose: str = "close", held: bool = False) -> ChargePlan | None:
     """Save what closing ``inv`` decided: number it, save it, move the balances, record the charge.
     ``inv`` is updated in place to the closed, numbered invoice.
 
@@ -320,7 +358,9 @@ def save_closing(w: Work, inv: dict, decided: closing.Closing, loaded: ClosingIn
     otherwise it is renamed from ``old_id`` with a conditional update on ``expect_status`` — a
     concurrent close loses with 409. ``purpose``: how settlement treats the charge — ``close``
     (a failure starts dunning) or ``create`` (a one-off invoice: a failure voids it, see
-    ``undo_balances``).
+    ``undo_balances``). ``held``: the caller loaded ``inv`` for update in this transaction and saw it in
+    ``expect_status``, so nobody else can have changed it: its update needs no condition and goes
+    with the other writes (one round trip on PostgreSQL).
     Returns the charge to make after commit, or None. invoice_generated is emitted here when no
     charge follows, else by the settlement (so the event shows the invoice's outcome).
     """
@@ -332,14 +372,17 @@ def save_closing(w: Work, inv: dict, decided: closing.Closing, loaded: ClosingIn
     inv.clear()
     inv.update(decided.invoice)
     inv["id"] = next_invoice_number(w)
+    renamed = {"draft_id": old_id} if old_id != inv["id"] else None
     if insert:
         INVOICES.insert(w.tx, w.site_id, inv, w.now)
-    elif not INVOICES.update(w.tx, w.site_id, inv, w.now, old_id=old_id,
-                             expect={"status": expect_status} if expect_status else None,
-                             columns={"draft_id": old_id} if old_id != inv["id"] else None):
+    elif not held and not INVOICES.update(w.tx, w.site_id, inv, w.now, old_id=old_id,
+                                          expect={"status": expect_status} if expect_status else None,
+                                          columns=renamed):
         raise InvalidState(f"Invoice {old_id} is no longer {expect_status}")
     plan = None
     with w.tx.pipeline():
+        if held and not insert:
+            INVOICES.update(w.tx, w.site_id, inv, w.now, old_id=old_id, columns=renamed)
         if decided.promotional:
             credits.move(w, customer, "promotional", -decided.promotional, "applied", reference_type="invoice",
                          reference_id=inv["id"], description="Promotional credits applied")

@@ -25,7 +25,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import and_, bindparam, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from billhive import gateway as gateways
@@ -40,6 +40,7 @@ from billhive.store.db import Q, Tx
 from billhive.store.resources import CUSTOMERS, INVOICES, TRANSACTIONS
 from billhive.util import failpoints
 from billhive.util.ids import txn_id
+from billhive.util.jsonutil import loads
 from billhive.work import jobs, outbox
 from billhive.work.context import SYSTEM, Ctx, Work
 
@@ -69,7 +70,7 @@ async def charge_and_settle(ctx: Ctx, plan: ChargePlan) -> dict:
     """Steps 2 and 3 for a recorded in_progress transaction; returns the invoice afterwards."""
     result = await call_gateway(ctx.app, ctx.site_id, plan)
     failpoints.hit("charge.answered")
-    return await ctx.write(settle, plan.txn_id, result, plan.purpose)
+    return await ctx.write(settle, plan.txn_id, result, plan.purpose, plan.invoice_id)
 
 
 async def charge_and_settle_all(items: list[tuple[Ctx, ChargePlan]]) -> None:
@@ -100,13 +101,15 @@ def _settle_all(w: Work, answers: list[tuple[ChargePlan, GatewayResult]]) -> Non
         w.after.extend(one.after)
 
 
-def settle(w: Work, txn_id: str, result: GatewayResult, purpose: str | None = None) -> dict:
+def settle(w: Work, txn_id: str, result: GatewayResult, purpose: str | None = None,
+           invoice_id: str | None = None) -> dict:
     """Apply the gateway's answer to the transaction and its invoice (once): load, decide
     (``domain.settlement.settle``), save. ``purpose`` is read from the transaction's row when the
-    caller does not know it (recovery)."""
-    txn = TRANSACTIONS.require(w.tx, w.site_id, txn_id, for_update=True)
-    inv_id = txn["linked_invoices"][0]["invoice_id"]
-    inv = INVOICES.require(w.tx, w.site_id, inv_id, for_update=True)
+    caller does not know it (recovery). ``invoice_id``: the charge's invoice, when the caller
+    knows it (its ChargePlan): the transaction and the invoice with its customer and card are
+    then loaded in one statement."""
+    txn, inv, payer = _load_settling(w, txn_id, invoice_id)
+    inv_id = inv["id"]
     if not settlement.unsettled(txn):
         return inv  # settled already (a racing settler or recovery won)
     purpose = purpose or w.tx.scalar(_PURPOSE, {"site_id": w.site_id, "id": txn_id}) or "close"
@@ -114,7 +117,7 @@ def settle(w: Work, txn_id: str, result: GatewayResult, purpose: str | None = No
     s = settlement.settle(txn, inv, result, purpose=purpose, now=w.now, dunning_state=state,
                           dunning_settings=dunning_settings(w.site) if state is not None else None)
     txn, inv = s.transaction, s.invoice
-    content_extra = invoicing.snapshot(w, inv["customer_id"], inv.get("subscription_id")) \
+    content_extra = invoicing.snapshot(w, inv["customer_id"], inv.get("subscription_id"), loaded=payer) \
         if any(e.startswith("payment_") for e in s.events) else {}
     # subscription events held until this invoice's charge settles (commit.record_event)
     held = outbox.held_for(w.tx, w.site_id, inv_id) if inv.get("subscription_id") else []
@@ -135,6 +138,31 @@ def settle(w: Work, txn_id: str, result: GatewayResult, purpose: str | None = No
         _release(w, held, inv)
         _emit(w, s.events, txn, inv, content_extra)
     return inv
+
+
+_I, _C, _K = INVOICES.t, CUSTOMERS.t, S.cards
+_SETTLING = Q(select(T.c.data, _I.c.data, _C.c.data, _K.c.data)
+              .select_from(T.join(_I, and_(_I.c.site_id == T.c.site_id, _I.c.id == bindparam("invoice_id")))
+                           .outerjoin(_C, and_(_C.c.site_id == _I.c.site_id, _C.c.id == _I.c.customer_id))
+                           .outerjoin(_K, and_(_K.c.site_id == _I.c.site_id, _K.c.id == _I.c.customer_id)))
+              .where(T.c.site_id == bindparam("site_id"), T.c.id == bindparam("id"))
+              .with_for_update(of=[T, _I]))
+
+
+def _load_settling(w: Work, txn_id: str, invoice_id: str | None
+                   ) -> tuple[dict, dict, tuple[dict | None, dict | None] | None]:
+    """The transaction and its invoice, both locked, and, when the invoice was named, its
+    customer and card as they are (for the payment events: ``invoicing.snapshot``) - then in one
+    statement."""
+    if invoice_id is not None:
+        row = w.tx.one(_SETTLING, {"site_id": w.site_id, "id": txn_id, "invoice_id": invoice_id})
+        if row is not None:
+            txn = loads(row[0])
+            if txn["linked_invoices"][0]["invoice_id"] == invoice_id:
+                return txn, loads(row[1]), (loads(row[2]) if row[2] is not None else None,
+                                            loads(row[3]) if row[3] is not None else None)
+    txn = TRANSACTIONS.require(w.tx, w.site_id, txn_id, for_update=True)
+    return txn, INVOICES.require(w.tx, w.site_id, txn["linked_invoices"][0]["invoice_id"], for_update=True), None
 
 
 def _release(w: Work, held: list[dict], inv: dict) -> None:

@@ -56,7 +56,7 @@ class Database(Store):
 
     - ``await write(fn, lane=False)`` / ``write_sync(fn)`` / ``submit_write(fn)``: run ``fn(tx)``
       in one durable write transaction (``lane``: PostgreSQL's group commit for units that lock
-      a site's invoice number sequence);
+      a site's invoice number sequence; True or the site's pk, which picks one of its lanes);
     - ``await read(fn)`` / ``read_sync(fn)``: run ``fn(tx)`` on a consistent snapshot;
     - ``await health()``, ``dead``, ``on_fatal``, ``stats``, ``close()``, ``raw_connection()``;
     - ``dialect`` ("sqlite" or "postgresql"), ``url``, ``limits``, ``synchronous``.

@@ -31,6 +31,10 @@ from billhive.util import failpoints
 
 log = logging.getLogger("billhive.db")
 T = TypeVar("T")
+# group-commit lanes (threads, each with a connection, started when first used): a site's units
+# all go to one (its pk % LANES), so a site's batches lock its number sequence once per batch
+# while other sites' batches run beside them on the other lanes
+LANES = 4
 
 
 class PostgresStore(Store):
@@ -44,17 +48,16 @@ class PostgresStore(Store):
         self.conninfo = conninfo(self.sa_url)
         self.synchronous = synchronous
         self._backoff = Backoff()
-        self._lane_queue: queue.SimpleQueue | None = None
-        self._lane_thread: threading.Thread | None = None
-        self._lane_in_flight: list[Job] = []
+        self._lanes: dict[int, _Lane] = {}  # by lane number (a key's lane: key % LANES), started when first used
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="billhive-pg")
 
     # ---- public API ---------------------------------------------------------------------------
 
-    async def write(self, fn: Callable[[Tx], T], *, lane: bool = False) -> T:
-        if lane:
+    async def write(self, fn: Callable[[Tx], T], *, lane: bool | int = False) -> T:
+        if lane is not False:
+            n = 0 if lane is True else int(lane) % LANES
             try:
-                return await self._run(fn, self._put_lane)
+                return await self._run(fn, lambda job: self._put_lane(n, job))
             except StoreError as exc:
                 if not getattr(exc, "retry_alone", False):
                     raise
@@ -64,8 +67,7 @@ class PostgresStore(Store):
         return await self._run(fn, self._put_write)
 
     def queue_depth(self) -> int:
-        lane = self._lane_queue
-        return lane.qsize() if lane is not None else 0
+        return sum(lane.queue.qsize() for lane in list(self._lanes.values()))
 
     def read_sync(self, fn: Callable[[Tx], T]) -> T:
         if self._closed:
@@ -79,9 +81,12 @@ class PostgresStore(Store):
         if self._closed:
             return
         self._closed = True
-        if self._lane_queue is not None:
-            self._lane_queue.put(None)
-            self._lane_thread.join(timeout=10)  # type: ignore[union-attr]
+        with self._conns_lock:
+            lanes = list(self._lanes.values())
+        for lane in lanes:
+            lane.queue.put(None)
+        for lane in lanes:
+            lane.thread.join(timeout=10)
         self._pool.shutdown(wait=True)
         with self._conns_lock:
             conns, self._conns = self._conns, []
@@ -190,38 +195,40 @@ class PostgresStore(Store):
                 raise err from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
-    # ---- the lane: group commit for units that serialize on one row ------------------------------
+    # ---- the lanes: group commit for units that serialize on one row ----------------------------
 
-    def _put_lane(self, job: Job) -> None:
-        with self._conns_lock:
-            if self._lane_queue is None:
-                self._lane_queue = queue.SimpleQueue()
-                self._lane_thread = threading.Thread(target=self._lane_main, name="billhive-pg-lane", daemon=True)
-                self._lane_thread.start()
-        self._lane_queue.put(job)
+    def _put_lane(self, n: int, job: Job) -> None:
+        lane = self._lanes.get(n)
+        if lane is None:
+            with self._conns_lock:
+                lane = self._lanes.get(n)
+                if lane is None:
+                    lane = self._lanes[n] = _Lane(f"billhive-pg-lane-{n}", self._lane_main)
+                    lane.thread.start()
+        lane.queue.put(job)
 
-    def _lane_main(self) -> None:
+    def _lane_main(self, lane: _Lane) -> None:
         exc: BaseException | None = None
         try:
-            self._lane_loop()
+            self._lane_loop(lane)
         except BaseException as e:  # a bug; reported below
             exc = e
             log.exception("the PostgreSQL lane stopped")
         finally:
-            self._died("the PostgreSQL lane thread", exc, self._lane_in_flight, self._lane_queue)  # type: ignore[arg-type]
+            self._died(f"the PostgreSQL lane thread {lane.thread.name}", exc, lane.in_flight, lane.queue)
 
-    def _lane_loop(self) -> None:
+    def _lane_loop(self, lane: _Lane) -> None:
         """Like the SQLite writer, on one PostgreSQL connection: units that all lock the same
         hot row (a site's invoice number sequence) run in batches, each in a savepoint, and
-        share one commit - the row is locked once per batch instead of once per unit. A lost
-        connection fails the batch's units as "run me alone" (``write`` then retries each on
-        the pool) and is replaced for the next batch."""
-        q = self._lane_queue
-        assert q is not None
+        share one commit - the row is locked once per batch instead of once per unit. Each key
+        (site) has its lane (``LANES`` of them, a key's is ``key % LANES``): sites do not queue
+        behind each other's batches. A lost connection fails the batch's units as "run me
+        alone" (``write`` then retries each on the pool) and is replaced for the next batch."""
+        q = lane.queue
         conn = None
         try:
             while (batch := self._take_batch(q)) is not None:
-                self._lane_in_flight = batch
+                lane.in_flight = batch
                 live = self._start(batch)
                 if not live:
                     continue
@@ -236,7 +243,7 @@ class PostgresStore(Store):
                         answer([(j, False, exc) for j in live])
                         continue
                 self._run_batch(conn, live)
-                self._lane_in_flight = []
+                lane.in_flight = []
         finally:
             if conn is not None:
                 self._forget(conn)
@@ -258,6 +265,13 @@ class PostgresStore(Store):
     def _in_transaction(self, conn: Any) -> bool:
         return not (conn.closed or conn.broken) and conn.info.transaction_status in (
             pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR)
+
+    def _savepoint(self, conn: Any, release_previous: bool) -> None:
+        # one round trip for both (no parameters: the simple protocol takes several statements)
+        conn.execute("RELEASE unit; SAVEPOINT unit" if release_previous else "SAVEPOINT unit")
+
+    def _release_last(self, conn: Any) -> None:
+        pass  # the commit ends it: one round trip less
 
     def _commit_outcome(self, conn: Any) -> bool | None:
         return None if (conn.closed or conn.broken) else False
@@ -297,9 +311,16 @@ class PostgresStore(Store):
         tx.cur.execute("SELECT txid_current()")
 
     def _threads(self) -> dict[str, bool]:
-        if self._lane_thread is None:
-            return {}
-        return {"billhive-pg-lane": self._lane_thread.is_alive()}
+        return {lane.thread.name: lane.thread.is_alive() for lane in list(self._lanes.values())}
+
+
+class _Lane:
+    """A group-commit lane: its queue of units, its thread, the batch it runs."""
+
+    def __init__(self, name: str, main: Callable[[_Lane], None]):
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.thread = threading.Thread(target=main, args=(self,), name=name, daemon=True)
+        self.in_flight: list[Job] = []
 
 
 def _pg_lost(conn: Any, exc: BaseException) -> bool:

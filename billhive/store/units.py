@@ -93,12 +93,13 @@ class Store:
 
     # ---- public API ---------------------------------------------------------------------------
 
-    async def write(self, fn: Callable[[Tx], T], *, lane: bool = False) -> T:
+    async def write(self, fn: Callable[[Tx], T], *, lane: bool | int = False) -> T:
         """Run fn(tx) in one durable write transaction.
 
-        lane: the unit locks a hot row many units share (a site's invoice number sequence);
-        on PostgreSQL such units are group-committed on one connection (see _lane_loop). On
-        SQLite every write is group-committed anyway.
+        lane: the unit locks a hot row many units share (a site's invoice number sequence):
+        True, or the row's key (the site's pk) so that units of different keys need not wait
+        for each other; on PostgreSQL such units are group-committed on one connection per lane
+        (see _lane_loop). On SQLite every write is group-committed anyway.
         """
         return await self._run(fn, self._put_write)
 
@@ -274,12 +275,14 @@ class Store:
         tx = self._tx(conn)
         single = len(live) == 1
         outcomes: list[tuple[Job, bool, Any]] = []
+        held = False  # the savepoint of the last unit is still open (released with the next one's opening)
         for i, j in enumerate(live):
             if time.monotonic() > j.deadline:
                 outcomes.append((j, False, expired(j)))  # it waited behind this batch's earlier units: never run
                 continue
             if not single:
-                conn.execute("SAVEPOINT unit")
+                self._savepoint(conn, held)
+                held = False
             tx.forget_rows()  # a unit starts knowing no rows (an earlier one may have rolled back)
             self._arm(conn, j)
             try:
@@ -294,13 +297,14 @@ class Store:
                     answer([(j, False, err)])
                     return []
                 conn.execute("ROLLBACK TO unit")
-                conn.execute("RELEASE unit")
+                held = True
                 outcomes.append((j, False, err))
             else:
                 self._disarm(conn)
-                if not single:
-                    conn.execute("RELEASE unit")
+                held = not single
                 outcomes.append((j, True, result))
+        if held:
+            self._release_last(conn)
         failpoints.hit("db.before_commit")
         try:
             self._commit(conn)
@@ -377,6 +381,16 @@ class Store:
 
     def _in_transaction(self, conn: Any) -> bool:
         raise NotImplementedError
+
+    def _savepoint(self, conn: Any, release_previous: bool) -> None:
+        """Open the next unit's savepoint in a batch, releasing the previous unit's first."""
+        if release_previous:
+            conn.execute("RELEASE unit")
+        conn.execute("SAVEPOINT unit")
+
+    def _release_last(self, conn: Any) -> None:
+        """Release the batch's last savepoint before its commit."""
+        conn.execute("RELEASE unit")
 
     def _commit_outcome(self, conn: Any) -> bool | None:
         """After a failed commit: False (certainly not applied) or None (unknown)."""

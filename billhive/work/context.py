@@ -170,14 +170,15 @@ class Ctx:
         Later writes of the operation run on a retry again, so they must be safe to repeat
         (settling a recorded charge is). See billhive/http/idempotency.py."""
         claim = self.claim
+        key: bool | int = self.site_id if lane else False  # the site's own lane (its number sequence)
         if claim is not None and not claim.committed:
             if claim.resumed is not None:
                 return claim.replay(fn)
-            result, after = await self.app.db.write(self._unit(fn, args, now, claim, write=True), lane=lane)
+            result, after = await self.app.db.write(self._unit(fn, args, now, claim, write=True), lane=key)
             claim.committed = True
             failpoints.hit("idempotency.committed")
         else:
-            result, after = await self.app.db.write(self._unit(fn, args, now, write=True), lane=lane)
+            result, after = await self.app.db.write(self._unit(fn, args, now, write=True), lane=key)
         for hook in after:
             await hook()
         return result
