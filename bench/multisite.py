@@ -20,8 +20,6 @@ collect does). ratio = multi / single; PASS at >= 2.
 from __future__ import annotations
 
 import random
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,19 +44,7 @@ class Options:
 
 
 def run(opt: Options) -> dict:
-    started = time.perf_counter()
-    workdir = Path(tempfile.mkdtemp(prefix="billhive-bench-multisite-"))
-    db = seed.create_database("postgres", workdir, opt.pg_admin_url)
-    try:
-        rec = _run(opt, db.url, workdir)
-    finally:
-        if opt.keep:
-            print(f"[multisite] kept the database {db.url} and {workdir}", flush=True)
-        else:
-            db.drop()
-            seed.remove_dir(workdir)
-    rec["wall_seconds"] = round(time.perf_counter() - started, 1)
-    return rec
+    return seed.on_fresh_postgres("multisite", opt.pg_admin_url, opt.keep, lambda url, workdir: _run(opt, url, workdir))
 
 
 def _log(msg: str) -> None:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import random
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -101,19 +100,7 @@ class Receiver:
 
 
 def run(opt: Options) -> dict:
-    started = time.perf_counter()
-    workdir = Path(tempfile.mkdtemp(prefix="billhive-bench-scaleout-"))
-    db = seed.create_database("postgres", workdir, opt.pg_admin_url)
-    try:
-        rec = _run(opt, db.url, workdir)
-    finally:
-        if opt.keep:
-            print(f"[scaleout] kept the database {db.url} and {workdir}", flush=True)
-        else:
-            db.drop()
-            seed.remove_dir(workdir)
-    rec["wall_seconds"] = round(time.perf_counter() - started, 1)
-    return rec
+    return seed.on_fresh_postgres("scaleout", opt.pg_admin_url, opt.keep, lambda url, workdir: _run(opt, url, workdir))
 
 
 def _log(msg: str) -> None:

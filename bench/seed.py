@@ -14,6 +14,7 @@ import os
 import random
 import shutil
 import sqlite3
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -73,6 +74,24 @@ def create_database(store: str, workdir: Path, pg_admin_url: str) -> FreshDataba
     _admin(pg_admin_url, f'CREATE DATABASE "{name}"')
     return FreshDatabase(store, u.set(database=name).render_as_string(hide_password=False),
                          lambda: _admin(pg_admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def on_fresh_postgres(name: str, pg_admin_url: str, keep: bool, fn: Callable[[str, Path], dict]) -> dict:
+    """fn(url, workdir) on a fresh PostgreSQL database and work directory, both removed afterwards
+    (unless ``keep``); its record gets ``wall_seconds``."""
+    started = time.perf_counter()
+    workdir = Path(tempfile.mkdtemp(prefix=f"billhive-bench-{name}-"))
+    db = create_database("postgres", workdir, pg_admin_url)
+    try:
+        rec = fn(db.url, workdir)
+    finally:
+        if keep:
+            print(f"[{name}] kept the database {db.url} and {workdir}", flush=True)
+        else:
+            db.drop()
+            remove_dir(workdir)
+    rec["wall_seconds"] = round(time.perf_counter() - started, 1)
+    return rec
 
 
 def _admin(url: str, sql: str) -> None:
