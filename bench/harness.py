@@ -37,15 +37,21 @@ RETRIEVE_SAMPLE = 100_000  # random existing ids that retrieve draws from
 
 
 @dataclass
-class Options:
+class LoadOptions:
+    """What every wrk-driven run takes (the matrix, multisite, scaleout)."""
+
     seconds: int = 10
     connections: int = 32
     threads: int = 2
-    # --profile: py-spy on the server in each measured run; <prefix>-<store>-<n>-<op>...
-    profile_prefix: str | None = None
     pg_admin_url: str = DEFAULT_PG
     keep: bool = False  # keep the database and the work directory (their paths are printed)
     quiet_wait: float = 30.0  # longest wait for a quiet machine before each measured pair
+
+
+@dataclass
+class Options(LoadOptions):
+    # --profile: py-spy on the server in each measured run; <prefix>-<store>-<n>-<op>...
+    profile_prefix: str | None = None
     log: Callable[[str], None] = field(default=lambda msg: print(msg, flush=True))
 
 

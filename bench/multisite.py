@@ -32,15 +32,9 @@ CALIBRATION_SHARE = 0.1
 
 
 @dataclass
-class Options:
+class Options(harness.LoadOptions):
     sites: int = 50
     invoices: int = 60_000
-    seconds: int = 10
-    connections: int = 32
-    threads: int = 2
-    pg_admin_url: str = harness.DEFAULT_PG
-    keep: bool = False
-    quiet_wait: float = 30.0
 
 
 def run(opt: Options) -> dict:

@@ -48,14 +48,8 @@ EVENT = "payment_succeeded"
 
 
 @dataclass
-class Options:
+class Options(harness.LoadOptions):
     invoices: int = 30_000
-    seconds: int = 10
-    connections: int = 32
-    threads: int = 2
-    pg_admin_url: str = harness.DEFAULT_PG
-    keep: bool = False
-    quiet_wait: float = 30.0
 
 
 class Receiver:
