@@ -37,11 +37,11 @@ from billhive.work.context import SCHEDULER, Work
 
 log = logging.getLogger("billhive.invoicing")
 _LINK = Q(insert(S.invoice_transactions).values(
-    {c: bindparam(c) for c in ("site_id", "invoice_id", "txn_id", "applied_amount", "applied_at")}))
+    {c: bindparam(c) for c in ("site_id", "invoice_id", "txn_id", "applied_amount", "applied_at")}), combinable=True)
 _SET_APPLIED = Q(update(S.invoice_transactions).where(
     S.invoice_transactions.c.site_id == bindparam("site_id"), S.invoice_transactions.c.invoice_id == bindparam(
         "invoice_id"), S.invoice_transactions.c.txn_id == bindparam("txn_id")).values(
-    applied_amount=bindparam("applied_amount"), applied_at=bindparam("applied_at")))
+    applied_amount=bindparam("applied_amount"), applied_at=bindparam("applied_at")), combinable=True)
 _NEXT_NUMBER = Q(update(S.sites).where(S.sites.c.pk == bindparam("pk"))
                  .values(invoice_next_number=S.sites.c.invoice_next_number + 1)
                  .returning(S.sites.c.invoice_next_number))

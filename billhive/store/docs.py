@@ -60,7 +60,7 @@ class DocTable:
         self._exists = Q(select(t.c.pk).where(key))
         write_cols = ["site_id", "id", "created_at", "updated_at", *self.index_columns, "data"]
         self._write_cols = write_cols
-        self._insert = _own(Q(insert(t).values({c: bindparam(c) for c in write_cols})))
+        self._insert = _own(Q(insert(t).values({c: bindparam(c) for c in write_cols}), combinable=True))
         self._update_cache: dict[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...] | None], Q] = {}
         self._delete = _own(Q(delete(t).where(key)))
 
@@ -174,7 +174,7 @@ class DocTable:
                          if c not in ("site_id", "created_at") and (c not in self.insert_only or c in explicit)]
             else:
                 names = [*changed, *explicit, "data"]
-            q = _own(Q(update(t).where(and_(*cond)).values({c: bindparam(c) for c in names})))
+            q = _own(Q(update(t).where(and_(*cond)).values({c: bindparam(c) for c in names}), combinable=True))
             self._update_cache[(keys, explicit, changed)] = q
         if expect:
             if tx.pipelined:
