@@ -102,12 +102,14 @@ class Tx:
             defaults = {**defaults, **params} if defaults else params
         combined = self._combined
         if combined is not None:
-            table = stmt.combinable if isinstance(stmt, Q) else None
-            if table is None or any(t == table for t, _, _ in combined):
-                self.flush()  # anything else (a read...) sees the writes before it; one statement per table
-                combined = self._combined
-            if table is not None and combined is not None:
-                combined.append((table, sql, defaults))
+            if not isinstance(stmt, Q) or (table := stmt.combinable) is None:
+                self.flush()  # anything else (a read...) sees the writes made before it
+            else:
+                # one statement per table: a second write to a table held waits for the first (even
+                # two inserts: one statement's new rows would take their keys in no given order)
+                if any(t == table for t, _, _ in combined):
+                    self.flush()
+                combined.append((table, sql, defaults))  # flush() empties the list in place
                 return _NOT_YET
         cur = self.cur
         cur.execute(sql, defaults)
@@ -115,10 +117,11 @@ class Tx:
 
     def flush(self) -> None:
         """Send the combinable writes held inside ``pipeline()`` (one statement), if any."""
-        combined = self._combined
-        if not combined:
+        held = self._combined
+        if not held:
             return
-        self._combined = []
+        combined = held[:]
+        held.clear()
         if len(combined) == 1:
             self.cur.execute(combined[0][1], combined[0][2])
             return
@@ -170,8 +173,10 @@ class Tx:
         clauses: ``WITH c0 AS (UPDATE ...), c1 AS (INSERT ...) INSERT ...``): one parse, plan and
         driver call instead of several. They run on one snapshot and see none of each other's
         changes, which is why only writes that read no other table combine, and a second write to
-        a table already held, any other statement, a savepoint and the block's end send what is
-        held first (statements run in the order they were made)."""
+        a table already held (even an insert after an insert: the rows of one statement take
+        their keys, and so their order, in no given order), any other statement, a savepoint and
+        the block's end send what is held first: no statement takes effect before one made
+        earlier that it could depend on."""
         if self.dialect == "postgresql" and not self._pipelined:
             return _Pipeline(self)
         return contextlib.nullcontext()

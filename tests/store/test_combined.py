@@ -82,6 +82,25 @@ def test_writes_to_different_tables_go_as_one_statement_and_a_read_sees_them(app
     assert _state(app, site) == ("Cy", [("txn_1", 5)])
 
 
+def test_inserts_into_one_table_go_one_after_another(app):
+    # one statement's new rows take their keys in no given order: a unit's events must keep theirs
+    site = _site(app)
+    it = S.invoice_transactions.c
+
+    def change(tx):
+        tx.cur = rec = _Recording(tx.cur)
+        with tx.pipeline():
+            for n in range(1, 4):
+                tx.execute(invoicing._LINK, {**_link(site, n), "txn_id": f"txn_{n}"})
+        return rec.sql
+
+    sql = app.db.write_sync(change)
+    assert len(sql) == 3 and all(s.startswith("INSERT INTO invoice_transactions") for s in sql)
+    order = app.db.read_sync(lambda tx: [r[0] for r in tx.all(select(it.txn_id).where(it.site_id == site.pk)
+                                                                  .order_by(it.pk))])
+    assert order == ["txn_1", "txn_2", "txn_3"]
+
+
 def test_a_combined_write_that_fails_fails_the_unit(app):
     site = _site(app)
     app.db.write_sync(lambda tx: tx.execute(invoicing._LINK, _link(site, 1)))
