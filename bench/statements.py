@@ -56,7 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     n = len(ids)
     print(f"{args.store}: {n:,} collects from {args.concurrency} tasks in {elapsed:.2f} s = {n / elapsed:,.0f}/s; "
           f"group commit: {stats.get('units', 0):,} units in {stats.get('batches', 0):,} batches")
-    print(f"statements per collect: {sum(counts.values()) / n:.1f}; "
+    held = counts.pop(_HELD, 0)
+    combined = counts.pop(_SENT_COMBINED, 0)
+    made = sum(counts.values())
+    print(f"statements per collect: {made / n:.1f}; sent to the database: {(made - held + combined) / n:.1f} "
+          f"({held / n:.1f} combined into {combined / n:.1f} inside Tx.pipeline); "
           f"time in the driver per collect: {sum(times.values()) / n * 1e6:,.0f} us")
     for sql, c in counts.most_common():
         print(f"{c / n:6.2f}/collect {times[sql] / c * 1e6:9.1f} us  {sql}")
@@ -90,7 +94,19 @@ def _trace() -> tuple[collections.Counter, collections.Counter]:
             counts[key] += 1
             times[key] += time.perf_counter() - started
     txmod.Tx.execute = traced  # type: ignore[method-assign]
+    plain_flush = txmod.Tx.flush
+
+    def traced_flush(self: txmod.Tx) -> None:
+        held = self._combined or []
+        if len(held) > 1:  # one statement for several writes (Tx.pipeline on PostgreSQL)
+            counts[_HELD] += len(held)
+            counts[_SENT_COMBINED] += 1
+        plain_flush(self)
+    txmod.Tx.flush = traced_flush  # type: ignore[method-assign]
     return counts, times
+
+
+_HELD, _SENT_COMBINED = "\0held", "\0combined"
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -190,7 +190,16 @@ _BY_PK = Q(select(*_SITE_COLS).where(S.sites.c.pk == bindparam("pk")))
 _BY_NAME = Q(select(*_SITE_COLS).where(S.sites.c.name == bindparam("name")))
 
 
-def _row_to_site(row: tuple) -> Site:
+# a unit whose first statement joins the site's row with its own loads (Work.adopt_site)
+COLUMNS = _SITE_COLS
+
+
+def from_row(row: Sequence[Any]) -> Site:
+    """The Site of a row of ``COLUMNS``."""
+    return _row_to_site(row)
+
+
+def _row_to_site(row: Sequence[Any]) -> Site:
     return Site(row[0], row[1], bool(row[2]), row[3], loads(row[4]), row[5], row[6], row[7], row[8], row[9], row[10],
                 row[11])
 

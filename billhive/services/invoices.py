@@ -36,7 +36,7 @@ from billhive.store.lists import Filter, ListRequest, fetch_page
 from billhive.store.resources import CUSTOMERS, INVOICES, SUBSCRIPTIONS, TRANSACTIONS
 from billhive.util import failpoints
 from billhive.util.ids import txn_id
-from billhive.work.context import Ctx, Work
+from billhive.work.context import Ctx, Work, site_first
 
 
 def _require_invoice(w: Work, invoice_id: str, *, for_update: bool = False) -> dict:
@@ -48,8 +48,11 @@ def _require_invoice(w: Work, invoice_id: str, *, for_update: bool = False) -> d
 
 # ---- collect / close -------------------------------------------------------------------------
 
+@site_first
 def _close_pending(w: Work, invoice_id: str, params: dict) -> tuple[dict, invoicing.ChargePlan | None]:
-    found = invoicing.lock_for_close(w, invoice_id)  # with its customer and card, in one statement
+    found = invoicing.lock_for_close(w, invoice_id)  # with the site, its customer and card, in one statement
+    if found is None:
+        w.require_site()  # site_first: the write guard before anything else
     inv = found.invoice if found is not None else INVOICES.get(w.tx, w.site_id, invoice_id, for_update=True)
     if inv is None:
         t = INVOICES.t

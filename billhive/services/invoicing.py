@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from sqlalchemy import and_, bindparam, delete, insert, select, update
 
 from billhive import gateway as gateways
+from billhive import sites
 from billhive.domain import closing
 from billhive.domain import invoices as D
 from billhive.domain.taxes import Basis
@@ -36,11 +37,11 @@ from billhive.work.context import SCHEDULER, Work
 
 log = logging.getLogger("billhive.invoicing")
 _LINK = Q(insert(S.invoice_transactions).values(
-    {c: bindparam(c) for c in ("site_id", "invoice_id", "txn_id", "applied_amount", "applied_at")}))
+    {c: bindparam(c) for c in ("site_id", "invoice_id", "txn_id", "applied_amount", "applied_at")}), combinable=True)
 _SET_APPLIED = Q(update(S.invoice_transactions).where(
     S.invoice_transactions.c.site_id == bindparam("site_id"), S.invoice_transactions.c.invoice_id == bindparam(
         "invoice_id"), S.invoice_transactions.c.txn_id == bindparam("txn_id")).values(
-    applied_amount=bindparam("applied_amount"), applied_at=bindparam("applied_at")))
+    applied_amount=bindparam("applied_amount"), applied_at=bindparam("applied_at")), combinable=True)
 _NEXT_NUMBER = Q(update(S.sites).where(S.sites.c.pk == bindparam("pk"))
                  .values(invoice_next_number=S.sites.c.invoice_next_number + 1)
                  .returning(S.sites.c.invoice_next_number))
@@ -66,8 +67,10 @@ def next_invoice_number(w: Work) -> str:
 
 
 _I, _C, _K = INVOICES.t, CUSTOMERS.t, CARDS.t
-_FOR_CLOSE = Q(select(_I.c.data, _C.c.data, _K.c.data)
-               .select_from(_I.join(_C, and_(_C.c.site_id == _I.c.site_id, _C.c.id == _I.c.customer_id))
+_SITE_COLS = len(sites.COLUMNS)
+_FOR_CLOSE = Q(select(*sites.COLUMNS, *INVOICES.loaded_columns(), *CUSTOMERS.loaded_columns(), _K.c.data)
+               .select_from(_I.join(S.sites, S.sites.c.pk == _I.c.site_id)
+                            .join(_C, and_(_C.c.site_id == _I.c.site_id, _C.c.id == _I.c.customer_id))
                             .outerjoin(_K, and_(_K.c.site_id == _I.c.site_id, _K.c.id == _I.c.customer_id)))
                .where(_I.c.site_id == bindparam("site_id"), _I.c.id == bindparam("id"))
                .with_for_update(of=[_I, _C]))
@@ -84,14 +87,21 @@ class ForClose:
 
 
 def lock_for_close(w: Work, invoice_id: str) -> ForClose | None:
-    """collect's loads in one statement: the invoice with its customer (both locked) and card.
-    None when there is no such invoice, or no customer for it: the caller loads what there is
-    the usual way (and says why it cannot close it)."""
+    """collect's loads in one statement: the site (``Work.adopt_site``: collect is ``site_first``),
+    the invoice with its customer (both locked) and card. None when there is no such invoice, or
+    no customer for it: the caller loads what there is the usual way (and says why it cannot close
+    it), the site first (``Work.require_site``)."""
     found = w.tx.one(_FOR_CLOSE, {"site_id": w.site_id, "id": invoice_id})
     if found is None:
         return None
-    inv, customer, card = found
-    return ForClose(loads(inv), loads(customer), loads(card) if card is not None else None)
+    w.adopt_site(sites.from_row(found[:_SITE_COLS]))
+    # both rows are registered in Tx.rows (as DocTable.get does): their updates write only what changed
+    n = _SITE_COLS + INVOICES.width
+    inv = INVOICES.take(w.tx, w.site_id, found[_SITE_COLS:n], locked=True)
+    customer = CUSTOMERS.take(w.tx, w.site_id, found[n:n + CUSTOMERS.width], locked=True)
+    card = found[-1]
+    assert inv is not None and customer is not None  # inner joins
+    return ForClose(inv, customer, loads(card) if card is not None else None)
 
 
 def line_item(*, date_from: int, date_to: int, unit_amount: int, quantity: int = 1, description: str,

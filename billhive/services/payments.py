@@ -42,7 +42,7 @@ from billhive.util import failpoints
 from billhive.util.ids import txn_id
 from billhive.util.jsonutil import loads
 from billhive.work import jobs, outbox
-from billhive.work.context import SYSTEM, Ctx, Work
+from billhive.work.context import SYSTEM, Ctx, Work, site_first
 
 if TYPE_CHECKING:
     from billhive.runtime import App
@@ -101,13 +101,14 @@ def _settle_all(w: Work, answers: list[tuple[ChargePlan, GatewayResult]]) -> Non
         w.after.extend(one.after)
 
 
+@site_first
 def settle(w: Work, txn_id: str, result: GatewayResult, purpose: str | None = None,
            invoice_id: str | None = None) -> dict:
     """Apply the gateway's answer to the transaction and its invoice (once): load, decide
     (``domain.settlement.settle``), save. ``purpose`` is read from the transaction's row when the
     caller does not know it (recovery). ``invoice_id``: the charge's invoice, when the caller
-    knows it (its ChargePlan): the transaction and the invoice with its customer and card are
-    then loaded in one statement."""
+    knows it (its ChargePlan): the site, the transaction and the invoice with its customer and
+    card are then loaded in one statement."""
     txn, inv, payer = _load_settling(w, txn_id, invoice_id)
     inv_id = inv["id"]
     if not settlement.unsettled(txn):
@@ -141,8 +142,11 @@ def settle(w: Work, txn_id: str, result: GatewayResult, purpose: str | None = No
 
 
 _I, _C, _K = INVOICES.t, CUSTOMERS.t, S.cards
-_SETTLING = Q(select(T.c.data, _I.c.data, _C.c.data, _K.c.data)
-              .select_from(T.join(_I, and_(_I.c.site_id == T.c.site_id, _I.c.id == bindparam("invoice_id")))
+_SITE_COLS = len(sites.COLUMNS)
+_SETTLING = Q(select(*sites.COLUMNS, *TRANSACTIONS.loaded_columns(), *INVOICES.loaded_columns(),
+                     *CUSTOMERS.loaded_columns(), _K.c.data)
+              .select_from(T.join(S.sites, S.sites.c.pk == T.c.site_id)
+                           .join(_I, and_(_I.c.site_id == T.c.site_id, _I.c.id == bindparam("invoice_id")))
                            .outerjoin(_C, and_(_C.c.site_id == _I.c.site_id, _C.c.id == _I.c.customer_id))
                            .outerjoin(_K, and_(_K.c.site_id == _I.c.site_id, _K.c.id == _I.c.customer_id)))
               .where(T.c.site_id == bindparam("site_id"), T.c.id == bindparam("id"))
@@ -153,14 +157,23 @@ def _load_settling(w: Work, txn_id: str, invoice_id: str | None
                    ) -> tuple[dict, dict, tuple[dict | None, dict | None] | None]:
     """The transaction and its invoice, both locked, and, when the invoice was named, its
     customer and card as they are (for the payment events: ``invoicing.snapshot``) - then in one
-    statement."""
+    statement, with the site (``settle`` is ``site_first``); otherwise the site first."""
     if invoice_id is not None:
         row = w.tx.one(_SETTLING, {"site_id": w.site_id, "id": txn_id, "invoice_id": invoice_id})
         if row is not None:
-            txn = loads(row[0])
+            w.adopt_site(sites.from_row(row[:_SITE_COLS]))
+            # the rows are registered in Tx.rows (as DocTable.get does): the updates write only what changed
+            tx, site_id, a = w.tx, w.site_id, _SITE_COLS + TRANSACTIONS.width
+            b = a + INVOICES.width
+            txn = TRANSACTIONS.take(tx, site_id, row[_SITE_COLS:a], locked=True)
+            assert txn is not None
             if txn["linked_invoices"][0]["invoice_id"] == invoice_id:
-                return txn, loads(row[1]), (loads(row[2]) if row[2] is not None else None,
-                                            loads(row[3]) if row[3] is not None else None)
+                inv = INVOICES.take(tx, site_id, row[a:b], locked=True)
+                assert inv is not None
+                card = row[-1]
+                return txn, inv, (CUSTOMERS.take(tx, site_id, row[b:b + CUSTOMERS.width], locked=False),
+                                  loads(card) if card is not None else None)
+    w.require_site()  # site_first: the write guard before anything else
     txn = TRANSACTIONS.require(w.tx, w.site_id, txn_id, for_update=True)
     return txn, INVOICES.require(w.tx, w.site_id, txn["linked_invoices"][0]["invoice_id"], for_update=True), None
 

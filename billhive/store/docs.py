@@ -11,7 +11,7 @@ naming a column rewrites every index holding it, changed or not. Conditional upd
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import orjson
@@ -60,7 +60,7 @@ class DocTable:
         self._exists = Q(select(t.c.pk).where(key))
         write_cols = ["site_id", "id", "created_at", "updated_at", *self.index_columns, "data"]
         self._write_cols = write_cols
-        self._insert = _own(Q(insert(t).values({c: bindparam(c) for c in write_cols})))
+        self._insert = _own(Q(insert(t).values({c: bindparam(c) for c in write_cols}), combinable=True))
         self._update_cache: dict[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...] | None], Q] = {}
         self._delete = _own(Q(delete(t).where(key)))
 
@@ -73,6 +73,26 @@ class DocTable:
         if for_update or tx.dialect == "sqlite":  # SQLite: one writer, nobody else changes it meanwhile
             tx.rows[(self.name, site_id, id)] = dict(zip(self._known, row[1:]))
         return loads(row[0])
+
+    def loaded_columns(self) -> list[Any]:
+        """What a joined load selects of this table for ``take``: the document and the columns an
+        update compares (``Tx.rows``), in that order (``width`` of them)."""
+        return [self.t.c.data, *(self.t.c[c] for c in self._known)]
+
+    @property
+    def width(self) -> int:
+        return 1 + len(self._known)
+
+    def take(self, tx: Tx, site_id: int, values: Sequence[Any], *, locked: bool) -> dict | None:
+        """The document of a row loaded by a joined statement (``values``: its ``loaded_columns``;
+        all None when an outer join found none), registered in ``Tx.rows`` as ``get`` does, so a
+        later update writes only the columns that changed. ``locked``: the statement holds the row
+        ``FOR UPDATE`` (on PostgreSQL only locked rows are registered)."""
+        if values[0] is None:
+            return None
+        if locked or tx.dialect == "sqlite":
+            tx.rows[(self.name, site_id, values[1])] = dict(zip(self._known, values[1:]))
+        return loads(values[0])
 
     def get_raw(self, tx: Tx, site_id: int, id: str) -> Any:
         """The stored JSON as an ``orjson.Fragment`` (spliced into a response unparsed), or None."""
@@ -154,7 +174,7 @@ class DocTable:
                          if c not in ("site_id", "created_at") and (c not in self.insert_only or c in explicit)]
             else:
                 names = [*changed, *explicit, "data"]
-            q = _own(Q(update(t).where(and_(*cond)).values({c: bindparam(c) for c in names})))
+            q = _own(Q(update(t).where(and_(*cond)).values({c: bindparam(c) for c in names}), combinable=True))
             self._update_cache[(keys, explicit, changed)] = q
         if expect:
             if tx.pipelined:

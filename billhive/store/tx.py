@@ -7,6 +7,7 @@ driver connection directly: the hot path (collect) pays the driver's cost, not a
 from __future__ import annotations
 
 import contextlib
+import re
 from typing import Any
 
 from sqlalchemy import Delete, Insert, Update
@@ -23,14 +24,19 @@ class Q:
     """A statement compiled once per dialect. Literal values become default params.
 
     ``writes``: the table an INSERT, UPDATE or DELETE changes (``Tx.rows`` forgets that table's
-    rows when it runs); DocTable's own statements set it to None (it keeps ``Tx.rows`` itself)."""
+    rows when it runs); DocTable's own statements set it to None (it keeps ``Tx.rows`` itself).
 
-    __slots__ = ("stmt", "_compiled", "writes")
+    ``combinable``: the table of a write whose result nobody reads and which reads no other table
+    (an INSERT of VALUES, an UPDATE of one row by its key): inside ``Tx.pipeline()`` on
+    PostgreSQL it may go to the server combined with others into one statement (see there)."""
 
-    def __init__(self, stmt: Any):
+    __slots__ = ("stmt", "_compiled", "writes", "combinable")
+
+    def __init__(self, stmt: Any, *, combinable: bool = False):
         self.stmt = stmt
         self._compiled: dict[str, tuple[str, dict]] = {}
         self.writes: str | None = _written_table(stmt)
+        self.combinable: str | None = _written_table(stmt) if combinable else None
 
     def sql(self, dialect: str) -> tuple[str, dict]:
         c = self._compiled.get(dialect)
@@ -63,7 +69,7 @@ class Tx:
     (loaded ``for_update``, inserted or updated) are kept: another transaction may change the rest.
     """
 
-    __slots__ = ("conn", "dialect", "cur", "db_key", "_pipelined", "rows")
+    __slots__ = ("conn", "dialect", "cur", "db_key", "_pipelined", "rows", "_combined")
 
     def __init__(self, conn: Any, dialect: str, db_key: str = ""):
         self.conn = conn
@@ -72,6 +78,8 @@ class Tx:
         self.db_key = db_key  # which database (for per-process caches keyed by site)
         self._pipelined = False  # inside pipeline() (PostgreSQL)
         self.rows: dict[tuple[str, int, str], dict[str, Any]] = {}
+        # inside pipeline() (PostgreSQL): combinable writes not sent yet, (table, sql, params)
+        self._combined: list[tuple[str, str, dict]] | None = None
 
     def forget_rows(self, table: str | None = None) -> None:
         """Forget the rows ``rows`` knows (of one table, or all)."""
@@ -92,14 +100,39 @@ class Tx:
                 self.forget_rows(written)
         if params:
             defaults = {**defaults, **params} if defaults else params
+        combined = self._combined
+        if combined is not None:
+            if not isinstance(stmt, Q) or (table := stmt.combinable) is None:
+                self.flush()  # anything else (a read...) sees the writes made before it
+            else:
+                # one statement per table: a second write to a table held waits for the first (even
+                # two inserts: one statement's new rows would take their keys in no given order)
+                if any(t == table for t, _, _ in combined):
+                    self.flush()
+                combined.append((table, sql, defaults))  # flush() empties the list in place
+                return _NOT_YET
         cur = self.cur
         cur.execute(sql, defaults)
         return cur
+
+    def flush(self) -> None:
+        """Send the combinable writes held inside ``pipeline()`` (one statement), if any."""
+        held = self._combined
+        if not held:
+            return
+        combined = held[:]
+        held.clear()
+        if len(combined) == 1:
+            self.cur.execute(combined[0][1], combined[0][2])
+            return
+        sql, params = _combine([(s, p) for _, s, p in combined])
+        self.cur.execute(sql, params)
 
     def executemany(self, stmt: Any, rows: list[dict]) -> None:
         """One statement over many parameter sets (bulk loads: psycopg pipelines them)."""
         if not rows:
             return
+        self.flush()
         sql, defaults = stmt.sql(self.dialect) if isinstance(stmt, Q) else compile_stmt(stmt, self.dialect)
         if self.rows and (written := stmt.writes if isinstance(stmt, Q) else _written_table(stmt)) is not None:
             self.forget_rows(written)
@@ -133,7 +166,17 @@ class Tx:
         """``with tx.pipeline():`` - on PostgreSQL, statements inside are sent without waiting
         for each answer (one round trip for the lot); errors surface when the block ends.
         Inside, do not rely on a statement's result (rowcount) before the block ends. On SQLite
-        (in-process) there is nothing to save and the block runs as usual."""
+        (in-process) there is nothing to save and the block runs as usual.
+
+        On PostgreSQL, consecutive ``combinable`` writes (``Q``; DocTable's inserts and updates),
+        each to a different table, are also sent as one statement (data-modifying ``WITH``
+        clauses: ``WITH c0 AS (UPDATE ...), c1 AS (INSERT ...) INSERT ...``): one parse, plan and
+        driver call instead of several. They run on one snapshot and see none of each other's
+        changes, which is why only writes that read no other table combine, and a second write to
+        a table already held (even an insert after an insert: the rows of one statement take
+        their keys, and so their order, in no given order), any other statement, a savepoint and
+        the block's end send what is held first: no statement takes effect before one made
+        earlier that it could depend on."""
         if self.dialect == "postgresql" and not self._pipelined:
             return _Pipeline(self)
         return contextlib.nullcontext()
@@ -155,11 +198,48 @@ class _Pipeline:
     def __enter__(self) -> Any:
         entered = self.inner.__enter__()
         self.tx._pipelined = True
+        self.tx._combined = []
         return entered
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Any:
-        self.tx._pipelined = False
+        tx = self.tx
+        try:
+            if exc_type is None:
+                tx.flush()
+        finally:
+            tx._combined = None
+            tx._pipelined = False
         return self.inner.__exit__(exc_type, exc, tb)
+
+
+class _NotYet:
+    """What ``Tx.execute`` answers for a write held to be combined: its result is not known yet."""
+
+    rowcount = -1
+
+
+_NOT_YET = _NotYet()
+_PARAM = re.compile(r"%\((\w+)\)s")
+_COMBINED: dict[tuple[str, ...], tuple[str, tuple[tuple[str, ...], ...]]] = {}
+
+
+def _combine(parts: list[tuple[str, dict]]) -> tuple[str, dict]:
+    """Several writes as one PostgreSQL statement: each but the last a ``WITH`` clause, each
+    statement's parameters renamed apart (``c<i>_<name>``)."""
+    key = tuple(sql for sql, _ in parts)
+    cached = _COMBINED.get(key)
+    if cached is None:
+        texts, names = [], []
+        for i, (sql, _) in enumerate(parts):
+            texts.append(_PARAM.sub(f"%(c{i}_\\1)s", sql))
+            names.append(tuple(dict.fromkeys(_PARAM.findall(sql))))
+        text = "WITH " + ", ".join(f"c{i} AS ({t})" for i, t in enumerate(texts[:-1])) + " " + texts[-1]
+        cached = (text, tuple(names))
+        if len(_COMBINED) < 1024:  # the shapes a unit makes are few
+            _COMBINED[key] = cached
+    text, all_names = cached
+    params = {f"c{i}_{n}": p[n] for i, ((_, p), ns) in enumerate(zip(parts, all_names, strict=True)) for n in ns}
+    return text, params
 
 
 class _Savepoint:
@@ -171,13 +251,17 @@ class _Savepoint:
         self.name = f"sp{_Savepoint._n}"
 
     def __enter__(self) -> _Savepoint:
+        self.tx.flush()
         self.tx.cur.execute(f"SAVEPOINT {self.name}")
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:  # an error goes on up
         if exc_type is None:
+            self.tx.flush()
             self.tx.cur.execute(f"RELEASE SAVEPOINT {self.name}")
         else:
+            if self.tx._combined:
+                self.tx._combined.clear()  # what the block held is undone with it
             self.tx.rows.clear()  # what they say may have been undone
             self.tx.cur.execute(f"ROLLBACK TO SAVEPOINT {self.name}")
             self.tx.cur.execute(f"RELEASE SAVEPOINT {self.name}")

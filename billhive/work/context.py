@@ -25,17 +25,31 @@ from billhive.util import failpoints
 from billhive.work import outbox
 from billhive.work.origin import SCHEDULER, SYSTEM, Origin
 
-__all__ = ["SCHEDULER", "SYSTEM", "Claim", "Ctx", "Grouped", "Origin", "Work"]
+__all__ = ["SCHEDULER", "SYSTEM", "Claim", "Ctx", "Grouped", "Origin", "Work", "site_first"]
 
 if TYPE_CHECKING:
     from billhive.runtime import App
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 # what an API write gets while the site's time machine travels (choice: Chargebee documents no
 # code for it; invalid_state_for_request is its code for "not in this state", see docs/CHOICES.md)
 TRAVELLING = ("The site's time machine is travelling: retry once GET /time_machines/delorean no longer answers "
               "time_travel_status in_progress")
+
+# units that load the site themselves, with their first statement (``Work.adopt_site``), or else
+# call ``Work.require_site`` before anything else: the write guard waits for that (``site_first``)
+_SITE_FIRST: set[Callable[..., Any]] = set()
+
+
+def site_first(fn: F) -> F:
+    """Mark a unit whose first statement joins the site's row (``sites.COLUMNS``) into its own load
+    and hands it to ``Work.adopt_site`` - or that calls ``Work.require_site`` first when that load
+    finds nothing - so that ``Ctx.write`` need not load the site in a statement of its own: the
+    write guard (the time machine) is checked there, before the unit has written anything."""
+    _SITE_FIRST.add(fn)
+    return fn
 
 
 @dataclass(frozen=True)
@@ -60,10 +74,12 @@ class Work:
     PostgreSQL that saves a round trip.
     """
 
-    __slots__ = ("tx", "app", "_site", "_site_pk", "_now", "origin", "_cache", "emitted", "after")
+    __slots__ = ("tx", "app", "_site", "_site_pk", "_now", "origin", "_cache", "emitted", "after", "_guard")
 
     def __init__(self, tx: Tx, app: App, site: sites.Site | None, origin: Origin, now: int | None = None, *,
-                 site_pk: int | None = None):
+                 site_pk: int | None = None, guard: bool = False):
+        """guard: an API write, refused (TRAVELLING) when the site's time machine travels - checked
+        when the site is loaded (``Ctx._unit`` loads it first, unless the unit is ``site_first``)."""
         self.tx = tx
         self.app = app
         self._site = site
@@ -73,12 +89,26 @@ class Work:
         self._cache: dict[str, Any] = {}
         self.emitted: list[dict] = []
         self.after: list[Callable[[], Awaitable[Any]]] = []
+        self._guard = guard
 
     @property
     def site(self) -> sites.Site:
         if self._site is None:
-            self._site = sites.load(self.tx, self._site_pk)  # type: ignore[arg-type]
-        return self._site
+            self.adopt_site(sites.load(self.tx, self._site_pk))  # type: ignore[arg-type]
+        return self._site  # type: ignore[return-value]
+
+    def require_site(self) -> sites.Site:
+        """Load the site now (a ``site_first`` unit whose joined first load found nothing)."""
+        return self.site
+
+    def adopt_site(self, site: sites.Site) -> None:
+        """The site as this transaction loaded it (``sites.COLUMNS`` joined into a ``site_first``
+        unit's first statement, which saves a statement); the write guard is checked here."""
+        if self._site is not None:
+            return
+        if self._guard and site.tm_status == "in_progress":
+            raise InvalidState(TRAVELLING)
+        self._site = site
 
     @property
     def now(self) -> int:
@@ -150,9 +180,9 @@ class Ctx:
         guard = write and origin.source == "api" and not self.while_travelling
 
         def unit(tx: Tx) -> tuple[T, list]:
-            w = Work(tx, app, None, origin, now, site_pk=site_id)
-            if guard and w.site.tm_status == "in_progress":
-                raise InvalidState(TRAVELLING)
+            w = Work(tx, app, None, origin, now, site_pk=site_id, guard=guard)
+            if guard and fn not in _SITE_FIRST:
+                w.require_site()  # the guard, before anything else
             result = fn(w, *args)
             if claim is not None:
                 claim.journal(tx, fn, result)  # in the same transaction: committed means journaled

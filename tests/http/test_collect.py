@@ -5,8 +5,10 @@ from __future__ import annotations
 import concurrent.futures
 
 import pytest
+from sqlalchemy import update
 
 from billhive.services import credits
+from billhive.store import schema as SCH
 from billhive.store.resources import CUSTOMERS
 from tests.support import factories as F
 
@@ -231,3 +233,25 @@ def test_idempotency_key_on_collect_runs_once_under_concurrency(tsite):
     # the same key on another request is refused
     r = tsite.api.post(f"/invoices/{draft['id']}/close", {"invoice_note": "x"}, headers=headers, expect=422)
     assert r["api_error_code"] == "unable_to_process_request"
+
+
+def _travelling(site, status):
+    site.app.db.write_sync(lambda tx: tx.execute(
+        update(SCH.sites).where(SCH.sites.c.pk == site.pk).values(tm_status=status)))
+
+
+def test_collect_is_refused_while_the_time_machine_travels(tsite):
+    # collect and its settlement load the site with their rows (site_first): the write guard still
+    # comes before anything is written, whether the invoice is found or not
+    cust = F.customer(tsite)
+    draft = F.pending_invoice(tsite, cust["id"], ((1000, "Usage"),))
+    _travelling(tsite, "in_progress")
+    try:
+        for invoice_id in (draft["id"], "draft_inv_missing"):
+            r = tsite.api.post(f"/invoices/{invoice_id}/collect", expect=409)
+            assert r["api_error_code"] == "invalid_state_for_request" and "travelling" in r["message"]
+    finally:
+        _travelling(tsite, None)
+    assert tsite.api.get(f"/invoices/{draft['id']}")["invoice"]["status"] == "pending"
+    assert types(tsite) == []
+    assert tsite.api.post(f"/invoices/{draft['id']}/collect")["invoice"]["status"] == "paid"

@@ -110,3 +110,26 @@ def test_update_after_a_savepoint_rolled_back_writes_what_it_undid(app):
 
     app.db.write_sync(change)
     assert _row(app, site) == ("b@example.com", "Ann", "on", 2000)
+
+
+def test_a_joined_load_registers_its_rows_so_an_update_names_only_the_changed_columns(app):
+    """DocTable.take: a row loaded by a joined statement (collect's and settle's loads) is known to
+    Tx.rows as a DocTable.get-loaded one is: its update writes only what changed."""
+    site = _customer_site(app)
+    c = S.customers.c
+
+    def change(tx):
+        row = tx.one(select(*CUSTOMERS.loaded_columns()).where(c.site_id == site.pk, c.id == "cust_1")
+                     .with_for_update())
+        assert len(row) == CUSTOMERS.width
+        doc = CUSTOMERS.take(tx, site.pk, row, locked=True)
+        assert CUSTOMERS.take(tx, site.pk, (None,) * CUSTOMERS.width, locked=True) is None  # outer join: none
+        doc["first_name"] = "Bea"
+        tx.cur = rec = _Recording(tx.cur)
+        assert CUSTOMERS.update(tx, site.pk, doc, 1000)  # same second: updated_at unchanged
+        return rec.sql
+
+    [sql] = app.db.write_sync(change)
+    set_clause = sql.split(" SET ")[1].split(" WHERE ")[0]
+    assert [part.split("=")[0].strip() for part in set_clause.split(",")] == ["first_name", "data"]
+    assert _row(app, site) == ("a@example.com", "Bea", "on", 1000)
