@@ -13,7 +13,7 @@ from billhive import sites
 from billhive.errors import StoreError
 from billhive.runtime import App
 from billhive.store.db import Tx
-from billhive.work import jobs
+from billhive.work import jobs, outbox
 from billhive.work.context import SCHEDULER, Grouped, Work
 
 log = logging.getLogger("billhive.scheduler")
@@ -27,16 +27,32 @@ def _run_batch_unit(app: App, site_pk: int, handlers: jobs.Handlers, at: int | N
     """One transaction running up to ``size`` due jobs, earliest first, each in its own savepoint
     (a failing job's changes are rolled back and it is put back for a retry; the others commit).
     The site is loaded once per batch. Exactly-once: a job is claimed (deleted) in the transaction
-    that runs it, so a crash before the commit loses the whole batch and runs it again."""
+    that runs it, so a crash before the commit loses the whole batch and runs it again.
+
+    The batch's jobs are read in one statement (``jobs.candidates``) and each is taken just before
+    it runs (``jobs.take``: only if still due). That is the order claiming one job at a time gives:
+    an earlier job of the batch can only cancel a candidate or move it to later (it is then not
+    taken), unless it schedules a job due already - a new one or a moved candidate
+    (``jobs.DUE_NOW``) - and then the candidates are read again, so that job runs in its turn."""
     def unit(tx: Tx) -> list[tuple[jobs.Job, list]]:
         site = sites.load(tx, site_pk)
         now = at if at is not None else site.now(app.wall)
         ran: list[tuple[jobs.Job, list]] = []
-        while len(ran) < size:
-            job = jobs.claim(tx, site_pk, now)
-            if job is None:
-                break
-            ran.append(_run_job(tx, app, site, handlers, job, now))
+        queue: list[jobs.Job] = []
+        with outbox.buffered(tx):  # the batch's events written together (a failed job's dropped)
+            while len(ran) < size:
+                if not queue:
+                    queue = jobs.candidates(tx, site_pk, now, size - len(ran))
+                    if not queue:
+                        break
+                    queue.reverse()  # popped from the end: earliest first
+                job = queue.pop()
+                if not jobs.take(tx, site_pk, job, now):
+                    continue
+                done, due_now = _run_job(tx, app, site, handlers, job, now)
+                ran.append(done)
+                if due_now:
+                    queue = []  # read again: a job due already was scheduled
         return ran
     return unit
 
@@ -101,21 +117,25 @@ def next_due(app: App, site_pk: int) -> int | None:
 
 
 def _run_job(tx: Tx, app: App, site: sites.Site, handlers: jobs.Handlers, job: jobs.Job,
-             now: int) -> tuple[jobs.Job, list]:
+             now: int) -> tuple[tuple[jobs.Job, list], bool]:
+    """Run one claimed job in its savepoint: ((job, its after-commit work), whether it scheduled a
+    job due already)."""
     w = Work(tx, app, site, SCHEDULER, now)
     handle = handlers.get(job.kind)
+    mark = outbox.mark(tx)
     try:
         with tx.savepoint():
             if handle is None:
                 raise RuntimeError(f"no handler for job kind {job.kind!r}")
             handle(w, job)
     except Exception as exc:  # the job's own changes are rolled back; keep it for a retry
+        outbox.rollback_to(tx, mark)  # and the events it recorded
         log.error("job %s (%s) failed on site %s: %s", job.key, job.kind, site.name, exc,
                   extra={"site": site.name, "job_id": job.key, "job_kind": job.kind, "attempt": job.attempts})
         log.debug("%s", traceback.format_exc())
         jobs.record_failure(tx, site.pk, job, f"{type(exc).__name__}: {exc}", now + _retry_delay(job.attempts))
-        return job, []
+        return (job, []), False
     log.info("job %s (%s) ran on site %s", job.key, job.kind, site.name,
              extra={"site": site.name, "job_id": job.key, "job_kind": job.kind, "due_at": job.due_at,
                     "event_ids": ",".join(e["id"] for e in w.emitted) or None})
-    return job, w.after
+    return (job, w.after), bool(w.cached(jobs.DUE_NOW, list[str]))

@@ -133,13 +133,12 @@ def reschedule(w: Work, sub: dict, st: State) -> None:
     for kind in (JOB_START, JOB_TERM_END, JOB_REMINDER, JOB_TRIAL_ENDING):
         if kind in wanted:
             jobs.schedule(w, kind, sid, due_at=wanted[kind], key=_key(kind, sid), payload=payloads.get(kind))
-        else:
-            jobs.cancel(w, _key(kind, sid))
+    jobs.cancel_many(w, [_key(kind, sid) for kind in (JOB_START, JOB_TERM_END, JOB_REMINDER, JOB_TRIAL_ENDING)
+                         if kind not in wanted])
 
 
 def cancel_jobs(w: Work, sub_id: str) -> None:
-    for kind in (JOB_START, JOB_TERM_END, JOB_REMINDER, JOB_TRIAL_ENDING):
-        jobs.cancel(w, _key(kind, sub_id))
+    jobs.cancel_many(w, [_key(kind, sub_id) for kind in (JOB_START, JOB_TERM_END, JOB_REMINDER, JOB_TRIAL_ENDING)])
 
 
 def _key(kind: str, sub_id: str) -> str:
