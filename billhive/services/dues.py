@@ -46,8 +46,25 @@ def refresh(w: Work, invoice: dict, *shown: dict | None) -> None:
 
 def fill(w: Work, sub: dict) -> dict:
     """``sub`` (a subscription document) with its dues from its invoices as stored now."""
-    rules.apply(sub, rules.dues(_unpaid(w.tx, w.site_id, sub["id"])))
+    return fill_from(sub, _unpaid(w.tx, w.site_id, sub["id"]))
+
+
+def fill_from(sub: dict, unpaid: list[dict]) -> dict:
+    """``fill`` with the subscription's unpaid invoices already loaded (``unpaid_of``)."""
+    rules.apply(sub, rules.dues(unpaid))
     return _ordered(sub)
+
+
+def unpaid_of(w: Work, subscription_ids: list[str]) -> dict[str, list[dict]]:
+    """The unpaid invoices of several subscriptions, in one statement (for ``fill_from``)."""
+    out: dict[str, list[dict]] = {i: [] for i in subscription_ids}
+    if subscription_ids:
+        rows = w.tx.all(select(_I.c.subscription_id, _I.c.data).where(
+            _I.c.site_id == w.site_id, _I.c.subscription_id.in_(subscription_ids),
+            or_(*(_I.c.status == status for status in CLOSED_UNPAID))))
+        for sub_id, data in rows:
+            out[sub_id].append(loads(data))
+    return out
 
 
 async def reload(ctx: Ctx, body: dict) -> dict:

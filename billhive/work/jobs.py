@@ -46,6 +46,9 @@ class Job:
 # what runs a job of one kind, in the job's own transaction (billhive/services/jobs.py: the table)
 Handler = Callable[[Work, Job], None]
 Handlers = Mapping[str, Handler]
+# what runs several due jobs of one kind together (consecutive in time order, distinct ref_ids), in
+# one savepoint; it neither schedules nor cancels jobs (billhive/work/scheduler.py)
+GroupHandler = Callable[[Work, list[Job]], None]
 MAX_ATTEMPTS = 8
 
 
@@ -139,6 +142,23 @@ def take(tx: Tx, site_id: int, job: Job, now: int) -> bool:
     caller must read the candidates again before taking another one (then an unchanged candidate
     is the only kind still due)."""
     return tx.rowcount(_TAKE, {"pk": job.pk, "site_id": site_id, "now": now}) == 1
+
+
+def take_many(tx: Tx, site_id: int, group: list[Job], now: int) -> list[Job]:
+    """``take`` of several candidates in one statement: those still due, in the order given."""
+    if len(group) == 1:
+        return group if take(tx, site_id, group[0], now) else []
+    q = _TAKE_MANY.get(len(group))
+    if q is None:
+        q = _TAKE_MANY[len(group)] = Q(delete(J).where(
+            J.c.site_id == bindparam("site_id"), J.c.pk.in_([bindparam(f"pk{i}") for i in range(len(group))]),
+            J.c.due_at <= bindparam("now"), J.c.attempts < MAX_ATTEMPTS).returning(J.c.pk))
+    taken = {r[0] for r in tx.all(q, {"site_id": site_id, "now": now,
+                                      **{f"pk{i}": job.pk for i, job in enumerate(group)}})}
+    return [job for job in group if job.pk in taken]
+
+
+_TAKE_MANY: dict[int, Q] = {}  # by the number of jobs
 
 
 def record_failure(tx: Tx, site_id: int, job: Job, error: str, retry_at: int) -> None:

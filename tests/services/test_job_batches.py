@@ -3,7 +3,8 @@ per job, the candidates read in one statement and each taken just before it runs
 jobs, in exactly the order, that claiming one due job at a time would: a job an earlier job of the
 batch schedules already due runs in its turn, a candidate it cancels or moves to later does not run.
 The batch's events are written together at its end (billhive/work/outbox.py ``buffered``): in the
-order recorded, a failed job's dropped, and visible to a later job of the same batch."""
+order recorded, a failed job's dropped, and visible to a later job of the same batch. Kinds with a
+group handler (reminders) run their consecutive jobs together, recording what each alone would."""
 
 from __future__ import annotations
 
@@ -15,9 +16,12 @@ import pytest
 from sqlalchemy import select, update
 
 from billhive import sites
+from billhive.services import subscriptions
 from billhive.store import schema as S
 from billhive.work import jobs, outbox, scheduler
 from billhive.work.context import Work
+from tests.support import factories as F
+from tests.support import subs as Sub
 
 T0 = 1_735_689_600
 
@@ -40,8 +44,9 @@ def _schedule(app, site_pk: int, *specs: tuple[str, int]) -> None:  # type: igno
     app.db.write_sync(run)
 
 
-def _run(app, site_pk: int, handlers, batch: int = 50) -> int:  # type: ignore[no-untyped-def]
-    return asyncio.run(scheduler.run_due(app, site_pk, handlers, at=T0 + 500, limit=batch, batch=batch))
+def _run(app, site_pk: int, handlers, batch: int = 50, groups=None) -> int:  # type: ignore[no-untyped-def]
+    return asyncio.run(scheduler.run_due(app, site_pk, handlers, at=T0 + 500, limit=batch, batch=batch,
+                                         groups=groups))
 
 
 def _left(app, site_pk: int) -> dict[str, tuple[int, int]]:  # type: ignore[no-untyped-def]
@@ -121,3 +126,56 @@ def test_a_failed_jobs_events_are_dropped_and_the_batchs_others_written_in_order
     assert [t for t, _ in events] == ["customer_changed", "customer_changed"]
     assert [seen["a"], seen["c"]] == [json.loads(d)["id"] for _, d in events]
     assert _left(app, site_pk) == {"bad": (500 + scheduler._retry_delay(0), 1)}
+
+
+class _Rollback(Exception):
+    def __init__(self, recorded: list) -> None:
+        self.recorded = recorded
+
+
+def _recorded(site, run) -> list[tuple[str, dict]]:  # type: ignore[no-untyped-def]
+    """What ``run(w)`` records, in a transaction rolled back afterwards."""
+    def unit(tx):  # type: ignore[no-untyped-def]
+        w = Work(tx, site.app, None, scheduler.SCHEDULER, T0 + 40 * 86400, site_pk=site.pk)
+        run(w)
+        raise _Rollback([(e["event_type"], e["content"]) for e in w.emitted])
+    with pytest.raises(_Rollback) as caught:
+        site.app.db.write_sync(unit)
+    return caught.value.recorded
+
+
+def test_reminders_run_together_record_what_each_run_alone_records(site):
+    site.setting(renewal_reminder_days=5)
+    Sub.start(site, T0)
+    Sub.plan(site, "monthly", 1000)
+    ids = [Sub.subscribe(site, F.customer_with_card_id(site), "monthly")["subscription"]["id"] for _ in range(3)]
+    site.api.post(f"/subscriptions/{ids[1]}/cancel", {"end_of_term": "true"})  # non_renewing: cancelling
+    pending = site.app.db.read_sync(lambda tx: jobs.pending(tx, site.pk))
+    reminders = [j for j in pending if j.kind == subscriptions.JOB_REMINDER]
+    assert len(reminders) == 3
+    alone = _recorded(site, lambda w: [subscriptions.on_reminder(w, j) for j in reminders])
+    together = _recorded(site, lambda w: subscriptions.on_reminders(w, reminders))
+    assert [t for t, _ in alone] == ["subscription_renewal_reminder", "subscription_cancelling",
+                                     "subscription_renewal_reminder"]
+    assert together == alone
+
+
+def test_a_failing_group_runs_its_jobs_one_at_a_time(app):
+    site_pk = _site(app)
+    _schedule(app, site_pk, ("a", 100), ("b", 100), ("c", 100), ("d", 200))
+    calls: list[object] = []
+
+    def together(w, group):  # type: ignore[no-untyped-def]
+        calls.append([j.key for j in group])
+        w.emit("customer_changed", {"customer": {"id": "dropped"}})
+        raise RuntimeError("the group fails")
+
+    def alone(w, job):  # type: ignore[no-untyped-def]
+        calls.append(job.key)
+        w.emit("customer_changed", {"customer": {"id": job.key}})
+        if job.key == "b":
+            raise RuntimeError("b fails alone too")
+    assert _run(app, site_pk, {"t": alone}, groups={"t": together}) == 4
+    assert calls == [["a", "b", "c", "d"], "a", "b", "c", "d"]
+    assert [json.loads(d)["content"]["customer"]["id"] for _, d in _events(app, site_pk)] == ["a", "c", "d"]
+    assert _left(app, site_pk) == {"b": (500 + scheduler._retry_delay(0), 1)}

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import copy
 
+from sqlalchemy import select
+
 from billhive.domain import subscriptions as R
 from billhive.errors import PaymentMethodNotPresent
 from billhive.services import cards, dues, invoicing, payments
@@ -26,7 +28,8 @@ from billhive.services.charge_first import Outcome
 from billhive.services.subscriptions import catalog
 from billhive.services.subscriptions.billing import compose_delayed_only
 from billhive.services.subscriptions.state import State, save
-from billhive.store.resources import CUSTOMERS
+from billhive.store.resources import CARDS, CUSTOMERS
+from billhive.util.jsonutil import loads
 from billhive.work import jobs
 from billhive.work.context import Ctx, Work
 
@@ -103,7 +106,7 @@ def cancel_now(w: Work, sub: dict, st: State, at: int, *, reason: str | None = N
     sub["has_scheduled_changes"] = False
     save(w, sub, st)
     cancel_jobs(w, sub["id"])
-    record_event(w, "subscription_cancelled", sub, inv)
+    record_event(w, "subscription_cancelled", sub, inv, charging=plan is not None)
     return sub, inv, plan
 
 
@@ -147,13 +150,45 @@ def _key(kind: str, sub_id: str) -> str:
 
 # ---- events and responses ----------------------------------------------------------------------------
 
-def record_event(w: Work, event_type: str, sub: dict, invoice: dict | None = None) -> dict:
+def record_event(w: Work, event_type: str, sub: dict, invoice: dict | None = None, *,
+                 charging: bool | None = None) -> dict:
     """Record ``event_type`` with the subscription (its customer and card, the invoice); returns the
     content. While the invoice's charge is to be made after commit, the event is held and shows the
-    settled invoice (payments.settle releases it): an event's resources are the state it stands for."""
+    settled invoice (payments.settle releases it): an event's resources are the state it stands for.
+    ``charging``: whether that charge is recorded, when the caller knows (it issued the invoice in this
+    transaction: ``issue`` returned its plan or None); else it is looked up."""
     body = content(w, copy.deepcopy(sub), invoice)
-    w.emit(event_type, body, held=invoice is not None and invoicing.charging(w, invoice["id"]))
+    if invoice is None:
+        held = False
+    else:
+        held = charging if charging is not None else invoicing.charging(w, invoice["id"])
+    w.emit(event_type, body, held=held)
     return body
+
+
+def record_events(w: Work, events: list[tuple[str, dict]]) -> None:
+    """``record_event`` (no invoice) of several subscriptions' events, in order, their contents
+    loaded together: each resource in one statement for all of them."""
+    if not events:
+        return
+    subs = [copy.deepcopy(sub) for _, sub in events]
+    unpaid = dues.unpaid_of(w, sorted({s["id"] for s in subs}))
+    ids = sorted({s["customer_id"] for s in subs})
+    C, K = CUSTOMERS.t, CARDS.t
+    customers = {r[0]: loads(r[1]) for r in w.tx.all(select(C.c.id, C.c.data).where(
+        C.c.site_id == w.site_id, C.c.id.in_(ids)))}
+    card_docs = {r[0]: loads(r[1]) for r in w.tx.all(select(K.c.id, K.c.data).where(
+        K.c.site_id == w.site_id, K.c.id.in_(ids)))}
+    shared = len(ids) < len(subs)  # a customer in several events: each its own copy
+    for (event_type, _), sub in zip(events, subs, strict=True):
+        body: dict = {"subscription": dues.fill_from(sub, unpaid[sub["id"]])}
+        customer = customers.get(sub["customer_id"])
+        if customer is not None:
+            body["customer"] = copy.deepcopy(customer) if shared else customer
+        card = card_docs.get(sub["customer_id"])
+        if card is not None:
+            body["card"] = copy.deepcopy(card) if shared else card
+        w.emit(event_type, body)
 
 
 def content(w: Work, sub: dict, invoice: dict | None = None) -> dict:

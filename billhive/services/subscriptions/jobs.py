@@ -15,9 +15,10 @@ from billhive.services.subscriptions.commit import (
     charge_in_job,
     issue,
     record_event,
+    record_events,
     reschedule,
 )
-from billhive.services.subscriptions.state import State, load, save
+from billhive.services.subscriptions.state import State, load, load_many, save
 from billhive.work.context import Work
 from billhive.work.jobs import Job
 
@@ -74,6 +75,39 @@ def on_reminder(w: Work, job: Job) -> None:
         record_event(w, "subscription_cancelling", sub)
 
 
+def on_reminders(w: Work, group: list[Job]) -> None:
+    """``on_reminder`` of several jobs at once (consecutive due jobs of distinct subscriptions, in
+    order: billhive/work/scheduler.py), each resource loaded in one statement for all."""
+    subs = load_many(w, [job.ref_id for job in group])
+    events = []
+    for job in group:
+        found = subs.get(job.ref_id)
+        if found is None:
+            continue
+        sub = found[0]
+        if sub.get("current_term_end") != (job.payload or {}).get("at"):
+            continue
+        if sub["status"] == "active":
+            events.append(("subscription_renewal_reminder", sub))
+        elif sub["status"] == "non_renewing":
+            events.append(("subscription_cancelling", sub))
+    record_events(w, events)
+
+
+def on_trial_endings(w: Work, group: list[Job]) -> None:
+    """``on_trial_ending`` of several jobs at once (as ``on_reminders``)."""
+    subs = load_many(w, [job.ref_id for job in group])
+    events = []
+    for job in group:
+        found = subs.get(job.ref_id)
+        if found is None:
+            continue
+        sub = found[0]
+        if sub["status"] == "in_trial" and sub.get("current_term_end") == (job.payload or {}).get("at"):
+            events.append(("subscription_trial_ending", sub))
+    record_events(w, events)
+
+
 def on_trial_ending(w: Work, job: Job) -> None:
     found = load(w, job.ref_id)
     if found is None:
@@ -117,7 +151,7 @@ def _activate(w: Work, sub: dict, st: State, at: int, event: str) -> invoicing.C
     reschedule(w, c.sub, c.st)
     for e in c.events:
         record_event(w, e, c.sub)
-    record_event(w, event, c.sub, inv)
+    record_event(w, event, c.sub, inv, charging=charge is not None)
     return charge
 
 
@@ -129,5 +163,5 @@ def _renew(w: Work, sub: dict, st: State, at: int) -> invoicing.ChargePlan | Non
     reschedule(w, c.sub, c.st)
     for event in c.events:
         record_event(w, event, c.sub)
-    record_event(w, "subscription_renewed", c.sub, c.invoice)
+    record_event(w, "subscription_renewed", c.sub, c.invoice, charging=charge is not None)
     return charge
