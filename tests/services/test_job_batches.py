@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 
 from billhive import sites
 from billhive.services import subscriptions
+from billhive.services.subscriptions import commit
 from billhive.store import schema as S
 from billhive.work import jobs, outbox, scheduler
 from billhive.work.context import Work
@@ -179,3 +180,21 @@ def test_a_failing_group_runs_its_jobs_one_at_a_time(app):
     assert calls == [["a", "b", "c", "d"], "a", "b", "c", "d"]
     assert [json.loads(d)["content"]["customer"]["id"] for _, d in _events(app, site_pk)] == ["a", "c", "d"]
     assert _left(app, site_pk) == {"b": (500 + scheduler._retry_delay(0), 1)}
+
+
+def test_a_metered_renewal_event_shows_what_loading_it_afresh_shows(metered_site):
+    site = metered_site
+    Sub.start(site, T0)
+    Sub.plan(site, "monthly", 1000)
+    sub_id = Sub.subscribe(site, F.customer_with_card_id(site), "monthly")["subscription"]["id"]
+    pending = site.app.db.read_sync(lambda tx: jobs.pending(tx, site.pk))
+    (term_end,) = [j for j in pending if j.kind == subscriptions.JOB_TERM_END]
+
+    def run(w):  # type: ignore[no-untyped-def]
+        subscriptions.on_term_end(w, term_end)
+        (renewed,) = [e for e in w.emitted if e["event_type"] == "subscription_renewed"]
+        stored = subscriptions.state.load(w, sub_id)
+        assert stored is not None and renewed["content"]["invoice"]["status"] == "pending"
+        fresh = commit.content(w, stored[0], renewed["content"]["invoice"])
+        assert json.dumps(renewed["content"]) == json.dumps(fresh)  # in the same field order too
+    assert [t for t, _ in _recorded(site, run)] == ["invoice_created", "subscription_renewed"]

@@ -151,13 +151,15 @@ def _key(kind: str, sub_id: str) -> str:
 # ---- events and responses ----------------------------------------------------------------------------
 
 def record_event(w: Work, event_type: str, sub: dict, invoice: dict | None = None, *,
-                 charging: bool | None = None) -> dict:
+                 charging: bool | None = None, unchanged: dict | None = None) -> dict:
     """Record ``event_type`` with the subscription (its customer and card, the invoice); returns the
     content. While the invoice's charge is to be made after commit, the event is held and shows the
     settled invoice (payments.settle releases it): an event's resources are the state it stands for.
     ``charging``: whether that charge is recorded, when the caller knows (it issued the invoice in this
-    transaction: ``issue`` returned its plan or None); else it is looked up."""
-    body = content(w, copy.deepcopy(sub), invoice)
+    transaction: ``issue`` returned its plan or None); else it is looked up. ``unchanged``: the
+    customer as the caller loaded it, when nothing written since can have changed it or the
+    subscription's dues (``sub`` saved with them): neither is loaded again."""
+    body = content(w, copy.deepcopy(sub), invoice, unchanged=unchanged)
     if invoice is None:
         held = False
     else:
@@ -191,9 +193,12 @@ def record_events(w: Work, events: list[tuple[str, dict]]) -> None:
         w.emit(event_type, body)
 
 
-def content(w: Work, sub: dict, invoice: dict | None = None) -> dict:
-    out: dict = {"subscription": dues.fill(w, sub)}
-    customer = CUSTOMERS.get(w.tx, w.site_id, sub["customer_id"])
+def content(w: Work, sub: dict, invoice: dict | None = None, *, unchanged: dict | None = None) -> dict:
+    """The event content of the subscription (its dues), its customer and card, the invoice.
+    ``unchanged``: see ``record_event``."""
+    out: dict = {"subscription": sub if unchanged is not None else dues.fill(w, sub)}
+    customer = copy.deepcopy(unchanged) if unchanged is not None \
+        else CUSTOMERS.get(w.tx, w.site_id, sub["customer_id"])
     if customer is not None:
         out["customer"] = customer
     card = cards.get_card(w, sub["customer_id"])

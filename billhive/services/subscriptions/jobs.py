@@ -157,11 +157,14 @@ def _activate(w: Work, sub: dict, st: State, at: int, event: str) -> invoicing.C
 
 def _renew(w: Work, sub: dict, st: State, at: int) -> invoicing.ChargePlan | None:
     c = compose_renewal(w, sub, st, at)
-    save(w, c.sub, c.st)
+    save(w, c.sub, c.st)  # with its dues, as stored now
     assert c.invoice is not None
     charge = issue(w, c.invoice, may_pend=True)
     reschedule(w, c.sub, c.st)
+    # a pending invoice (metered billing) is all issue wrote: not due, no credits taken, nothing charged -
+    # the subscription's dues and the customer are as loaded
+    unchanged = c.customer if charge is None and c.invoice.get("status") == "pending" else None
     for event in c.events:
-        record_event(w, event, c.sub)
-    record_event(w, "subscription_renewed", c.sub, c.invoice, charging=charge is not None)
+        record_event(w, event, c.sub, unchanged=unchanged)
+    record_event(w, "subscription_renewed", c.sub, c.invoice, charging=charge is not None, unchanged=unchanged)
     return charge
