@@ -71,6 +71,17 @@ _UPSERT = Q(text(
     "due_at = excluded.due_at, payload = excluded.payload, attempts = 0, last_error = NULL"))
 _CANCEL = Q(delete(J).where(J.c.site_id == bindparam("site_id"), J.c.key == bindparam("key")))
 _CANCEL_MANY: dict[int, Q] = {}  # by the number of keys
+
+
+def _no_rows(q: Q) -> Q:
+    """A jobs statement: jobs are no DocTable's rows, so ``Tx.rows`` has nothing of them to forget
+    (else each statement would scan every row the batch knows)."""
+    q.writes = None
+    return q
+
+
+for _q in (_TAKE, _CANCEL):
+    _no_rows(_q)
 # the keys of the jobs a Work scheduled already due (``schedule``): the batch runner takes them in order
 DUE_NOW = "jobs.due_now"
 
@@ -109,8 +120,8 @@ def cancel_many(w: Work, keys: list[str]) -> None:
         return
     q = _CANCEL_MANY.get(len(keys))
     if q is None:
-        q = _CANCEL_MANY[len(keys)] = Q(delete(J).where(
-            J.c.site_id == bindparam("site_id"), J.c.key.in_([bindparam(f"key{i}") for i in range(len(keys))])))
+        q = _CANCEL_MANY[len(keys)] = _no_rows(Q(delete(J).where(
+            J.c.site_id == bindparam("site_id"), J.c.key.in_([bindparam(f"key{i}") for i in range(len(keys))]))))
     w.tx.execute(q, {"site_id": w.site_id, **{f"key{i}": k for i, k in enumerate(keys)}})
 
 
@@ -150,9 +161,9 @@ def take_many(tx: Tx, site_id: int, group: list[Job], now: int) -> list[Job]:
         return group if take(tx, site_id, group[0], now) else []
     q = _TAKE_MANY.get(len(group))
     if q is None:
-        q = _TAKE_MANY[len(group)] = Q(delete(J).where(
+        q = _TAKE_MANY[len(group)] = _no_rows(Q(delete(J).where(
             J.c.site_id == bindparam("site_id"), J.c.pk.in_([bindparam(f"pk{i}") for i in range(len(group))]),
-            J.c.due_at <= bindparam("now"), J.c.attempts < MAX_ATTEMPTS).returning(J.c.pk))
+            J.c.due_at <= bindparam("now"), J.c.attempts < MAX_ATTEMPTS).returning(J.c.pk)))
     taken = {r[0] for r in tx.all(q, {"site_id": site_id, "now": now,
                                       **{f"pk{i}": job.pk for i, job in enumerate(group)}})}
     return [job for job in group if job.pk in taken]

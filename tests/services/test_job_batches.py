@@ -198,3 +198,22 @@ def test_a_metered_renewal_event_shows_what_loading_it_afresh_shows(metered_site
         fresh = commit.content(w, stored[0], renewed["content"]["invoice"])
         assert json.dumps(renewed["content"]) == json.dumps(fresh)  # in the same field order too
     assert [t for t, _ in _recorded(site, run)] == ["invoice_created", "subscription_renewed"]
+
+
+@pytest.mark.parametrize("ids", [("7", "17", "70"), ("inv_1", "invX1", "INV_1"), ("in%1", "in1", "i%1"),
+                                 ('a"b', "ab", 'a\\"b'), ("x/1", "x1", "x\\/1")])
+def test_held_events_are_found_by_their_invoice_alone(app, ids):
+    """outbox.held_for finds exactly the held events carrying the invoice, whatever its id (the
+    database's LIKE pre-filter only ever lets more rows through)."""
+    site_pk = _site(app)
+
+    def run(tx):  # type: ignore[no-untyped-def]
+        w = Work(tx, app, None, scheduler.SCHEDULER, T0, site_pk=site_pk)
+        made = {i: w.emit("subscription_renewed", {"invoice": {"id": i, "object": "invoice"}}, held=True)["id"]
+                for i in ids}
+        with outbox.buffered(tx):  # also while the events are still buffered
+            again = w.emit("subscription_renewed", {"invoice": {"id": ids[0]}}, held=True)["id"]
+            found = {i: sorted(e["id"] for e in outbox.held_for(tx, site_pk, i)) for i in ids}
+        return made, again, found
+    made, again, found = app.db.write_sync(run)
+    assert found == {ids[0]: sorted([made[ids[0]], again]), ids[1]: [made[ids[1]]], ids[2]: [made[ids[2]]]}
