@@ -25,6 +25,7 @@ from sqlalchemy import and_, bindparam, delete, insert, select, text, update
 
 from billhive.store import schema as S
 from billhive.store.db import Q, Tx
+from billhive.util.inlist import InList
 from billhive.util.jsonutil import dumps, loads
 from billhive.work.context import Work
 
@@ -70,7 +71,8 @@ _UPSERT = Q(text(
     'ON CONFLICT (site_id, "key") DO UPDATE SET kind = excluded.kind, ref_id = excluded.ref_id, '
     "due_at = excluded.due_at, payload = excluded.payload, attempts = 0, last_error = NULL"))
 _CANCEL = Q(delete(J).where(J.c.site_id == bindparam("site_id"), J.c.key == bindparam("key")))
-_CANCEL_MANY: dict[int, Q] = {}  # by the number of keys
+_CANCEL_MANY = InList(lambda keys: delete(J).where(J.c.site_id == bindparam("site_id"), J.c.key.in_(keys)), "key",
+                      forgets_rows=False)
 
 
 def _no_rows(q: Q) -> Q:
@@ -116,19 +118,8 @@ def cancel(w: Work, key: str) -> None:
 
 def cancel_many(w: Work, keys: list[str]) -> None:
     """Cancel the jobs with these keys (one statement)."""
-    if not keys:
-        return
-    q = _CANCEL_MANY.get(len(keys))
-    if q is None:
-        q = _CANCEL_MANY[len(keys)] = _no_rows(Q(delete(J).where(
-            J.c.site_id == bindparam("site_id"), J.c.key.in_([bindparam(f"key{i}") for i in range(len(keys))]))))
-    w.tx.execute(q, {"site_id": w.site_id, **{f"key{i}": k for i, k in enumerate(keys)}})
-
-
-def cancel_prefix(w: Work, prefix: str) -> None:
-    """Cancel every job whose key starts with prefix (e.g. all of one subscription's jobs)."""
-    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    w.tx.execute(delete(J).where(J.c.site_id == w.site_id, J.c.key.like(escaped + "%", escape="\\")))
+    if keys:
+        w.tx.execute(*_CANCEL_MANY(keys, {"site_id": w.site_id}))
 
 
 def pending(tx: Tx, site_id: int) -> list[Job]:
@@ -159,17 +150,13 @@ def take_many(tx: Tx, site_id: int, group: list[Job], now: int) -> list[Job]:
     """``take`` of several candidates in one statement: those still due, in the order given."""
     if len(group) == 1:
         return group if take(tx, site_id, group[0], now) else []
-    q = _TAKE_MANY.get(len(group))
-    if q is None:
-        q = _TAKE_MANY[len(group)] = _no_rows(Q(delete(J).where(
-            J.c.site_id == bindparam("site_id"), J.c.pk.in_([bindparam(f"pk{i}") for i in range(len(group))]),
-            J.c.due_at <= bindparam("now"), J.c.attempts < MAX_ATTEMPTS).returning(J.c.pk)))
-    taken = {r[0] for r in tx.all(q, {"site_id": site_id, "now": now,
-                                      **{f"pk{i}": job.pk for i, job in enumerate(group)}})}
+    taken = {r[0] for r in tx.all(*_TAKE_MANY([job.pk for job in group], {"site_id": site_id, "now": now}))}
     return [job for job in group if job.pk in taken]
 
 
-_TAKE_MANY: dict[int, Q] = {}  # by the number of jobs
+_TAKE_MANY = InList(lambda pks: delete(J).where(
+    J.c.site_id == bindparam("site_id"), J.c.pk.in_(pks), J.c.due_at <= bindparam("now"),
+    J.c.attempts < MAX_ATTEMPTS).returning(J.c.pk), "pk", forgets_rows=False)
 
 
 def record_failure(tx: Tx, site_id: int, job: Job, error: str, retry_at: int) -> None:

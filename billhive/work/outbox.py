@@ -317,7 +317,7 @@ class _Buffer:
 
 _BUFFERS: dict[int, _Buffer] = {}  # by id(tx); an entry holds its Tx, so the id is not reused meanwhile
 _MULTI_MAX = 100  # rows to one INSERT (SQLite allows 32,766 parameters, PostgreSQL 65,535)
-_MULTI: dict[tuple[str, int], Q] = {}
+_MULTI: dict[tuple, str] = {}  # (dialect, table, columns, rows) -> the INSERT
 
 
 @contextlib.contextmanager
@@ -368,17 +368,21 @@ def flush(tx: Tx) -> None:
 
 
 def _insert_rows(tx: Tx, table: Table, rows: list[dict]) -> None:
-    """One multi-row INSERT per ``_MULTI_MAX`` rows, in their order (ids ascending as recorded)."""
+    """One multi-row INSERT per ``_MULTI_MAX`` rows, in their order (ids ascending as recorded).
+    The SQL is written here, not compiled by SQLAlchemy: a compilation costs milliseconds and the
+    number of rows varies from one unit to the next. New rows make nothing ``Tx.rows`` knows
+    untrue, so the statement goes to the cursor directly."""
     for start in range(0, len(rows), _MULTI_MAX):
         chunk = rows[start:start + _MULTI_MAX]
-        names = list(chunk[0])
-        key = (table.name, len(chunk))
-        q = _MULTI.get(key)
-        if q is None:
-            q = _MULTI[key] = Q(insert(table).values(
-                [{c: bindparam(f"{c}_{i}") for c in names} for i in range(len(chunk))]))
-            q.writes = None  # new rows: nothing Tx.rows knows becomes untrue (it need not scan them)
-        tx.execute(q, {f"{c}_{i}": row[c] for i, row in enumerate(chunk) for c in names})
+        names = tuple(chunk[0])
+        key = (tx.dialect, table.name, names, len(chunk))
+        sql = _MULTI.get(key)
+        if sql is None:
+            mark = (lambda n: f":{n}") if tx.dialect == "sqlite" else (lambda n: f"%({n})s")
+            values = ", ".join("(" + ", ".join(mark(f"{c}_{i}") for c in names) + ")" for i in range(len(chunk)))
+            sql = _MULTI[key] = (f'INSERT INTO "{table.name}" (' + ", ".join(f'"{c}"' for c in names)
+                                 + f") VALUES {values}")
+        tx.cur.execute(sql, {f"{c}_{i}": row[c] for i, row in enumerate(chunk) for c in names})
 
 
 _EV = S.events

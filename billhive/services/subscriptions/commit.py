@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, select
 
 from billhive.domain import subscriptions as R
 from billhive.errors import PaymentMethodNotPresent
@@ -29,6 +29,7 @@ from billhive.services.subscriptions import catalog
 from billhive.services.subscriptions.billing import compose_delayed_only
 from billhive.services.subscriptions.state import State, save
 from billhive.store.resources import CARDS, CUSTOMERS
+from billhive.util.inlist import InList
 from billhive.util.jsonutil import loads
 from billhive.work import jobs
 from billhive.work.context import Ctx, Work
@@ -168,6 +169,14 @@ def record_event(w: Work, event_type: str, sub: dict, invoice: dict | None = Non
     return body
 
 
+def _docs_by_id(t: Table) -> InList:
+    return InList(lambda ids: select(t.c.id, t.c.data).where(t.c.site_id == bindparam("site_id"), t.c.id.in_(ids)),
+                  "id")
+
+
+_CUSTOMERS_MANY, _CARDS_MANY = _docs_by_id(CUSTOMERS.t), _docs_by_id(CARDS.t)
+
+
 def record_events(w: Work, events: list[tuple[str, dict]]) -> None:
     """``record_event`` (no invoice) of several subscriptions' events, in order, their contents
     loaded together: each resource in one statement for all of them."""
@@ -176,11 +185,8 @@ def record_events(w: Work, events: list[tuple[str, dict]]) -> None:
     subs = [copy.deepcopy(sub) for _, sub in events]
     unpaid = dues.unpaid_of(w, sorted({s["id"] for s in subs}))
     ids = sorted({s["customer_id"] for s in subs})
-    C, K = CUSTOMERS.t, CARDS.t
-    customers = {r[0]: loads(r[1]) for r in w.tx.all(select(C.c.id, C.c.data).where(
-        C.c.site_id == w.site_id, C.c.id.in_(ids)))}
-    card_docs = {r[0]: loads(r[1]) for r in w.tx.all(select(K.c.id, K.c.data).where(
-        K.c.site_id == w.site_id, K.c.id.in_(ids)))}
+    customers = {r[0]: loads(r[1]) for r in w.tx.all(*_CUSTOMERS_MANY(ids, {"site_id": w.site_id}))}
+    card_docs = {r[0]: loads(r[1]) for r in w.tx.all(*_CARDS_MANY(ids, {"site_id": w.site_id}))}
     shared = len(ids) < len(subs)  # a customer in several events: each its own copy
     for (event_type, _), sub in zip(events, subs, strict=True):
         body: dict = {"subscription": dues.fill_from(sub, unpaid[sub["id"]])}
