@@ -16,8 +16,8 @@ from billhive import spec
 from billhive.domain import dues as rules
 from billhive.domain.invoices import CLOSED_UNPAID
 from billhive.store.db import Q, Tx
+from billhive.store.inlist import InList
 from billhive.store.resources import INVOICES, SUBSCRIPTIONS
-from billhive.util.inlist import InList
 from billhive.util.jsonutil import loads
 from billhive.work.context import Ctx, Work
 

@@ -25,7 +25,7 @@ from sqlalchemy import and_, bindparam, delete, insert, select, text, update
 
 from billhive.store import schema as S
 from billhive.store.db import Q, Tx
-from billhive.util.inlist import InList
+from billhive.store.inlist import InList
 from billhive.util.jsonutil import dumps, loads
 from billhive.work.context import Work
 

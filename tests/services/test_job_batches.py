@@ -217,3 +217,17 @@ def test_held_events_are_found_by_their_invoice_alone(app, ids):
         return made, again, found
     made, again, found = app.db.write_sync(run)
     assert found == {ids[0]: sorted([made[ids[0]], again]), ids[1]: [made[ids[1]]], ids[2]: [made[ids[2]]]}
+
+
+def test_trial_ending_notices_run_together_record_what_each_run_alone_records(site):
+    Sub.start(site, T0)
+    Sub.plan(site, "trial", 2000, trial_period=14, trial_period_unit="day")
+    for _ in range(3):
+        Sub.subscribe(site, F.customer_with_card_id(site), "trial")
+    pending = site.app.db.read_sync(lambda tx: jobs.pending(tx, site.pk))
+    notices = [j for j in pending if j.kind == subscriptions.JOB_TRIAL_ENDING]
+    assert len(notices) == 3
+    alone = _recorded(site, lambda w: [subscriptions.on_trial_ending(w, j) for j in notices])
+    together = _recorded(site, lambda w: subscriptions.on_trial_endings(w, notices))
+    assert [t for t, _ in alone] == ["subscription_trial_ending"] * 3
+    assert together == alone

@@ -28,8 +28,8 @@ from billhive.services.charge_first import Outcome
 from billhive.services.subscriptions import catalog
 from billhive.services.subscriptions.billing import compose_delayed_only
 from billhive.services.subscriptions.state import State, save
+from billhive.store.inlist import InList
 from billhive.store.resources import CARDS, CUSTOMERS
-from billhive.util.inlist import InList
 from billhive.util.jsonutil import loads
 from billhive.work import jobs
 from billhive.work.context import Ctx, Work
@@ -179,10 +179,13 @@ _CUSTOMERS_MANY, _CARDS_MANY = _docs_by_id(CUSTOMERS.t), _docs_by_id(CARDS.t)
 
 def record_events(w: Work, events: list[tuple[str, dict]]) -> None:
     """``record_event`` (no invoice) of several subscriptions' events, in order, their contents
-    loaded together: each resource in one statement for all of them."""
+    loaded together: each resource in one statement for all of them. The subscription documents
+    are the caller's to give away (loaded for this: they become the events' content)."""
     if not events:
         return
-    subs = [copy.deepcopy(sub) for _, sub in events]
+    subs = [sub for _, sub in events]
+    if len({id(s) for s in subs}) < len(subs):  # one document in two events: each its own
+        subs = [copy.deepcopy(sub) for sub in subs]
     unpaid = dues.unpaid_of(w, sorted({s["id"] for s in subs}))
     ids = sorted({s["customer_id"] for s in subs})
     customers = {r[0]: loads(r[1]) for r in w.tx.all(*_CUSTOMERS_MANY(ids, {"site_id": w.site_id}))}

@@ -19,8 +19,8 @@ from billhive.errors import not_found
 from billhive.services import dues
 from billhive.store import schema as S
 from billhive.store.db import Q
+from billhive.store.inlist import InList
 from billhive.store.resources import SUBSCRIPTIONS
-from billhive.util.inlist import InList
 from billhive.util.jsonutil import dumps, loads
 from billhive.work.context import Work
 
