@@ -16,6 +16,7 @@ from billhive import spec
 from billhive.domain import dues as rules
 from billhive.domain.invoices import CLOSED_UNPAID
 from billhive.store.db import Q, Tx
+from billhive.store.inlist import InList
 from billhive.store.resources import INVOICES, SUBSCRIPTIONS
 from billhive.util.jsonutil import loads
 from billhive.work.context import Ctx, Work
@@ -24,6 +25,9 @@ _I = INVOICES.t
 _UNPAID = Q(select(_I.c.data).where(_I.c.site_id == bindparam("site_id"),
                                     _I.c.subscription_id == bindparam("subscription_id"),
                                     or_(*(_I.c.status == status for status in CLOSED_UNPAID))))
+_UNPAID_MANY = InList(lambda ids: select(_I.c.subscription_id, _I.c.data).where(
+    _I.c.site_id == bindparam("site_id"), _I.c.subscription_id.in_(ids),
+    or_(*(_I.c.status == status for status in CLOSED_UNPAID))), "subscription_id")
 
 
 def refresh(w: Work, invoice: dict, *shown: dict | None) -> None:
@@ -46,8 +50,23 @@ def refresh(w: Work, invoice: dict, *shown: dict | None) -> None:
 
 def fill(w: Work, sub: dict) -> dict:
     """``sub`` (a subscription document) with its dues from its invoices as stored now."""
-    rules.apply(sub, rules.dues(_unpaid(w.tx, w.site_id, sub["id"])))
+    return fill_from(sub, _unpaid(w.tx, w.site_id, sub["id"]))
+
+
+def fill_from(sub: dict, unpaid: list[dict]) -> dict:
+    """``fill`` with the subscription's unpaid invoices already loaded (``unpaid_of``)."""
+    rules.apply(sub, rules.dues(unpaid))
     return _ordered(sub)
+
+
+def unpaid_of(w: Work, subscription_ids: list[str]) -> dict[str, list[dict]]:
+    """The unpaid invoices of several subscriptions, in one statement (for ``fill_from``)."""
+    out: dict[str, list[dict]] = {i: [] for i in subscription_ids}
+    if subscription_ids:
+        rows = w.tx.all(*_UNPAID_MANY(subscription_ids, {"site_id": w.site_id}))
+        for sub_id, data in rows:
+            out[sub_id].append(loads(data))
+    return out
 
 
 async def reload(ctx: Ctx, body: dict) -> dict:

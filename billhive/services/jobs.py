@@ -29,12 +29,20 @@ HANDLERS: dict[str, jobs.Handler] = {
     charge_first.DONE: charge_first.on_done,
 }
 
+# kinds whose consecutive due jobs (of distinct subscriptions) may run together, in one savepoint,
+# by one call loading each resource once for all of them; such a handler neither schedules nor
+# cancels jobs, and if it fails its jobs run one at a time with HANDLERS (billhive/work/scheduler.py)
+GROUPS: dict[str, jobs.GroupHandler] = {
+    subscriptions.JOB_REMINDER: subscriptions.on_reminders,
+    subscriptions.JOB_TRIAL_ENDING: subscriptions.on_trial_endings,
+}
+
 
 async def run_due(app: App, site_pk: int, at: int | None = None, limit: int | None = None,
                   batch: int = 1) -> int:
     """Run the site's jobs due at ``at`` (default: the site clock), earliest first, up to ``batch``
     to a transaction (each in its own savepoint; > 1 only for the site's only runner)."""
-    return await scheduler.run_due(app, site_pk, HANDLERS, at=at, limit=limit, batch=batch)
+    return await scheduler.run_due(app, site_pk, HANDLERS, at=at, limit=limit, batch=batch, groups=GROUPS)
 
 
 async def run_all_sites(app: App) -> int:

@@ -138,6 +138,10 @@ class DocTable:
             p.update(columns)
         return p
 
+    def row_params(self, site_id: int, doc: dict, now: int, columns: dict | None = None) -> dict:
+        """The row ``insert`` would write (for a caller that writes many rows in one statement)."""
+        return self._params(site_id, doc, now, columns)
+
     def insert(self, tx: Tx, site_id: int, doc: dict, now: int, *, columns: dict | None = None) -> None:
         """columns: values for index columns that are not fields of the document."""
         p = self._params(site_id, doc, now, columns)

@@ -28,8 +28,9 @@ duplicated). The abandoned attempt row is then marked as such.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,6 +130,7 @@ class Outbox:
         names a reason not to deliver a row (no attempt is counted for it).
         """
         d, a = self.deliveries, self.attempts
+        flush(tx)
         site = sites.load(tx, site_id)
         now = site.now(lambda: wall)
         wall_s = int(wall)
@@ -200,6 +202,7 @@ class Outbox:
         return status if n == 1 else None
 
     def statuses(self, tx: Tx, site_id: int, event_id: str, *cols: str) -> list[tuple]:
+        flush(tx)
         d = self.deliveries
         return tx.all(select(*(d.c[c] for c in cols), d.c.status)
                       .where(d.c.site_id == site_id, d.c.event_id == event_id).order_by(d.c.pk))
@@ -214,6 +217,7 @@ class Outbox:
 
 def lock_event(tx: Tx, site_id: int, event_id: str) -> dict | None:
     """Lock the event row (the order every delivery transaction takes: event, then deliveries)."""
+    flush(tx)
     row = tx.one(_LOCK_EVENT, {"site_id": site_id, "id": event_id})
     return loads(row[0]) if row else None
 
@@ -282,19 +286,103 @@ def record(tx: Tx, site: sites.Site, origin: Origin, now: int, event_type: str, 
     if origin.origin_json:
         event["origin"] = origin.origin_json  # billhive extension: the request-origin headers
     columns = {"email_status": email_status, **({"webhook_status": HELD} if held else {})}
-    EVENTS.insert(tx, site.pk, event, now, columns=columns)
     due = None if held else now
-    if webhook_status == "scheduled":
-        for e in wanted:
-            tx.execute(_WEBHOOK_DELIVERY, {
-                "site_id": site.pk, "event_id": eid, "endpoint_id": e.id, "status": "scheduled", "attempts": 0,
-                "round_start": 0, "next_attempt_at": due, "created_at": now, "updated_at": now})
-    if email_status == "scheduled":
-        tx.execute(_EMAIL_DELIVERY, {
-            "site_id": site.pk, "event_id": eid, "template": event_type, "recipient": recipient,
-            "status": "scheduled", "attempts": 0, "round_start": 0, "next_attempt_at": due, "created_at": now,
-            "updated_at": now})
+    webhooks = [{"site_id": site.pk, "event_id": eid, "endpoint_id": e.id, "status": "scheduled", "attempts": 0,
+                 "round_start": 0, "next_attempt_at": due, "created_at": now, "updated_at": now}
+                for e in wanted] if webhook_status == "scheduled" else []
+    email = {"site_id": site.pk, "event_id": eid, "template": event_type, "recipient": recipient,
+             "status": "scheduled", "attempts": 0, "round_start": 0, "next_attempt_at": due, "created_at": now,
+             "updated_at": now} if email_status == "scheduled" else None
+    buffer = _BUFFERS.get(id(tx))
+    if buffer is not None and buffer.tx is tx:
+        buffer.entries.append((EVENTS.row_params(site.pk, event, now, columns), webhooks, email))
+        return event
+    EVENTS.insert(tx, site.pk, event, now, columns=columns)
+    for row in webhooks:
+        tx.execute(_WEBHOOK_DELIVERY, row)
+    if email is not None:
+        tx.execute(_EMAIL_DELIVERY, email)
     return event
+
+
+# ---- a unit's events written together -------------------------------------------------------------
+
+@dataclass
+class _Buffer:
+    tx: Tx
+    # (the event row's values, its webhook delivery rows, its email delivery row), in recording order
+    entries: list[tuple[dict, list[dict], dict | None]] = field(default_factory=list)
+    written: int = 0  # entries[:written] are in the tables already (``flush``)
+
+
+_BUFFERS: dict[int, _Buffer] = {}  # by id(tx); an entry holds its Tx, so the id is not reused meanwhile
+_MULTI_MAX = 100  # rows to one INSERT (SQLite allows 32,766 parameters, PostgreSQL 65,535)
+_MULTI: dict[tuple, str] = {}  # (dialect, table, columns, rows) -> the INSERT
+
+
+@contextlib.contextmanager
+def buffered(tx: Tx) -> Iterator[None]:
+    """Inside the block, the events ``record`` writes in ``tx`` (with their deliveries) are kept and
+    written together when the block ends - one multi-row INSERT per table - or earlier, before
+    anything here reads events or deliveries in ``tx`` (``flush``). Whoever rolls back a savepoint
+    inside the block must drop the events recorded in it: ``mark`` before it, ``rollback_to`` after
+    (billhive/work/scheduler.py, a job's savepoint). Nested blocks share the outer one's buffer."""
+    key = id(tx)
+    if key in _BUFFERS:
+        yield
+        return
+    _BUFFERS[key] = _Buffer(tx)
+    try:
+        yield
+        flush(tx)
+    finally:
+        del _BUFFERS[key]
+
+
+def mark(tx: Tx) -> tuple[int, int] | None:
+    """Where ``tx``'s buffer stands (None when ``record`` writes at once)."""
+    buffer = _BUFFERS.get(id(tx))
+    return (len(buffer.entries), buffer.written) if buffer is not None else None
+
+
+def rollback_to(tx: Tx, at: tuple[int, int] | None) -> None:
+    """A savepoint opened at ``at`` (``mark``) rolled back: the events recorded since are dropped,
+    and those flushed inside it (undone with it) are written again at the next flush."""
+    buffer = _BUFFERS.get(id(tx))
+    if buffer is None or at is None:
+        return
+    del buffer.entries[at[0]:]
+    buffer.written = min(buffer.written, at[1])
+
+
+def flush(tx: Tx) -> None:
+    """Write the buffered events of ``tx`` and their deliveries now (see ``buffered``)."""
+    buffer = _BUFFERS.get(id(tx))
+    if buffer is None or buffer.written == len(buffer.entries):
+        return
+    todo = buffer.entries[buffer.written:]
+    _insert_rows(tx, S.events, [e for e, _, _ in todo])
+    _insert_rows(tx, S.webhook_deliveries, [w for _, ws, _ in todo for w in ws])
+    _insert_rows(tx, S.email_deliveries, [m for _, _, m in todo if m is not None])
+    buffer.written = len(buffer.entries)
+
+
+def _insert_rows(tx: Tx, table: Table, rows: list[dict]) -> None:
+    """One multi-row INSERT per ``_MULTI_MAX`` rows, in their order (ids ascending as recorded).
+    The SQL is written here, not compiled by SQLAlchemy: a compilation costs milliseconds and the
+    number of rows varies from one unit to the next. New rows make nothing ``Tx.rows`` knows
+    untrue, so the statement goes to the cursor directly."""
+    for start in range(0, len(rows), _MULTI_MAX):
+        chunk = rows[start:start + _MULTI_MAX]
+        names = tuple(chunk[0])
+        key = (tx.dialect, table.name, names, len(chunk))
+        sql = _MULTI.get(key)
+        if sql is None:
+            mark = (lambda n: f":{n}") if tx.dialect == "sqlite" else (lambda n: f"%({n})s")
+            values = ", ".join("(" + ", ".join(mark(f"{c}_{i}") for c in names) + ")" for i in range(len(chunk)))
+            sql = _MULTI[key] = (f'INSERT INTO "{table.name}" (' + ", ".join(f'"{c}"' for c in names)
+                                 + f") VALUES {values}")
+        tx.cur.execute(sql, {f"{c}_{i}": row[c] for i, row in enumerate(chunk) for c in names})
 
 
 _EV = S.events
@@ -304,6 +392,7 @@ _LOCK_EVENT = Q(select(_EV.c.data).where(_EV.c.site_id == bindparam("site_id"), 
 # instead of the few held ones' (site_id, webhook_status) - 38% of a time travel's writer time on a plain site
 _HELD = Q(select(_EV.c.id, _EV.c.data, _EV.c.occurred_at).where(_EV.c.site_id == bindparam("site_id"),
                                                                  _EV.c.webhook_status == HELD))
+_HELD_LIKE = Q(_HELD.stmt.where(_EV.c.data.like(bindparam("pattern"))))
 _RELEASE_EVENT = Q(update(_EV).where(_EV.c.site_id == bindparam("site_id"), _EV.c.id == bindparam("id")).values(
     data=bindparam("data"), webhook_status=bindparam("webhook_status"), updated_at=bindparam("updated_at")))
 _RELEASE_DELIVERIES = tuple(
@@ -316,7 +405,17 @@ _RELEASE_DELIVERIES = tuple(
 def held_for(tx: Tx, site_pk: int, invoice_id: str) -> list[dict]:
     """The held events (``record(held=True)``) whose content carries the invoice ``invoice_id``,
     locked, oldest first."""
-    rows = sorted(tx.all(_HELD, {"site_id": site_pk}), key=lambda r: (r[2], r[0]))
+    flush(tx)
+    # an event whose stored JSON does not hold the id as a JSON string cannot carry the invoice: the
+    # database passes over the others (a batch's settlements each see all the batch's held events:
+    # O(batch) rows fetched and parsed per settlement otherwise). The id's JSON token is the same in
+    # any serializer when it is plain printable ASCII (else every held row is read); LIKE's own
+    # wildcards (_ %) and case folding only let more rows through, and each is checked below.
+    if invoice_id.isascii() and invoice_id.isprintable() and not any(c in invoice_id for c in '"\\/'):
+        found = tx.all(_HELD_LIKE, {"site_id": site_pk, "pattern": f"%{dumps(invoice_id)}%"})
+    else:
+        found = tx.all(_HELD, {"site_id": site_pk})
+    rows = sorted(found, key=lambda r: (r[2], r[0]))
     ids = [r[0] for r in rows if (loads(r[1])["content"].get("invoice") or {}).get("id") == invoice_id]
     locked = (lock_event(tx, site_pk, i) for i in ids)  # only this invoice's: other settlements go on
     return [e for e in locked if e is not None]
@@ -324,6 +423,7 @@ def held_for(tx: Tx, site_pk: int, invoice_id: str) -> list[dict]:
 
 def release(tx: Tx, site_pk: int, now: int, event: dict) -> None:
     """A held event, its content now the settled state, is stored and its deliveries made due."""
+    flush(tx)
     tx.execute(_RELEASE_EVENT, {"site_id": site_pk, "id": event["id"], "data": dumps(event),  # the column as the
                                 "webhook_status": event["webhook_status"], "updated_at": now})  # document
     for due in _RELEASE_DELIVERIES:
@@ -361,6 +461,7 @@ def webhook_status(statuses: list[str]) -> str:
 
 def sync_event(tx: Tx, site_id: int, event: dict, now: int) -> dict:
     """Rewrite the event's webhooks[] and webhook_status from its delivery rows."""
+    flush(tx)
     rows = WEBHOOKS.statuses(tx, site_id, event["id"], "endpoint_id")
     if not rows:
         return event
@@ -375,6 +476,7 @@ def sync_event(tx: Tx, site_id: int, event: dict, now: int) -> dict:
 def requeue(tx: Tx, site_id: int, event: dict, now: int) -> dict:
     """Deliver the event again to every enabled endpoint that wants its type (a new round of
     attempts with a fresh retry schedule). ``event`` must be locked by the caller."""
+    flush(tx)
     endpoints = [e for e in webhook_endpoints.list_all(tx, site_id) if e.wants(event["event_type"])]
     if not endpoints:
         raise InvalidRequest(f"No enabled webhook endpoint is subscribed to {event['event_type']} events")

@@ -6,14 +6,14 @@ from __future__ import annotations
 import functools
 import logging
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from billhive import sites
 from billhive.errors import StoreError
 from billhive.runtime import App
 from billhive.store.db import Tx
-from billhive.work import jobs
+from billhive.work import jobs, outbox
 from billhive.work.context import SCHEDULER, Grouped, Work
 
 log = logging.getLogger("billhive.scheduler")
@@ -23,26 +23,59 @@ def _retry_delay(attempts: int) -> int:
     return min(60 * 2 ** attempts, 86400)
 
 
-def _run_batch_unit(app: App, site_pk: int, handlers: jobs.Handlers, at: int | None, size: int):
+def _run_batch_unit(app: App, site_pk: int, handlers: jobs.Handlers, at: int | None, size: int,
+                    groups: Mapping[str, jobs.GroupHandler] | None = None):
     """One transaction running up to ``size`` due jobs, earliest first, each in its own savepoint
     (a failing job's changes are rolled back and it is put back for a retry; the others commit).
     The site is loaded once per batch. Exactly-once: a job is claimed (deleted) in the transaction
-    that runs it, so a crash before the commit loses the whole batch and runs it again."""
+    that runs it, so a crash before the commit loses the whole batch and runs it again.
+
+    The batch's jobs are read in one statement (``jobs.candidates``) and each is taken just before
+    it runs (``jobs.take``: only if still due). That is the order claiming one job at a time gives:
+    an earlier job of the batch can only cancel a candidate or move it to later (it is then not
+    taken), unless it schedules a job due already - a new one or a moved candidate
+    (``jobs.DUE_NOW``) - and then the candidates are read again, so that job runs in its turn.
+
+    ``groups``: kinds whose consecutive candidates (distinct ref_ids) run together - taken in one
+    statement and handled by one call in one savepoint, in their order (such a handler neither
+    schedules nor cancels jobs, so one job of the group cannot change another's turn). If the call
+    fails, its jobs run one at a time, each in its savepoint as above."""
     def unit(tx: Tx) -> list[tuple[jobs.Job, list]]:
         site = sites.load(tx, site_pk)
         now = at if at is not None else site.now(app.wall)
         ran: list[tuple[jobs.Job, list]] = []
-        while len(ran) < size:
-            job = jobs.claim(tx, site_pk, now)
-            if job is None:
-                break
-            ran.append(_run_job(tx, app, site, handlers, job, now))
+        queue: list[jobs.Job] = []
+        with outbox.buffered(tx):  # the batch's events written together (a failed job's dropped)
+            while len(ran) < size:
+                if not queue:
+                    queue = jobs.candidates(tx, site_pk, now, size - len(ran))
+                    if not queue:
+                        break
+                    queue.reverse()  # popped from the end: earliest first
+                job = queue.pop()
+                group_handle = groups.get(job.kind) if groups else None
+                if group_handle is not None:
+                    group, refs = [job], {job.ref_id}
+                    while (queue and queue[-1].kind == job.kind and queue[-1].ref_id not in refs
+                           and len(ran) + len(group) < size):
+                        refs.add(queue[-1].ref_id)
+                        group.append(queue.pop())
+                    outcomes = _run_group(tx, app, site, handlers, group_handle,
+                                          jobs.take_many(tx, site_pk, group, now), now)
+                else:
+                    outcomes = [_run_job(tx, app, site, handlers, job, now)] if jobs.take(tx, site_pk, job, now) \
+                        else []
+                for done, due_now in outcomes:
+                    ran.append(done)
+                    if due_now:
+                        queue = []  # read again: a job due already was scheduled
         return ran
     return unit
 
 
 async def run_due(app: App, site_pk: int, handlers: jobs.Handlers, at: int | None = None,
-                  limit: int | None = None, batch: int = 1) -> int:
+                  limit: int | None = None, batch: int = 1,
+                  groups: Mapping[str, jobs.GroupHandler] | None = None) -> int:
     """Run the site's jobs due at ``at`` (default: the site clock), earliest first, each in its
     savepoint, up to ``batch`` jobs to a transaction (group-committed), each batch followed by its
     jobs' after-commit work in order (e.g. a dunning retry's charge).
@@ -53,7 +86,7 @@ async def run_due(app: App, site_pk: int, handlers: jobs.Handlers, at: int | Non
     done = 0
     while limit is None or done < limit:
         size = batch if limit is None else min(batch, limit - done)
-        ran = await app.db.write(_run_batch_unit(app, site_pk, handlers, at, size))
+        ran = await app.db.write(_run_batch_unit(app, site_pk, handlers, at, size, groups))
         if not ran:
             break
         for hook in _grouped([hook for _, after in ran for hook in after]):
@@ -100,22 +133,53 @@ def next_due(app: App, site_pk: int) -> int | None:
     return app.db.read_sync(lambda tx: jobs.next_due(tx, site_pk))
 
 
+def _run_group(tx: Tx, app: App, site: sites.Site, handlers: jobs.Handlers, handle: jobs.GroupHandler,
+               group: list[jobs.Job], now: int) -> list[tuple[tuple[jobs.Job, list], bool]]:
+    """Run claimed jobs of one kind together in one savepoint (``_run_batch_unit``'s groups); if
+    that fails, each alone (``_run_job``: its own savepoint, a failure recorded for a retry)."""
+    if len(group) <= 1:
+        return [_run_job(tx, app, site, handlers, job, now) for job in group]
+    w = Work(tx, app, site, SCHEDULER, now)
+    mark = outbox.mark(tx)
+    try:
+        with tx.savepoint():
+            handle(w, group)
+    except Exception as exc:
+        outbox.rollback_to(tx, mark)
+        log.warning("a group of %s %s jobs failed on site %s (%s): running them one at a time",
+                    len(group), group[0].kind, site.name, exc)
+        return [_run_job(tx, app, site, handlers, job, now) for job in group]
+    for job in group:
+        log.info("job %s (%s) ran on site %s", job.key, job.kind, site.name,
+                 extra={"site": site.name, "job_id": job.key, "job_kind": job.kind, "due_at": job.due_at,
+                        "group": len(group)})
+    log.info("%s %s jobs ran together on site %s", len(group), group[0].kind, site.name,
+             extra={"site": site.name, "job_kind": group[0].kind,
+                    "event_ids": ",".join(e["id"] for e in w.emitted) or None})
+    due_now = bool(w.cached(jobs.DUE_NOW, list[str]))
+    return [((job, w.after if i == 0 else []), due_now and i == len(group) - 1) for i, job in enumerate(group)]
+
+
 def _run_job(tx: Tx, app: App, site: sites.Site, handlers: jobs.Handlers, job: jobs.Job,
-             now: int) -> tuple[jobs.Job, list]:
+             now: int) -> tuple[tuple[jobs.Job, list], bool]:
+    """Run one claimed job in its savepoint: ((job, its after-commit work), whether it scheduled a
+    job due already)."""
     w = Work(tx, app, site, SCHEDULER, now)
     handle = handlers.get(job.kind)
+    mark = outbox.mark(tx)
     try:
         with tx.savepoint():
             if handle is None:
                 raise RuntimeError(f"no handler for job kind {job.kind!r}")
             handle(w, job)
     except Exception as exc:  # the job's own changes are rolled back; keep it for a retry
+        outbox.rollback_to(tx, mark)  # and the events it recorded
         log.error("job %s (%s) failed on site %s: %s", job.key, job.kind, site.name, exc,
                   extra={"site": site.name, "job_id": job.key, "job_kind": job.kind, "attempt": job.attempts})
         log.debug("%s", traceback.format_exc())
         jobs.record_failure(tx, site.pk, job, f"{type(exc).__name__}: {exc}", now + _retry_delay(job.attempts))
-        return job, []
+        return (job, []), False
     log.info("job %s (%s) ran on site %s", job.key, job.kind, site.name,
              extra={"site": site.name, "job_id": job.key, "job_kind": job.kind, "due_at": job.due_at,
                     "event_ids": ",".join(e["id"] for e in w.emitted) or None})
-    return job, w.after
+    return (job, w.after), bool(w.cached(jobs.DUE_NOW, list[str]))

@@ -36,9 +36,11 @@ from billhive.services.subscriptions.commit import (
 from billhive.services.subscriptions.jobs import (
     cancel_for_non_payment,
     on_reminder,
+    on_reminders,
     on_start,
     on_term_end,
     on_trial_ending,
+    on_trial_endings,
 )
 from billhive.services.subscriptions.operations import (
     add_charge_at_term_end,
@@ -74,8 +76,9 @@ __all__ = [
     "State", "add_charge_at_term_end", "apply_payment", "cancel", "cancel_for_non_payment", "change_term_end",
     "charge_addon_at_term_end", "compose_activation", "compose_create", "compose_delayed_only", "compose_next",
     "compose_reactivation", "compose_renewal", "compose_update", "create", "create_for_customer", "create_unit",
-    "delete", "finish", "list_for_customer", "list_subscriptions", "new_customer", "on_reminder", "on_start",
-    "on_term_end", "on_trial_ending", "prepare_payment", "reactivate", "remove_scheduled_cancellation",
+    "delete", "finish", "list_for_customer", "list_subscriptions", "new_customer", "on_reminder", "on_reminders",
+    "on_start", "on_term_end", "on_trial_ending", "on_trial_endings", "prepare_payment", "reactivate",
+    "remove_scheduled_cancellation",
     "remove_scheduled_changes", "retrieve", "retrieve_with_scheduled_changes", "scheduled_changes", "update",
     "update_scheduled_changes", "update_unit",
 ]

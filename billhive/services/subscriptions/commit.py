@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import copy
 
+from sqlalchemy import Table, bindparam, select
+
 from billhive.domain import subscriptions as R
 from billhive.errors import PaymentMethodNotPresent
 from billhive.services import cards, dues, invoicing, payments
@@ -26,7 +28,9 @@ from billhive.services.charge_first import Outcome
 from billhive.services.subscriptions import catalog
 from billhive.services.subscriptions.billing import compose_delayed_only
 from billhive.services.subscriptions.state import State, save
-from billhive.store.resources import CUSTOMERS
+from billhive.store.inlist import InList
+from billhive.store.resources import CARDS, CUSTOMERS
+from billhive.util.jsonutil import loads
 from billhive.work import jobs
 from billhive.work.context import Ctx, Work
 
@@ -103,7 +107,7 @@ def cancel_now(w: Work, sub: dict, st: State, at: int, *, reason: str | None = N
     sub["has_scheduled_changes"] = False
     save(w, sub, st)
     cancel_jobs(w, sub["id"])
-    record_event(w, "subscription_cancelled", sub, inv)
+    record_event(w, "subscription_cancelled", sub, inv, charging=plan is not None)
     return sub, inv, plan
 
 
@@ -133,13 +137,12 @@ def reschedule(w: Work, sub: dict, st: State) -> None:
     for kind in (JOB_START, JOB_TERM_END, JOB_REMINDER, JOB_TRIAL_ENDING):
         if kind in wanted:
             jobs.schedule(w, kind, sid, due_at=wanted[kind], key=_key(kind, sid), payload=payloads.get(kind))
-        else:
-            jobs.cancel(w, _key(kind, sid))
+    jobs.cancel_many(w, [_key(kind, sid) for kind in (JOB_START, JOB_TERM_END, JOB_REMINDER, JOB_TRIAL_ENDING)
+                         if kind not in wanted])
 
 
 def cancel_jobs(w: Work, sub_id: str) -> None:
-    for kind in (JOB_START, JOB_TERM_END, JOB_REMINDER, JOB_TRIAL_ENDING):
-        jobs.cancel(w, _key(kind, sub_id))
+    jobs.cancel_many(w, [_key(kind, sub_id) for kind in (JOB_START, JOB_TERM_END, JOB_REMINDER, JOB_TRIAL_ENDING)])
 
 
 def _key(kind: str, sub_id: str) -> str:
@@ -148,18 +151,63 @@ def _key(kind: str, sub_id: str) -> str:
 
 # ---- events and responses ----------------------------------------------------------------------------
 
-def record_event(w: Work, event_type: str, sub: dict, invoice: dict | None = None) -> dict:
+def record_event(w: Work, event_type: str, sub: dict, invoice: dict | None = None, *,
+                 charging: bool | None = None, unchanged: dict | None = None) -> dict:
     """Record ``event_type`` with the subscription (its customer and card, the invoice); returns the
     content. While the invoice's charge is to be made after commit, the event is held and shows the
-    settled invoice (payments.settle releases it): an event's resources are the state it stands for."""
-    body = content(w, copy.deepcopy(sub), invoice)
-    w.emit(event_type, body, held=invoice is not None and invoicing.charging(w, invoice["id"]))
+    settled invoice (payments.settle releases it): an event's resources are the state it stands for.
+    ``charging``: whether that charge is recorded, when the caller knows (it issued the invoice in this
+    transaction: ``issue`` returned its plan or None); else it is looked up. ``unchanged``: the
+    customer as the caller loaded it, when nothing written since can have changed it or the
+    subscription's dues (``sub`` saved with them): neither is loaded again."""
+    body = content(w, copy.deepcopy(sub), invoice, unchanged=unchanged)
+    if invoice is None:
+        held = False
+    else:
+        held = charging if charging is not None else invoicing.charging(w, invoice["id"])
+    w.emit(event_type, body, held=held)
     return body
 
 
-def content(w: Work, sub: dict, invoice: dict | None = None) -> dict:
-    out: dict = {"subscription": dues.fill(w, sub)}
-    customer = CUSTOMERS.get(w.tx, w.site_id, sub["customer_id"])
+def _docs_by_id(t: Table) -> InList:
+    return InList(lambda ids: select(t.c.id, t.c.data).where(t.c.site_id == bindparam("site_id"), t.c.id.in_(ids)),
+                  "id")
+
+
+_CUSTOMERS_MANY, _CARDS_MANY = _docs_by_id(CUSTOMERS.t), _docs_by_id(CARDS.t)
+
+
+def record_events(w: Work, events: list[tuple[str, dict]]) -> None:
+    """``record_event`` (no invoice) of several subscriptions' events, in order, their contents
+    loaded together: each resource in one statement for all of them. The subscription documents
+    are the caller's to give away (loaded for this: they become the events' content)."""
+    if not events:
+        return
+    subs = [sub for _, sub in events]
+    if len({id(s) for s in subs}) < len(subs):  # one document in two events: each its own
+        subs = [copy.deepcopy(sub) for sub in subs]
+    unpaid = dues.unpaid_of(w, sorted({s["id"] for s in subs}))
+    ids = sorted({s["customer_id"] for s in subs})
+    customers = {r[0]: loads(r[1]) for r in w.tx.all(*_CUSTOMERS_MANY(ids, {"site_id": w.site_id}))}
+    card_docs = {r[0]: loads(r[1]) for r in w.tx.all(*_CARDS_MANY(ids, {"site_id": w.site_id}))}
+    shared = len(ids) < len(subs)  # a customer in several events: each its own copy
+    for (event_type, _), sub in zip(events, subs, strict=True):
+        body: dict = {"subscription": dues.fill_from(sub, unpaid[sub["id"]])}
+        customer = customers.get(sub["customer_id"])
+        if customer is not None:
+            body["customer"] = copy.deepcopy(customer) if shared else customer
+        card = card_docs.get(sub["customer_id"])
+        if card is not None:
+            body["card"] = copy.deepcopy(card) if shared else card
+        w.emit(event_type, body)
+
+
+def content(w: Work, sub: dict, invoice: dict | None = None, *, unchanged: dict | None = None) -> dict:
+    """The event content of the subscription (its dues), its customer and card, the invoice.
+    ``unchanged``: see ``record_event``."""
+    out: dict = {"subscription": sub if unchanged is not None else dues.fill(w, sub)}
+    customer = copy.deepcopy(unchanged) if unchanged is not None \
+        else CUSTOMERS.get(w.tx, w.site_id, sub["customer_id"])
     if customer is not None:
         out["customer"] = customer
     card = cards.get_card(w, sub["customer_id"])

@@ -15,9 +15,10 @@ from billhive.services.subscriptions.commit import (
     charge_in_job,
     issue,
     record_event,
+    record_events,
     reschedule,
 )
-from billhive.services.subscriptions.state import State, load, save
+from billhive.services.subscriptions.state import State, load, load_many, save
 from billhive.work.context import Work
 from billhive.work.jobs import Job
 
@@ -74,6 +75,39 @@ def on_reminder(w: Work, job: Job) -> None:
         record_event(w, "subscription_cancelling", sub)
 
 
+def on_reminders(w: Work, group: list[Job]) -> None:
+    """``on_reminder`` of several jobs at once (consecutive due jobs of distinct subscriptions, in
+    order: billhive/work/scheduler.py), each resource loaded in one statement for all."""
+    subs = load_many(w, [job.ref_id for job in group])
+    events = []
+    for job in group:
+        found = subs.get(job.ref_id)
+        if found is None:
+            continue
+        sub = found[0]
+        if sub.get("current_term_end") != (job.payload or {}).get("at"):
+            continue
+        if sub["status"] == "active":
+            events.append(("subscription_renewal_reminder", sub))
+        elif sub["status"] == "non_renewing":
+            events.append(("subscription_cancelling", sub))
+    record_events(w, events)
+
+
+def on_trial_endings(w: Work, group: list[Job]) -> None:
+    """``on_trial_ending`` of several jobs at once (as ``on_reminders``)."""
+    subs = load_many(w, [job.ref_id for job in group])
+    events = []
+    for job in group:
+        found = subs.get(job.ref_id)
+        if found is None:
+            continue
+        sub = found[0]
+        if sub["status"] == "in_trial" and sub.get("current_term_end") == (job.payload or {}).get("at"):
+            events.append(("subscription_trial_ending", sub))
+    record_events(w, events)
+
+
 def on_trial_ending(w: Work, job: Job) -> None:
     found = load(w, job.ref_id)
     if found is None:
@@ -117,17 +151,20 @@ def _activate(w: Work, sub: dict, st: State, at: int, event: str) -> invoicing.C
     reschedule(w, c.sub, c.st)
     for e in c.events:
         record_event(w, e, c.sub)
-    record_event(w, event, c.sub, inv)
+    record_event(w, event, c.sub, inv, charging=charge is not None)
     return charge
 
 
 def _renew(w: Work, sub: dict, st: State, at: int) -> invoicing.ChargePlan | None:
     c = compose_renewal(w, sub, st, at)
-    save(w, c.sub, c.st)
+    save(w, c.sub, c.st)  # with its dues, as stored now
     assert c.invoice is not None
     charge = issue(w, c.invoice, may_pend=True)
     reschedule(w, c.sub, c.st)
+    # a pending invoice (metered billing) is all issue wrote: not due, no credits taken, nothing charged -
+    # the subscription's dues and the customer are as loaded
+    unchanged = c.customer if charge is None and c.invoice.get("status") == "pending" else None
     for event in c.events:
-        record_event(w, event, c.sub)
-    record_event(w, "subscription_renewed", c.sub, c.invoice)
+        record_event(w, event, c.sub, unchanged=unchanged)
+    record_event(w, "subscription_renewed", c.sub, c.invoice, charging=charge is not None, unchanged=unchanged)
     return charge
