@@ -18,6 +18,7 @@ rules a test follows to stay parallel-safe.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import tempfile
 from datetime import timedelta
@@ -168,10 +169,8 @@ def _sqlite_stores(tmp_path_factory):
         migrate.upgrade(url)
         return url
 
-    def drop_database(url: str) -> None:
-        path = Path(url.removeprefix("sqlite:///"))
-        for p in path.parent.glob(path.name + "*"):  # the file, its -wal, -shm and -background.lock
-            p.unlink()
+    def drop_database(url: str) -> None:  # its folder: the file, -wal, -shm, the background lock, the test gateway's
+        shutil.rmtree(Path(url.removeprefix("sqlite:///")).parent)
     stores = SessionStores(new_database, drop_database, first_pk=1)
     yield stores
     stores.close()
