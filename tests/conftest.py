@@ -1,35 +1,61 @@
 """Test fixtures: every store/service/HTTP test runs on SQLite and on PostgreSQL.
 
 PostgreSQL: BILLHIVE_TEST_PG (default postgresql+psycopg://postgres@127.0.0.1:5432/test);
-a fresh database is created per run and dropped afterwards. If the server is unreachable
+the databases the tests use are created during the run and dropped afterwards. If the server is unreachable
 the PostgreSQL variants are skipped - unless BILLHIVE_REQUIRE_PG=1 (CI), then they fail.
 
 Isolation between tests comes from sites: each test makes its own site(s) (random names),
 so tests never see each other's rows, on either backend.
 
 The suite runs in parallel (pytest-xdist, ``-n auto`` in pyproject's addopts; ``-n0`` for one
-process): session fixtures exist once per worker process - each worker has its own SQLite file
-(under its own tmp_path), its own PostgreSQL database and its own live server on a port it bound
-itself. See docs/DEVELOPING.md, "Running tests", for the rules a test follows to stay parallel-safe.
+process): session fixtures exist once per worker process, and each worker has its own databases (SQLite
+files under its own tmp_path, PostgreSQL databases of its own) and its own live servers on ports it bound
+itself (``server``: one per module and backend, on a database shared with other modules until that holds
+SITES_PER_DATABASE sites, tests/support/stores.py). See docs/DEVELOPING.md, "Running tests", for the
+rules a test follows to stay parallel-safe.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
-import uuid
+import tempfile
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-import sqlalchemy
 from hypothesis import settings
 
-from billhive.runtime import App, Config
+from billhive.runtime import App
 from billhive.store import migrate
 from tests.support import alone
+from tests.support.pg import OwnDatabases
 from tests.support.server import LiveServer, TestSite, new_site
+from tests.support.stores import PG_FIRST_SITE_PK, SessionStores, sites_from
 from tests.support.stripe_fake import StripeFake
+
+
+def _temporary_files_in_memory() -> None:
+    """Temporary files of the run (pytest's ``tmp_path``s: the SQLite databases, the crash and disk-full
+    tests' files; the benchmark harness's work directories) on tmpfs, /dev/shm, when it is there, has room
+    and ``TMPDIR`` names no other place: a SQLite commit (synchronous=FULL, as in production) waits
+    ~0.5 ms for the disk's fsync on this machine and ~0.03 ms on tmpfs. Set before pytest picks its base
+    temporary directory (the xdist workers and every child process inherit ``TMPDIR``). What the tests
+    prove does not depend on the file system: a SIGKILLed process leaves its writes in the page cache
+    either way, and the disk-full tests make their full file system themselves."""
+    shm = "/dev/shm"
+    if "TMPDIR" in os.environ or not os.path.isdir(shm) or not os.access(shm, os.W_OK | os.X_OK):
+        return
+    st = os.statvfs(shm)
+    if st.f_bavail * st.f_frsize < SHM_NEEDS:
+        return
+    os.environ["TMPDIR"] = shm
+    tempfile.tempdir = None  # gettempdir() reads TMPDIR again
+
+
+SHM_NEEDS = 2 << 30  # bytes free on /dev/shm to use it (a container's default /dev/shm is 64 MB)
+_temporary_files_in_memory()
 
 PG_URL = os.environ.get("BILLHIVE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REQUIRE_PG = os.environ.get("BILLHIVE_REQUIRE_PG") == "1"
@@ -89,41 +115,46 @@ def _pg_admin():
 
 
 @pytest.fixture(scope="session")
-def pg_url():
+def pg_server():
+    """PostgreSQL is reachable (else the PostgreSQL variants skip, or fail under BILLHIVE_REQUIRE_PG=1)."""
     try:
-        admin, u = _pg_admin()
+        admin, _ = _pg_admin()
     except Exception as exc:  # pragma: no cover - depends on the machine
         if REQUIRE_PG:
             pytest.fail(f"PostgreSQL is required (BILLHIVE_REQUIRE_PG=1) but unreachable: {exc}")
         pytest.skip(f"PostgreSQL unreachable: {exc}")
-    name = f"billhive_test_{uuid.uuid4().hex[:8]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    url = u.set(database=name).render_as_string(hide_password=False)
-    try:
-        yield url
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
-
-
-@pytest.fixture
-def fresh_pg_url(pg_url):
-    """A PostgreSQL database of this test's own (for process-level tests whose server must see no
-    other test's sites: its scheduler and recovery run over every site of the database)."""
-    admin, u = _pg_admin()
-    name = f"billhive_own_{uuid.uuid4().hex[:8]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield u.set(database=name).render_as_string(hide_password=False)
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+    admin.close()
 
 
 @pytest.fixture(scope="session")
-def sqlite_url(tmp_path_factory):
-    path = Path(tmp_path_factory.mktemp("db")) / "billhive.db"
-    return f"sqlite:///{path}"
+def own_pg_databases(pg_server, request):
+    """This worker's maker of PostgreSQL databases of a test's own (tests/support/pg.py: copies of a
+    template migrated once, the next one made and the last one dropped in the background, never while
+    an ``alone`` test runs)."""
+    directory = alone.lock_dir(request.config)
+    databases = OwnDatabases(PG_URL, guard=lambda: alone.beside(directory)) if directory \
+        else OwnDatabases(PG_URL)
+    yield databases
+    databases.close()
+
+
+@pytest.fixture(scope="session")
+def pg_url(own_pg_databases):
+    """A migrated PostgreSQL database of this worker's (for tests of the store itself; the session
+    server's database is ``database_url``)."""
+    url = own_pg_databases.take()
+    sites_from(url, PG_FIRST_SITE_PK)
+    yield url
+    own_pg_databases.give_back(url)
+
+
+@pytest.fixture
+def fresh_pg_url(own_pg_databases):
+    """A PostgreSQL database of this test's own, migrated (for process-level tests whose server must
+    see no other test's sites: its scheduler and recovery run over every site of the database)."""
+    url = own_pg_databases.take()
+    yield url
+    own_pg_databases.give_back(url)
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])
@@ -132,42 +163,43 @@ def backend(request):
 
 
 @pytest.fixture(scope="session")
-def database_url(request, backend):
-    if backend == "postgres":
-        return request.getfixturevalue("pg_url")
-    return request.getfixturevalue("sqlite_url")
+def _sqlite_stores(tmp_path_factory):
+    def new_database() -> str:
+        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'billhive.db'}"
+        migrate.upgrade(url)
+        return url
+
+    def drop_database(url: str) -> None:  # its folder: the file, -wal, -shm, the background lock, the test gateway's
+        shutil.rmtree(Path(url.removeprefix("sqlite:///")).parent)
+    stores = SessionStores(new_database, drop_database, first_pk=1)
+    yield stores
+    stores.close()
 
 
 @pytest.fixture(scope="session")
-def app(database_url):
-    migrate.upgrade(database_url)
-    if database_url.startswith("postgresql"):
-        _sites_from(database_url, PG_FIRST_SITE_PK)
-    a = App.open(Config(database_url=database_url, scheduler_interval=0.2, delivery_interval=0.1))
-    yield a
-    a.close()
+def _pg_stores(own_pg_databases):
+    stores = SessionStores(own_pg_databases.take, own_pg_databases.give_back, first_pk=PG_FIRST_SITE_PK)
+    yield stores
+    stores.close()
 
 
-# The PostgreSQL database's sites are numbered from here, so a site's pk never names a site of the
-# SQLite database too: fakes shared by both stores in one test worker (localstripe tags each
-# PaymentIntent with the site's pk) then tell the two stores' sites apart.
-PG_FIRST_SITE_PK = 1_000_000
+@pytest.fixture(scope="module")
+def server(request, backend) -> LiveServer:
+    """The session's billhive on this backend (tests/support/stores.py): one server for the module's
+    tests, on a database it shares with other modules' tests until that holds SITES_PER_DATABASE
+    sites; then the next module gets a new one."""
+    return request.getfixturevalue("_pg_stores" if backend == "postgres" else "_sqlite_stores").server()
 
 
-def _sites_from(database_url: str, first: int) -> None:
-    engine = sqlalchemy.create_engine(database_url)
-    with engine.begin() as conn:
-        conn.execute(sqlalchemy.text(
-            "SELECT setval(pg_get_serial_sequence('sites', 'pk'), :first, false)"
-            " WHERE (SELECT coalesce(max(pk), 0) FROM sites) < :first"), {"first": first})
-    engine.dispose()
+@pytest.fixture(scope="module")
+def app(server) -> App:
+    return server.app
 
 
-@pytest.fixture(scope="session")
-def server(app):
-    s = LiveServer(app)
-    yield s
-    s.stop()
+@pytest.fixture(scope="module")
+def database_url(app) -> str:
+    """The URL of the session server's database (``app``'s)."""
+    return app.config.database_url
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 import concurrent.futures
 import threading
 import time
-import uuid
 
 import httpx
 import psycopg
@@ -17,6 +16,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from tests.crash.test_kill_collect import check, seed, wait_settled
+from tests.support import pg
 from tests.support.process import ServerProcess
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -25,18 +25,10 @@ RECOVER_WITHIN = 5.0
 
 
 @pytest.fixture
-def own_pg(pg_url):
+def own_pg(pg_url, fresh_pg_url):
     """A database of this test's own, and an admin connection to the server (not to it)."""
-    u = make_url(pg_url)
-    admin = psycopg.connect(host=u.host, port=u.port or 5432, user=u.username, password=u.password,
-                            dbname=u.database, autocommit=True)
-    name = f"billhive_term_{uuid.uuid4().hex[:8]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield u.set(database=name).render_as_string(hide_password=False), name, admin
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+    with pg.connect(make_url(pg_url)) as admin:
+        yield fresh_pg_url, make_url(fresh_pg_url).database, admin
 
 
 def terminate_all(admin: psycopg.Connection, dbname: str) -> int:

@@ -8,13 +8,11 @@ import os
 import signal
 import threading
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
-from sqlalchemy.engine import make_url
 
 from billhive import sites, webhook_endpoints
 from billhive.runtime import App, Config
@@ -31,20 +29,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def own_database(backend, tmp_path, request):
     """A database of its own: the session's server must not deliver these events."""
     if backend == "sqlite":
-        yield f"sqlite:///{tmp_path / 'worker.db'}"
-        return
-    import psycopg
-
-    u = make_url(request.getfixturevalue("pg_url"))
-    admin = psycopg.connect(host=u.host, port=u.port or 5432, user=u.username, password=u.password,
-                            dbname=u.database, autocommit=True)
-    name = f"billhive_worker_{uuid.uuid4().hex[:8]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield u.set(database=name).render_as_string(hide_password=False)
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+        return f"sqlite:///{tmp_path / 'worker.db'}"
+    return request.getfixturevalue("fresh_pg_url")
 
 
 def start_worker(url: str, log: Path) -> Forked:

@@ -9,7 +9,6 @@ import uuid
 
 import httpx
 import pytest
-from sqlalchemy.engine import make_url
 
 from billhive import sites
 from billhive.store import migrate
@@ -27,17 +26,11 @@ def seeded(request, tmp_path_factory):
     """Site A with many customers, site B with one; (url, key A, key B)."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('heavy') / 'heavy.db'}"
-        admin = name = None
+        databases = None
     else:
         request.applymarker(pytest.mark.postgres)
-        import psycopg
-
-        u = make_url(request.getfixturevalue("pg_url"))
-        admin = psycopg.connect(host=u.host, port=u.port or 5432, user=u.username, password=u.password,
-                                dbname=u.database, autocommit=True)
-        name = f"billhive_heavy_{uuid.uuid4().hex[:8]}"
-        admin.execute(f'CREATE DATABASE "{name}"')
-        url = u.set(database=name).render_as_string(hide_password=False)
+        databases = request.getfixturevalue("own_pg_databases")
+        url = databases.take()
     migrate.upgrade(url)
     # the seeding writes 20,000 rows per unit: on a loaded machine that can pass the default 5 s
     # statement budget, which is no part of what is tested here (the servers below keep their defaults)
@@ -54,9 +47,8 @@ def seeded(request, tmp_path_factory):
     finally:
         db.close()
     yield url, key_a, key_b
-    if admin is not None:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+    if databases is not None:
+        databases.give_back(url)
 
 
 def customer(cid: str, now: int) -> dict:

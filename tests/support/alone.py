@@ -43,3 +43,16 @@ def held(directory: Path, *, exclusive: bool) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
             if exclusive:
                 fcntl.flock(gate, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def beside(directory: Path) -> Iterator[None]:
+    """For a short job a test worker runs in the background (tests/support/pg.py): it waits while an
+    ``alone`` test runs, but not at the turnstile (its test may be the one an ``alone`` test waits
+    for, and may wait for the job: the turnstile would make that a deadlock)."""
+    with open(directory / "alone.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
