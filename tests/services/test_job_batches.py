@@ -231,3 +231,27 @@ def test_trial_ending_notices_run_together_record_what_each_run_alone_records(si
     together = _recorded(site, lambda w: subscriptions.on_trial_endings(w, notices))
     assert [t for t, _ in alone] == ["subscription_trial_ending"] * 3
     assert together == alone
+
+
+def test_the_continuous_scheduler_writes_only_to_sites_with_a_job_due(app, monkeypatch):  # type: ignore[no-untyped-def]
+    """A pass of ``run_all_sites`` opens a write transaction (``run_due``) for a site only when a job
+    is due on that site's clock: not for a site whose jobs are all later, nor one with none, nor a
+    travelling site with a job due (its travel runs it)."""
+    def create(tx, tm_status: str):  # type: ignore[no-untyped-def]
+        site, _ = sites.create(tx, f"jb-{uuid.uuid4().hex[:10]}-test", now=T0)
+        tx.execute(update(S.sites).where(S.sites.c.pk == site.pk).values(tm_status=tm_status, tm_now=T0))
+        return site.pk
+    due, later, idle, travelling = (app.db.write_sync(lambda tx, st=st: create(tx, st))  # type: ignore[misc]
+                                    for st in ("succeeded", "succeeded", "succeeded", "in_progress"))
+    _schedule(app, due, ("a", -10))
+    _schedule(app, later, ("b", 10))
+    _schedule(app, travelling, ("c", -10))
+    ran: list[int] = []
+
+    async def run_due(app, site_pk, handlers, **kwargs):  # type: ignore[no-untyped-def]
+        ran.append(site_pk)
+        return 0
+    monkeypatch.setattr(scheduler, "run_due", run_due)
+    asyncio.run(scheduler.run_all_sites(app, {}))
+    assert due in ran
+    assert {later, idle, travelling}.isdisjoint(ran)
