@@ -2,11 +2,11 @@
 database, the ``App`` on it and a ``LiveServer`` in front, changed for new ones between test modules
 once the database holds ``SITES_PER_DATABASE`` sites.
 
-Why: the server's background loops go over every site of its database each pass (the scheduler a
-write transaction per site every 0.2 s, payment recovery every 30 s), and every test makes sites of
-its own. In one database for the whole run a worker gathered ~900 sites per backend; beside 1,000
-sites a scheduler pass takes ~0.3 s (SQLite) to ~1.2 s (PostgreSQL), and the median HTTP test twice
-as long as beside a few. A test sees the same
+Why: the server's background loops go over every site of its database each pass (the scheduler
+every 0.2 s, payment recovery every 30 s), and every test makes sites of its own. In one database
+for the whole run a worker gathered ~900 sites per backend; beside 1,000 sites a scheduler pass took
+~0.3 s (SQLite) to ~1.2 s (PostgreSQL) while it opened a write transaction per site (it now reads
+which sites have a job due first), and the median HTTP test ran twice as long as beside a few. A test sees the same
 billhive it always saw: one server for its module's tests, other tests' sites beside its own, the
 same intervals and settings; only the number of those other sites stays small.
 
