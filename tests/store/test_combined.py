@@ -15,21 +15,7 @@ from billhive import sites
 from billhive.services import invoicing
 from billhive.store import schema as S
 from billhive.store.resources import CUSTOMERS
-
-
-class _Recording:
-    """A cursor that records the SQL it runs (and is otherwise the driver's)."""
-
-    def __init__(self, cur):
-        self._cur, self.sql = cur, []
-
-    def execute(self, sql, params=None):
-        self.sql.append(sql)
-        self._cur.execute(sql, params)
-        return self
-
-    def __getattr__(self, name):
-        return getattr(self._cur, name)
+from tests.support.recording import RecordingCursor
 
 
 def _site(app):
@@ -58,7 +44,7 @@ def test_writes_to_different_tables_go_as_one_statement_and_a_read_sees_them(app
 
     def change(tx):
         doc = CUSTOMERS.get(tx, site.pk, "cust_1", for_update=True)
-        tx.cur = rec = _Recording(tx.cur)
+        tx.cur = rec = RecordingCursor(tx.cur)
         with tx.pipeline():
             doc["first_name"] = "Bea"
             assert CUSTOMERS.update(tx, site.pk, doc, 1000)
@@ -88,7 +74,7 @@ def test_inserts_into_one_table_go_one_after_another(app):
     it = S.invoice_transactions.c
 
     def change(tx):
-        tx.cur = rec = _Recording(tx.cur)
+        tx.cur = rec = RecordingCursor(tx.cur)
         with tx.pipeline():
             for n in range(1, 4):
                 tx.execute(invoicing._LINK, {**_link(site, n), "txn_id": f"txn_{n}"})

@@ -11,6 +11,7 @@ from sqlalchemy import select, update
 from billhive import sites
 from billhive.store import schema as S
 from billhive.store.resources import CUSTOMERS
+from tests.support.recording import RecordingCursor
 
 
 def test_insert_many_writes_documents_and_derived_columns(app):
@@ -33,21 +34,6 @@ def test_insert_many_writes_documents_and_derived_columns(app):
     assert loaded == docs
 
 
-class _Recording:
-    """A cursor that records the SQL it runs (and is otherwise the driver's)."""
-
-    def __init__(self, cur):
-        self._cur, self.sql = cur, []
-
-    def execute(self, sql, params=None):
-        self.sql.append(sql)
-        self._cur.execute(sql, params)
-        return self
-
-    def __getattr__(self, name):
-        return getattr(self._cur, name)
-
-
 def _customer_site(app):
     site, _ = app.db.write_sync(lambda tx: sites.create(tx, f"t{uuid.uuid4().hex[:10]}-test", now=int(time.time())))
     doc = {"id": "cust_1", "object": "customer", "email": "a@example.com", "first_name": "Ann",
@@ -68,7 +54,7 @@ def test_update_names_only_the_changed_columns(app):
     def change(tx):
         doc = CUSTOMERS.get(tx, site.pk, "cust_1", for_update=True)
         doc["email"] = "b@example.com"
-        tx.cur = rec = _Recording(tx.cur)
+        tx.cur = rec = RecordingCursor(tx.cur)
         assert CUSTOMERS.update(tx, site.pk, doc, 2000)
         return rec.sql
 
@@ -125,7 +111,7 @@ def test_a_joined_load_registers_its_rows_so_an_update_names_only_the_changed_co
         doc = CUSTOMERS.take(tx, site.pk, row, locked=True)
         assert CUSTOMERS.take(tx, site.pk, (None,) * CUSTOMERS.width, locked=True) is None  # outer join: none
         doc["first_name"] = "Bea"
-        tx.cur = rec = _Recording(tx.cur)
+        tx.cur = rec = RecordingCursor(tx.cur)
         assert CUSTOMERS.update(tx, site.pk, doc, 1000)  # same second: updated_at unchanged
         return rec.sql
 

@@ -7,6 +7,8 @@ ignores a job its subscription has moved on from (a stale due time)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from billhive.domain import subscriptions as R
 from billhive.services import invoicing
 from billhive.services.subscriptions.billing import compose_activation, compose_renewal
@@ -63,58 +65,22 @@ def on_start(w: Work, job: Job) -> None:
 
 
 def on_reminder(w: Work, job: Job) -> None:
-    found = load(w, job.ref_id)
-    if found is None:
-        return
-    sub, _ = found
-    if sub.get("current_term_end") != (job.payload or {}).get("at"):
-        return
-    if sub["status"] == "active":
-        record_event(w, "subscription_renewal_reminder", sub)
-    elif sub["status"] == "non_renewing":
-        record_event(w, "subscription_cancelling", sub)
+    _notice(w, job, _reminder)
+
+
+def on_trial_ending(w: Work, job: Job) -> None:
+    _notice(w, job, _trial_ending)
 
 
 def on_reminders(w: Work, group: list[Job]) -> None:
     """``on_reminder`` of several jobs at once (consecutive due jobs of distinct subscriptions, in
     order: billhive/work/scheduler.py), each resource loaded in one statement for all."""
-    subs = load_many(w, [job.ref_id for job in group])
-    events = []
-    for job in group:
-        found = subs.get(job.ref_id)
-        if found is None:
-            continue
-        sub = found[0]
-        if sub.get("current_term_end") != (job.payload or {}).get("at"):
-            continue
-        if sub["status"] == "active":
-            events.append(("subscription_renewal_reminder", sub))
-        elif sub["status"] == "non_renewing":
-            events.append(("subscription_cancelling", sub))
-    record_events(w, events)
+    _notices(w, group, _reminder)
 
 
 def on_trial_endings(w: Work, group: list[Job]) -> None:
     """``on_trial_ending`` of several jobs at once (as ``on_reminders``)."""
-    subs = load_many(w, [job.ref_id for job in group])
-    events = []
-    for job in group:
-        found = subs.get(job.ref_id)
-        if found is None:
-            continue
-        sub = found[0]
-        if sub["status"] == "in_trial" and sub.get("current_term_end") == (job.payload or {}).get("at"):
-            events.append(("subscription_trial_ending", sub))
-    record_events(w, events)
-
-
-def on_trial_ending(w: Work, job: Job) -> None:
-    found = load(w, job.ref_id)
-    if found is None:
-        return
-    sub, _ = found
-    if sub["status"] == "in_trial" and sub.get("current_term_end") == (job.payload or {}).get("at"):
-        record_event(w, "subscription_trial_ending", sub)
+    _notices(w, group, _trial_ending)
 
 
 def cancel_for_non_payment(w: Work, subscription_id: str, reason: str) -> None:
@@ -168,3 +134,32 @@ def _renew(w: Work, sub: dict, st: State, at: int) -> invoicing.ChargePlan | Non
         record_event(w, event, c.sub, unchanged=unchanged)
     record_event(w, "subscription_renewed", c.sub, c.invoice, charging=charge is not None, unchanged=unchanged)
     return charge
+
+
+def _reminder(sub: dict, job: Job) -> str | None:
+    """The event a renewal reminder records: none if the term it was scheduled for has moved."""
+    if sub.get("current_term_end") != (job.payload or {}).get("at"):
+        return None
+    return {"active": "subscription_renewal_reminder", "non_renewing": "subscription_cancelling"}.get(sub["status"])
+
+
+def _trial_ending(sub: dict, job: Job) -> str | None:
+    if sub["status"] == "in_trial" and sub.get("current_term_end") == (job.payload or {}).get("at"):
+        return "subscription_trial_ending"
+    return None
+
+
+def _notice(w: Work, job: Job, event_of: Callable[[dict, Job], str | None]) -> None:
+    found = load(w, job.ref_id)
+    if found is not None and (event := event_of(found[0], job)) is not None:
+        record_event(w, event, found[0])
+
+
+def _notices(w: Work, group: list[Job], event_of: Callable[[dict, Job], str | None]) -> None:
+    subs = load_many(w, [job.ref_id for job in group])
+    events = []
+    for job in group:
+        found = subs.get(job.ref_id)
+        if found is not None and (event := event_of(found[0], job)) is not None:
+            events.append((event, found[0]))
+    record_events(w, events)
