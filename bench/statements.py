@@ -25,6 +25,7 @@ from bench import harness, seed
 from billhive.runtime import App, Config
 from billhive.services import invoices
 from billhive.store import tx as txmod
+from billhive.work import outbox
 from billhive.work.context import Ctx, Origin
 
 
@@ -103,6 +104,20 @@ def _trace() -> tuple[collections.Counter, collections.Counter]:
             counts[_SENT_COMBINED] += 1
         plain_flush(self)
     txmod.Tx.flush = traced_flush  # type: ignore[method-assign]
+    plain_rows = outbox._insert_rows
+
+    def traced_rows(tx: txmod.Tx, table: Any, rows: list[dict]) -> None:
+        # a buffered unit's events (outbox.buffered) go to the cursor directly: one multi-row INSERT
+        # per _MULTI_MAX rows
+        started = time.perf_counter()
+        try:
+            plain_rows(tx, table, rows)
+        finally:
+            if rows:
+                key = f"INSERT INTO {table.name} (...) VALUES (...), ... (outbox.buffered, multi-row)"
+                counts[key] += -(-len(rows) // outbox._MULTI_MAX)
+                times[key] += time.perf_counter() - started
+    outbox._insert_rows = traced_rows  # type: ignore[assignment]
     return counts, times
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from sqlalchemy import bindparam, create_engine, func, insert, pool, select
+from sqlalchemy import and_, bindparam, create_engine, func, insert, pool, select
 
 from billhive.domain.customers import luhn_ok
 from billhive.errors import ParamError, PaymentMethodVerificationFailed
@@ -47,6 +47,12 @@ _OP_INSERT = Q(insert(O).values({c: bindparam(c) for c in ("site_id", "idempoten
                                                            "error_text", "created_at")}))
 _LOOKUP = Q(select(O.c.status, O.c.reference, O.c.error_code, O.c.error_text)
             .where(O.c.site_id == bindparam("site_id"), O.c.idempotency_key == bindparam("key")))
+# a charge's two reads in one statement: the card's behaviour and an operation already made with
+# the key (no row: the token is not on file; the two reads are then made one by one)
+_CHARGE_READ = Q(select(V.c.behaviour, O.c.status, O.c.reference, O.c.error_code, O.c.error_text)
+                 .select_from(V.outerjoin(O, and_(O.c.site_id == V.c.site_id,
+                                                  O.c.idempotency_key == bindparam("key"))))
+                 .where(V.c.site_id == bindparam("site_id"), V.c.token == bindparam("token")))
 _CHARGE_BY_REF = Q(select(O.c.status, O.c.amount, O.c.token).where(O.c.site_id == bindparam("site_id"),
                                                         O.c.reference == bindparam("ref"), O.c.kind == "charge"))
 
@@ -119,13 +125,16 @@ class TestGateway:
         return stored
 
     def _operation(self, site_pk: int, key: str, kind: str, amount: int, currency: str, token: str | None,
-                   decide: Callable[[Tx], tuple[str, str | None, str | None]]
-                   ) -> Callable[[Tx], tuple[GatewayResult, bool]]:
+                   decide: Callable[[Tx], tuple[str, str | None, str | None]],
+                   read: Callable[[Tx], tuple[GatewayResult | None, Callable[[Tx], tuple[str, str | None, str | None]]]]
+                   | None = None) -> Callable[[Tx], tuple[GatewayResult, bool]]:
+        """``read``: the operation made with ``key`` already (None: none) and the ``decide`` to use,
+        read together (a charge's one statement); default: ``_lookup``, then ``decide``."""
         def unit(tx: Tx) -> tuple[GatewayResult, bool]:
-            existing = _lookup(tx, site_pk, key)
+            existing, decides = read(tx) if read is not None else (_lookup(tx, site_pk, key), decide)
             if existing is not None:
                 return existing, False
-            status, code, text = decide(tx)
+            status, code, text = decides(tx)
             ref = random_id("cb_", 16)
             tx.execute(_OP_INSERT, dict(site_id=site_pk, idempotency_key=key, kind=kind, token=token, amount=amount,
                                         currency_code=currency, status=status, reference=ref, error_code=code,
@@ -137,9 +146,7 @@ class TestGateway:
                      currency: str) -> GatewayResult:
         behaviour_box: list[str] = []
 
-        def decide(tx: Tx) -> tuple[str, str | None, str | None]:
-            row = tx.one(_BEHAVIOUR, {"site_id": site_pk, "token": token})
-            behaviour = row[0] if row else "unknown_token"
+        def by_behaviour(behaviour: str) -> tuple[str, str | None, str | None]:
             behaviour_box.append(behaviour)
             if behaviour == "insufficient_funds":
                 return "failure", "3001", "Insufficient funds"
@@ -147,8 +154,19 @@ class TestGateway:
                 return "failure", "3008", "The card is not on file at the gateway"
             return "success", None, None  # the timeout card's charge succeeds at the gateway
 
+        def decide(tx: Tx) -> tuple[str, str | None, str | None]:
+            row = tx.one(_BEHAVIOUR, {"site_id": site_pk, "token": token})
+            return by_behaviour(row[0] if row else "unknown_token")
+
+        def read(tx: Tx) -> tuple[GatewayResult | None, Callable[[Tx], tuple[str, str | None, str | None]]]:
+            row = tx.one(_CHARGE_READ, {"site_id": site_pk, "token": token, "key": idempotency_key})
+            if row is None:  # the token is not on file: the operation's own lookup, then decide
+                return _lookup(tx, site_pk, idempotency_key), decide
+            existing = GatewayResult(row[1], row[2], row[3], row[4]) if row[1] is not None else None
+            return existing, lambda _tx: by_behaviour(row[0])
+
         result, fresh = await self.db.write(self._operation(site_pk, idempotency_key, "charge", amount, currency,
-                                                                token, decide))
+                                                            token, decide, read))
         if fresh and behaviour_box and behaviour_box[0] == "timeout":
             return GatewayResult("timeout", result.reference, "timeout", "The gateway did not answer in time")
         return result

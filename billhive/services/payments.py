@@ -70,7 +70,15 @@ async def charge_and_settle(ctx: Ctx, plan: ChargePlan) -> dict:
     """Steps 2 and 3 for a recorded in_progress transaction; returns the invoice afterwards."""
     result = await call_gateway(ctx.app, ctx.site_id, plan)
     failpoints.hit("charge.answered")
-    return await ctx.write(settle, plan.txn_id, result, plan.purpose, plan.invoice_id)
+    return await ctx.write(_settle_one, plan.txn_id, result, plan.purpose, plan.invoice_id)
+
+
+@site_first
+def _settle_one(w: Work, txn_id: str, result: GatewayResult, purpose: str, invoice_id: str) -> dict:
+    """``settle`` of one charge, its events (a payment's three) written in one INSERT at the end
+    (``outbox.buffered``: one statement, not three)."""
+    with outbox.buffered(w.tx):
+        return settle(w, txn_id, result, purpose, invoice_id)
 
 
 async def charge_and_settle_all(items: list[tuple[Ctx, ChargePlan]]) -> None:

@@ -18,6 +18,7 @@ from billhive import gateway as gateways
 from billhive import sites
 from billhive.errors import PaymentMethodVerificationFailed
 from billhive.gateway import CardDetails, Gateway, StoredCard
+from billhive.store import tx as txmod
 from tests.support import server
 
 
@@ -124,3 +125,35 @@ def test_refunds_full_and_partial(under):
 def test_a_refund_of_no_charge_fails(under):
     result = under.run(under.gateway.refund(under.site.pk, key(), "pi_doesnotexist0000", 100, "USD"))
     assert result.status == "failure"
+
+
+def test_the_test_gateways_charge_reads_its_books_in_one_statement(make_site, monkeypatch):
+    """The test gateway's charge: the card's behaviour and an earlier operation of the key in one
+    read, then the insert (was: a lookup, a read of the card, the insert); a repeated key answers the
+    first result, a declining card declines, a token not on file fails with 3008 as before."""
+    site = make_site()
+    under = Under("chargebee", gateways.for_site(site.app.gateways, site.app.db.read_sync(
+        lambda tx: sites.load(tx, site.pk))), site, CARDS["chargebee"])
+    good, declines = under.store(under.cards.good).token, under.store(under.cards.declines).token
+    reads: list[str] = []
+    one = txmod.Tx.one
+
+    def counting(self, stmt, params=None):  # type: ignore[no-untyped-def]
+        if params and params.get("site_id") == site.pk and "gateway_" in stmt.sql(self.dialect)[0]:
+            words = stmt.sql(self.dialect)[0].split()
+            reads.append(words[words.index("FROM") + 1])  # the table read first
+        return one(self, stmt, params)
+
+    monkeypatch.setattr(txmod.Tx, "one", counting)
+    k = key()
+    first = under.charge(k, good)
+    assert first.ok and reads == ["gateway_vault"]  # one read (the vault joined with the operations)
+    reads.clear()
+    again = under.charge(k, good)
+    assert again == first and reads == ["gateway_vault"]  # the key's first answer, found by the same read
+    assert under.charge(key(), declines).error_code == "3001"
+    reads.clear()
+    unknown = under.charge(key(), "tok_not_on_file")
+    assert (unknown.status, unknown.error_code) == ("failure", "3008")
+    assert reads == ["gateway_vault", "gateway_operations", "gateway_vault"]  # no card: one by one, as before
+    assert site.app.gateways["chargebee"].charge_count(site.pk) == 3
