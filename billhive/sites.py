@@ -260,8 +260,14 @@ def add_key(tx: Tx, site_pk: int, key: str, access: str, name: str, now: int) ->
         raise SettingError("API keys are 8-200 characters of letters, digits, '_' and '-'")
     if tx.one(_KEY_BY_HASH, {"h": hash_key(key)}) is not None:
         raise SettingError("that API key is already in use")
-    tx.execute(insert(S.api_keys).values(site_id=site_pk, key_hash=hash_key(key), key_hint=key[:9] + "…",
-                                         name=name, access=access, created_at=now))
+    tx.execute(_NEW_KEY, {"site_id": site_pk, "key_hash": hash_key(key), "key_hint": key[:9] + "…", "name": name,
+                          "access": access, "created_at": now})
+
+
+_NEW_KEY = Q(insert(S.api_keys).values({c: bindparam(c) for c in (
+    "site_id", "key_hash", "key_hint", "name", "access", "created_at")}))
+_NEW_SITE = Q(insert(S.sites).values({**{c: bindparam(c) for c in (
+    "name", "is_test", "currency_code", "settings", "created_at")}, "invoice_next_number": 1}))
 
 
 def new_api_key(tx: Tx, site: Site, *, read_only: bool, now: int, key: str | None = None,
@@ -317,8 +323,8 @@ def create(tx: Tx, name: str, *, now: int, currency: str = "USD", metered_billin
     currency = COLUMN_SETTINGS["currency_code"](currency)
     is_test = name.endswith("-test")
     settings = {"metered_billing": True} if metered_billing else {}
-    tx.execute(insert(S.sites).values(name=name, is_test=1 if is_test else 0, currency_code=currency,
-                                      settings=dumps(settings), invoice_next_number=1, created_at=now))
+    tx.execute(_NEW_SITE, {"name": name, "is_test": 1 if is_test else 0, "currency_code": currency,
+                           "settings": dumps(settings), "created_at": now})
     site = require(tx, name)
     keys = {"full": api_key or new_key(is_test)}
     add_key(tx, site.pk, keys["full"], "full", "full_access_key", now)
