@@ -224,7 +224,20 @@ def require(tx: Tx, name: str) -> Site:
 
 
 def all_sites(tx: Tx) -> list[Site]:
-    return [_row_to_site(r) for r in tx.all(select(*_SITE_COLS).order_by(S.sites.c.pk))]
+    return [_row_to_site(r) for r in tx.all(_ALL)]
+
+
+def all_sites_and(extra: Any) -> Callable[[Tx], list[tuple[Site, Any]]]:
+    """A reader of every site (pk order), each with ``extra``: one more column of the same read (a
+    scalar subquery correlated on ``sites.pk``), its statement compiled once."""
+    q = Q(select(*_SITE_COLS, extra).order_by(S.sites.c.pk))
+
+    def read(tx: Tx) -> list[tuple[Site, Any]]:
+        return [(_row_to_site(r), r[len(_SITE_COLS)]) for r in tx.all(q)]
+    return read
+
+
+_ALL = Q(select(*_SITE_COLS).order_by(S.sites.c.pk))
 
 
 def hash_key(key: str) -> str:
