@@ -224,7 +224,20 @@ def require(tx: Tx, name: str) -> Site:
 
 
 def all_sites(tx: Tx) -> list[Site]:
-    return [_row_to_site(r) for r in tx.all(select(*_SITE_COLS).order_by(S.sites.c.pk))]
+    return [_row_to_site(r) for r in tx.all(_ALL)]
+
+
+def all_sites_and(extra: Any) -> Callable[[Tx], list[tuple[Site, Any]]]:
+    """A reader of every site (pk order), each with ``extra``: one more column of the same read (a
+    scalar subquery correlated on ``sites.pk``), its statement compiled once."""
+    q = Q(select(*_SITE_COLS, extra).order_by(S.sites.c.pk))
+
+    def read(tx: Tx) -> list[tuple[Site, Any]]:
+        return [(_row_to_site(r), r[len(_SITE_COLS)]) for r in tx.all(q)]
+    return read
+
+
+_ALL = Q(select(*_SITE_COLS).order_by(S.sites.c.pk))
 
 
 def hash_key(key: str) -> str:
@@ -260,8 +273,14 @@ def add_key(tx: Tx, site_pk: int, key: str, access: str, name: str, now: int) ->
         raise SettingError("API keys are 8-200 characters of letters, digits, '_' and '-'")
     if tx.one(_KEY_BY_HASH, {"h": hash_key(key)}) is not None:
         raise SettingError("that API key is already in use")
-    tx.execute(insert(S.api_keys).values(site_id=site_pk, key_hash=hash_key(key), key_hint=key[:9] + "…",
-                                         name=name, access=access, created_at=now))
+    tx.execute(_NEW_KEY, {"site_id": site_pk, "key_hash": hash_key(key), "key_hint": key[:9] + "…", "name": name,
+                          "access": access, "created_at": now})
+
+
+_NEW_KEY = Q(insert(S.api_keys).values({c: bindparam(c) for c in (
+    "site_id", "key_hash", "key_hint", "name", "access", "created_at")}))
+_NEW_SITE = Q(insert(S.sites).values({**{c: bindparam(c) for c in (
+    "name", "is_test", "currency_code", "settings", "created_at")}, "invoice_next_number": 1}))
 
 
 def new_api_key(tx: Tx, site: Site, *, read_only: bool, now: int, key: str | None = None,
@@ -317,8 +336,8 @@ def create(tx: Tx, name: str, *, now: int, currency: str = "USD", metered_billin
     currency = COLUMN_SETTINGS["currency_code"](currency)
     is_test = name.endswith("-test")
     settings = {"metered_billing": True} if metered_billing else {}
-    tx.execute(insert(S.sites).values(name=name, is_test=1 if is_test else 0, currency_code=currency,
-                                      settings=dumps(settings), invoice_next_number=1, created_at=now))
+    tx.execute(_NEW_SITE, {"name": name, "is_test": 1 if is_test else 0, "currency_code": currency,
+                           "settings": dumps(settings), "created_at": now})
     site = require(tx, name)
     keys = {"full": api_key or new_key(is_test)}
     add_key(tx, site.pk, keys["full"], "full", "full_access_key", now)

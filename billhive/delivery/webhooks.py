@@ -35,7 +35,6 @@ import hashlib
 import hmac
 import logging
 import time
-from collections import defaultdict
 
 import httpx
 
@@ -45,7 +44,7 @@ from billhive.domain.faults import WebhookFault, webhook_fault_from_stored
 from billhive.runtime import App
 from billhive.store.db import Tx
 from billhive.work import loops, outbox
-from billhive.work.outbox import Batch, Claim, Outcome, lock_event
+from billhive.work.outbox import Batch, Claim, Outcome
 
 log = logging.getLogger("billhive.webhooks")
 
@@ -116,18 +115,16 @@ def _ms(started: float) -> int:
 
 
 def _record(batch: Batch, results: dict[int, Outcome]):
+    """Record a batch's answers in one transaction: its events locked together (in id order, the
+    order every worker takes them), each delivery finished behind its fence, then the events whose
+    deliveries changed rewritten from their delivery rows (read together)."""
     def unit(tx: Tx) -> None:
-        by_event: dict[str, list[Claim]] = defaultdict(list)
-        for c in batch.claims:
-            by_event[c.event_id].append(c)
-        for event_id in sorted(by_event):  # one lock order for every worker
-            event = lock_event(tx, batch.site.pk, event_id)
-            changed = False
-            for c in by_event[event_id]:
-                if OUTBOX.finish(tx, c, results.get(c.pk)) is not None:
-                    changed = True
-            if event is not None and changed:
-                sync_event(tx, batch.site.pk, event, batch.claims[0].attempted_at)
+        if not batch.claims:
+            return
+        events = outbox.lock_events(tx, batch.site.pk, [c.event_id for c in batch.claims])
+        changed = {c.event_id for c in batch.claims if OUTBOX.finish(tx, c, results.get(c.pk)) is not None}
+        outbox.sync_events(tx, batch.site.pk, [events[i] for i in sorted(changed) if i in events],
+                           batch.claims[0].attempted_at)
     return unit
 
 

@@ -28,9 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any
-
-import stripe
+from typing import TYPE_CHECKING, Any
 
 from billhive import sites
 from billhive.errors import (
@@ -40,6 +38,12 @@ from billhive.errors import (
 )
 from billhive.gateway.interface import STRIPE, CardDetails, GatewayResult, StoredCard
 from billhive.store.db import Database
+from billhive.util.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import stripe
+else:
+    stripe = lazy_module("stripe")  # imported by the first Stripe call (billhive.util.lazy)
 
 log = logging.getLogger("billhive.gateway.stripe")
 

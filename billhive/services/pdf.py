@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fpdf import FPDF
-from fpdf.enums import XPos, YPos
 from sqlalchemy import select, update
 
 from billhive import sites
@@ -31,9 +30,14 @@ from billhive.store import schema as S
 from billhive.store.db import Tx
 from billhive.store.resources import CUSTOMERS, INVOICES
 from billhive.util import signing
+from billhive.util.lazy import lazy_module
 
 if TYPE_CHECKING:
+    import fpdf
+
     from billhive.runtime import App
+else:
+    fpdf = lazy_module("fpdf")  # fpdf2, imported by the first PDF rendered (billhive.util.lazy)
 
 LINK_TTL = 3600  # seconds: "The URL will expire in 60 minutes."
 PURPOSE = "invoice-pdf"
@@ -156,32 +160,37 @@ def _address(addr: dict | None) -> list[str]:
     return [str(x) for x in lines if x]
 
 
-class _Doc(FPDF):
-    def __init__(self, font: tuple[str, str] | None):
-        super().__init__(format="A4")
-        self.unicode = font is not None
-        if font:
-            self.add_font("body", "", font[0])
-            self.add_font("body", "B", font[1])
-            self.family = "body"
-        else:
-            self.family = "Helvetica"
-        self.set_auto_page_break(True, margin=18)
-        self.set_margins(16, 16, 16)
+@functools.cache
+def _doc_class() -> Any:
+    """The PDF document class (made when the first PDF is rendered: its base is fpdf2's)."""
+    class Doc(fpdf.FPDF):
+        def __init__(self, font: tuple[str, str] | None):
+            super().__init__(format="A4")
+            self.unicode = font is not None
+            if font:
+                self.add_font("body", "", font[0])
+                self.add_font("body", "B", font[1])
+                self.family = "body"
+            else:
+                self.family = "Helvetica"
+            self.set_auto_page_break(True, margin=18)
+            self.set_margins(16, 16, 16)
 
-    def t(self, text: Any) -> str:
-        s = "" if text is None else str(text)
-        return s if self.unicode else s.encode("latin-1", "replace").decode("latin-1")
+        def t(self, text: Any) -> str:
+            s = "" if text is None else str(text)
+            return s if self.unicode else s.encode("latin-1", "replace").decode("latin-1")
 
-    def font(self, size: float, bold: bool = False) -> None:
-        self.set_font(self.family, "B" if bold else "", size)
+        def font(self, size: float, bold: bool = False) -> None:
+            self.set_font(self.family, "B" if bold else "", size)
 
-    def footer(self) -> None:
-        self.set_y(-12)
-        self.font(7)
-        self.set_text_color(120)
-        self.cell(0, 5, self.t(f"Page {self.page_no()}"), align="R")
-        self.set_text_color(0)
+        def footer(self) -> None:
+            self.set_y(-12)
+            self.font(7)
+            self.set_text_color(120)
+            self.cell(0, 5, self.t(f"Page {self.page_no()}"), align="R")
+            self.set_text_color(0)
+
+    return Doc
 
 
 def render_invoice(inv: dict, customer: dict | None, seller: str, now: int, font_dir: str | None = None) -> bytes:
@@ -192,7 +201,8 @@ def render_invoice(inv: dict, customer: dict | None, seller: str, now: int, font
     def money(v: Any) -> str:
         return format_amount(int(v or 0), cur)
 
-    pdf = _Doc(_unicode_font(font_dir))
+    pdf = _doc_class()(_unicode_font(font_dir))
+    XPos, YPos = fpdf.XPos, fpdf.YPos  # noqa: N806 (fpdf2's enums)
     number = inv["id"] if inv["status"] != "pending" else f"Draft {inv['id']}"
     pdf.set_title(f"Invoice {inv['id']}")
     pdf.set_author(seller)

@@ -27,14 +27,14 @@ import hashlib
 import json
 from typing import Any
 
-from sqlalchemy import Table, delete, func, insert, select, text, update
+from sqlalchemy import Table, bindparam, delete, func, insert, select, text, update
 
 from billhive.errors import InvalidState, ParamError
 from billhive.runtime import App
 from billhive.services import site_admin
 from billhive.store import migrate
 from billhive.store import schema as S
-from billhive.store.db import Tx
+from billhive.store.db import Q, Tx
 
 FORMAT = "billhive.site_snapshot"
 VERSION = 1
@@ -77,6 +77,27 @@ def _order(table: Table) -> list:
     return [table.c.pk] if "pk" in table.c else list(table.primary_key.columns)
 
 
+class _TableStatements:
+    """A site table's statements for snapshots and restores, compiled once (a snapshot reads every
+    site table, a restore deletes and inserts them all: compiling them each time cost more than
+    running them)."""
+
+    def __init__(self, table: Table):
+        cols = tuple(str(c.name) for c in table.c if c.name != "site_id")
+        self.rows = (cols, Q(select(*(table.c[c] for c in cols)).where(table.c.site_id == bindparam("site_id"))
+                             .order_by(*_order(table))))
+        self.delete = Q(delete(table).where(table.c.site_id == bindparam("site_id")))
+        self.insert = Q(insert(table))
+        if "pk" in table.c:
+            self.next_pks = Q(text(f"SELECT nextval(pg_get_serial_sequence('{table.name}', 'pk')) "
+                                   "FROM generate_series(1, :n)"))
+            self.top_pk = Q(select(func.max(table.c.pk)))
+
+
+_STATEMENTS = {str(t.name): _TableStatements(t) for t in SITE_TABLES}
+_SITE_ROW = Q(select(*(S.sites.c[c] for c in SITE_COLUMNS)).where(S.sites.c.pk == bindparam("pk")))
+
+
 async def snapshot(app: App, name: str) -> dict[str, Any]:
     """Everything of the site ``name`` as one JSON-ready document, read in one transaction."""
     taken_at = int(app.wall())
@@ -85,14 +106,13 @@ async def snapshot(app: App, name: str) -> dict[str, Any]:
         site = site_admin.require(tx, name)
         if site.tm_status == "in_progress":
             raise InvalidState("The site's time machine is travelling: take the snapshot once the travel is over")
-        row = tx.one(select(*(S.sites.c[c] for c in SITE_COLUMNS)).where(S.sites.c.pk == site.pk))
+        row = tx.one(_SITE_ROW, {"pk": site.pk})
         assert row is not None
         tables = {}
         for table in SITE_TABLES:
-            cols = [str(c.name) for c in table.c if c.name != "site_id"]
-            rows = tx.all(select(*(table.c[c] for c in cols)).where(table.c.site_id == site.pk)
-                          .order_by(*_order(table)))
-            tables[str(table.name)] = {"columns": cols, "rows": [[_encode(v) for v in r] for r in rows]}
+            cols, q = _STATEMENTS[table.name].rows
+            rows = tx.all(q, {"site_id": site.pk})
+            tables[str(table.name)] = {"columns": list(cols), "rows": [[_encode(v) for v in r] for r in rows]}
         return {
             "object": "site_snapshot", "format": FORMAT, "version": VERSION,
             "schema_revision": migrate.head(), "schema": schema_fingerprint(),
@@ -133,11 +153,10 @@ def _new_pks(tx: Tx, table: Table, n: int) -> list[int]:
     if n == 0:
         return []
     if tx.is_postgres:
-        rows = tx.all(text(f"SELECT nextval(pg_get_serial_sequence('{table.name}', 'pk')) "
-                           "FROM generate_series(1, :n)"), {"n": n})
+        rows = tx.all(_STATEMENTS[table.name].next_pks, {"n": n})
         return sorted(r[0] for r in rows)
     # SQLite: writes are serialized, and a rowid table takes max(rowid) + 1 for the next insert
-    top = tx.scalar(select(func.max(table.c.pk))) or 0
+    top = tx.scalar(_STATEMENTS[table.name].top_pk) or 0
     return list(range(top + 1, top + 1 + n))
 
 
@@ -158,7 +177,7 @@ async def restore(app: App, name: str, doc: Any) -> dict[str, Any]:
         skipped = set() if own else OWN_SITE_ONLY
         for table in reversed(SITE_TABLES):
             if table.name not in skipped:
-                tx.execute(delete(table).where(table.c.site_id == site.pk))
+                tx.execute(_STATEMENTS[table.name].delete, {"site_id": site.pk})
         pk_maps: dict[str, dict[int, int]] = {}
         counts: dict[str, int] = {}
         referenced = set(PK_REFERENCES.values())
@@ -180,7 +199,7 @@ async def restore(app: App, name: str, doc: Any) -> dict[str, Any]:
                         r[col] = mapping.get(r[col], r[col])
             for r in rows:
                 r["site_id"] = site.pk
-            tx.executemany(insert(table), rows)
+            tx.executemany(_STATEMENTS[table.name].insert, rows)
             counts[str(table.name)] = len(rows)
         tx.execute(update(S.sites).where(S.sites.c.pk == site.pk)
                    .values(**settings, config_version=S.sites.c.config_version + 1))

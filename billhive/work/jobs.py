@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import and_, bindparam, delete, insert, select, text, update
 
+from billhive import sites
 from billhive.store import schema as S
 from billhive.store.db import Q, Tx
 from billhive.store.inlist import InList
@@ -56,6 +57,10 @@ MAX_ATTEMPTS = 8
 _COLS = (J.c.pk, J.c.key, J.c.kind, J.c.ref_id, J.c.due_at, J.c.payload, J.c.attempts)
 _NEXT_DUE = Q(select(J.c.due_at).where(J.c.site_id == bindparam("site_id"), J.c.attempts < MAX_ATTEMPTS)
               .order_by(J.c.due_at, J.c.pk).limit(1))
+# every site with its next_due (one read for all sites: the scheduler's pass)
+sites_next_due = sites.all_sites_and(
+    select(J.c.due_at).where(J.c.site_id == S.sites.c.pk, J.c.attempts < MAX_ATTEMPTS)
+    .order_by(J.c.due_at, J.c.pk).limit(1).scalar_subquery())
 _DUE = (select(*_COLS).where(J.c.site_id == bindparam("site_id"), J.c.due_at <= bindparam("now"),
                              J.c.attempts < MAX_ATTEMPTS)
         .order_by(J.c.due_at, J.c.pk))

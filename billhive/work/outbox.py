@@ -111,6 +111,25 @@ class Outbox:
             claim = claim.where(d.c[self.lane] == bindparam("lane"))
         self._q["claim"] = Q(claim.order_by(d.c.next_attempt_at, d.c.pk).limit(bindparam("limit"))
                              .with_for_update(skip_locked=True))
+        a = self.attempts
+        self._q["attempt"] = Q(insert(a).values({c: bindparam(c) for c in (
+            "site_id", "delivery_pk", "attempt", "attempted_at", "status_code", "error", "duration_ms")}))
+        self._q["attempt_result"] = Q(
+            update(a).where(a.c.site_id == bindparam("site_id"), a.c.delivery_pk == bindparam("delivery_pk"),
+                            a.c.attempt == bindparam("attempt"))
+            .values(status_code=bindparam("status_code"), error=bindparam("error"),
+                    duration_ms=bindparam("duration_ms")))
+        # the fence: the attempt and round the claim took, the delivery still pending
+        fenced = update(d).where(d.c.pk == bindparam("pk"), d.c.site_id == bindparam("site_id"),
+                                 d.c.attempts == bindparam("attempt"), d.c.round_start == bindparam("round_start"),
+                                 or_(*(d.c.status == p for p in PENDING)))  # (an IN list needs values to compile)
+        self._q["finish"] = Q(fenced.values(
+            claimed_until=None, updated_at=bindparam("updated_at"), status=bindparam("new_status"),
+            next_attempt_at=bindparam("next_attempt_at"), last_status_code=bindparam("last_status_code"),
+            last_error=bindparam("last_error")))
+        self._q["finish_skipped"] = Q(fenced.values(
+            claimed_until=None, updated_at=bindparam("updated_at"), status=bindparam("new_status"),
+            next_attempt_at=None, last_error=bindparam("last_error")))
 
     # ---- finding and claiming due work ------------------------------------------------------
 
@@ -129,7 +148,6 @@ class Outbox:
         ``load(tx, site)`` loads what the channel needs (its endpoints); ``skip(context, row)``
         names a reason not to deliver a row (no attempt is counted for it).
         """
-        d, a = self.deliveries, self.attempts
         flush(tx)
         site = sites.load(tx, site_id)
         now = site.now(lambda: wall)
@@ -152,19 +170,19 @@ class Outbox:
         skipped = [c.pk for c in claims if c.skip is not None]
         if live:
             # an attempt whose worker died is closed before the next one starts
-            tx.execute(update(a).where(a.c.site_id == site_id, a.c.delivery_pk.in_(live), a.c.error == IN_PROGRESS)
-                       .values(error=ABANDONED))
-            tx.execute(update(d).where(d.c.site_id == site_id, d.c.pk.in_(live))
-                       .values(attempts=d.c.attempts + 1, claimed_until=until, updated_at=now))
-            tx.execute(insert(a).values([
+            tx.execute(self._in("abandon", len(live)), {"site_id": site_id, **_keys(live), "error": ABANDONED,
+                                                        "in_progress": IN_PROGRESS})
+            tx.execute(self._in("lease", len(live)), {"site_id": site_id, **_keys(live), "claimed_until": until,
+                                                      "updated_at": now})
+            tx.executemany(self._q["attempt"], [
                 {"site_id": site_id, "delivery_pk": c.pk, "attempt": c.attempt, "attempted_at": now,
                  "status_code": None, "error": IN_PROGRESS, "duration_ms": None}
-                for c in claims if c.skip is None]))
+                for c in claims if c.skip is None])
         if skipped:
-            tx.execute(update(d).where(d.c.site_id == site_id, d.c.pk.in_(skipped)).values(claimed_until=until))
-        ev = S.events
+            tx.execute(self._in("lease_skipped", len(skipped)), {"site_id": site_id, **_keys(skipped),
+                                                                 "claimed_until": until})
         ids = sorted({c.event_id for c in claims})
-        events = dict(tx.all(select(ev.c.id, ev.c.data).where(ev.c.site_id == site_id, ev.c.id.in_(ids))))
+        events = dict(tx.all(_events_in(len(ids)), {"site_id": site_id, **_keys(ids)}))
         return Batch(site, claims, events, context)
 
     # ---- recording the result ---------------------------------------------------------------
@@ -172,40 +190,76 @@ class Outbox:
     def finish(self, tx: Tx, claim: Claim, outcome: Outcome | None, *, skip_status: str = "disabled") -> str | None:
         """Record one claim's result; returns the delivery's new status, or None if the fence
         no longer holds (the row was resent, taken over or deleted meanwhile)."""
-        d, a = self.deliveries, self.attempts
         now = claim.attempted_at
-        if outcome is not None:
-            tx.execute(update(a).where(a.c.site_id == claim.site_id, a.c.delivery_pk == claim.pk,
-                                       a.c.attempt == claim.attempt)
-                       .values(status_code=outcome.status_code, error=None if outcome.ok else outcome.error,
-                               duration_ms=outcome.duration_ms))
-        values: dict[str, Any] = {"claimed_until": None, "updated_at": now}
+        fence = {"pk": claim.pk, "site_id": claim.site_id, "attempt": claim.attempt,
+                 "round_start": claim.round_start, "updated_at": now}
         if outcome is None:
             status = skip_status
-            values.update(status=status, next_attempt_at=None, last_error=claim.skip)
+            n = tx.rowcount(self._q["finish_skipped"], {**fence, "new_status": status, "last_error": claim.skip})
+            return status if n == 1 else None
+        tx.execute(self._q["attempt_result"], {
+            "site_id": claim.site_id, "delivery_pk": claim.pk, "attempt": claim.attempt,
+            "status_code": outcome.status_code, "error": None if outcome.ok else outcome.error,
+            "duration_ms": outcome.duration_ms})
+        in_round = claim.attempt - claim.round_start
+        next_attempt_at = None
+        if outcome.ok:
+            status = self.done_status
+        elif outcome.permanent or in_round > len(self.retry_delays):
+            status = "failed"
         else:
-            values.update(last_status_code=outcome.status_code, last_error=None if outcome.ok else outcome.error)
-            in_round = claim.attempt - claim.round_start
-            if outcome.ok:
-                status = self.done_status
-                values.update(next_attempt_at=None)
-            elif outcome.permanent or in_round > len(self.retry_delays):
-                status = "failed"
-                values.update(next_attempt_at=None)
-            else:
-                status = "re_scheduled"
-                values.update(next_attempt_at=now + self.retry_delays[in_round - 1])
-            values["status"] = status
-        n = tx.rowcount(update(d).where(d.c.pk == claim.pk, d.c.site_id == claim.site_id,
-                                        d.c.attempts == claim.attempt, d.c.round_start == claim.round_start,
-                                        d.c.status.in_(PENDING)).values(**values))
+            status = "re_scheduled"
+            next_attempt_at = now + self.retry_delays[in_round - 1]
+        n = tx.rowcount(self._q["finish"], {**fence, "new_status": status, "next_attempt_at": next_attempt_at,
+                                            "last_status_code": outcome.status_code,
+                                            "last_error": None if outcome.ok else outcome.error})
         return status if n == 1 else None
 
     def statuses(self, tx: Tx, site_id: int, event_id: str, *cols: str) -> list[tuple]:
         flush(tx)
-        d = self.deliveries
-        return tx.all(select(*(d.c[c] for c in cols), d.c.status)
-                      .where(d.c.site_id == site_id, d.c.event_id == event_id).order_by(d.c.pk))
+        key = "statuses " + ",".join(cols)
+        q = self._q.get(key)
+        if q is None:
+            d = self.deliveries
+            q = self._q[key] = Q(select(*(d.c[c] for c in cols), d.c.status)
+                                 .where(d.c.site_id == bindparam("site_id"), d.c.event_id == bindparam("event_id"))
+                                 .order_by(d.c.pk))
+        return tx.all(q, {"site_id": site_id, "event_id": event_id})
+
+    def statuses_of(self, tx: Tx, site_id: int, event_ids: list[str], *cols: str) -> dict[str, list[tuple]]:
+        """``statuses`` of several events in one read: by event id, each in delivery order."""
+        flush(tx)
+        out: dict[str, list[tuple]] = {}
+        for r in tx.all(self._in("statuses " + ",".join(cols), len(event_ids), cols), {"site_id": site_id,
+                                                                                      **_keys(event_ids)}):
+            out.setdefault(r[0], []).append(tuple(r[1:]))
+        return out
+
+    def _in(self, name: str, n: int, cols: tuple[str, ...] = ()) -> Q:
+        """A statement over ``n`` keys (``k0``..``k{n-1}``: delivery pks, or event ids for statuses),
+        compiled once per ``n``: compiling costs more than running it."""
+        key = f"{name} {n}"
+        q = self._q.get(key)
+        if q is not None:
+            return q
+        d, a = self.deliveries, self.attempts
+        keys: list[Any] = [bindparam(f"k{i}") for i in range(n)]
+        site: Any = bindparam("site_id")
+        if name == "abandon":
+            stmt: Any = (update(a).where(a.c.site_id == site, a.c.delivery_pk.in_(keys),
+                                         a.c.error == bindparam("in_progress")).values(error=bindparam("error")))
+        elif name == "lease":
+            stmt = (update(d).where(d.c.site_id == site, d.c.pk.in_(keys))
+                    .values(attempts=d.c.attempts + 1, claimed_until=bindparam("claimed_until"),
+                            updated_at=bindparam("updated_at")))
+        elif name == "lease_skipped":
+            stmt = (update(d).where(d.c.site_id == site, d.c.pk.in_(keys))
+                    .values(claimed_until=bindparam("claimed_until")))
+        else:  # statuses of several events
+            stmt = (select(d.c.event_id, *(d.c[c] for c in cols), d.c.status)
+                    .where(d.c.site_id == site, d.c.event_id.in_(keys)).order_by(d.c.pk))
+        q = self._q[key] = Q(stmt)
+        return q
 
     def requeue(self, tx: Tx, site_id: int, pk: int, now: int) -> None:
         """Start a new round for one delivery: due now, a fresh retry schedule, any claim voided."""
@@ -220,6 +274,35 @@ def lock_event(tx: Tx, site_id: int, event_id: str) -> dict | None:
     flush(tx)
     row = tx.one(_LOCK_EVENT, {"site_id": site_id, "id": event_id})
     return loads(row[0]) if row else None
+
+
+def lock_events(tx: Tx, site_id: int, event_ids: list[str]) -> dict[str, dict]:
+    """Lock several event rows in one statement, in id order (the order every worker takes them, as
+    ``lock_event`` one at a time in sorted order would): the events found, by id."""
+    flush(tx)
+    ids = sorted(set(event_ids))
+    return {r[0]: loads(r[1]) for r in tx.all(_events_in(len(ids), lock=True), {"site_id": site_id, **_keys(ids)})}
+
+
+def _keys(values: list) -> dict[str, Any]:
+    """The parameters ``k0``..``k{n-1}`` of a statement over n keys (``Outbox._in``, ``_events_in``)."""
+    return {f"k{i}": v for i, v in enumerate(values)}
+
+
+_EVENTS_IN: dict[tuple[int, bool], Q] = {}
+
+
+def _events_in(n: int, *, lock: bool = False) -> Q:
+    """(id, data) of ``n`` events of a site (``k0``..), in id order; locked with ``lock``. One
+    statement per n (compiled once)."""
+    q = _EVENTS_IN.get((n, lock))
+    if q is None:
+        ev = S.events
+        stmt = (select(ev.c.id, ev.c.data).where(ev.c.site_id == bindparam("site_id"),
+                                                 ev.c.id.in_([bindparam(f"k{i}") for i in range(n)]))
+                .order_by(ev.c.id))
+        q = _EVENTS_IN[(n, lock)] = Q(stmt.with_for_update() if lock else stmt)
+    return q
 
 
 # ---- the two outboxes ----------------------------------------------------------------------------
@@ -462,15 +545,30 @@ def webhook_status(statuses: list[str]) -> str:
 def sync_event(tx: Tx, site_id: int, event: dict, now: int) -> dict:
     """Rewrite the event's webhooks[] and webhook_status from its delivery rows."""
     flush(tx)
-    rows = WEBHOOKS.statuses(tx, site_id, event["id"], "endpoint_id")
+    _synced(tx, site_id, event, WEBHOOKS.statuses(tx, site_id, event["id"], "endpoint_id"), now)
+    return event
+
+
+def sync_events(tx: Tx, site_id: int, events: list[dict], now: int) -> None:
+    """``sync_event`` of several events (locked by the caller): their delivery rows in one read."""
+    if not events:
+        return
+    rows = WEBHOOKS.statuses_of(tx, site_id, [e["id"] for e in events], "endpoint_id")
+    for event in events:
+        _synced(tx, site_id, event, rows.get(event["id"], []), now)
+
+
+def _synced(tx: Tx, site_id: int, event: dict, rows: list[tuple], now: int) -> None:
     if not rows:
-        return event
+        return
     event["webhooks"] = [{"id": ep, "webhook_status": status} for ep, status in rows]
     event["webhook_status"] = webhook_status([status for _, status in rows])
-    ev = S.events
-    tx.execute(update(ev).where(ev.c.site_id == site_id, ev.c.id == event["id"])
-               .values(data=dumps(event), webhook_status=event["webhook_status"], updated_at=now))
-    return event
+    tx.execute(_SYNC_EVENT, {"site_id": site_id, "id": event["id"], "data": dumps(event),
+                             "webhook_status": event["webhook_status"], "updated_at": now})
+
+
+_SYNC_EVENT = Q(update(_EV).where(_EV.c.site_id == bindparam("site_id"), _EV.c.id == bindparam("id")).values(
+    data=bindparam("data"), webhook_status=bindparam("webhook_status"), updated_at=bindparam("updated_at")))
 
 
 def requeue(tx: Tx, site_id: int, event: dict, now: int) -> dict:

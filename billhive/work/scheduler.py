@@ -123,7 +123,7 @@ async def run_all_sites(app: App, handlers: jobs.Handlers) -> int:
     """One pass of the continuous scheduler over the sites with a job due on their clock, but
     those whose time machine travels (the travel runs their jobs in time order:
     billhive/services/time_machines.py). Which sites have one is one read (each site's earliest
-    job, an indexed probe): a write transaction only for a site with work, so a pass over a
+    job, an indexed probe, all in one statement): a write transaction only for a site with work, so a pass over a
     thousand idle sites costs a thousand probes, not a thousand commits."""
     site_pks = await app.db.read(lambda tx: _due_sites(tx, app))
     total = 0
@@ -134,10 +134,9 @@ async def run_all_sites(app: App, handlers: jobs.Handlers) -> int:
 
 def _due_sites(tx: Tx, app: App) -> list[int]:
     due = []
-    for site in sites.all_sites(tx):
+    for site, at in jobs.sites_next_due(tx):
         if site.tm_status == "in_progress":
             continue
-        at = jobs.next_due(tx, site.pk)
         if at is not None and at <= site.now(app.wall):
             due.append(site.pk)
     return due
