@@ -27,6 +27,7 @@ HTTP_LIMITS = ("max_header_bytes", "max_body_bytes", "header_timeout", "body_tim
                "max_connections")
 # fields that must be positive when given (a zero or negative value would disable a safety bound)
 _POSITIVE = {*HTTP_LIMITS, "unit_timeout", "statement_timeout", "read_threads", "recovery_interval", "cache_ttl",
+             "refund_recovery_grace",
              "idempotency_stale", "time_travel_lease", "webhook_concurrency", "webhook_concurrency_per_endpoint",
              "email_concurrency", "email_concurrency_per_site", "scheduler_interval", "delivery_interval"}
 
@@ -77,6 +78,10 @@ class Config:
     sqlite_mmap: int = 1 << 30  # SQLite: bytes of the database file read through mmap (0: off)
     sqlite_checkpointer: bool = True  # SQLite: WAL checkpoints on their own thread (off: on commit)
     recovery_interval: float = 30.0  # seconds between passes of interrupted-payment recovery
+    # a refund the gateway has no record of is failed by recovery only once it has been seen so for
+    # this long (more than a gateway call may take, Stripe's 30 s): until then a live request may
+    # still be asking the gateway for it, and failing it would record as failed a refund then made
+    refund_recovery_grace: float = 60.0
     # the interpreter's thread switch interval: the SQLite writer thread releases the GIL for every
     # fsync and needs it back quickly (with the default 5 ms a busy event loop makes it wait)
     switch_interval: float = 0.0005
@@ -183,6 +188,10 @@ class App:
     # background lock), "running", "stopped" (a loop died)
     background: str = "off"
     loops: dict[str, LoopState] = field(default_factory=dict)
+    # payment recovery: (site pk, refund id) -> wall time this process's recovery first found the
+    # gateway with no record of that unsettled refund (billhive.services.payments.recover_site;
+    # at most one entry per unsettled refund a pass reads, pruned as they settle)
+    unanswered_refunds: dict[tuple[int, str], float] = field(default_factory=dict)
     fatal_error: str | None = None
     on_fatal: list[Callable[[str], None]] = field(default_factory=list)
 

@@ -10,7 +10,10 @@ If the process dies between 1 and 3, ``recover`` (on start and every ``Config.re
 asks the gateway about the key: a charge it knows is settled from its record; one it never
 saw is made now with the same key (the gateway would answer a repeat with the original).
 Settlement is conditional on the transaction still being unsettled, so racing settlers are
-harmless: exactly one charge, exactly one settlement.
+harmless: exactly one charge, exactly one settlement. A refund the gateway never saw is failed,
+not made (its request answered an error or never answered), but only once it has been unknown
+to the gateway for ``Config.refund_recovery_grace``: a pass that runs while the refund's own
+request is still asking the gateway leaves it to that request.
 
 This module owns everything that moves money - charges, offline payments (``record_offline``),
 refunds (``refund_and_settle``, ``settle_refund``), recovery - and carries out dunning's decisions
@@ -312,16 +315,27 @@ async def recover_site(app: App, site_pk: int, pending: list[dict] | None = None
     if pending is None:
         pending = await app.db.read(lambda tx: _unsettled(tx, site_pk))
     done = 0
+    unanswered = app.unanswered_refunds
+    for key in [k for k in unanswered if k[0] == site_pk and k[1] not in {t["id"] for t in pending}]:
+        del unanswered[key]  # settled since (or no longer read): forgotten
     for txn in pending:
         gateway = app.gateways.get(txn.get("gateway", "chargebee"))
         if gateway is None:
             continue
         result = await gateway.lookup(site_pk, txn["id"])
         if txn["type"] == "refund":
-            # a refund the gateway never saw was never made: it failed, nothing to repeat
-            result = result or GatewayResult("failure", "", "not_processed", "The refund did not reach the gateway")
+            if result is None:
+                # a refund the gateway never saw was never made: it failed, nothing to repeat - once
+                # it has been unknown to the gateway for longer than a gateway call may take; until
+                # then the request that recorded it may still be asking the gateway (a live refund
+                # failed here and then made there would be money refunded and recorded as failed)
+                first = unanswered.setdefault((site_pk, txn["id"]), app.wall())
+                if app.wall() - first < app.config.refund_recovery_grace:
+                    continue
+                result = GatewayResult("failure", "", "not_processed", "The refund did not reach the gateway")
             if result.status != "timeout":
                 await ctx.write(settle_refund, txn["id"], result)
+                unanswered.pop((site_pk, txn["id"]), None)
                 done += 1
             continue
         if result is None:

@@ -372,7 +372,10 @@ def test_a_signup_interrupted_before_its_charge_is_delivered_once_recovered(tsit
     (created,) = [e for e in F.events_of(tsite) if e["event_type"] == "subscription_created"]
     run_delivery_pass(tsite.app)
     assert hooks.for_event(created["id"]) == []
-    assert asyncio.run(payments.recover_site(tsite.app, tsite.pk)) == 1
+    # this call settles it, or the session server's own recovery pass (every 30 s) did just before
+    assert asyncio.run(payments.recover_site(tsite.app, tsite.pk)) in (0, 1)
+    (txn,) = out.charges
+    assert tsite.api.get(f"/transactions/{txn.txn_id}")["transaction"]["status"] == "success"
     run_delivery_pass(tsite.app)
     got = sent(hooks, created["id"])
     assert got["content"]["invoice"]["status"] == "paid"

@@ -298,3 +298,63 @@ def test_timed_out_refund_is_initiated_then_settled_by_recovery(tsite):
     refund = tsite.api.get(f"/transactions/{r['transaction']['id']}")["transaction"]
     assert refund["status"] == "success"
     assert [e["event_type"] for e in F.events_of(tsite)][-1] == "payment_refunded"
+
+
+def test_recovery_leaves_a_refund_in_flight_at_the_gateway_to_its_request(tsite, monkeypatch):
+    """Recovery runs while a refund request is asking the gateway (recorded in_progress, not yet
+    seen by the gateway): it must not fail that refund, or a refund then made would be recorded as
+    failed (money refunded, books saying not). The request settles it as the gateway answers."""
+    import asyncio
+
+    from billhive.services import payments
+
+    inv = paid_by_card(tsite)
+    gateway = tsite.app.gateways["chargebee"]
+    real = gateway.refund
+    passes: list[int] = []
+
+    async def refund_meanwhile_recovery(*args, **kw):
+        passes.append(await payments.recover_site(tsite.app, tsite.pk))  # the background pass, now
+        return await real(*args, **kw)
+
+    monkeypatch.setattr(gateway, "refund", refund_meanwhile_recovery)
+    r = tsite.api.post(f"/invoices/{inv['id']}/refund", {"refund_amount": 400}).body
+    assert passes == [0]  # recovery saw it unknown to the gateway and left it
+    assert r["transaction"]["status"] == "success" and r["transaction"]["amount"] == 400
+    assert tsite.api.get(f"/transactions/{r['transaction']['id']}")["transaction"]["status"] == "success"
+    assert asyncio.run(payments.recover_site(tsite.app, tsite.pk)) == 0
+    assert (tsite.pk, r["transaction"]["id"]) not in tsite.app.unanswered_refunds  # forgotten once settled
+
+
+def test_a_refund_the_gateway_never_saw_fails_once_unknown_past_the_grace(tsite, monkeypatch):
+    """A crash between recording a refund and asking the gateway: recovery fails it (nothing was
+    refunded, nothing is repeated), but only once the gateway has had no record of it for longer
+    than a gateway call may take (``Config.refund_recovery_grace``)."""
+    import asyncio
+
+    from billhive.services import payments
+
+    inv = paid_by_card(tsite)
+    gateway = tsite.app.gateways["chargebee"]
+    real = gateway.refund
+
+    async def crash_before_the_gateway(*args, **kw):
+        raise asyncio.CancelledError  # the process dies here: the refund stays in_progress, unseen
+
+    monkeypatch.setattr(gateway, "refund", crash_before_the_gateway)
+    with pytest.raises(AssertionError, match="500"):  # no answer: the request was cut off there
+        tsite.api.post(f"/invoices/{inv['id']}/refund", {"refund_amount": 400})
+    monkeypatch.setattr(gateway, "refund", real)
+    (refund,) = [t for t in tsite.api.get("/transactions", {"limit": 100})["list"]
+                 if t["transaction"]["type"] == "refund"]
+    rid = refund["transaction"]["id"]
+    assert refund["transaction"]["status"] == "in_progress"
+    assert asyncio.run(payments.recover_site(tsite.app, tsite.pk)) == 0  # first seen: left for now
+    assert asyncio.run(payments.recover_site(tsite.app, tsite.pk)) == 0  # within the grace: still left
+    key = (tsite.pk, rid)
+    tsite.app.unanswered_refunds[key] -= tsite.app.config.refund_recovery_grace  # the grace has gone by
+    assert asyncio.run(payments.recover_site(tsite.app, tsite.pk)) == 1
+    failed = tsite.api.get(f"/transactions/{rid}")["transaction"]
+    assert failed["status"] == "failure" and failed["error_code"] == "not_processed"
+    assert key not in tsite.app.unanswered_refunds
+    assert tsite.api.get(f"/invoices/{inv['id']}")["invoice"]["status"] == "paid"  # nothing refunded
