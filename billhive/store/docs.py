@@ -19,9 +19,13 @@ from sqlalchemy import Table, and_, bindparam, delete, insert, select, update
 
 from billhive.errors import not_found
 from billhive.store.db import Q, Tx
+from billhive.store.inlist import InList
 from billhive.util.jsonutil import dumps, loads
 
 _BASE = ("pk", "site_id", "id", "created_at", "updated_at", "data")
+# a ``Tx.rows`` entry's stored document (the data column's text), when ``get_many`` loaded it: ``get``
+# answers from it without a statement, and an update of the row keeps it (the row's new text)
+_DOC = "data"
 
 
 class DocTable:
@@ -58,6 +62,10 @@ class DocTable:
         self._get_lock = Q(select(t.c.data, *known).where(key).with_for_update())
         self._get_raw = Q(select(t.c.data).where(key))
         self._exists = Q(select(t.c.pk).where(key))
+        site = t.c.site_id == bindparam("site_id")
+        self._get_many = InList(lambda ids: select(t.c.data, *known).where(site, t.c.id.in_(ids)), "id")
+        self._get_many_lock = InList(
+            lambda ids: select(t.c.data, *known).where(site, t.c.id.in_(ids)).with_for_update(), "id")
         write_cols = ["site_id", "id", "created_at", "updated_at", *self.index_columns, "data"]
         self._write_cols = write_cols
         self._insert = _own(Q(insert(t).values({c: bindparam(c) for c in write_cols}), combinable=True))
@@ -67,12 +75,36 @@ class DocTable:
     # ---- reads --------------------------------------------------------------------------
 
     def get(self, tx: Tx, site_id: int, id: str, *, for_update: bool = False) -> dict | None:
+        known = tx.rows.get((self.name, site_id, id)) if tx.rows else None
+        if known is not None and (doc := known.get(_DOC)) is not None:
+            return loads(doc)  # loaded by get_many (PostgreSQL: locked) and unchanged since, or as updated since
         row = tx.one(self._get_lock if for_update else self._get, {"site_id": site_id, "id": id})
         if row is None:
             return None
         if for_update or tx.dialect == "sqlite":  # SQLite: one writer, nobody else changes it meanwhile
             tx.rows[(self.name, site_id, id)] = dict(zip(self._known, row[1:]))
         return loads(row[0])
+
+    def get_many(self, tx: Tx, site_id: int, ids: Iterable[str], *, for_update: bool = False) -> dict[str, dict]:
+        """``get`` of several rows in one statement: the documents found, by id. Each row is
+        registered in ``Tx.rows`` as ``get`` does (an update writes only what changed), with its
+        document: a later ``get`` of it in this unit is answered from memory while ``Tx.rows``
+        knows the row (until a savepoint rolls back or a statement other than this table's own
+        writes to it; an update of the row keeps its new document). On PostgreSQL only rows
+        loaded ``for_update`` are registered (another transaction may change the rest)."""
+        wanted = sorted(set(ids))
+        if not wanted:
+            return {}
+        rows = tx.all(*(self._get_many_lock if for_update else self._get_many)(wanted, {"site_id": site_id}))
+        keep = for_update or tx.dialect == "sqlite"
+        out = {}
+        for row in rows:
+            if keep:
+                known = dict(zip(self._known, row[1:]))
+                known[_DOC] = row[0]
+                tx.rows[(self.name, site_id, row[1])] = known
+            out[row[1]] = loads(row[0])
+        return out
 
     def loaded_columns(self) -> list[Any]:
         """What a joined load selects of this table for ``take``: the document and the columns an
@@ -191,7 +223,9 @@ class DocTable:
         if prev is not None:
             del rows[key]
         if done:  # the row is this transaction's now (PostgreSQL: locked by the update)
-            rows[(self.name, site_id, p["id"])] = {c: p[c] for c in self._known}
+            known = rows[(self.name, site_id, p["id"])] = {c: p[c] for c in self._known}
+            if prev is not None and _DOC in prev:  # get answers from memory still: the row as written now
+                known[_DOC] = p["data"]
         return done
 
     def save(self, tx: Tx, site_id: int, doc: dict, now: int) -> None:

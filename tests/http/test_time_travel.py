@@ -14,10 +14,12 @@ import asyncio
 import json
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from billhive.services import payments, time_machines
+from billhive.store.schema import events as events_table
 from billhive.store.schema import time_travels as TT
+from billhive.work import outbox
 from tests.support import factories as F
 from tests.support import subs as S
 from tests.support.timemachine import TM, TravelFailed, wait_for_travel
@@ -141,15 +143,60 @@ def test_a_batch_of_renewal_charges_is_settled_together_and_once(site, monkeypat
     assert all(e["webhook_status"] != "held" for e in renewed)
 
 
+def test_a_batch_settlement_writes_its_events_together_and_a_failed_one_drops_its_own(site, monkeypatch):
+    """A batch's settlement events are written together (multi-row INSERTs when the unit ends); a
+    settlement failing after it recorded its events rolls back to its savepoint without them (its
+    subscription_renewed stays held), and recovery then settles it with one set of events."""
+    ids = _subscribed(site, 3)
+    emit, failed, inserted = payments._emit, [], []
+
+    def emit_then_fail(w, events, txn, inv, content_extra):
+        emit(w, events, txn, inv, content_extra)
+        if not failed:
+            failed.append(txn["id"])
+            raise RuntimeError("settlement interrupted after its events")
+    insert_rows = outbox._insert_rows
+
+    def spy(tx, table, rows):
+        if table.name == "events":
+            inserted.append([r["event_type"] for r in rows])
+        insert_rows(tx, table, rows)
+    monkeypatch.setattr(payments, "_emit", emit_then_fail)
+    monkeypatch.setattr(outbox, "_insert_rows", spy)
+    S.travel(site, S.GENESIS + 31 * S.DAY)
+    monkeypatch.undo()
+    assert any(rows.count("payment_succeeded") == 2 for rows in inserted)  # the two settled, in one INSERT
+
+    def of_txn(event_type, txn_id):
+        return [e for e in S.events(site, event_type) if e["content"].get("transaction", {}).get("id") == txn_id]
+    assert site.api.get(f"/transactions/{failed[0]}")["transaction"]["status"] == "in_progress"
+    assert of_txn("payment_succeeded", failed[0]) == [] and of_txn("transaction_updated", failed[0]) == []
+    ev = events_table.c
+
+    def held():
+        return site.app.db.read_sync(lambda tx: tx.all(select(ev.event_type).where(
+            ev.site_id == site.pk, ev.webhook_status == outbox.HELD)))
+    assert [tuple(r) for r in held()] == [("subscription_renewed",)]  # until its charge settles
+    assert len(S.events(site, "subscription_renewed")) == 3
+    assert asyncio.run(payments.recover_site(site.app, site.pk)) == 1
+    assert len(of_txn("payment_succeeded", failed[0])) == 1 and held() == []
+    renewed = S.events(site, "subscription_renewed")
+    assert len(renewed) == 3 and all(e["content"]["invoice"]["status"] == "paid" for e in renewed)
+    assert all(S.invoices(site, sub_id)[-1]["status"] == "paid" for sub_id in ids)
+    occurred = [r[0] for r in site.app.db.read_sync(lambda tx: tx.all(
+        select(ev.occurred_at).where(ev.site_id == site.pk).order_by(ev.pk)))]
+    assert occurred == sorted(occurred)  # events in pk order are in time order
+
+
 def test_a_settlement_failing_in_a_group_is_left_to_recovery_and_the_others_commit(site, monkeypatch):
     ids = _subscribed(site, 3)
     settle, failed = payments.settle, []
 
-    def settle_but_one(w, txn_id, result, purpose=None):
+    def settle_but_one(w, txn_id, result, purpose=None, **kw):
         if not failed:
             failed.append(txn_id)
             raise RuntimeError("settlement interrupted")
-        return settle(w, txn_id, result, purpose)
+        return settle(w, txn_id, result, purpose, **kw)
     monkeypatch.setattr(payments, "settle", settle_but_one)
     S.travel(site, S.GENESIS + 31 * S.DAY)
     monkeypatch.setattr(payments, "settle", settle)
