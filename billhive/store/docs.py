@@ -26,6 +26,7 @@ _BASE = ("pk", "site_id", "id", "created_at", "updated_at", "data")
 # a ``Tx.rows`` entry's stored document (the data column's text), when ``get_many`` loaded it: ``get``
 # answers from it without a statement, and an update of the row keeps it (the row's new text)
 _DOC = "data"
+_EXTRA = "+"  # and the insert_only columns it loaded, by "+" and their name
 
 
 class DocTable:
@@ -62,10 +63,8 @@ class DocTable:
         self._get_lock = Q(select(t.c.data, *known).where(key).with_for_update())
         self._get_raw = Q(select(t.c.data).where(key))
         self._exists = Q(select(t.c.pk).where(key))
-        site = t.c.site_id == bindparam("site_id")
-        self._get_many = InList(lambda ids: select(t.c.data, *known).where(site, t.c.id.in_(ids)), "id")
-        self._get_many_lock = InList(
-            lambda ids: select(t.c.data, *known).where(site, t.c.id.in_(ids)).with_for_update(), "id")
+        # get_many's statements, by (for_update, extra columns)
+        self._get_many: dict[tuple[bool, tuple[str, ...]], InList] = {}
         write_cols = ["site_id", "id", "created_at", "updated_at", *self.index_columns, "data"]
         self._write_cols = write_cols
         self._insert = _own(Q(insert(t).values({c: bindparam(c) for c in write_cols}), combinable=True))
@@ -85,26 +84,48 @@ class DocTable:
             tx.rows[(self.name, site_id, id)] = dict(zip(self._known, row[1:]))
         return loads(row[0])
 
-    def get_many(self, tx: Tx, site_id: int, ids: Iterable[str], *, for_update: bool = False) -> dict[str, dict]:
+    def get_many(self, tx: Tx, site_id: int, ids: Iterable[str], *, for_update: bool = False,
+                 extra: tuple[str, ...] = ()) -> dict[str, dict]:
         """``get`` of several rows in one statement: the documents found, by id. Each row is
         registered in ``Tx.rows`` as ``get`` does (an update writes only what changed), with its
-        document: a later ``get`` of it in this unit is answered from memory while ``Tx.rows``
-        knows the row (until a savepoint rolls back or a statement other than this table's own
-        writes to it; an update of the row keeps its new document). On PostgreSQL only rows
-        loaded ``for_update`` are registered (another transaction may change the rest)."""
+        document and the ``extra`` columns (insert_only ones, e.g. a subscription's internal
+        state): a later ``get`` (or ``remembered``) of it in this unit is answered from memory
+        while ``Tx.rows`` knows the row - until a savepoint rolls back or a statement other than
+        this table's own writes to it; an update of the row keeps its new document. On PostgreSQL
+        only rows loaded ``for_update`` are registered (another transaction may change the rest)."""
         wanted = sorted(set(ids))
         if not wanted:
             return {}
-        rows = tx.all(*(self._get_many_lock if for_update else self._get_many)(wanted, {"site_id": site_id}))
+        q = self._get_many.get((for_update, extra))
+        if q is None:
+            t = self.t
+            cols = [t.c.data, *(t.c[c] for c in self._known), *(t.c[c] for c in extra)]
+
+            def build(values: list[Any], cols: list[Any] = cols, lock: bool = for_update) -> Any:
+                stmt = select(*cols).where(t.c.site_id == bindparam("site_id"), t.c.id.in_(values))
+                return stmt.with_for_update() if lock else stmt
+            q = self._get_many[(for_update, extra)] = InList(build, "id")
+        rows = tx.all(*q(wanted, {"site_id": site_id}))
         keep = for_update or tx.dialect == "sqlite"
+        width = 1 + len(self._known)
         out = {}
         for row in rows:
             if keep:
-                known = dict(zip(self._known, row[1:]))
+                known = dict(zip(self._known, row[1:width]))
                 known[_DOC] = row[0]
+                for c, v in zip(extra, row[width:], strict=True):
+                    known[_EXTRA + c] = v
                 tx.rows[(self.name, site_id, row[1])] = known
             out[row[1]] = loads(row[0])
         return out
+
+    def remembered(self, tx: Tx, site_id: int, id: str, *extra: str) -> tuple[dict, tuple] | None:
+        """The document and the ``extra`` columns of a row ``get_many`` loaded with them in this
+        unit, as the row holds them now, without a statement; None when not known so (read it)."""
+        known = tx.rows.get((self.name, site_id, id)) if tx.rows else None
+        if known is None or (doc := known.get(_DOC)) is None or any(_EXTRA + c not in known for c in extra):
+            return None
+        return loads(doc), tuple(known[_EXTRA + c] for c in extra)
 
     def loaded_columns(self) -> list[Any]:
         """What a joined load selects of this table for ``take``: the document and the columns an
@@ -226,6 +247,9 @@ class DocTable:
             known = rows[(self.name, site_id, p["id"])] = {c: p[c] for c in self._known}
             if prev is not None and _DOC in prev:  # get answers from memory still: the row as written now
                 known[_DOC] = p["data"]
+                for k, v in prev.items():
+                    if k.startswith(_EXTRA):
+                        known[k] = p[k[1:]] if k[1:] in explicit else v  # insert_only: written when named
         return done
 
     def save(self, tx: Tx, site_id: int, doc: dict, now: int) -> None:

@@ -16,7 +16,8 @@ import json
 import pytest
 from sqlalchemy import select, update
 
-from billhive.services import payments, time_machines
+from billhive.services import jobs as jobs_table
+from billhive.services import payments, subscriptions, time_machines
 from billhive.store.schema import events as events_table
 from billhive.store.schema import time_travels as TT
 from billhive.work import outbox
@@ -207,3 +208,48 @@ def test_a_settlement_failing_in_a_group_is_left_to_recovery_and_the_others_comm
     assert site.api.get(f"/transactions/{failed[0]}")["transaction"]["status"] == "success"
     assert all(S.invoices(site, sub_id)[-1]["status"] == "paid" for sub_id in ids)
     assert site.app.gateways["chargebee"].charge_count(site.pk) == 3 * 2  # not charged again
+
+
+# ---- a batch's renewals: what they read loaded first, for all of them; each still runs alone -------
+
+def _one_customers_two_subscriptions(site) -> tuple[str, list[str]]:
+    S.start(site)
+    S.plan(site, "monthly", 1000)
+    cust = F.customer(site, promotional=1500)["id"]
+    return cust, [S.subscribe(site, cust, "monthly")["subscription"]["id"] for _ in range(2)]
+
+
+def _credits_taken(site, ids: list[str]) -> list[list[int]]:
+    """Each subscription's promotional credits taken per invoice, oldest first."""
+    return [[sum(d["amount"] for d in i.get("discounts", []) if d.get("type") == "account_credits")
+             for i in S.invoices(site, sub_id)] for sub_id in ids]
+
+
+@pytest.mark.parametrize("preload", ["as is", "failing"])
+def test_renewals_preloaded_together_see_what_the_batchs_earlier_jobs_wrote(site, monkeypatch, preload):
+    """Two subscriptions of one customer renew at the same time, in one batch: their subscriptions,
+    the customer, card and plan are loaded once for both (services/jobs.py PRELOADS), and the second
+    renewal still closes with the credits the first one left (its customer row changed: read again).
+    A preload that fails leaves each renewal to read for itself: the same result."""
+    cust, ids = _one_customers_two_subscriptions(site)
+    assert _credits_taken(site, ids) == [[1000], [500]]  # the first invoices took the credits
+    site.api.post(f"/customers/{cust}/add_account_credits", {"amount": 1500, "description": "Again"})
+    preloaded: list[list[str]] = []
+    real = jobs_table.PRELOADS[subscriptions.JOB_TERM_END]
+
+    def spy(w, due):
+        preloaded.append(sorted(job.ref_id for job in due))
+        real(w, due)
+        if preload == "failing":
+            raise RuntimeError("preload fails")
+    monkeypatch.setitem(jobs_table.PRELOADS, subscriptions.JOB_TERM_END, spy)
+    S.travel(site, S.GENESIS + 2 * 31 * S.DAY)
+    assert sorted(ids) in preloaded
+    assert _credits_taken(site, ids) == [[1000, 1000, 0], [500, 500, 0]]
+    assert site.api.get(f"/customers/{cust}")["customer"]["account_credits"] == 0
+    for sub_id in ids:
+        invoices = S.invoices(site, sub_id)
+        assert all(i["status"] == "paid" for i in invoices)
+        assert site.api.get(f"/subscriptions/{sub_id}")["subscription"]["current_term_end"] > S.GENESIS + 62 * S.DAY
+    renewed = S.events(site, "subscription_renewed")
+    assert len(renewed) == 4 and all(e["content"]["invoice"]["status"] == "paid" for e in renewed)
