@@ -20,6 +20,7 @@ from sqlalchemy import Table, and_, bindparam, delete, insert, select, update
 from billhive.errors import not_found
 from billhive.store.db import Q, Tx
 from billhive.store.inlist import InList
+from billhive.store.tx import ROW_TABLES
 from billhive.util.jsonutil import dumps, loads
 
 _BASE = ("pk", "site_id", "id", "created_at", "updated_at", "data")
@@ -54,6 +55,7 @@ class DocTable:
         }
         t = table
         self.name = table.name
+        ROW_TABLES.add(table.name)
         # the columns an update may leave out when their value is unchanged (Tx.rows knows them);
         # insert_only columns named in ``columns=`` are always written (others may set them)
         self._known = ("id", "updated_at", *(c for c in self.index_columns if c not in self.insert_only))

@@ -57,6 +57,10 @@ def _written_table(stmt: Any) -> str | None:
     return None
 
 
+# the tables whose rows ``Tx.rows`` may know (DocTable registers its table when it is made)
+ROW_TABLES: set[str] = set()
+
+
 class Tx:
     """One unit of work's view of its connection.
 
@@ -85,7 +89,7 @@ class Tx:
         """Forget the rows ``rows`` knows (of one table, or all)."""
         if table is None or table == "?":
             self.rows.clear()
-        else:
+        elif table in ROW_TABLES:  # no other table has rows here: nothing to scan for
             for key in [k for k in self.rows if k[0] == table]:
                 del self.rows[key]
 
