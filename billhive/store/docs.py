@@ -65,6 +65,7 @@ class DocTable:
         self._get_lock = Q(select(t.c.data, *known).where(key).with_for_update())
         self._get_raw = Q(select(t.c.data).where(key))
         self._exists = Q(select(t.c.pk).where(key))
+        self._memo_columns: set[str] = set()  # the columns ``remember`` keeps results by
         # get_many's statements, by (for_update, extra columns)
         self._get_many: dict[tuple[bool, tuple[str, ...]], InList] = {}
         write_cols = ["site_id", "id", "created_at", "updated_at", *self.index_columns, "data"]
@@ -128,6 +129,32 @@ class DocTable:
         if known is None or (doc := known.get(_DOC)) is None or any(_EXTRA + c not in known for c in extra):
             return None
         return loads(doc), tuple(known[_EXTRA + c] for c in extra)
+
+    def remember(self, tx: Tx, site_id: int, column: str, value: Any, what: str, result: Any) -> None:
+        """Keep ``result``, what this unit read of the rows whose ``column`` holds ``value`` (the
+        caller's own read, e.g. the unpaid invoices of a subscription), for ``recall``: until a
+        write to the table may change it (``Tx.memo``). On PostgreSQL the caller read them locked."""
+        tx.memo.setdefault((self.name, column, site_id, value), {})[what] = result
+        self._memo_columns.add(column)
+
+    def recall(self, tx: Tx, site_id: int, column: str, value: Any, what: str) -> Any:
+        """What ``remember`` kept, if nothing written since may have changed it (else None)."""
+        if not tx.memo:
+            return None
+        return tx.memo.get((self.name, column, site_id, value), {}).get(what)
+
+    def _touch(self, tx: Tx, site_id: int, before: dict | None, after: dict | None) -> None:
+        """A row of the table is written (``before``/``after``: its columns, None when not
+        known): ``Tx.memo`` forgets what it kept for the values the row had or has now."""
+        memo, name = tx.memo, self.name
+        for column in self._memo_columns:
+            if before is None or column not in before:  # what it held is not known: all of the column's
+                for key in [k for k in memo if k[0] == name and k[1] == column]:
+                    del memo[key]
+                continue
+            memo.pop((name, column, site_id, before[column]), None)
+            if after is not None:
+                memo.pop((name, column, site_id, after.get(column)), None)
 
     def loaded_columns(self) -> list[Any]:
         """What a joined load selects of this table for ``take``: the document and the columns an
@@ -200,12 +227,18 @@ class DocTable:
     def insert(self, tx: Tx, site_id: int, doc: dict, now: int, *, columns: dict | None = None) -> None:
         """columns: values for index columns that are not fields of the document."""
         p = self._params(site_id, doc, now, columns)
+        if tx.memo:
+            self._touch(tx, site_id, p, p)
         tx.execute(self._insert, p)
         tx.rows[(self.name, site_id, p["id"])] = {c: p[c] for c in self._known}
 
     def insert_many(self, tx: Tx, site_id: int, docs: Iterable[dict], now: int) -> None:
         """Insert many documents with one executemany (seeding and bulk loads)."""
-        tx.executemany(self._insert, [self._params(site_id, doc, now) for doc in docs])
+        rows = [self._params(site_id, doc, now) for doc in docs]
+        if tx.memo:
+            for p in rows:
+                self._touch(tx, site_id, p, p)
+        tx.executemany(self._insert, rows)
 
     def update(self, tx: Tx, site_id: int, doc: dict, now: int, *, old_id: str | None = None,
                expect: dict[str, Any] | None = None, columns: dict | None = None) -> bool:
@@ -240,6 +273,8 @@ class DocTable:
                 raise RuntimeError("a conditional update needs its rowcount: do it before tx.pipeline()")
             for k, v in expect.items():
                 p[f"expect_{k}"] = v
+        if tx.memo:
+            self._touch(tx, site_id, prev, p)
         n = tx.rowcount(q, p)
         # pipelined (PostgreSQL): the count comes later; the caller holds the row (loaded for update)
         done = n == 1 or (n < 0 and tx.pipelined)
@@ -260,7 +295,9 @@ class DocTable:
             raise not_found(self.resource, self.id_of(doc))
 
     def delete(self, tx: Tx, site_id: int, id: str) -> bool:
-        tx.rows.pop((self.name, site_id, id), None)
+        prev = tx.rows.pop((self.name, site_id, id), None)
+        if tx.memo:
+            self._touch(tx, site_id, prev, None)
         return tx.rowcount(self._delete, {"site_id": site_id, "id": id}) == 1
 
 

@@ -253,3 +253,20 @@ def test_renewals_preloaded_together_see_what_the_batchs_earlier_jobs_wrote(site
         assert site.api.get(f"/subscriptions/{sub_id}")["subscription"]["current_term_end"] > S.GENESIS + 62 * S.DAY
     renewed = S.events(site, "subscription_renewed")
     assert len(renewed) == 4 and all(e["content"]["invoice"]["status"] == "paid" for e in renewed)
+
+
+def test_preloaded_renewals_keep_the_subscriptions_dues_true(site):
+    """A batch's renewals of subscriptions with unpaid invoices (nothing to charge: auto-collection
+    off): their unpaid invoices are read once for the batch (dues.preload), and each renewal's dues -
+    on the subscription and in its events - still count the invoice it just closed."""
+    S.start(site)
+    S.plan(site, "monthly", 1000)
+    ids = [S.subscribe(site, F.customer(site, card=None, auto_collection="off")["id"], "monthly")
+           ["subscription"]["id"] for _ in range(3)]
+    S.travel(site, S.GENESIS + 2 * 31 * S.DAY)
+    for sub_id in ids:
+        sub = site.api.get(f"/subscriptions/{sub_id}")["subscription"]
+        assert (sub["due_invoices_count"], sub["total_dues"], sub["due_since"]) == (3, 3000, S.GENESIS)
+        renewed = [e["content"]["subscription"] for e in S.events(site, "subscription_renewed")
+                   if e["content"]["subscription"]["id"] == sub_id]
+        assert [(s["due_invoices_count"], s["total_dues"]) for s in renewed] == [(2, 2000), (3, 3000)]

@@ -185,3 +185,48 @@ def test_get_many_rows_are_read_again_once_another_statement_or_a_rollback_may_h
         return first, CUSTOMERS.get(tx, site.pk, "cust_1")["first_name"]
 
     assert app.db.write_sync(change) == ("Z0", "N1")
+
+
+def test_what_remember_kept_is_recalled_until_a_write_may_change_it(app):
+    """DocTable.remember / recall (Tx.memo): a read of the rows by one column's value (the unpaid
+    invoices of a subscription, dues.preload) is answered again until a DocTable write gives a row
+    that value or takes it away, another statement writes the table, or a savepoint rolls back;
+    writes of rows with other values leave it."""
+    site, _ = _customers_site(app, 2)
+    c = S.customers.c
+
+    def run(tx):
+        def keep(value):
+            CUSTOMERS.remember(tx, site.pk, "email", value, "t", [value])
+
+        def known(value):
+            return CUSTOMERS.recall(tx, site.pk, "email", value, "t")
+        got = []
+        CUSTOMERS.get_many(tx, site.pk, ["cust_0", "cust_1"], for_update=True)
+        keep("c0@example.com"), keep("new@example.com"), keep("other@example.com")
+        got.append((known("c0@example.com"), CUSTOMERS.recall(tx, site.pk, "email", "c0@example.com", "u")))
+        doc = CUSTOMERS.get(tx, site.pk, "cust_0", for_update=True)
+        doc["first_name"] = "Same email"
+        CUSTOMERS.update(tx, site.pk, doc, 1000)  # its email still c0@: the read is changed
+        got.append((known("c0@example.com"), known("other@example.com")))
+        keep("c0@example.com")
+        doc = CUSTOMERS.get(tx, site.pk, "cust_1", for_update=True)
+        doc["email"] = "new@example.com"  # takes the value: what was read of new@ may be wrong now
+        CUSTOMERS.update(tx, site.pk, doc, 1000)
+        got.append((known("c0@example.com"), known("new@example.com"), known("other@example.com")))
+        CUSTOMERS.insert(tx, site.pk, {"id": "cust_9", "object": "customer", "email": "other@example.com"}, 1000)
+        got.append(known("other@example.com"))
+        keep("other@example.com")
+        tx.execute(update(S.customers).where(c.site_id == site.pk, c.id == "cust_9").values(first_name="X"))
+        got.append(known("other@example.com"))  # another statement wrote the table
+        keep("other@example.com")
+        try:
+            with tx.savepoint():
+                raise ValueError("undo")
+        except ValueError:
+            pass
+        got.append(known("other@example.com"))
+        return got
+
+    assert app.db.write_sync(run) == [(["c0@example.com"], None), (None, ["other@example.com"]),
+                                      (["c0@example.com"], None, ["other@example.com"]), None, None, None]
