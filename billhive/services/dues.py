@@ -80,7 +80,28 @@ async def reload(ctx: Ctx, body: dict) -> dict:
     return body
 
 
+def preload(w: Work, subscription_ids: list[str]) -> None:
+    """Read the unpaid invoices of several subscriptions in one statement (locked) for the dues
+    that follow in this unit (``fill``, ``refresh``): each subscription's are answered from memory
+    until an invoice of the subscription is written (``DocTable.remember``)."""
+    if not subscription_ids:
+        return
+    ids = sorted(set(subscription_ids))
+    found: dict[str, list[str]] = {i: [] for i in ids}
+    for sub_id, data in w.tx.all(*_UNPAID_MANY_LOCKED(ids, {"site_id": w.site_id})):
+        found[sub_id].append(data)
+    for sub_id, texts in found.items():
+        INVOICES.remember(w.tx, w.site_id, "subscription_id", sub_id, _UNPAID_MEMO, texts)
+
+
+_UNPAID_MEMO = "dues.unpaid"
+_UNPAID_MANY_LOCKED = InList(lambda ids: _UNPAID_MANY.build(ids).with_for_update(), "subscription_id")
+
+
 def _unpaid(tx: Tx, site_pk: int, subscription_id: str) -> list[dict]:
+    known = INVOICES.recall(tx, site_pk, "subscription_id", subscription_id, _UNPAID_MEMO)
+    if known is not None:  # preloaded, and no invoice of the subscription written since
+        return [loads(d) for d in known]
     return [loads(r[0]) for r in tx.all(_UNPAID, {"site_id": site_pk, "subscription_id": subscription_id})]
 
 

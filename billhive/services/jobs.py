@@ -38,11 +38,19 @@ GROUPS: dict[str, jobs.GroupHandler] = {
 }
 
 
+# kinds whose due jobs of a batch have what they load loaded first, for all of them (one statement
+# per table; each job still runs alone, in its turn and its savepoint: billhive/work/scheduler.py)
+PRELOADS: dict[str, jobs.GroupHandler] = {
+    subscriptions.JOB_TERM_END: subscriptions.preload_term_ends,
+}
+
+
 async def run_due(app: App, site_pk: int, at: int | None = None, limit: int | None = None,
                   batch: int = 1) -> int:
     """Run the site's jobs due at ``at`` (default: the site clock), earliest first, up to ``batch``
     to a transaction (each in its own savepoint; > 1 only for the site's only runner)."""
-    return await scheduler.run_due(app, site_pk, HANDLERS, at=at, limit=limit, batch=batch, groups=GROUPS)
+    return await scheduler.run_due(app, site_pk, HANDLERS, at=at, limit=limit, batch=batch, groups=GROUPS,
+                                    preloads=PRELOADS)
 
 
 async def run_all_sites(app: App) -> int:

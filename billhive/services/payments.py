@@ -40,7 +40,7 @@ from billhive.services import credits, dues, invoicing
 from billhive.services.invoicing import ChargePlan
 from billhive.store import schema as S
 from billhive.store.db import Q, Tx
-from billhive.store.resources import CUSTOMERS, INVOICES, TRANSACTIONS
+from billhive.store.resources import CARDS, CUSTOMERS, INVOICES, SUBSCRIPTIONS, TRANSACTIONS
 from billhive.util import failpoints
 from billhive.util.ids import txn_id
 from billhive.util.jsonutil import loads
@@ -98,28 +98,59 @@ async def charge_and_settle_all(items: list[tuple[Ctx, ChargePlan]]) -> None:
 
 
 def _settle_all(w: Work, answers: list[tuple[ChargePlan, GatewayResult]]) -> None:
-    for plan, result in answers:
-        one = Work(w.tx, w.app, w.site, w.origin, w.now)
-        try:
-            with w.tx.savepoint():
-                settle(one, plan.txn_id, result, plan.purpose)
-        except SQLAlchemyError:
-            raise  # the store's trouble: the whole group is left to recovery
-        except Exception:
-            log.exception("settling charge %s failed on site %s; recovery settles it", plan.txn_id, w.site_id)
-            continue
-        w.emitted.extend(one.emitted)
-        w.after.extend(one.after)
+    """Settle several charges, each in its savepoint (a failed one is left to recovery). With more
+    than one, what their settlements read is loaded first, one statement per table for all of them
+    (``_load_batch``), and their events are written together when the unit ends
+    (``outbox.buffered``; a rolled-back settlement's events are dropped with it)."""
+    tx = w.tx
+    with outbox.buffered(tx):
+        held = _load_batch(w, [plan for plan, _ in answers]) if len(answers) > 1 else None
+        for plan, result in answers:
+            one = Work(tx, w.app, w.site, w.origin, w.now)
+            mark = outbox.mark(tx)
+            # a settlement releases its invoice's held events: a second charge of that invoice finds none
+            events = held.pop(plan.invoice_id, []) if held is not None else None
+            try:
+                with tx.savepoint():
+                    settle(one, plan.txn_id, result, plan.purpose, held=events)
+            except SQLAlchemyError:
+                raise  # the store's trouble: the whole group is left to recovery
+            except Exception:
+                outbox.rollback_to(tx, mark)  # and the events it recorded
+                if held is not None and events:
+                    held[plan.invoice_id] = events  # still held: undone with the savepoint
+                log.exception("settling charge %s failed on site %s; recovery settles it", plan.txn_id, w.site_id)
+                continue
+            w.emitted.extend(one.emitted)
+            w.after.extend(one.after)
+
+
+def _load_batch(w: Work, plans: list[ChargePlan]) -> dict[str, list[dict]]:
+    """What the settlements of a batch's charges read, in one statement per table: their
+    transactions and invoices (locked, as ``settle`` loads them), the invoices' customers, cards
+    and subscriptions (locked, as the dues refresh loads them), registered in ``Tx.rows`` so that
+    each settlement's loads are answered from memory (``DocTable.get_many``); and the events held
+    for the invoices (locked), by invoice id."""
+    tx, site_id = w.tx, w.site_id
+    TRANSACTIONS.get_many(tx, site_id, [plan.txn_id for plan in plans], for_update=True)
+    invoices = INVOICES.get_many(tx, site_id, [plan.invoice_id for plan in plans], for_update=True)
+    customer_ids = [inv["customer_id"] for inv in invoices.values()]
+    CUSTOMERS.get_many(tx, site_id, customer_ids)
+    CARDS.get_many(tx, site_id, customer_ids)
+    sub_ids = [inv["subscription_id"] for inv in invoices.values() if inv.get("subscription_id")]
+    SUBSCRIPTIONS.get_many(tx, site_id, sub_ids, for_update=True)
+    return outbox.held_for_many(tx, site_id, [i for i, inv in invoices.items() if inv.get("subscription_id")])
 
 
 @site_first
 def settle(w: Work, txn_id: str, result: GatewayResult, purpose: str | None = None,
-           invoice_id: str | None = None) -> dict:
+           invoice_id: str | None = None, *, held: list[dict] | None = None) -> dict:
     """Apply the gateway's answer to the transaction and its invoice (once): load, decide
     (``domain.settlement.settle``), save. ``purpose`` is read from the transaction's row when the
     caller does not know it (recovery). ``invoice_id``: the charge's invoice, when the caller
     knows it (its ChargePlan): the site, the transaction and the invoice with its customer and
-    card are then loaded in one statement."""
+    card are then loaded in one statement. ``held``: the events held for the invoice, loaded
+    (locked) already (``outbox.held_for_many``)."""
     txn, inv, payer = _load_settling(w, txn_id, invoice_id)
     inv_id = inv["id"]
     if not settlement.unsettled(txn):
@@ -132,7 +163,8 @@ def settle(w: Work, txn_id: str, result: GatewayResult, purpose: str | None = No
     content_extra = invoicing.snapshot(w, inv["customer_id"], inv.get("subscription_id"), loaded=payer) \
         if any(e.startswith("payment_") for e in s.events) else {}
     # subscription events held until this invoice's charge settles (commit.record_event)
-    held = outbox.held_for(w.tx, w.site_id, inv_id) if inv.get("subscription_id") else []
+    if held is None:
+        held = outbox.held_for(w.tx, w.site_id, inv_id) if inv.get("subscription_id") else []
     if not s.final:  # a timeout: the payment is initiated, recovery settles it from the gateway later
         TRANSACTIONS.save(w.tx, w.site_id, txn, w.now)
         _release(w, held, inv)

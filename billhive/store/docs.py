@@ -19,9 +19,15 @@ from sqlalchemy import Table, and_, bindparam, delete, insert, select, update
 
 from billhive.errors import not_found
 from billhive.store.db import Q, Tx
+from billhive.store.inlist import InList
+from billhive.store.tx import ROW_TABLES
 from billhive.util.jsonutil import dumps, loads
 
 _BASE = ("pk", "site_id", "id", "created_at", "updated_at", "data")
+# a ``Tx.rows`` entry's stored document (the data column's text), when ``get_many`` loaded it: ``get``
+# answers from it without a statement, and an update of the row keeps it (the row's new text)
+_DOC = "data"
+_EXTRA = "+"  # and the insert_only columns it loaded, by "+" and their name
 
 
 class DocTable:
@@ -49,6 +55,7 @@ class DocTable:
         }
         t = table
         self.name = table.name
+        ROW_TABLES.add(table.name)
         # the columns an update may leave out when their value is unchanged (Tx.rows knows them);
         # insert_only columns named in ``columns=`` are always written (others may set them)
         self._known = ("id", "updated_at", *(c for c in self.index_columns if c not in self.insert_only))
@@ -58,6 +65,9 @@ class DocTable:
         self._get_lock = Q(select(t.c.data, *known).where(key).with_for_update())
         self._get_raw = Q(select(t.c.data).where(key))
         self._exists = Q(select(t.c.pk).where(key))
+        self._memo_columns: set[str] = set()  # the columns ``remember`` keeps results by
+        # get_many's statements, by (for_update, extra columns)
+        self._get_many: dict[tuple[bool, tuple[str, ...]], InList] = {}
         write_cols = ["site_id", "id", "created_at", "updated_at", *self.index_columns, "data"]
         self._write_cols = write_cols
         self._insert = _own(Q(insert(t).values({c: bindparam(c) for c in write_cols}), combinable=True))
@@ -67,12 +77,84 @@ class DocTable:
     # ---- reads --------------------------------------------------------------------------
 
     def get(self, tx: Tx, site_id: int, id: str, *, for_update: bool = False) -> dict | None:
+        known = tx.rows.get((self.name, site_id, id)) if tx.rows else None
+        if known is not None and (doc := known.get(_DOC)) is not None:
+            return loads(doc)  # loaded by get_many (PostgreSQL: locked) and unchanged since, or as updated since
         row = tx.one(self._get_lock if for_update else self._get, {"site_id": site_id, "id": id})
         if row is None:
             return None
         if for_update or tx.dialect == "sqlite":  # SQLite: one writer, nobody else changes it meanwhile
             tx.rows[(self.name, site_id, id)] = dict(zip(self._known, row[1:]))
         return loads(row[0])
+
+    def get_many(self, tx: Tx, site_id: int, ids: Iterable[str], *, for_update: bool = False,
+                 extra: tuple[str, ...] = ()) -> dict[str, dict]:
+        """``get`` of several rows in one statement: the documents found, by id. Each row is
+        registered in ``Tx.rows`` as ``get`` does (an update writes only what changed), with its
+        document and the ``extra`` columns (insert_only ones, e.g. a subscription's internal
+        state): a later ``get`` (or ``remembered``) of it in this unit is answered from memory
+        while ``Tx.rows`` knows the row - until a savepoint rolls back or a statement other than
+        this table's own writes to it; an update of the row keeps its new document. On PostgreSQL
+        only rows loaded ``for_update`` are registered (another transaction may change the rest)."""
+        wanted = sorted(set(ids))
+        if not wanted:
+            return {}
+        q = self._get_many.get((for_update, extra))
+        if q is None:
+            t = self.t
+            cols = [t.c.data, *(t.c[c] for c in self._known), *(t.c[c] for c in extra)]
+
+            def build(values: list[Any], cols: list[Any] = cols, lock: bool = for_update) -> Any:
+                stmt = select(*cols).where(t.c.site_id == bindparam("site_id"), t.c.id.in_(values))
+                return stmt.with_for_update() if lock else stmt
+            q = self._get_many[(for_update, extra)] = InList(build, "id")
+        rows = tx.all(*q(wanted, {"site_id": site_id}))
+        keep = for_update or tx.dialect == "sqlite"
+        width = 1 + len(self._known)
+        out = {}
+        for row in rows:
+            if keep:
+                known = dict(zip(self._known, row[1:width]))
+                known[_DOC] = row[0]
+                for c, v in zip(extra, row[width:], strict=True):
+                    known[_EXTRA + c] = v
+                tx.rows[(self.name, site_id, row[1])] = known
+            out[row[1]] = loads(row[0])
+        return out
+
+    def remembered(self, tx: Tx, site_id: int, id: str, *extra: str) -> tuple[dict, tuple] | None:
+        """The document and the ``extra`` columns of a row ``get_many`` loaded with them in this
+        unit, as the row holds them now, without a statement; None when not known so (read it)."""
+        known = tx.rows.get((self.name, site_id, id)) if tx.rows else None
+        if known is None or (doc := known.get(_DOC)) is None or any(_EXTRA + c not in known for c in extra):
+            return None
+        return loads(doc), tuple(known[_EXTRA + c] for c in extra)
+
+    def remember(self, tx: Tx, site_id: int, column: str, value: Any, what: str, result: Any) -> None:
+        """Keep ``result``, what this unit read of the rows whose ``column`` holds ``value`` (the
+        caller's own read, e.g. the unpaid invoices of a subscription), for ``recall``: until a
+        write to the table may change it (``Tx.memo``). On PostgreSQL the caller read them locked."""
+        tx.memo.setdefault((self.name, column, site_id, value), {})[what] = result
+        self._memo_columns.add(column)
+
+    def recall(self, tx: Tx, site_id: int, column: str, value: Any, what: str) -> Any:
+        """What ``remember`` kept, if nothing written since may have changed it (else None)."""
+        if not tx.memo:
+            return None
+        return tx.memo.get((self.name, column, site_id, value), {}).get(what)
+
+    def _touch(self, tx: Tx, site_id: int, before: dict | None, after: dict | None) -> None:
+        """A row of the table is written (``before``/``after``: its columns, None when not
+        known): ``Tx.memo`` forgets what it kept for the values the row had or has now."""
+        memo, name = tx.memo, self.name
+        for column in self._memo_columns:
+            if before is None or column not in before:  # what it held is not known: all of the column's
+                for key in [k for k in memo if k[0] == name and k[1] == column]:
+                    del memo[key]
+                continue
+            memo.pop((name, column, site_id, before[column]), None)
+            if after is not None:
+                memo.pop((name, column, site_id, after.get(column)), None)
 
     def loaded_columns(self) -> list[Any]:
         """What a joined load selects of this table for ``take``: the document and the columns an
@@ -145,12 +227,18 @@ class DocTable:
     def insert(self, tx: Tx, site_id: int, doc: dict, now: int, *, columns: dict | None = None) -> None:
         """columns: values for index columns that are not fields of the document."""
         p = self._params(site_id, doc, now, columns)
+        if tx.memo:
+            self._touch(tx, site_id, p, p)
         tx.execute(self._insert, p)
         tx.rows[(self.name, site_id, p["id"])] = {c: p[c] for c in self._known}
 
     def insert_many(self, tx: Tx, site_id: int, docs: Iterable[dict], now: int) -> None:
         """Insert many documents with one executemany (seeding and bulk loads)."""
-        tx.executemany(self._insert, [self._params(site_id, doc, now) for doc in docs])
+        rows = [self._params(site_id, doc, now) for doc in docs]
+        if tx.memo:
+            for p in rows:
+                self._touch(tx, site_id, p, p)
+        tx.executemany(self._insert, rows)
 
     def update(self, tx: Tx, site_id: int, doc: dict, now: int, *, old_id: str | None = None,
                expect: dict[str, Any] | None = None, columns: dict | None = None) -> bool:
@@ -185,13 +273,20 @@ class DocTable:
                 raise RuntimeError("a conditional update needs its rowcount: do it before tx.pipeline()")
             for k, v in expect.items():
                 p[f"expect_{k}"] = v
+        if tx.memo:
+            self._touch(tx, site_id, prev, p)
         n = tx.rowcount(q, p)
         # pipelined (PostgreSQL): the count comes later; the caller holds the row (loaded for update)
         done = n == 1 or (n < 0 and tx.pipelined)
         if prev is not None:
             del rows[key]
         if done:  # the row is this transaction's now (PostgreSQL: locked by the update)
-            rows[(self.name, site_id, p["id"])] = {c: p[c] for c in self._known}
+            known = rows[(self.name, site_id, p["id"])] = {c: p[c] for c in self._known}
+            if prev is not None and _DOC in prev:  # get answers from memory still: the row as written now
+                known[_DOC] = p["data"]
+                for k, v in prev.items():
+                    if k.startswith(_EXTRA):
+                        known[k] = p[k[1:]] if k[1:] in explicit else v  # insert_only: written when named
         return done
 
     def save(self, tx: Tx, site_id: int, doc: dict, now: int) -> None:
@@ -200,7 +295,9 @@ class DocTable:
             raise not_found(self.resource, self.id_of(doc))
 
     def delete(self, tx: Tx, site_id: int, id: str) -> bool:
-        tx.rows.pop((self.name, site_id, id), None)
+        prev = tx.rows.pop((self.name, site_id, id), None)
+        if tx.memo:
+            self._touch(tx, site_id, prev, None)
         return tx.rowcount(self._delete, {"site_id": site_id, "id": id}) == 1
 
 

@@ -57,6 +57,10 @@ def _written_table(stmt: Any) -> str | None:
     return None
 
 
+# the tables whose rows ``Tx.rows`` may know (DocTable registers its table when it is made)
+ROW_TABLES: set[str] = set()
+
+
 class Tx:
     """One unit of work's view of its connection.
 
@@ -67,9 +71,14 @@ class Tx:
     starts (``forget_rows``: the batch runner), a savepoint rolls back, or a statement other than
     DocTable's own writes to the table. On PostgreSQL only rows this transaction holds locked
     (loaded ``for_update``, inserted or updated) are kept: another transaction may change the rest.
+
+    ``memo``: results of reads of a document table by one column's value (e.g. a subscription's
+    unpaid invoices), kept by ``DocTable.remember`` - by (table, column, site_id, value), each a
+    dict of results by what was read - and forgotten as ``rows`` is, and also whenever a DocTable
+    write to the table gives a row that value or takes it away (``DocTable.recall``).
     """
 
-    __slots__ = ("conn", "dialect", "cur", "db_key", "_pipelined", "rows", "_combined")
+    __slots__ = ("conn", "dialect", "cur", "db_key", "_pipelined", "rows", "memo", "_combined")
 
     def __init__(self, conn: Any, dialect: str, db_key: str = ""):
         self.conn = conn
@@ -78,6 +87,7 @@ class Tx:
         self.db_key = db_key  # which database (for per-process caches keyed by site)
         self._pipelined = False  # inside pipeline() (PostgreSQL)
         self.rows: dict[tuple[str, int, str], dict[str, Any]] = {}
+        self.memo: dict[tuple[str, str, int, Any], dict[str, Any]] = {}
         # inside pipeline() (PostgreSQL): combinable writes not sent yet, (table, sql, params)
         self._combined: list[tuple[str, str, dict]] | None = None
 
@@ -85,18 +95,22 @@ class Tx:
         """Forget the rows ``rows`` knows (of one table, or all)."""
         if table is None or table == "?":
             self.rows.clear()
-        else:
+            self.memo.clear()
+        elif table in ROW_TABLES:  # no other table has rows here: nothing to scan for
+            if self.memo:
+                for memo_key in [k for k in self.memo if k[0] == table]:
+                    del self.memo[memo_key]
             for key in [k for k in self.rows if k[0] == table]:
                 del self.rows[key]
 
     def execute(self, stmt: Any, params: dict | None = None) -> Any:
         if isinstance(stmt, Q):
             sql, defaults = stmt.sql(self.dialect)
-            if stmt.writes is not None and self.rows:
+            if stmt.writes is not None and (self.rows or self.memo):
                 self.forget_rows(stmt.writes)
         else:
             sql, defaults = compile_stmt(stmt, self.dialect)
-            if self.rows and (written := _written_table(stmt)) is not None:
+            if (self.rows or self.memo) and (written := _written_table(stmt)) is not None:
                 self.forget_rows(written)
         if params:
             defaults = {**defaults, **params} if defaults else params
@@ -134,7 +148,8 @@ class Tx:
             return
         self.flush()
         sql, defaults = stmt.sql(self.dialect) if isinstance(stmt, Q) else compile_stmt(stmt, self.dialect)
-        if self.rows and (written := stmt.writes if isinstance(stmt, Q) else _written_table(stmt)) is not None:
+        written = stmt.writes if isinstance(stmt, Q) else _written_table(stmt)
+        if (self.rows or self.memo) and written is not None:
             self.forget_rows(written)
         if not defaults.keys() <= rows[0].keys():  # values the statement carries itself (literals)
             rows = [{**defaults, **r} for r in rows]
@@ -263,5 +278,6 @@ class _Savepoint:
             if self.tx._combined:
                 self.tx._combined.clear()  # what the block held is undone with it
             self.tx.rows.clear()  # what they say may have been undone
+            self.tx.memo.clear()
             self.tx.cur.execute(f"ROLLBACK TO SAVEPOINT {self.name}")
             self.tx.cur.execute(f"RELEASE SAVEPOINT {self.name}")

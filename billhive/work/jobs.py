@@ -108,6 +108,40 @@ def schedule(w: Work, kind: str, ref_id: str, due_at: int, *, key: str | None = 
         w.cached(DUE_NOW, list[str]).append(key)
 
 
+_UPSERT_MANY: dict[int, Q] = {}  # by the number of rows
+
+
+def _upsert_many(n: int) -> Q:
+    """``_UPSERT`` of n rows in one statement (their parameters suffixed _0, _1...)."""
+    q = _UPSERT_MANY.get(n)
+    if q is None:
+        rows = ", ".join(f"(:site_id_{i}, :key_{i}, :kind_{i}, :ref_id_{i}, :due_at_{i}, :payload_{i}, 0, "
+                         f":created_at_{i})" for i in range(n))
+        q = _UPSERT_MANY[n] = Q(text(
+            'INSERT INTO jobs (site_id, "key", kind, ref_id, due_at, payload, attempts, created_at) '
+            f"VALUES {rows} " + _UPSERT.stmt.text.split(" VALUES ", 1)[1].split(") ", 1)[1]))
+    return q
+
+
+def schedule_many(w: Work, wanted: list[tuple[str, str, int, str | None, dict | None]]) -> None:
+    """``schedule`` of several jobs - (kind, ref_id, due_at, key, payload) each, distinct keys - in
+    one statement when their due times differ (a job's turn among jobs due at the same time is
+    its pk, and the rows of one statement take theirs in no given order), else one at a time."""
+    if len(wanted) < 2 or len({due for _, _, due, _, _ in wanted}) < len(wanted):
+        for kind, ref_id, due_at, key, payload in wanted:
+            schedule(w, kind, ref_id, due_at, key=key, payload=payload)
+        return
+    params: dict = {}
+    for i, (kind, ref_id, due_at, key, payload) in enumerate(wanted):
+        key = key or f"{kind}:{ref_id}"
+        params.update({f"site_id_{i}": w.site_id, f"key_{i}": key, f"kind_{i}": kind, f"ref_id_{i}": ref_id,
+                       f"due_at_{i}": due_at, f"payload_{i}": dumps(payload) if payload is not None else None,
+                       f"created_at_{i}": w.now})
+        if due_at <= w.now:
+            w.cached(DUE_NOW, list[str]).append(key)
+    w.tx.execute(_upsert_many(len(wanted)), params)
+
+
 _GET = Q(select(*_COLS).where(J.c.site_id == bindparam("site_id"), J.c.key == bindparam("key")).with_for_update())
 
 

@@ -41,6 +41,7 @@ from billhive.errors import InvalidRequest
 from billhive.store import schema as S
 from billhive.store.db import Q, Tx
 from billhive.store.docs import DocTable
+from billhive.store.inlist import InList
 from billhive.util.ids import event_id
 from billhive.util.jsonutil import dumps, loads
 from billhive.work.origin import Origin
@@ -438,6 +439,12 @@ def rollback_to(tx: Tx, at: tuple[int, int] | None) -> None:
     buffer.written = min(buffer.written, at[1])
 
 
+def _unwritten(tx: Tx, event_id: str) -> bool:
+    """Whether the event is in ``tx``'s buffer and not written yet."""
+    buffer = _BUFFERS.get(id(tx))
+    return buffer is not None and any(e["id"] == event_id for e, _, _ in buffer.entries[buffer.written:])
+
+
 def flush(tx: Tx) -> None:
     """Write the buffered events of ``tx`` and their deliveries now (see ``buffered``)."""
     buffer = _BUFFERS.get(id(tx))
@@ -485,6 +492,37 @@ _RELEASE_DELIVERIES = tuple(
     for d in (WEBHOOKS.deliveries, EMAILS.deliveries))
 
 
+def _plain_token(invoice_id: str) -> bool:
+    """The id's JSON token is the same in any serializer (plain printable ASCII, nothing escaped)."""
+    return invoice_id.isascii() and invoice_id.isprintable() and not any(c in invoice_id for c in '"\\/')
+
+
+_HELD_MANY = InList(lambda patterns: _HELD.stmt.where(or_(*(_EV.c.data.like(p) for p in patterns)))
+                    .with_for_update(), "pattern")
+_HELD_ALL = Q(_HELD.stmt.with_for_update())
+
+
+def held_for_many(tx: Tx, site_pk: int, invoice_ids: list[str]) -> dict[str, list[dict]]:
+    """``held_for`` of several invoices in one statement (a batch's settlements): by invoice id,
+    each list oldest first (the invoices without any left out), locked."""
+    flush(tx)
+    wanted = sorted(set(invoice_ids))
+    if not wanted:
+        return {}
+    if all(_plain_token(i) for i in wanted):  # as held_for: the database passes over the others
+        found = tx.all(*_HELD_MANY([f"%{dumps(i)}%" for i in wanted], {"site_id": site_pk}))
+    else:
+        found = tx.all(_HELD_ALL, {"site_id": site_pk})
+    out: dict[str, list[dict]] = {}
+    keep = set(wanted)
+    for row in sorted(found, key=lambda r: (r[2], r[0])):
+        event = loads(row[1])
+        inv_id = (event["content"].get("invoice") or {}).get("id")
+        if inv_id in keep:
+            out.setdefault(inv_id, []).append(event)
+    return out
+
+
 def held_for(tx: Tx, site_pk: int, invoice_id: str) -> list[dict]:
     """The held events (``record(held=True)``) whose content carries the invoice ``invoice_id``,
     locked, oldest first."""
@@ -494,7 +532,7 @@ def held_for(tx: Tx, site_pk: int, invoice_id: str) -> list[dict]:
     # O(batch) rows fetched and parsed per settlement otherwise). The id's JSON token is the same in
     # any serializer when it is plain printable ASCII (else every held row is read); LIKE's own
     # wildcards (_ %) and case folding only let more rows through, and each is checked below.
-    if invoice_id.isascii() and invoice_id.isprintable() and not any(c in invoice_id for c in '"\\/'):
+    if _plain_token(invoice_id):
         found = tx.all(_HELD_LIKE, {"site_id": site_pk, "pattern": f"%{dumps(invoice_id)}%"})
     else:
         found = tx.all(_HELD, {"site_id": site_pk})
@@ -506,7 +544,8 @@ def held_for(tx: Tx, site_pk: int, invoice_id: str) -> list[dict]:
 
 def release(tx: Tx, site_pk: int, now: int, event: dict) -> None:
     """A held event, its content now the settled state, is stored and its deliveries made due."""
-    flush(tx)
+    if _unwritten(tx, event["id"]):
+        flush(tx)  # recorded in this unit and still buffered: its rows first
     tx.execute(_RELEASE_EVENT, {"site_id": site_pk, "id": event["id"], "data": dumps(event),  # the column as the
                                 "webhook_status": event["webhook_status"], "updated_at": now})  # document
     for due in _RELEASE_DELIVERIES:

@@ -24,7 +24,8 @@ def _retry_delay(attempts: int) -> int:
 
 
 def _run_batch_unit(app: App, site_pk: int, handlers: jobs.Handlers, at: int | None, size: int,
-                    groups: Mapping[str, jobs.GroupHandler] | None = None):
+                    groups: Mapping[str, jobs.GroupHandler] | None = None,
+                    preloads: Mapping[str, jobs.GroupHandler] | None = None):
     """One transaction running up to ``size`` due jobs, earliest first, each in its own savepoint
     (a failing job's changes are rolled back and it is put back for a retry; the others commit).
     The site is loaded once per batch. Exactly-once: a job is claimed (deleted) in the transaction
@@ -39,7 +40,10 @@ def _run_batch_unit(app: App, site_pk: int, handlers: jobs.Handlers, at: int | N
     ``groups``: kinds whose consecutive candidates (distinct ref_ids) run together - taken in one
     statement and handled by one call in one savepoint, in their order (such a handler neither
     schedules nor cancels jobs, so one job of the group cannot change another's turn). If the call
-    fails, its jobs run one at a time, each in its savepoint as above."""
+    fails, its jobs run one at a time, each in its savepoint as above.
+
+    ``preloads``: kinds whose candidates (of a batch of more than one) have what they read loaded
+    first, by one call for all of them (``_preload``); each job still runs alone as above."""
     def unit(tx: Tx) -> list[tuple[jobs.Job, list]]:
         site = sites.load(tx, site_pk)
         now = at if at is not None else site.now(app.wall)
@@ -52,6 +56,8 @@ def _run_batch_unit(app: App, site_pk: int, handlers: jobs.Handlers, at: int | N
                     if not queue:
                         break
                     queue.reverse()  # popped from the end: earliest first
+                    if preloads and size > 1:
+                        _preload(tx, app, site, preloads, queue, now)
                 job = queue.pop()
                 group_handle = groups.get(job.kind) if groups else None
                 if group_handle is not None:
@@ -75,7 +81,8 @@ def _run_batch_unit(app: App, site_pk: int, handlers: jobs.Handlers, at: int | N
 
 async def run_due(app: App, site_pk: int, handlers: jobs.Handlers, at: int | None = None,
                   limit: int | None = None, batch: int = 1,
-                  groups: Mapping[str, jobs.GroupHandler] | None = None) -> int:
+                  groups: Mapping[str, jobs.GroupHandler] | None = None,
+                  preloads: Mapping[str, jobs.GroupHandler] | None = None) -> int:
     """Run the site's jobs due at ``at`` (default: the site clock), earliest first, each in its
     savepoint, up to ``batch`` jobs to a transaction (group-committed), each batch followed by its
     jobs' after-commit work in order (e.g. a dunning retry's charge).
@@ -86,7 +93,7 @@ async def run_due(app: App, site_pk: int, handlers: jobs.Handlers, at: int | Non
     done = 0
     while limit is None or done < limit:
         size = batch if limit is None else min(batch, limit - done)
-        ran = await app.db.write(_run_batch_unit(app, site_pk, handlers, at, size, groups))
+        ran = await app.db.write(_run_batch_unit(app, site_pk, handlers, at, size, groups, preloads))
         if not ran:
             break
         for hook in _grouped([hook for _, after in ran for hook in after]):
@@ -144,6 +151,23 @@ def _due_sites(tx: Tx, app: App) -> list[int]:
 
 def next_due(app: App, site_pk: int) -> int | None:
     return app.db.read_sync(lambda tx: jobs.next_due(tx, site_pk))
+
+
+def _preload(tx: Tx, app: App, site: sites.Site, preloads: Mapping[str, jobs.GroupHandler],
+             queue: list[jobs.Job], now: int) -> None:
+    """Each preloading kind's candidates handed to its preload (loads only: what the jobs will
+    read, for all of them, e.g. ``subscriptions.preload_term_ends``), in a savepoint: if it fails,
+    the jobs read for themselves."""
+    for kind, preload in preloads.items():
+        due = [job for job in queue if job.kind == kind]
+        if len(due) < 2:
+            continue
+        try:
+            with tx.savepoint():
+                preload(Work(tx, app, site, SCHEDULER, now), due)
+        except Exception as exc:
+            log.warning("preloading %s %s jobs failed on site %s (%s): each reads for itself",
+                        len(due), kind, site.name, exc)
 
 
 def _run_group(tx: Tx, app: App, site: sites.Site, handlers: jobs.Handlers, handle: jobs.GroupHandler,

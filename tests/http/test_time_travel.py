@@ -14,10 +14,13 @@ import asyncio
 import json
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
-from billhive.services import payments, time_machines
+from billhive.services import jobs as jobs_table
+from billhive.services import payments, subscriptions, time_machines
+from billhive.store.schema import events as events_table
 from billhive.store.schema import time_travels as TT
+from billhive.work import outbox
 from tests.support import factories as F
 from tests.support import subs as S
 from tests.support.timemachine import TM, TravelFailed, wait_for_travel
@@ -141,15 +144,60 @@ def test_a_batch_of_renewal_charges_is_settled_together_and_once(site, monkeypat
     assert all(e["webhook_status"] != "held" for e in renewed)
 
 
+def test_a_batch_settlement_writes_its_events_together_and_a_failed_one_drops_its_own(site, monkeypatch):
+    """A batch's settlement events are written together (multi-row INSERTs when the unit ends); a
+    settlement failing after it recorded its events rolls back to its savepoint without them (its
+    subscription_renewed stays held), and recovery then settles it with one set of events."""
+    ids = _subscribed(site, 3)
+    emit, failed, inserted = payments._emit, [], []
+
+    def emit_then_fail(w, events, txn, inv, content_extra):
+        emit(w, events, txn, inv, content_extra)
+        if not failed:
+            failed.append(txn["id"])
+            raise RuntimeError("settlement interrupted after its events")
+    insert_rows = outbox._insert_rows
+
+    def spy(tx, table, rows):
+        if table.name == "events":
+            inserted.append([r["event_type"] for r in rows])
+        insert_rows(tx, table, rows)
+    monkeypatch.setattr(payments, "_emit", emit_then_fail)
+    monkeypatch.setattr(outbox, "_insert_rows", spy)
+    S.travel(site, S.GENESIS + 31 * S.DAY)
+    monkeypatch.undo()
+    assert any(rows.count("payment_succeeded") == 2 for rows in inserted)  # the two settled, in one INSERT
+
+    def of_txn(event_type, txn_id):
+        return [e for e in S.events(site, event_type) if e["content"].get("transaction", {}).get("id") == txn_id]
+    assert site.api.get(f"/transactions/{failed[0]}")["transaction"]["status"] == "in_progress"
+    assert of_txn("payment_succeeded", failed[0]) == [] and of_txn("transaction_updated", failed[0]) == []
+    ev = events_table.c
+
+    def held():
+        return site.app.db.read_sync(lambda tx: tx.all(select(ev.event_type).where(
+            ev.site_id == site.pk, ev.webhook_status == outbox.HELD)))
+    assert [tuple(r) for r in held()] == [("subscription_renewed",)]  # until its charge settles
+    assert len(S.events(site, "subscription_renewed")) == 3
+    assert asyncio.run(payments.recover_site(site.app, site.pk)) == 1
+    assert len(of_txn("payment_succeeded", failed[0])) == 1 and held() == []
+    renewed = S.events(site, "subscription_renewed")
+    assert len(renewed) == 3 and all(e["content"]["invoice"]["status"] == "paid" for e in renewed)
+    assert all(S.invoices(site, sub_id)[-1]["status"] == "paid" for sub_id in ids)
+    occurred = [r[0] for r in site.app.db.read_sync(lambda tx: tx.all(
+        select(ev.occurred_at).where(ev.site_id == site.pk).order_by(ev.pk)))]
+    assert occurred == sorted(occurred)  # events in pk order are in time order
+
+
 def test_a_settlement_failing_in_a_group_is_left_to_recovery_and_the_others_commit(site, monkeypatch):
     ids = _subscribed(site, 3)
     settle, failed = payments.settle, []
 
-    def settle_but_one(w, txn_id, result, purpose=None):
+    def settle_but_one(w, txn_id, result, purpose=None, **kw):
         if not failed:
             failed.append(txn_id)
             raise RuntimeError("settlement interrupted")
-        return settle(w, txn_id, result, purpose)
+        return settle(w, txn_id, result, purpose, **kw)
     monkeypatch.setattr(payments, "settle", settle_but_one)
     S.travel(site, S.GENESIS + 31 * S.DAY)
     monkeypatch.setattr(payments, "settle", settle)
@@ -160,3 +208,65 @@ def test_a_settlement_failing_in_a_group_is_left_to_recovery_and_the_others_comm
     assert site.api.get(f"/transactions/{failed[0]}")["transaction"]["status"] == "success"
     assert all(S.invoices(site, sub_id)[-1]["status"] == "paid" for sub_id in ids)
     assert site.app.gateways["chargebee"].charge_count(site.pk) == 3 * 2  # not charged again
+
+
+# ---- a batch's renewals: what they read loaded first, for all of them; each still runs alone -------
+
+def _one_customers_two_subscriptions(site) -> tuple[str, list[str]]:
+    S.start(site)
+    S.plan(site, "monthly", 1000)
+    cust = F.customer(site, promotional=1500)["id"]
+    return cust, [S.subscribe(site, cust, "monthly")["subscription"]["id"] for _ in range(2)]
+
+
+def _credits_taken(site, ids: list[str]) -> list[list[int]]:
+    """Each subscription's promotional credits taken per invoice, oldest first."""
+    return [[sum(d["amount"] for d in i.get("discounts", []) if d.get("type") == "account_credits")
+             for i in S.invoices(site, sub_id)] for sub_id in ids]
+
+
+@pytest.mark.parametrize("preload", ["as is", "failing"])
+def test_renewals_preloaded_together_see_what_the_batchs_earlier_jobs_wrote(site, monkeypatch, preload):
+    """Two subscriptions of one customer renew at the same time, in one batch: their subscriptions,
+    the customer, card and plan are loaded once for both (services/jobs.py PRELOADS), and the second
+    renewal still closes with the credits the first one left (its customer row changed: read again).
+    A preload that fails leaves each renewal to read for itself: the same result."""
+    cust, ids = _one_customers_two_subscriptions(site)
+    assert _credits_taken(site, ids) == [[1000], [500]]  # the first invoices took the credits
+    site.api.post(f"/customers/{cust}/add_account_credits", {"amount": 1500, "description": "Again"})
+    preloaded: list[list[str]] = []
+    real = jobs_table.PRELOADS[subscriptions.JOB_TERM_END]
+
+    def spy(w, due):
+        preloaded.append(sorted(job.ref_id for job in due))
+        real(w, due)
+        if preload == "failing":
+            raise RuntimeError("preload fails")
+    monkeypatch.setitem(jobs_table.PRELOADS, subscriptions.JOB_TERM_END, spy)
+    S.travel(site, S.GENESIS + 2 * 31 * S.DAY)
+    assert sorted(ids) in preloaded
+    assert _credits_taken(site, ids) == [[1000, 1000, 0], [500, 500, 0]]
+    assert site.api.get(f"/customers/{cust}")["customer"]["account_credits"] == 0
+    for sub_id in ids:
+        invoices = S.invoices(site, sub_id)
+        assert all(i["status"] == "paid" for i in invoices)
+        assert site.api.get(f"/subscriptions/{sub_id}")["subscription"]["current_term_end"] > S.GENESIS + 62 * S.DAY
+    renewed = S.events(site, "subscription_renewed")
+    assert len(renewed) == 4 and all(e["content"]["invoice"]["status"] == "paid" for e in renewed)
+
+
+def test_preloaded_renewals_keep_the_subscriptions_dues_true(site):
+    """A batch's renewals of subscriptions with unpaid invoices (nothing to charge: auto-collection
+    off): their unpaid invoices are read once for the batch (dues.preload), and each renewal's dues -
+    on the subscription and in its events - still count the invoice it just closed."""
+    S.start(site)
+    S.plan(site, "monthly", 1000)
+    ids = [S.subscribe(site, F.customer(site, card=None, auto_collection="off")["id"], "monthly")
+           ["subscription"]["id"] for _ in range(3)]
+    S.travel(site, S.GENESIS + 2 * 31 * S.DAY)
+    for sub_id in ids:
+        sub = site.api.get(f"/subscriptions/{sub_id}")["subscription"]
+        assert (sub["due_invoices_count"], sub["total_dues"], sub["due_since"]) == (3, 3000, S.GENESIS)
+        renewed = [e["content"]["subscription"] for e in S.events(site, "subscription_renewed")
+                   if e["content"]["subscription"]["id"] == sub_id]
+        assert [(s["due_invoices_count"], s["total_dues"]) for s in renewed] == [(2, 2000), (3, 3000)]

@@ -255,3 +255,32 @@ def test_the_continuous_scheduler_writes_only_to_sites_with_a_job_due(app, monke
     asyncio.run(scheduler.run_all_sites(app, {}))
     assert due in ran
     assert {later, idle, travelling}.isdisjoint(ran)
+
+
+def test_schedule_many_creates_and_moves_jobs_as_schedule_does(app):
+    """jobs.schedule_many (a subscription's jobs in one statement): new jobs created, an existing
+    one moved keeping its pk and losing its failures, one already due noted for the batch (DUE_NOW);
+    jobs due at the same time are scheduled one at a time, in order (their pks are their turn)."""
+    site_pk = _site(app)
+    _schedule(app, site_pk, ("b", 100))
+    J = S.jobs
+    app.db.write_sync(lambda tx: tx.execute(update(J).where(J.c.site_id == site_pk, J.c.key == "b")
+                                            .values(attempts=3, last_error="boom")))
+
+    def pks(tx):  # type: ignore[no-untyped-def]
+        return dict(tx.all(select(J.c.key, J.c.pk).where(J.c.site_id == site_pk)))
+    before = app.db.read_sync(pks)
+
+    def run(tx):  # type: ignore[no-untyped-def]
+        w = Work(tx, app, None, scheduler.SCHEDULER, T0, site_pk=site_pk)
+        jobs.schedule_many(w, [("t", "a", T0 + 50, "a", {"at": 1}), ("t", "b", T0 + 300, "b", None),
+                               ("t", "c", T0 - 5, "c", None)])
+        jobs.schedule_many(w, [("t", "d", T0 + 70, "d", None), ("t", "e", T0 + 70, "e", None)])
+        return w.cached(jobs.DUE_NOW, list[str])
+    assert app.db.write_sync(run) == ["c"]
+    assert _left(app, site_pk) == {"a": (50, 0), "b": (300, 0), "c": (-5, 0), "d": (70, 0), "e": (70, 0)}
+    after = app.db.read_sync(pks)
+    assert after["b"] == before["b"] and after["d"] < after["e"]
+    payload = app.db.read_sync(lambda tx: tx.scalar(select(J.c.payload).where(J.c.site_id == site_pk,
+                                                                               J.c.key == "a")))
+    assert json.loads(payload) == {"at": 1}

@@ -41,6 +41,7 @@ from billhive.services.subscriptions.jobs import (
     on_term_end,
     on_trial_ending,
     on_trial_endings,
+    preload_term_ends,
 )
 from billhive.services.subscriptions.operations import (
     add_charge_at_term_end,
@@ -77,7 +78,8 @@ __all__ = [
     "charge_addon_at_term_end", "compose_activation", "compose_create", "compose_delayed_only", "compose_next",
     "compose_reactivation", "compose_renewal", "compose_update", "create", "create_for_customer", "create_unit",
     "delete", "finish", "list_for_customer", "list_subscriptions", "new_customer", "on_reminder", "on_reminders",
-    "on_start", "on_term_end", "on_trial_ending", "on_trial_endings", "prepare_payment", "reactivate",
+    "on_start", "on_term_end", "on_trial_ending", "on_trial_endings", "preload_term_ends", "prepare_payment",
+    "reactivate",
     "remove_scheduled_cancellation",
     "remove_scheduled_changes", "retrieve", "retrieve_with_scheduled_changes", "scheduled_changes", "update",
     "update_scheduled_changes", "update_unit",

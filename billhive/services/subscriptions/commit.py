@@ -134,9 +134,8 @@ def reschedule(w: Work, sub: dict, st: State) -> None:
             if at > w.now:
                 wanted[JOB_REMINDER] = at
                 payloads[JOB_REMINDER] = {"at": end}
-    for kind in (JOB_START, JOB_TERM_END, JOB_REMINDER, JOB_TRIAL_ENDING):
-        if kind in wanted:
-            jobs.schedule(w, kind, sid, due_at=wanted[kind], key=_key(kind, sid), payload=payloads.get(kind))
+    jobs.schedule_many(w, [(kind, sid, wanted[kind], _key(kind, sid), payloads.get(kind))
+                           for kind in (JOB_START, JOB_TERM_END, JOB_REMINDER, JOB_TRIAL_ENDING) if kind in wanted])
     jobs.cancel_many(w, [_key(kind, sid) for kind in (JOB_START, JOB_TERM_END, JOB_REMINDER, JOB_TRIAL_ENDING)
                          if kind not in wanted])
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from billhive.domain import subscriptions as R
-from billhive.services import invoicing
+from billhive.services import dues, invoicing
 from billhive.services.subscriptions.billing import compose_activation, compose_renewal
 from billhive.services.subscriptions.commit import (
     cancel_now,
@@ -20,7 +20,8 @@ from billhive.services.subscriptions.commit import (
     record_events,
     reschedule,
 )
-from billhive.services.subscriptions.state import State, load, load_many, save
+from billhive.services.subscriptions.state import State, load, load_many, preload, save
+from billhive.store.resources import CARDS, CUSTOMERS, PLANS
 from billhive.work.context import Work
 from billhive.work.jobs import Job
 
@@ -43,6 +44,20 @@ def on_term_end(w: Work, job: Job) -> None:
     else:
         charge = _renew(w, sub, st, at)
     charge_in_job(w, charge)
+
+
+def preload_term_ends(w: Work, due: list[Job]) -> None:
+    """What the term ends (renewals) among a batch's due jobs load, in one statement per table
+    for all of them - their subscriptions, customers, cards, plans and unpaid invoices, locked -
+    so that each ``on_term_end``, run in its turn in its own savepoint, reads them from memory
+    (``DocTable.get_many``, ``dues.preload``: until a row is changed by another statement or a
+    savepoint rolls back, when it is read again)."""
+    subs = preload(w, [job.ref_id for job in due])
+    customer_ids = [sub["customer_id"] for sub in subs.values()]
+    CUSTOMERS.get_many(w.tx, w.site_id, customer_ids, for_update=True)
+    CARDS.get_many(w.tx, w.site_id, customer_ids, for_update=True)
+    PLANS.get_many(w.tx, w.site_id, [sub["plan_id"] for sub in subs.values()], for_update=True)
+    dues.preload(w, list(subs))
 
 
 def on_start(w: Work, job: Job) -> None:
