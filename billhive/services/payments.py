@@ -348,7 +348,8 @@ async def recover_site(app: App, site_pk: int, pending: list[dict] | None = None
         pending = await app.db.read(lambda tx: _unsettled(tx, site_pk))
     done = 0
     unanswered = app.unanswered_refunds
-    for key in [k for k in unanswered if k[0] == site_pk and k[1] not in {t["id"] for t in pending}]:
+    still = {t["id"] for t in pending}
+    for key in [k for k in unanswered if k[0] == site_pk and k[1] not in still]:
         del unanswered[key]  # settled since (or no longer read): forgotten
     for txn in pending:
         gateway = app.gateways.get(txn.get("gateway", "chargebee"))

@@ -205,4 +205,3 @@ def check(method: str, path: str, status: int, body: Any) -> None:
         return
     for event in _events(body):
         check_event_content(copy.deepcopy(event))
-
