@@ -92,6 +92,7 @@ class Outbox:
     # see billhive.delivery.lanes): endpoint_id for webhooks; None: one lane per site
     lane: str | None = None
     _q: dict[str, Q] = field(default_factory=dict, repr=False)
+    _in_lists: dict[str, InList] = field(default_factory=dict, repr=False)  # statuses_of, by columns
 
     def __post_init__(self) -> None:
         d, s = self.deliveries, S.sites
@@ -131,6 +132,17 @@ class Outbox:
         self._q["finish_skipped"] = Q(fenced.values(
             claimed_until=None, updated_at=bindparam("updated_at"), status=bindparam("new_status"),
             next_attempt_at=None, last_error=bindparam("last_error")))
+        # statements over a claim's deliveries (their pks; store/inlist.py: compiled once per size bucket)
+        site = d.c.site_id == bindparam("site_id")
+        self._abandon = InList(lambda pks: update(a).where(a.c.site_id == bindparam("site_id"),
+                                                            a.c.delivery_pk.in_(pks),
+                                                            a.c.error == bindparam("in_progress"))
+                               .values(error=bindparam("error")), "pk")
+        self._lease = InList(lambda pks: update(d).where(site, d.c.pk.in_(pks)).values(
+            attempts=d.c.attempts + 1, claimed_until=bindparam("claimed_until"), updated_at=bindparam("updated_at")),
+            "pk")
+        self._lease_skipped = InList(lambda pks: update(d).where(site, d.c.pk.in_(pks))
+                                     .values(claimed_until=bindparam("claimed_until")), "pk")
 
     # ---- finding and claiming due work ------------------------------------------------------
 
@@ -171,19 +183,16 @@ class Outbox:
         skipped = [c.pk for c in claims if c.skip is not None]
         if live:
             # an attempt whose worker died is closed before the next one starts
-            tx.execute(self._in("abandon", len(live)), {"site_id": site_id, **_keys(live), "error": ABANDONED,
-                                                        "in_progress": IN_PROGRESS})
-            tx.execute(self._in("lease", len(live)), {"site_id": site_id, **_keys(live), "claimed_until": until,
-                                                      "updated_at": now})
+            tx.execute(*self._abandon(live, {"site_id": site_id, "error": ABANDONED, "in_progress": IN_PROGRESS}))
+            tx.execute(*self._lease(live, {"site_id": site_id, "claimed_until": until, "updated_at": now}))
             tx.executemany(self._q["attempt"], [
                 {"site_id": site_id, "delivery_pk": c.pk, "attempt": c.attempt, "attempted_at": now,
                  "status_code": None, "error": IN_PROGRESS, "duration_ms": None}
                 for c in claims if c.skip is None])
         if skipped:
-            tx.execute(self._in("lease_skipped", len(skipped)), {"site_id": site_id, **_keys(skipped),
-                                                                 "claimed_until": until})
+            tx.execute(*self._lease_skipped(skipped, {"site_id": site_id, "claimed_until": until}))
         ids = sorted({c.event_id for c in claims})
-        events = dict(tx.all(_events_in(len(ids)), {"site_id": site_id, **_keys(ids)}))
+        events = dict(tx.all(*_EVENTS_IN(ids, {"site_id": site_id})))
         return Batch(site, claims, events, context)
 
     # ---- recording the result ---------------------------------------------------------------
@@ -230,37 +239,17 @@ class Outbox:
     def statuses_of(self, tx: Tx, site_id: int, event_ids: list[str], *cols: str) -> dict[str, list[tuple]]:
         """``statuses`` of several events in one read: by event id, each in delivery order."""
         flush(tx)
+        key = "statuses_of " + ",".join(cols)
+        of = self._in_lists.get(key)
+        if of is None:
+            d = self.deliveries
+            of = self._in_lists[key] = InList(
+                lambda ids: select(d.c.event_id, *(d.c[c] for c in cols), d.c.status)
+                .where(d.c.site_id == bindparam("site_id"), d.c.event_id.in_(ids)).order_by(d.c.pk), "event_id")
         out: dict[str, list[tuple]] = {}
-        for r in tx.all(self._in("statuses " + ",".join(cols), len(event_ids), cols), {"site_id": site_id,
-                                                                                      **_keys(event_ids)}):
+        for r in tx.all(*of(event_ids, {"site_id": site_id})):
             out.setdefault(r[0], []).append(tuple(r[1:]))
         return out
-
-    def _in(self, name: str, n: int, cols: tuple[str, ...] = ()) -> Q:
-        """A statement over ``n`` keys (``k0``..``k{n-1}``: delivery pks, or event ids for statuses),
-        compiled once per ``n``: compiling costs more than running it."""
-        key = f"{name} {n}"
-        q = self._q.get(key)
-        if q is not None:
-            return q
-        d, a = self.deliveries, self.attempts
-        keys: list[Any] = [bindparam(f"k{i}") for i in range(n)]
-        site: Any = bindparam("site_id")
-        if name == "abandon":
-            stmt: Any = (update(a).where(a.c.site_id == site, a.c.delivery_pk.in_(keys),
-                                         a.c.error == bindparam("in_progress")).values(error=bindparam("error")))
-        elif name == "lease":
-            stmt = (update(d).where(d.c.site_id == site, d.c.pk.in_(keys))
-                    .values(attempts=d.c.attempts + 1, claimed_until=bindparam("claimed_until"),
-                            updated_at=bindparam("updated_at")))
-        elif name == "lease_skipped":
-            stmt = (update(d).where(d.c.site_id == site, d.c.pk.in_(keys))
-                    .values(claimed_until=bindparam("claimed_until")))
-        else:  # statuses of several events
-            stmt = (select(d.c.event_id, *(d.c[c] for c in cols), d.c.status)
-                    .where(d.c.site_id == site, d.c.event_id.in_(keys)).order_by(d.c.pk))
-        q = self._q[key] = Q(stmt)
-        return q
 
     def requeue(self, tx: Tx, site_id: int, pk: int, now: int) -> None:
         """Start a new round for one delivery: due now, a fresh retry schedule, any claim voided."""
@@ -282,28 +271,17 @@ def lock_events(tx: Tx, site_id: int, event_ids: list[str]) -> dict[str, dict]:
     ``lock_event`` one at a time in sorted order would): the events found, by id."""
     flush(tx)
     ids = sorted(set(event_ids))
-    return {r[0]: loads(r[1]) for r in tx.all(_events_in(len(ids), lock=True), {"site_id": site_id, **_keys(ids)})}
+    return {r[0]: loads(r[1]) for r in tx.all(*_EVENTS_LOCKED(ids, {"site_id": site_id}))}
 
 
-def _keys(values: list) -> dict[str, Any]:
-    """The parameters ``k0``..``k{n-1}`` of a statement over n keys (``Outbox._in``, ``_events_in``)."""
-    return {f"k{i}": v for i, v in enumerate(values)}
+def _events_in(ids: list) -> Any:
+    """(id, data) of a site's events ``ids``, in id order."""
+    return (select(S.events.c.id, S.events.c.data)
+            .where(S.events.c.site_id == bindparam("site_id"), S.events.c.id.in_(ids)).order_by(S.events.c.id))
 
 
-_EVENTS_IN: dict[tuple[int, bool], Q] = {}
-
-
-def _events_in(n: int, *, lock: bool = False) -> Q:
-    """(id, data) of ``n`` events of a site (``k0``..), in id order; locked with ``lock``. One
-    statement per n (compiled once)."""
-    q = _EVENTS_IN.get((n, lock))
-    if q is None:
-        ev = S.events
-        stmt = (select(ev.c.id, ev.c.data).where(ev.c.site_id == bindparam("site_id"),
-                                                 ev.c.id.in_([bindparam(f"k{i}") for i in range(n)]))
-                .order_by(ev.c.id))
-        q = _EVENTS_IN[(n, lock)] = Q(stmt.with_for_update() if lock else stmt)
-    return q
+_EVENTS_IN = InList(_events_in, "event_id")
+_EVENTS_LOCKED = InList(lambda ids: _events_in(ids).with_for_update(), "event_id")
 
 
 # ---- the two outboxes ----------------------------------------------------------------------------
