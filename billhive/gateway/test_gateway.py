@@ -200,8 +200,12 @@ class TestGateway:
 
     def charges(self, site_pk: int) -> dict[str, str]:
         """Every charge on the books: idempotency key -> status (tests: 'never charge twice')."""
+        return self.operations(site_pk, "charge")
+
+    def operations(self, site_pk: int, kind: str) -> dict[str, str]:
+        """Every operation of a kind (charge, refund, void) on the books: idempotency key -> status."""
         return dict(self.db.read_sync(lambda tx: tx.all(
-            select(O.c.idempotency_key, O.c.status).where(O.c.site_id == site_pk, O.c.kind == "charge"))))
+            select(O.c.idempotency_key, O.c.status).where(O.c.site_id == site_pk, O.c.kind == kind))))
 
     def card_count(self, site_pk: int) -> int:
         """Cards in the vault (tests: what a refused request must not have stored)."""

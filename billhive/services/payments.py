@@ -303,10 +303,12 @@ def apply_dunning(w: Work, decision: dunning.Decision) -> dict | None:
 async def refund_and_settle(ctx: Ctx, gateway: Gateway, refund_id: str, charge_reference: str, amount: int,
                             currency: str) -> dict:
     """Ask the gateway for a recorded in_progress refund, then settle it (``settle_refund``)."""
+    failpoints.hit("refund.recorded")
     try:
         result = await gateway.refund(ctx.site_id, refund_id, charge_reference, amount, currency)
     except Exception as exc:  # an unreachable gateway: outcome unknown, recovery will ask again
         result = GatewayResult("timeout", "", "gateway_error", str(exc)[:200])
+    failpoints.hit("refund.answered")
     return await ctx.write(settle_refund, refund_id, result)
 
 

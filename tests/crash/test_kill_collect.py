@@ -6,51 +6,23 @@ from __future__ import annotations
 
 import concurrent.futures
 import time
-import uuid
-from dataclasses import dataclass
 
 import httpx
 import pytest
 from sqlalchemy import select
 
-from billhive import sites
-from billhive.runtime import App, Config
-from billhive.store import migrate
 from billhive.store import schema as S
 from billhive.store.resources import INVOICES, TRANSACTIONS
-from billhive.work.context import Ctx, Origin
 from tests.support import factories as F
+from tests.support.crash import Handle, open_site
 from tests.support.process import ServerProcess
 
 pytestmark = pytest.mark.slow
 INVOICES_PER_RUN = 40
 
 
-@dataclass
-class Handle:
-    name: str
-    pk: int
-    key: str
-    app: App
-
-    def ctx(self) -> Ctx:
-        return Ctx(self.app, self.pk, Origin(user="crash-test"))
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def crash_db(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'crash.db'}"
-    return request.getfixturevalue("fresh_pg_url")  # no other test's sites: a failpoint counts this test's commits
-
-
 def seed(url: str) -> tuple[Handle, list[str]]:
-    migrate.upgrade(url)
-    app = App.open(Config(database_url=url))
-    name = f"crash{uuid.uuid4().hex[:8]}-test"
-    key = "test_" + uuid.uuid4().hex
-    site, _ = app.db.write_sync(lambda tx: sites.create(tx, name, now=int(time.time()), api_key=key))
-    h = Handle(name, site.pk, key, app)
+    h = open_site(url)
     drafts = []
     for i in range(INVOICES_PER_RUN):
         cust = F.customer(h, customer_id=f"c{i}", refundable=100 if i % 3 == 0 else 0)  # type: ignore[arg-type]

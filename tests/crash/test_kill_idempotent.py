@@ -6,18 +6,13 @@ gateway, and the retry's answer is the settled invoice, replayed as such ever af
 from __future__ import annotations
 
 import time
-import uuid
-from dataclasses import dataclass
 
 import httpx
 import pytest
 
-from billhive import sites
-from billhive.runtime import App, Config
-from billhive.store import migrate
 from billhive.store.resources import INVOICES, TRANSACTIONS
-from billhive.work.context import Ctx, Origin
 from tests.support import factories as F
+from tests.support.crash import Handle, open_site
 from tests.support.process import ServerProcess
 
 pytestmark = pytest.mark.slow
@@ -27,34 +22,11 @@ AMOUNT = 1234
 RESUME = {"BILLHIVE_IDEMPOTENCY_STALE": "1"}
 
 
-@dataclass
-class Handle:
-    name: str
-    pk: int
-    key: str
-    app: App
-
-    def ctx(self) -> Ctx:
-        return Ctx(self.app, self.pk, Origin(user="crash-test"))
-
-
 @pytest.fixture
-def crash_db(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'crash.db'}"
-    return request.getfixturevalue("fresh_pg_url")  # no other test's sites: a failpoint counts this test's commits
-
-
-@pytest.fixture
-def handle(crash_db):
-    migrate.upgrade(crash_db)
-    app = App.open(Config(database_url=crash_db))
-    name = f"idem{uuid.uuid4().hex[:8]}-test"
-    key = "test_" + uuid.uuid4().hex
-    site, _ = app.db.write_sync(lambda tx: sites.create(tx, name, now=int(time.time()), api_key=key))
-    h = Handle(name, site.pk, key, app)
+def handle(crash_db):  # type: ignore[no-untyped-def]
+    h = open_site(crash_db, "idem")
     yield h
-    app.close()
+    h.app.close()
 
 
 def charge(server: ServerProcess, h: Handle, customer_id: str, ikey: str) -> httpx.Response:

@@ -5,18 +5,13 @@ Stripe is localstripe (tests.support.stripe_fake); billhive runs as a real proce
 
 from __future__ import annotations
 
-import time
-import uuid
-
 import httpx
 import pytest
 
-from billhive import sites
-from billhive.runtime import App, Config
-from billhive.store import migrate
 from billhive.store.resources import INVOICES, TRANSACTIONS
-from tests.crash.test_kill_collect import Handle, wait_settled
+from tests.crash.test_kill_collect import wait_settled
 from tests.support import factories as F
+from tests.support.crash import Handle, open_site
 from tests.support.process import ServerProcess
 from tests.support.stripe_fake import KEY_FIELD
 
@@ -24,21 +19,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.alone]  # its two variants share the
 CUSTOMERS = 3
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def crash_db(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'crash.db'}"
-    return request.getfixturevalue("fresh_pg_url")
-
-
 def seed(url: str, stripe_fake) -> Handle:  # type: ignore[no-untyped-def]
-    migrate.upgrade(url)
-    app = App.open(Config(database_url=url))
-    name = f"crash{uuid.uuid4().hex[:8]}-test"
-    key = "test_" + uuid.uuid4().hex
-    site, _ = app.db.write_sync(lambda tx: sites.create(tx, name, now=int(time.time()), api_key=key))
-    app.db.write_sync(lambda tx: sites.set_settings(tx, name, stripe_fake.settings(), int(time.time())))
-    return Handle(name, site.pk, key, app)
+    return open_site(url, settings=stripe_fake.settings())
 
 
 def post(server: ServerProcess, h: Handle, path: str, data: dict | None = None) -> httpx.Response:

@@ -35,13 +35,6 @@ class Remote:  # what the tests.support helpers use of a TestSite: its API clien
     api: Api
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def crash_db(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'travel.db'}"
-    return request.getfixturevalue("fresh_pg_url")
-
-
 def test_sigkill_mid_travel_then_the_travel_resumes_after_restart(crash_db, tmp_path):
     migrate.upgrade(crash_db)
     app = App.open(Config(database_url=crash_db))
