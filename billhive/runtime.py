@@ -18,6 +18,7 @@ from typing import Any
 from billhive.gateway import default_gateways
 from billhive.store.db import Database, StoreLimits
 from billhive.util import failpoints
+from billhive.util.bell import Bell
 
 log = logging.getLogger("billhive")
 
@@ -194,6 +195,9 @@ class App:
     unanswered_refunds: dict[tuple[int, str], float] = field(default_factory=dict)
     fatal_error: str | None = None
     on_fatal: list[Callable[[str], None]] = field(default_factory=list)
+    # rung once a write that recorded due webhook or email deliveries commits: the delivery loops
+    # (billhive/delivery) then pass at once instead of at their next poll
+    deliveries: Bell = field(default_factory=Bell)
 
     @classmethod
     def open(cls, config: Config, *, wall: Callable[[], float] = time.time) -> App:
@@ -201,6 +205,7 @@ class App:
         db = Database(config.database_url, limits=config.store_limits)
         app = cls(config=config, db=db, wall=wall)
         db.on_fatal = app.fatal
+        db.on_deliveries = app.deliveries.ring
         app.gateways = default_gateways(db)
         return app
 

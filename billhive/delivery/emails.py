@@ -305,6 +305,6 @@ async def email_loop(app: App) -> None:
     interval = app.config.delivery_interval
     try:
         # claims of a failed pass expire and are retried
-        await loops.drain(app, interval, lambda a: d.step(a, interval), "email delivery")
+        await loops.drain(app, interval, lambda a: d.step(a, interval), "email delivery", bell=app.deliveries)
     finally:
         await d.close()

@@ -265,6 +265,7 @@ async def webhook_loop(app: App) -> None:
         interval = app.config.delivery_interval
         try:
             # claims of a failed pass expire and are retried
-            await loops.drain(app, interval, lambda a: d.step(a, interval), "webhook delivery")
+            await loops.drain(app, interval, lambda a: d.step(a, interval), "webhook delivery",
+                              bell=app.deliveries)
         finally:
             await d.close()

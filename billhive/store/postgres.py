@@ -57,14 +57,14 @@ class PostgresStore(Store):
         if lane is not False:
             n = 0 if lane is True else int(lane) % LANES
             try:
-                return await self._run(fn, lambda job: self._put_lane(n, job))
+                return await self._written(fn, lambda job: self._put_lane(n, job))
             except StoreError as exc:
                 if not getattr(exc, "retry_alone", False):
                     raise
                 # it did not commit (a deadlock with a unit outside the lane, or the lane's
                 # connection was lost): run it alone
                 log.info("lane unit failed (%s); retrying it on its own", exc.message)
-        return await self._run(fn, self._put_write)
+        return await self._written(fn, self._put_write)
 
     def queue_depth(self) -> int:
         return sum(lane.queue.qsize() for lane in list(self._lanes.values()))

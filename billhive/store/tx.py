@@ -78,7 +78,7 @@ class Tx:
     write to the table gives a row that value or takes it away (``DocTable.recall``).
     """
 
-    __slots__ = ("conn", "dialect", "cur", "db_key", "_pipelined", "rows", "memo", "_combined")
+    __slots__ = ("conn", "dialect", "cur", "db_key", "_pipelined", "rows", "memo", "_combined", "deliveries")
 
     def __init__(self, conn: Any, dialect: str, db_key: str = ""):
         self.conn = conn
@@ -90,6 +90,9 @@ class Tx:
         self.memo: dict[tuple[str, str, int, Any], dict[str, Any]] = {}
         # inside pipeline() (PostgreSQL): combinable writes not sent yet, (table, sql, params)
         self._combined: list[tuple[str, str, dict]] | None = None
+        # the running unit recorded webhook or email deliveries that are due (the outbox says so):
+        # once it commits, the store rings the delivery loops (``Store.on_deliveries``)
+        self.deliveries = False
 
     def forget_rows(self, table: str | None = None) -> None:
         """Forget the rows ``rows`` knows (of one table, or all)."""

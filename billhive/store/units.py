@@ -81,6 +81,9 @@ class Store:
         self._closed = False
         self._dead: str | None = None  # why a store thread stopped for good
         self.on_fatal: Callable[[str], None] | None = None  # called (from any thread) when the store is dead
+        # called once a write that recorded due deliveries has committed (``Tx.deliveries``): the
+        # runtime rings the delivery loops' bell (billhive/util/bell.py)
+        self.on_deliveries: Callable[[], None] | None = None
         self.stats = {"batches": 0, "units": 0}  # group commit: how well units batch
         # group-commit batches by their number of units: counts per BATCH_SIZE_BUCKETS bound (/metrics)
         self.batch_sizes = [0] * len(BATCH_SIZE_BUCKETS)
@@ -101,11 +104,14 @@ class Store:
         for each other; on PostgreSQL such units are group-committed on one connection per lane
         (see _lane_loop). On SQLite every write is group-committed anyway.
         """
-        return await self._run(fn, self._put_write)
+        return await self._written(fn, self._put_write)
 
     def write_sync(self, fn: Callable[[Tx], T]) -> T:
         """Run fn(tx) in one write transaction and return its result once durable."""
-        return self._run_sync(fn, self._put_write)
+        result, due = self._run_sync(_noting_deliveries(fn), self._put_write)
+        if due and self.on_deliveries is not None:
+            self.on_deliveries()
+        return result
 
     def submit_write(self, fn: Callable[[Tx], T]) -> concurrent.futures.Future:
         job = self._job(fn, future=concurrent.futures.Future())
@@ -185,6 +191,13 @@ class Store:
         job = Job(fn, time.monotonic() + (timeout or self.limits.unit_timeout), **reply)
         job.grace = self.limits.statement_timeout + self.limits.commit_grace
         return job
+
+    async def _written(self, fn: Callable[[Tx], T], put: Callable[[Job], None]) -> T:
+        """``_run`` of a write unit; once it has committed, ``on_deliveries`` if it recorded due deliveries."""
+        result, due = await self._run(_noting_deliveries(fn), put)
+        if due and self.on_deliveries is not None:
+            self.on_deliveries()
+        return result
 
     async def _run(self, fn: Callable[[Tx], T], put: Callable[[Job], None], timeout: float | None = None) -> T:
         loop = asyncio.get_running_loop()
@@ -411,6 +424,15 @@ class Store:
 
     def _threads(self) -> dict[str, bool]:
         return {}
+
+
+def _noting_deliveries(fn: Callable[[Tx], T]) -> Callable[[Tx], tuple[T, bool]]:
+    """The write unit ``fn``, answering also whether it recorded due deliveries (``Tx.deliveries``;
+    a batch's units share their Tx, so each starts with it down)."""
+    def unit(tx: Tx) -> tuple[T, bool]:
+        tx.deliveries = False
+        return fn(tx), tx.deliveries
+    return unit
 
 
 def _probe_read(tx: Tx) -> Any:

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 
 from billhive.errors import StoreError
 from billhive.runtime import App, LoopState
+from billhive.util.bell import Bell
 
 log = logging.getLogger("billhive.worker")
 
@@ -28,14 +29,19 @@ async def every(app: App, interval: float, step: Callable[[App], Awaitable[objec
         state.running = False
 
 
-async def drain(app: App, interval: float, step: Callable[[App], Awaitable[object]], name: str) -> None:
+async def drain(app: App, interval: float, step: Callable[[App], Awaitable[object]], name: str,
+                bell: Bell | None = None) -> None:
     """Run step again at once while it finds work (a truthy result); pause interval seconds
-    when it finds none or fails (errors are logged, not fatal)."""
+    when it finds none or fails (errors are logged, not fatal). ``bell``: a ring ends a pause
+    after a pass that found nothing (not one after a failure) early."""
     state = _state(app, name)
     try:
         while True:
             if not await _pass(app, step, state):
-                await asyncio.sleep(_pause(interval, state))
+                if bell is not None and not state.failures:
+                    await bell.pause(interval)
+                else:
+                    await asyncio.sleep(_pause(interval, state))
     finally:
         state.running = False
 

@@ -355,6 +355,8 @@ def record(tx: Tx, site: sites.Site, origin: Origin, now: int, event_type: str, 
     email = {"site_id": site.pk, "event_id": eid, "template": event_type, "recipient": recipient,
              "status": "scheduled", "attempts": 0, "round_start": 0, "next_attempt_at": due, "created_at": now,
              "updated_at": now} if email_status == "scheduled" else None
+    if due is not None and (webhooks or email is not None):
+        tx.deliveries = True  # once committed, the delivery loops are rung (Store.on_deliveries)
     buffer = _BUFFERS.get(id(tx))
     if buffer is not None and buffer.tx is tx:
         buffer.entries.append((EVENTS.row_params(site.pk, event, now, columns), webhooks, email))
@@ -527,7 +529,9 @@ def release(tx: Tx, site_pk: int, now: int, event: dict) -> None:
     tx.execute(_RELEASE_EVENT, {"site_id": site_pk, "id": event["id"], "data": dumps(event),  # the column as the
                                 "webhook_status": event["webhook_status"], "updated_at": now})  # document
     for due in _RELEASE_DELIVERIES:
-        tx.execute(due, {"site_id": site_pk, "event_id": event["id"], "next_attempt_at": now, "updated_at": now})
+        if tx.execute(due, {"site_id": site_pk, "event_id": event["id"], "next_attempt_at": now,
+                            "updated_at": now}).rowcount:
+            tx.deliveries = True  # made due: once committed, the delivery loops are rung
 
 
 def _email_recipient(tx: Tx, site_id: int, content: dict) -> str | None:
