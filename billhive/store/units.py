@@ -109,8 +109,7 @@ class Store:
     def write_sync(self, fn: Callable[[Tx], T]) -> T:
         """Run fn(tx) in one write transaction and return its result once durable."""
         result, due = self._run_sync(_noting_deliveries(fn), self._put_write)
-        if due and self.on_deliveries is not None:
-            self.on_deliveries()
+        self._committed(due)
         return result
 
     def submit_write(self, fn: Callable[[Tx], T]) -> concurrent.futures.Future:
@@ -195,9 +194,13 @@ class Store:
     async def _written(self, fn: Callable[[Tx], T], put: Callable[[Job], None]) -> T:
         """``_run`` of a write unit; once it has committed, ``on_deliveries`` if it recorded due deliveries."""
         result, due = await self._run(_noting_deliveries(fn), put)
-        if due and self.on_deliveries is not None:
-            self.on_deliveries()
+        self._committed(due)
         return result
+
+    def _committed(self, deliveries: bool) -> None:
+        """A write unit has committed; ``deliveries``: it recorded due deliveries."""
+        if deliveries and self.on_deliveries is not None:
+            self.on_deliveries()
 
     async def _run(self, fn: Callable[[Tx], T], put: Callable[[Job], None], timeout: float | None = None) -> T:
         loop = asyncio.get_running_loop()

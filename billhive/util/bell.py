@@ -1,8 +1,9 @@
 """A bell: ``pause(seconds)`` waits that long, or less if someone rings meanwhile.
 
 The delivery loops pause on one between passes that found nothing to do, and the store rings it
-from its writer thread once a write that recorded due webhook or email deliveries has committed
-(``Store.on_deliveries``): an event goes out at once instead of at the loop's next poll. Polling
+once a write that recorded due webhook or email deliveries has committed (``Store.on_deliveries``,
+on the thread that waited for the write): an event goes out at once instead of at the loop's next
+poll. Polling
 stays the rule (other processes write too, and retries come due by time): a ring only ends a
 pause early, and a ring while no one pauses is not kept - the loop is busy and passes again anyway.
 """
