@@ -531,7 +531,9 @@ def release(tx: Tx, site_pk: int, now: int, event: dict) -> None:
     for due in _RELEASE_DELIVERIES:
         if tx.execute(due, {"site_id": site_pk, "event_id": event["id"], "next_attempt_at": now,
                             "updated_at": now}).rowcount:
-            tx.deliveries = True  # made due: once committed, the delivery loops are rung
+            # made due: once committed, the delivery loops are rung (inside a PostgreSQL pipeline the
+            # rowcount is not known yet, -1: a ring too many costs an idle loop one pass)
+            tx.deliveries = True
 
 
 def _email_recipient(tx: Tx, site_id: int, content: dict) -> str | None:
