@@ -15,10 +15,9 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 
 import httpx
 import uvicorn
@@ -188,22 +187,9 @@ class _Connection(http.client.HTTPConnection):
 
 
 def _encoded(values: Any) -> str:
-    """A query or form body as httpx encodes it: a list value repeats its key; True, False and None are
-    "true", "false" and ""."""
-    if isinstance(values, str):
-        return values
-    items = values.items() if isinstance(values, Mapping) else values
-    pairs = [(key, _primitive(v)) for key, value in items
-             for v in (value if isinstance(value, (list, tuple)) else (value,))]
-    return urlencode(pairs)
-
-
-def _primitive(value: Any) -> str:
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    return "" if value is None else str(value)
+    """A query or form body as httpx encodes it (its own encoding: a list value repeats its key; True,
+    False and None are "true", "false" and "")."""
+    return str(httpx.QueryParams(values))
 
 
 @dataclass
