@@ -20,6 +20,7 @@ from billhive.store.resources import TRANSACTIONS
 from tests.support import factories as F
 from tests.support.crash import Handle, open_site
 from tests.support.process import ServerProcess
+from tests.support.server import Api
 
 pytestmark = pytest.mark.slow
 AMOUNT = 2000
@@ -29,14 +30,9 @@ PART = 500
 RECOVER_SOON = {"BILLHIVE_RECOVERY_INTERVAL": "0.5", "BILLHIVE_REFUND_RECOVERY_GRACE": "1"}
 
 
-def post(server: ServerProcess, h: Handle, path: str, data: dict) -> httpx.Response:
-    return httpx.post(f"{server.base_url}/api/v1{path}", data=data, auth=(h.key, ""), timeout=30)
-
-
-def get(server: ServerProcess, h: Handle, path: str) -> dict:
-    r = httpx.get(f"{server.base_url}/api/v1{path}", auth=(h.key, ""), timeout=30)
-    assert r.status_code == 200, r.text
-    return dict(r.json())
+def api(server: ServerProcess, h: Handle) -> Api:
+    """The tests' client on the server process (every answer checked against the spec)."""
+    return Api(server, h.name, h.key, use_host=False)  # type: ignore[arg-type]
 
 
 def refunds(h: Handle) -> list[dict]:
@@ -68,16 +64,15 @@ def test_sigkill_mid_refund_then_recovery_settles_it_from_the_gateways_books(cra
         F.customer(h, customer_id="c1")  # type: ignore[arg-type]
         server = ServerProcess(crash_db, log_path=log, args=("--no-background",))
         try:
-            r = post(server, h, "/invoices/charge", {"customer_id": "c1", "amount": AMOUNT, "description": "Setup"})
-            assert r.status_code == 200, r.text
-            inv = r.json()["invoice"]
+            inv = api(server, h).post("/invoices/charge", {"customer_id": "c1", "amount": AMOUNT,
+                                                           "description": "Setup"})["invoice"]
             assert inv["status"] == "paid" and inv["amount_paid"] == AMOUNT
         finally:
             server.stop()
 
         server = ServerProcess(crash_db, failpoints=point, log_path=log, args=("--no-background",))
         with pytest.raises(httpx.HTTPError):  # the server dies before it answers
-            post(server, h, f"/invoices/{inv['id']}/refund", {"refund_amount": PART})
+            api(server, h).post(f"/invoices/{inv['id']}/refund", {"refund_amount": PART})
         assert server.wait_exit() != 0, "the failpoint should have killed the server"
         (refund,) = refunds(h)
         assert refund["status"] == "in_progress" and refund["amount"] == PART  # recorded, not settled
@@ -89,20 +84,19 @@ def test_sigkill_mid_refund_then_recovery_settles_it_from_the_gateways_books(cra
             settled = wait_settled(h, refund["id"])
             assert settled["status"] == ("success" if made else "failure"), settled
             assert at_gateway(h) == ({refund["id"]: "success"} if made else {})  # never asked again
-            api_view = get(server, h, f"/transactions/{refund['id']}")["transaction"]
+            client = api(server, h)
+            api_view = client.get(f"/transactions/{refund['id']}")["transaction"]
             assert api_view["status"] == settled["status"]
             linked = {t["txn_id"]: t["txn_status"]
-                      for t in get(server, h, f"/invoices/{inv['id']}")["invoice"]["linked_transactions"]}
+                      for t in client.get(f"/invoices/{inv['id']}")["invoice"]["linked_transactions"]}
             assert linked[refund["id"]] == settled["status"]
-            events = get(server, h, "/events?event_type[is]=payment_refunded&limit=100")["list"]
+            events = client.get("/events", {"event_type[is]": "payment_refunded", "limit": 100})["list"]
             assert len(events) == (1 if made else 0)
 
             # what is left to refund follows the books: the rest of the payment, then nothing
             rest = AMOUNT - (PART if made else 0)
-            again = post(server, h, f"/invoices/{inv['id']}/refund", {"refund_amount": rest})
-            assert again.status_code == 200, again.text
-            over = post(server, h, f"/invoices/{inv['id']}/refund", {"refund_amount": 1})
-            assert over.status_code == 400, over.text
+            client.post(f"/invoices/{inv['id']}/refund", {"refund_amount": rest})  # expects 200
+            client.post(f"/invoices/{inv['id']}/refund", {"refund_amount": 1}, expect=400)
             made_ids = {t["id"] for t in refunds(h) if t["status"] == "success"}
             assert at_gateway(h) == dict.fromkeys(made_ids, "success")
             assert sum(t["amount"] for t in refunds(h) if t["status"] == "success") == AMOUNT

@@ -4,20 +4,16 @@ with every renewal done exactly once - never half of one."""
 
 from __future__ import annotations
 
-import time
-import uuid
 from dataclasses import dataclass
 
 import httpx
 import pytest
 from sqlalchemy import select
 
-from billhive import sites
-from billhive.runtime import App, Config
-from billhive.store import migrate
 from billhive.store import schema as S
 from tests.support import factories as F
 from tests.support import subs
+from tests.support.crash import open_site
 from tests.support.process import ServerProcess
 from tests.support.server import Api
 from tests.support.timemachine import TM, wait_for_travel
@@ -36,10 +32,8 @@ class Remote:  # what the tests.support helpers use of a TestSite: its API clien
 
 
 def test_sigkill_mid_travel_then_the_travel_resumes_after_restart(crash_db, tmp_path):
-    migrate.upgrade(crash_db)
-    app = App.open(Config(database_url=crash_db))
-    name, key = f"tt{uuid.uuid4().hex[:8]}-test", "test_" + uuid.uuid4().hex
-    site, _ = app.db.write_sync(lambda tx: sites.create(tx, name, now=int(time.time()), api_key=key))
+    h = open_site(crash_db, "tt")
+    app, name, key = h.app, h.name, h.key
     log = tmp_path / "server.log"
     # the 3rd batch of jobs kills the server: after the renewals of the 3rd month committed
     server = ServerProcess(crash_db, failpoints="time_travel.batch:3", log_path=log, extra_env=LEASE)
@@ -55,7 +49,7 @@ def test_sigkill_mid_travel_then_the_travel_resumes_after_restart(crash_db, tmp_
         except httpx.HTTPError:
             pass  # the server died while the request was still travelling
         assert server.wait_exit() != 0, "the failpoint should have killed the server"
-        status = app.db.read_sync(lambda tx: tx.scalar(select(S.sites.c.tm_status).where(S.sites.c.pk == site.pk)))
+        status = app.db.read_sync(lambda tx: tx.scalar(select(S.sites.c.tm_status).where(S.sites.c.pk == h.pk)))
         assert status == "in_progress"
 
         server = ServerProcess(crash_db, log_path=log, extra_env=LEASE)  # a restart: its time travel loop takes over
