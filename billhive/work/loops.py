@@ -33,17 +33,21 @@ async def drain(app: App, interval: float, step: Callable[[App], Awaitable[objec
                 bell: Bell | None = None) -> None:
     """Run step again at once while it finds work (a truthy result); pause interval seconds
     when it finds none or fails (errors are logged, not fatal). ``bell``: a ring ends a pause
-    after a pass that found nothing (not one after a failure) early."""
+    after a pass that found nothing (not one after a failure) early - or the next such pause, if
+    it rang while the pass ran."""
     state = _state(app, name)
+    listener = bell.listen() if bell is not None else None
     try:
         while True:
             if not await _pass(app, step, state):
-                if bell is not None and not state.failures:
-                    await bell.pause(interval)
+                if listener is not None and not state.failures:
+                    await listener.pause(interval)
                 else:
                     await asyncio.sleep(_pause(interval, state))
     finally:
         state.running = False
+        if listener is not None:
+            listener.close()
 
 
 def _state(app: App, name: str) -> LoopState:
